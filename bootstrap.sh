@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what vtaplab needs on a Debian/Ubuntu machine, idempotently:
+#   - Debian packages for the emulator and the tests (run as root),
+#   - ./venv with requirements.txt (the same virtualenv Pulumi.yaml names).
+# Re-running it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(iproute2 iptables nftables tcpdump tshark conntrack ethtool
+              openssh-server openssh-client cloud-init shellcheck procps python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bootstrap: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x venv/bin/python ]]; then
+  python3 -m venv venv
+fi
+stamp=venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "bootstrap: installing Python packages into ./venv"
+  venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$want" >"$stamp"
+fi

@@ -1,0 +1,19 @@
+"""``python -m vtaplab bench WHAT``: benchmarks that print figures measured side by side."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES: dict[str, str] = {
+    "decode": "vtaplab.decode_bench",
+    "proxy": "vtaplab.proxy_bench",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        got = repr(argv[0]) if argv else "nothing"
+        print(f"vtaplab bench: got {got}; accepted: {', '.join(BENCHES)}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(BENCHES[argv[0]]).main(argv[1:]))

@@ -1,0 +1,50 @@
+"""``python -m vtaplab COMMAND ...``: a thin dispatcher.
+
+Each command lives in its own module exposing ``main(argv: list[str]) -> int`` with its own
+argparse parser. Modules are imported only when their command runs, so ``decode`` never pays
+for importing the Pulumi SDK and ``graph`` never needs tshark.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "emulate": ("vtaplab.emulator", "run a scenario's data path locally in network namespaces"),
+    "decode": ("vtaplab.decode", "decode a capture (pcap/pcapng) into a verdict"),
+    "graph": ("vtaplab.graph", "print a stack's resource graph, built under Pulumi mocks"),
+    "check": ("vtaplab.check", "preflight: the rules ARM would enforce, on a stack's graph"),
+    "evidence": ("vtaplab.evidence", "re-run capture + traffic on a deployed stack over SSH"),
+    "matrix": ("vtaplab.matrix", "run stacks, write evidence/RESULTS.md"),
+    "cost": ("vtaplab.cost", "estimate a stack's hourly cost from its graph"),
+    "bench": ("vtaplab.bench", "benchmarks: 'bench decode', 'bench proxy'"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m vtaplab COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "'python -m vtaplab COMMAND --help' tells more."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"vtaplab: unknown command {name!r}; accepted: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    module_name = COMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"vtaplab: command {name!r} is not built yet", file=sys.stderr)
+        return 2
+    return int(module.main(rest))

@@ -1,0 +1,151 @@
+"""Azure facts and the scenario catalogue: the one place the lab writes them down.
+
+Everything here comes from ../shared/DESIGN.md ("Facts the program must respect"), which in
+turn cites Azure's documentation. When Azure changes, change it here and nowhere else: the
+config loader, the preflight rules, the verdicts and the results table all read this module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Regions where Virtual Network TAP is in preview.
+VTAP_REGIONS: frozenset[str] = frozenset(
+    {
+        "eastasia",
+        "westcentralus",
+        "uksouth",
+        "eastus",
+        "centralindia",
+        "germanywestcentral",
+        "centralus",
+    }
+)
+
+# Regions where Private Link Service Direct Connect (destinationIPAddress) is in preview.
+PLS_DIRECT_CONNECT_REGIONS: frozenset[str] = frozenset(
+    {
+        "northcentralus",
+        "eastus2",
+        "centralus",
+        "southcentralus",
+        "westus",
+        "westus2",
+        "westus3",
+        "southeastasia",
+        "australiaeast",
+        "spaincentral",
+    }
+)
+PLS_DIRECT_CONNECT_FEATURE = "Microsoft.Network/AllowPrivateLinkserviceUDR"
+PLS_DIRECT_CONNECT_NAT_IP_COUNTS: frozenset[int] = frozenset({2, 4, 6, 8})
+PLS_DIRECT_CONNECT_MAX_PER_REGION = 10
+
+VXLAN_PORT = 4789
+MAX_VTAPS_PER_SUBSCRIPTION = 10
+
+# A v6 size ("Standard_D2s_v6", "Standard_E4as_v6", ...) can't be a vTAP source.
+_V6_SIZE = re.compile(r"_v6$", re.IGNORECASE)
+
+
+def is_v6_size(vm_size: str) -> bool:
+    """True when ``vm_size`` is a v6 VM size, which vTAP does not support as a source."""
+    return bool(_V6_SIZE.search(vm_size.strip()))
+
+
+# ARM error codes the lab is about.
+ARM_PE_AS_VTAP_DESTINATION = (
+    "CannotSetPrivateLinkServiceOrPrivateEndpointNetworkInterfaceAsDestinationOfVirtualNetworkTap"
+)
+ARM_MODIFY_PE_NIC = "CannotModifyNicAttachedToPrivateEndpoint"
+ARM_PLS_ON_IP_BASED_LB = "PrivateLinkServiceIsNotSupportedForIPBasedLoadBalancer"
+
+OUTCOMES: tuple[str, ...] = (
+    "delivered",
+    "not-delivered",
+    "rejected",
+    "accepted",
+    "not-applicable",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One way of trying to get mirrored traffic to the provider's collector."""
+
+    id: str
+    title: str
+    # None where nobody knows yet: the run records what happens and nothing can "match".
+    expected_outcome: str | None
+    expected: str
+    # Where it can run at all: vTAP preview, and for Direct Connect its own preview list.
+    regions: frozenset[str]
+    carries_traffic: bool
+    expected_arm_codes: tuple[str, ...] = ()
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.id: s
+    for s in (
+        Scenario(
+            id="r1",
+            title="vTAP destination = the Private Endpoint's NIC ip-configuration",
+            expected_outcome="rejected",
+            expected=f"ARM rejects the vTAP with {ARM_PE_AS_VTAP_DESTINATION}",
+            regions=VTAP_REGIONS,
+            carries_traffic=False,
+            expected_arm_codes=(ARM_PE_AS_VTAP_DESTINATION,),
+        ),
+        Scenario(
+            id="b1",
+            title="vTAP -> source-side internal LB whose backend pool holds the PE NIC",
+            expected_outcome="rejected",
+            expected=f"ARM rejects the NIC edit with {ARM_MODIFY_PE_NIC}",
+            regions=VTAP_REGIONS,
+            carries_traffic=False,
+            expected_arm_codes=(ARM_MODIFY_PE_NIC, ARM_PLS_ON_IP_BASED_LB),
+        ),
+        Scenario(
+            id="b2",
+            title="vTAP -> proxy VM NIC that DNATs UDP/4789 to the PE -> PLS -> ILB -> collector",
+            expected_outcome="delivered",
+            expected="VXLAN arrives at the collector from a PLS NAT IP; inner GET / and 200 OK",
+            regions=VTAP_REGIONS,
+            carries_traffic=True,
+        ),
+        Scenario(
+            id="a",
+            title="b2's consumer side against a Direct Connect PLS (no provider ILB)",
+            expected_outcome=None,
+            expected="unknown: recorded; delivered would mean Direct Connect carries vTAP VXLAN",
+            regions=VTAP_REGIONS & PLS_DIRECT_CONNECT_REGIONS,
+            carries_traffic=True,
+        ),
+        Scenario(
+            id="c1",
+            title="Azure Firewall as vTAP destination",
+            expected_outcome="not-applicable",
+            expected="not expressible: a vTAP destination is a NIC ip-config or an ILB frontend",
+            regions=VTAP_REGIONS,
+            carries_traffic=False,
+        ),
+        Scenario(
+            id="b3",
+            title="HA: vTAP -> source-side ILB frontend -> 2 proxies -> PE",
+            expected_outcome="delivered",
+            expected="delivered, and still delivered with one proxy down",
+            regions=VTAP_REGIONS,
+            carries_traffic=True,
+        ),
+        Scenario(
+            id="msp",
+            title="N tenants with the same address space -> N PEs -> one PLS -> one collector",
+            expected_outcome="delivered",
+            expected="delivered per tenant, told apart by VXLAN VNI",
+            regions=VTAP_REGIONS,
+            carries_traffic=True,
+        ),
+    )
+}
