@@ -1,0 +1,458 @@
+"""The config loader: good defaults, every stack file, and one test per bad-config case."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vtaplab import config, facts, plan
+from vtaplab.config import ConfigError, from_values
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
+
+
+def _ssh_blob(*fields: bytes) -> str:
+    return base64.b64encode(b"".join(len(f).to_bytes(4, "big") + f for f in fields)).decode()
+
+
+# Built from the wire format, not copied from anywhere: a well-formed key of each kind.
+ED25519_KEY = "ssh-ed25519 " + _ssh_blob(b"ssh-ed25519", bytes(range(32))) + " op@laptop"
+RSA_2048_KEY = "ssh-rsa " + _ssh_blob(b"ssh-rsa", b"\x01\x00\x01", b"\x00" + b"\xc1" * 256)
+RSA_1024_KEY = "ssh-rsa " + _ssh_blob(b"ssh-rsa", b"\x01\x00\x01", b"\x00" + b"\xc1" * 128)
+OPERATOR = "203.0.113.7/32"
+GOOD: dict[str, object] = {
+    "vtaplab:scenarios": ["b2"],
+    "vtaplab:operatorCidr": OPERATOR,
+    "vtaplab:sshPublicKey": ED25519_KEY,
+}
+
+
+def load_with(**overrides: object) -> config.LabConfig:
+    values = {**GOOD, **{f"vtaplab:{k}": v for k, v in overrides.items()}}
+    return from_values(values, stack="test")
+
+
+def rejects(key: str, value: object, *accepted: str, **overrides: object) -> str:
+    """Assert that setting ``key`` to ``value`` fails naming the key, the value and ``accepted``."""
+    with pytest.raises(ConfigError) as err:
+        load_with(**{key: value}, **overrides)
+    message = str(err.value)
+    assert f"vtaplab:{key}" in message
+    shown = value if isinstance(value, str) else None
+    if shown is not None:
+        assert shown[:30] in message
+    assert "accepted" in message
+    for text in accepted:
+        assert text in message
+    assert "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------------------- good configs
+
+
+def test_defaults_come_from_the_address_plan():
+    cfg = load_with()
+    assert cfg.project == "vtaplab" and cfg.stack == "test"
+    assert cfg.scenarios == ("b2",)
+    assert cfg.location == "uksouth"
+    assert cfg.consumer.address_space == IPv4Network(plan.CONSUMER_VNET)
+    assert cfg.consumer.snet_src == IPv4Network(plan.CONSUMER_SUBNETS["snet-src"])
+    assert cfg.consumer.snet_ilb == IPv4Network(plan.CONSUMER_SUBNETS["snet-ilb"])
+    assert cfg.consumer.snet_pe == IPv4Network(plan.CONSUMER_SUBNETS["snet-pe"])
+    assert cfg.consumer.snet_proxy == IPv4Network(plan.CONSUMER_SUBNETS["snet-proxy"])
+    assert cfg.consumer.vm_src_ip == IPv4Address(plan.VM_SRC_IP)
+    assert cfg.consumer.vm_client_ip == IPv4Address(plan.VM_CLIENT_IP)
+    assert cfg.consumer.ilb_ip == IPv4Address(plan.CONSUMER_ILB_IP)
+    assert cfg.consumer.pe_ip == IPv4Address(plan.PE_IP)
+    assert cfg.consumer.proxy_ip == IPv4Address(plan.VM_PROXY_IP)
+    assert cfg.consumer.proxy2_ip == IPv4Address(plan.VM_PROXY2_IP)
+    assert cfg.provider.address_space == IPv4Network(plan.PROVIDER_VNET)
+    assert cfg.provider.snet_pls == IPv4Network(plan.PROVIDER_SUBNETS["snet-pls"])
+    assert cfg.provider.snet_col == IPv4Network(plan.PROVIDER_SUBNETS["snet-col"])
+    assert cfg.provider.ilb_ip == IPv4Address(plan.PROVIDER_ILB_IP)
+    assert cfg.provider.nat_ips == tuple(IPv4Address(ip) for ip in plan.PLS_NAT_IPS)
+    assert cfg.provider.col_ip == IPv4Address(plan.VM_COL_IP)
+    assert cfg.source_vm_size == cfg.proxy_vm_size == cfg.collector_vm_size == "Standard_B2s"
+    assert cfg.admin_username == "azureuser"
+    assert cfg.operator_cidr == OPERATOR
+    assert cfg.ssh_public_key == ED25519_KEY
+    assert cfg.proxy_mode == "stateless"
+    assert (cfg.capture_seconds, cfg.traffic_requests, cfg.msp_tenants) == (60, 20, 2)
+
+
+def test_config_is_frozen():
+    cfg = load_with()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.location = "eastus"  # type: ignore[misc]
+
+
+def test_keys_without_namespace_and_pulumi_strings_are_accepted():
+    cfg = from_values(
+        {
+            "scenarios": '["r1","b1","b2"]',  # how Pulumi hands a YAML list to the program
+            "operatorCidr": OPERATOR,
+            "sshPublicKey": RSA_2048_KEY,
+            "captureSeconds": "120",
+            "plsNatIps": '["10.40.2.10", "10.40.2.11", "10.40.2.12"]',
+        },
+        stack="uksouth",
+    )
+    assert cfg.scenarios == ("r1", "b1", "b2")
+    assert cfg.capture_seconds == 120
+    assert [str(ip) for ip in cfg.provider.nat_ips] == ["10.40.2.10", "10.40.2.11", "10.40.2.12"]
+
+
+def test_comma_string_scenarios_keep_their_order():
+    assert load_with(scenarios="b2, r1,b1").scenarios == ("b2", "r1", "b1")
+
+
+def test_consumer_and_provider_address_spaces_may_overlap():
+    # Private Link NATs across: a provider VNet with the customer's own numbers is fine.
+    cfg = load_with(providerAddressSpace="10.30.0.0/16", providerSubnetPls="10.30.2.0/24",
+                    providerSubnetCol="10.30.3.0/24", providerIlbIp="10.30.2.4",
+                    plsNatIps=["10.30.2.5", "10.30.2.6"], collectorIp="10.30.3.4")
+    assert cfg.consumer.address_space == cfg.provider.address_space
+    assert cfg.consumer.pe_ip == cfg.provider.col_ip  # same numbers, different VNets
+
+
+def test_scenario_a_runs_in_centralus_with_an_even_nat_count():
+    cfg = load_with(scenarios=["a"], location="centralus")
+    assert cfg.location == "centralus" and len(cfg.provider.nat_ips) == 2
+
+
+def test_location_display_names_are_normalised():
+    assert load_with(location="UK South").location == "uksouth"
+
+
+def test_operator_address_without_prefix_becomes_a_host_route():
+    assert load_with(operatorCidr="198.51.100.20").operator_cidr == "198.51.100.20/32"
+
+
+def test_operator_cidr_can_come_from_the_environment():
+    values = {k: v for k, v in GOOD.items() if k != "vtaplab:operatorCidr"}
+    cfg = from_values(values, stack="b2", environ={config.OPERATOR_CIDR_ENV: "192.0.2.0/28"})
+    assert cfg.operator_cidr == "192.0.2.0/28"
+
+
+def test_ssh_key_falls_back_to_the_home_directory(tmp_path):
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_rsa.pub").write_text(RSA_2048_KEY + "\n")
+    values = {k: v for k, v in GOOD.items() if k != "vtaplab:sshPublicKey"}
+    assert from_values(values, stack="b2", home=tmp_path).ssh_public_key == RSA_2048_KEY
+    # ed25519 wins over rsa when both exist
+    (tmp_path / ".ssh" / "id_ed25519.pub").write_text(ED25519_KEY + "\n")
+    assert from_values(values, stack="b2", home=tmp_path).ssh_public_key == ED25519_KEY
+
+
+# ----------------------------------------------------------------------------- stack files
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_every_committed_stack_file_loads(path):
+    values = config.read_stack_file(path)
+    stack = path.name[len("Pulumi."):-len(".yaml")]
+    cfg = from_values({**values, "vtaplab:operatorCidr": OPERATOR,
+                       "vtaplab:sshPublicKey": ED25519_KEY}, stack=stack)
+    assert cfg.stack == stack
+    assert values["azure-native:location"] == cfg.location
+    # Nothing personal is committed: the operator's address and key come from elsewhere.
+    assert "vtaplab:operatorCidr" not in values and "vtaplab:sshPublicKey" not in values
+
+
+def test_the_expected_stack_files_exist():
+    names = {p.name for p in STACK_FILES}
+    assert {"Pulumi.uksouth.yaml", "Pulumi.r1.yaml", "Pulumi.b1.yaml", "Pulumi.b2.yaml",
+            "Pulumi.a.yaml"} <= names
+    uksouth = config.read_stack_file(ROOT / "Pulumi.uksouth.yaml")
+    assert uksouth["vtaplab:scenarios"] == ["r1", "b1", "b2"]
+    assert config.read_stack_file(ROOT / "Pulumi.a.yaml")["vtaplab:location"] == "centralus"
+
+
+def test_stack_values_convert_to_what_pulumi_hands_the_program():
+    values = config.read_stack_file(ROOT / "Pulumi.uksouth.yaml")
+    as_pulumi = config.as_pulumi_config(values)
+    assert as_pulumi["vtaplab:scenarios"] == '["r1", "b1", "b2"]'
+    assert as_pulumi["azure-native:location"] == "uksouth"
+    assert from_values({**as_pulumi, **GOOD, "vtaplab:scenarios": as_pulumi["vtaplab:scenarios"]},
+                       stack="uksouth").scenarios == ("r1", "b1", "b2")
+
+
+def test_project_file_declares_every_key_with_the_loaders_default():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "vtaplab"
+    assert project["runtime"] == {"name": "python",
+                                  "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    declared = project["config"]
+    assert list(declared) == [k.name for k in config.KEYS]
+    for key in config.KEYS:
+        entry = declared[key.name]
+        # Pulumi's project schema: only these attributes, only these types.
+        assert set(entry) <= {"type", "items", "description", "default", "secret"}
+        assert entry["type"] in {"string", "integer", "boolean", "array"}
+        assert entry["type"] == key.type
+        assert entry["description"] == key.description
+        if key.type == "array":
+            assert entry["items"] == {"type": "string"}
+        expected = list(key.default) if isinstance(key.default, tuple) else key.default
+        assert entry.get("default") == expected
+
+
+# ----------------------------------------------------------------------------- bad configs
+
+
+def test_unknown_scenario():
+    rejects("scenarios", ["b2", "b9"], "'b9'", *facts.SCENARIOS)
+
+
+def test_no_scenario():
+    rejects("scenarios", [], "r1, b1, b2")
+
+
+def test_repeated_scenario():
+    rejects("scenarios", "b2,b2", "each scenario at most once")
+
+
+@pytest.mark.parametrize("region", ["westeurope", "northeurope"])
+def test_region_without_vtap_preview(region):
+    message = rejects("location", region, "uksouth", "centralus")
+    assert "vTAP preview" in message
+
+
+def test_scenario_a_outside_direct_connect_regions():
+    # uksouth has vTAP but not PLS Direct Connect; eastus2 has Direct Connect but not vTAP
+    message = rejects("location", "uksouth", "centralus", scenarios=["a"])
+    assert "'a'" in message and "PLS Direct Connect" in message
+    rejects("location", "eastus2", "centralus", scenarios=["a"])
+
+
+def test_location_differs_from_the_provider_location():
+    values = {**GOOD, "vtaplab:location": "uksouth", "azure-native:location": "centralus"}
+    with pytest.raises(ConfigError, match=r"vtaplab:location: 'uksouth' differs from "
+                                          r"azure-native:location \('centralus'\)"):
+        from_values(values, stack="b2")
+
+
+def test_malformed_location():
+    rejects("location", "uk-south!", "uksouth")
+
+
+@pytest.mark.parametrize("value", ["10.30.0.0", "10.30.0.0/33", "10.300.0.0/16", "banana/16"])
+def test_malformed_cidr(value):
+    rejects("consumerAddressSpace", value, "CIDR")
+
+
+def test_cidr_with_host_bits():
+    rejects("consumerSubnetSrc", "10.30.1.7/24", "10.30.1.0/24")
+
+
+def test_ipv6_cidr():
+    rejects("providerAddressSpace", "fd00::/48", "IPv4")
+
+
+def test_public_address_space():
+    rejects("consumerAddressSpace", "8.8.0.0/16", "10.0.0.0/8")
+
+
+def test_overlapping_subnets_in_one_vnet():
+    message = rejects("consumerSubnetPe", "10.30.1.128/25", "10.30.1.0/24")
+    assert "vtaplab:consumerSubnetSrc" in message
+
+
+def test_overlapping_provider_subnets():
+    rejects("providerSubnetCol", "10.40.2.0/23", "10.40.2.0/24")
+
+
+def test_subnet_outside_its_vnet():
+    message = rejects("consumerSubnetProxy", "10.31.4.0/24", "10.30.0.0/16")
+    assert "outside its VNet" in message
+
+
+def test_provider_subnet_outside_its_vnet():
+    rejects("providerSubnetPls", "10.30.2.0/24", "10.40.0.0/16")
+
+
+def test_subnet_smaller_than_azure_allows():
+    rejects("consumerSubnetSrc", "10.30.1.0/30", "/29")
+
+
+def test_host_outside_its_subnet():
+    message = rejects("peIp", "10.30.1.9", "10.30.3.4 to 10.30.3.254")
+    assert "outside its subnet" in message
+
+
+@pytest.mark.parametrize("value", ["10.30.3.0", "10.30.3.1", "10.30.3.2", "10.30.3.3",
+                                   "10.30.3.255"])
+def test_host_on_an_address_azure_reserves(value):
+    rejects("peIp", value, "10.30.3.4 to 10.30.3.254")
+
+
+def test_host_that_is_not_an_address():
+    rejects("collectorIp", "vm-col", "10.40.3.4")
+
+
+def test_nat_ip_outside_the_pls_subnet():
+    rejects("plsNatIps", "10.40.3.9", "10.40.2.4 to 10.40.2.254")
+
+
+def test_duplicated_host_ips():
+    message = rejects("proxy2Ip", plan.VM_PROXY_IP, "no other host")
+    assert "vtaplab:proxyIp" in message
+
+
+def test_nat_ip_duplicating_the_ilb_frontend():
+    rejects("plsNatIps", [plan.PROVIDER_ILB_IP, "10.40.2.6"], "no other host")
+
+
+def test_direct_connect_needs_an_even_nat_count():
+    rejects("plsNatIps", ["10.40.2.5", "10.40.2.6", "10.40.2.7"], "2, 4, 6, 8",
+            scenarios=["a"], location="centralus")
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0/0", "::/0"])
+def test_operator_cidr_open_to_the_world(value):
+    message = rejects("operatorCidr", value, "/8 or longer")
+    assert "whole internet" in message
+
+
+def test_operator_cidr_too_wide():
+    rejects("operatorCidr", "64.0.0.0/4", "/8 or longer")
+
+
+def test_operator_cidr_ipv6():
+    rejects("operatorCidr", "2001:db8::/64", "IPv4")
+
+
+@pytest.mark.parametrize("value", ["*", "Internet", "my-laptop"])
+def test_operator_cidr_malformed(value):
+    rejects("operatorCidr", value, "203.0.113.7/32")
+
+
+def test_operator_cidr_with_host_bits():
+    rejects("operatorCidr", "203.0.113.7/24", "203.0.113.0/24")
+
+
+def test_operator_cidr_unset_says_how_to_set_it():
+    values = {k: v for k, v in GOOD.items() if k != "vtaplab:operatorCidr"}
+    with pytest.raises(ConfigError) as err:
+        from_values(values, stack="b2", environ={})
+    message = str(err.value)
+    assert message.startswith("vtaplab:operatorCidr is not set")
+    assert "pulumi config set vtaplab:operatorCidr" in message
+    assert config.OPERATOR_CIDR_ENV in message
+
+
+def test_v6_size_for_the_tapped_vm():
+    rejects("sourceVmSize", "Standard_D2s_v6", "non-v6", "Standard_B2s")
+
+
+def test_v6_size_is_fine_where_nothing_is_tapped():
+    assert load_with(proxyVmSize="Standard_D2s_v6").proxy_vm_size == "Standard_D2s_v6"
+
+
+def test_malformed_vm_size():
+    rejects("collectorVmSize", "B2s", "Standard_B2s")
+
+
+def test_missing_ssh_key_names_the_paths_tried(tmp_path):
+    values = {k: v for k, v in GOOD.items() if k != "vtaplab:sshPublicKey"}
+    with pytest.raises(ConfigError) as err:
+        from_values(values, stack="b2", home=tmp_path)
+    message = str(err.value)
+    assert message.startswith("vtaplab:sshPublicKey is not set")
+    assert "~/.ssh/id_ed25519.pub" in message and "~/.ssh/id_rsa.pub" in message
+    assert "accepted" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("AAAAC3NzaC1lZDI1NTE5", "not an OpenSSH public key"),
+        ("not a key", "key type 'not'"),
+        ("ssh-dss AAAAB3NzaC1kc3M= old", "key type 'ssh-dss'"),
+        ("ecdsa-sha2-nistp256 AAAA x", "key type 'ecdsa-sha2-nistp256'"),
+        ("ssh-ed25519 !!!notbase64", "not base64"),
+        ("ssh-ed25519 " + _ssh_blob(b"ssh-rsa", b"x"), "doesn't match its type"),
+        ("ssh-ed25519 " + _ssh_blob(b"ssh-ed25519", b"short"), "malformed Ed25519"),
+        (RSA_1024_KEY, "1024-bit RSA key"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----", "PRIVATE key"),
+        (ED25519_KEY + "\n" + RSA_2048_KEY, "more than one line"),
+    ],
+)
+def test_bad_ssh_key(value, problem):
+    rejects("sshPublicKey", value, "ssh-ed25519", problem)
+
+
+def test_bad_proxy_mode():
+    rejects("proxyMode", "dnat", "conntrack or stateless")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("captureSeconds", 0), ("captureSeconds", -5), ("captureSeconds", 86400),
+    ("captureSeconds", "sixty"), ("captureSeconds", True), ("trafficRequests", 0),
+    ("trafficRequests", 10**6), ("mspTenants", 0), ("mspTenants", 11), ("mspTenants", 2.5),
+])
+def test_absurd_numbers(key, value):
+    message = rejects(key, value, "a whole number from")
+    assert str(value).lower() in message.lower()
+
+
+def test_too_many_vtaps_for_the_subscription():
+    rejects("scenarios", ["b2", "msp"], "at most 10 vTAPs", mspTenants=10)
+
+
+def test_reserved_admin_username():
+    rejects("adminUsername", "admin", "not a reserved name")
+
+
+def test_malformed_admin_username():
+    rejects("adminUsername", "Azure User", "1-32 characters")
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(ConfigError, match=r"vtaplab:operatorCdir: unknown config key; "
+                                          r"did you mean vtaplab:operatorCidr\?"):
+        load_with(operatorCdir=OPERATOR)
+
+
+# ----------------------------------------------------------------------------- load()
+
+
+@pytest.fixture
+def pulumi_config():
+    from pulumi.runtime import config as runtime_config
+
+    def set_values(values: dict[str, object]) -> None:
+        runtime_config.set_all_config(config.as_pulumi_config(values))
+
+    yield set_values
+    runtime_config.set_all_config({})
+
+
+def test_load_reads_the_stack_config_pulumi_hands_the_program(pulumi_config, tmp_path):
+    pulumi_config({**config.read_stack_file(ROOT / "Pulumi.uksouth.yaml"),
+                   "vtaplab:operatorCidr": OPERATOR, "vtaplab:mspTenants": 3})
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519.pub").write_text(ED25519_KEY + "\n")
+    cfg = config.load(stack="uksouth", home=tmp_path, environ={})
+    assert cfg.scenarios == ("r1", "b1", "b2")
+    assert cfg.msp_tenants == 3
+    assert cfg.ssh_public_key == ED25519_KEY
+
+
+def test_load_catches_a_misspelt_key(pulumi_config):
+    pulumi_config({**GOOD, "vtaplab:scenario": ["b2"]})
+    with pytest.raises(ConfigError, match="vtaplab:scenario: unknown config key"):
+        config.load(stack="b2", environ={})
+
+
+def test_load_checks_the_provider_location(pulumi_config):
+    pulumi_config({**GOOD, "azure-native:location": "centralus"})
+    with pytest.raises(ConfigError, match="differs from azure-native:location"):
+        config.load(stack="b2", environ={})
