@@ -1,0 +1,314 @@
+"""The ARM REST client and the fastpath restart against a loopback fake ARM server.
+
+The fake (``FakeArm``) is an ``http.server`` on 127.0.0.1 with a per-test port; it answers
+each (method, path) with a queue of recorded-shape bodies from ``tests/fixtures/arm/`` (the
+last answer repeats) and records every request it got. ``tests/test_attempts.py`` uses it
+too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from vtaplab import fastpath
+from vtaplab.arm import ArmClient, ArmError, parse_error, public_headers
+
+FIXTURES = Path(__file__).parent / "fixtures" / "arm"
+TOKEN = "test-token-3f9c"  # a recognisable value: tests assert it never reaches evidence
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+class FakeArm:
+    """A loopback ARM: ``add(method, path, status, body, headers)`` queues an answer."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[tuple[int, Any, dict[str, str]]]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                with fake.lock:
+                    fake.requests.append({
+                        "method": self.command, "path": parts.path, "query": parts.query,
+                        "auth": self.headers.get("Authorization"),
+                        "body": json.loads(raw) if raw else None})
+                    queue = fake.routes.get((self.command, parts.path))
+                    if not queue:
+                        status, body, headers = 404, {"error": {
+                            "code": "ResourceNotFound",
+                            "message": f"fake ARM: no route {self.command} {parts.path}"}}, {}
+                    else:
+                        status, body, headers = queue.pop(0) if len(queue) > 1 else queue[0]
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v.replace("{base}", fake.base_url))
+                if data:
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-ms-request-id", "fake-request-id")
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def add(self, method: str, path: str, status: int, body: Any = None,
+            headers: dict[str, str] | None = None) -> None:
+        self.routes.setdefault((method, path), []).append((status, body, headers or {}))
+
+    def calls(self, method: str | None = None) -> list[tuple[str, str]]:
+        return [(r["method"], r["path"]) for r in self.requests
+                if method is None or r["method"] == method]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def client(self, **kwargs: Any) -> ArmClient:
+        kwargs.setdefault("poll_interval", 0.0)
+        kwargs.setdefault("lro_timeout", 10.0)
+        return ArmClient(token_provider=lambda: TOKEN, base_url=self.base_url, **kwargs)
+
+
+@pytest.fixture
+def arm():
+    fake = FakeArm()
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+VM = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-vtaplab-b2"
+      "/providers/Microsoft.Compute/virtualMachines/vm-src")
+VTAP = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-vtaplab-r1"
+        "/providers/Microsoft.Network/virtualNetworkTaps/vtap-r1")
+
+
+def test_get_sends_api_version_and_bearer_token(arm):
+    arm.add("GET", VTAP, 200, fixture("accepted-vtap-201.json"))
+    resp = arm.client().get(VTAP, api_version="2024-05-01")
+    assert resp.status == 200 and resp.body["properties"]["destinationPort"] == 4789
+    (req,) = arm.requests
+    assert req["query"] == "api-version=2024-05-01"
+    assert req["auth"] == f"Bearer {TOKEN}"
+
+
+def test_error_envelope_is_parsed_into_arm_error(arm):
+    arm.add("PUT", VTAP, 400, fixture("error-r1-pe-as-vtap-destination.json"))
+    with pytest.raises(ArmError) as info:
+        arm.client().put(VTAP, {"location": "uksouth"}, api_version="2024-05-01")
+    err = info.value
+    assert err.status == 400
+    assert err.code.startswith("CannotSetPrivateLinkService")
+    assert "destination of virtual network tap" in err.message
+    assert err.body == fixture("error-r1-pe-as-vtap-destination.json")
+
+
+def test_parse_error_falls_back_without_envelope():
+    assert parse_error(502, "<html>bad gateway</html>") == ("HTTP502", "<html>bad gateway</html>")
+    assert parse_error(400, {"code": "Bare", "message": "m"}) == ("Bare", "m")
+
+
+def test_429_with_retry_after_is_retried_then_succeeds(arm):
+    arm.add("GET", VTAP, 429, fixture("error-throttled.json"), {"Retry-After": "0"})
+    arm.add("GET", VTAP, 429, fixture("error-throttled.json"), {"Retry-After": "1"})
+    arm.add("GET", VTAP, 200, fixture("accepted-vtap-201.json"))
+    waits: list[float] = []
+    resp = arm.client(sleep=waits.append).get(VTAP, api_version="2024-05-01")
+    assert resp.status == 200
+    assert waits == [0.0, 1.0]  # the server's Retry-After values, in order
+    assert len(arm.requests) == 3
+
+
+def test_throttling_is_bounded(arm):
+    arm.add("GET", VTAP, 503, None, {"Retry-After": "0"})
+    with pytest.raises(ArmError) as info:
+        arm.client(max_retries=2).get(VTAP, api_version="2024-05-01")
+    assert info.value.status == 503
+    assert len(arm.requests) == 3  # one try + two retries
+
+
+def test_retry_after_is_capped(arm):
+    arm.add("GET", VTAP, 429, None, {"Retry-After": "3600"})
+    arm.add("GET", VTAP, 200, {})
+    waits: list[float] = []
+    arm.client(sleep=waits.append, max_retry_wait=2.0).get(VTAP, api_version="2024-05-01")
+    assert waits == [2.0]
+
+
+def test_lro_azure_async_operation_polled_to_succeeded(arm):
+    arm.add("PUT", VTAP, 201, fixture("accepted-vtap-201.json"),
+            {"Azure-AsyncOperation": "{base}/ops/op1?api-version=2024-05-01",
+             "Retry-After": "0"})
+    arm.add("GET", "/ops/op1", 200, fixture("async-inprogress.json"))
+    arm.add("GET", "/ops/op1", 200, fixture("async-inprogress.json"))
+    arm.add("GET", "/ops/op1", 200, fixture("async-succeeded.json"))
+    done = dict(fixture("accepted-vtap-201.json"))
+    done["properties"] = {**done["properties"], "provisioningState": "Succeeded"}
+    arm.add("GET", VTAP, 200, done)
+    resp = arm.client().put(VTAP, {"location": "uksouth"}, api_version="2024-05-01")
+    assert resp.body["properties"]["provisioningState"] == "Succeeded"
+    assert arm.calls() == [("PUT", VTAP), ("GET", "/ops/op1"), ("GET", "/ops/op1"),
+                           ("GET", "/ops/op1"), ("GET", VTAP)]
+    assert [h["status"] for h in resp.history] == [201, 200, 200, 200, 200]
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in arm.requests)
+
+
+def test_lro_failed_raises_the_operation_error(arm):
+    arm.add("PUT", VTAP, 201, fixture("accepted-vtap-201.json"),
+            {"Azure-AsyncOperation": "{base}/ops/op2"})
+    arm.add("GET", "/ops/op2", 200, fixture("async-inprogress.json"))
+    arm.add("GET", "/ops/op2", 200, fixture("async-failed.json"))
+    with pytest.raises(ArmError) as info:
+        arm.client().put(VTAP, {}, api_version="2024-05-01")
+    assert info.value.code == "OperationPreempted"
+    assert ("GET", VTAP) not in arm.calls()
+
+
+def test_lro_location_polling(arm):
+    path = VM + "/deallocate"
+    arm.add("POST", path, 202, None, {"Location": "{base}/ops/loc1"})
+    arm.add("GET", "/ops/loc1", 202, None, {"Retry-After": "0"})
+    arm.add("GET", "/ops/loc1", 200, {"ok": True})
+    resp = arm.client().post(path, api_version="2024-07-01")
+    assert resp.status == 200 and resp.body == {"ok": True}
+    assert arm.calls() == [("POST", path), ("GET", "/ops/loc1"), ("GET", "/ops/loc1")]
+
+
+def test_lro_total_time_is_bounded(arm):
+    arm.add("POST", VM + "/start", 202, None, {"Location": "{base}/ops/forever"})
+    arm.add("GET", "/ops/forever", 202, None)
+    with pytest.raises(ArmError) as info:
+        arm.client(lro_timeout=0.3, poll_interval=0.05).post(VM + "/start",
+                                                             api_version="2024-07-01")
+    assert info.value.code == "OperationTimedOut"
+    assert 2 <= len(arm.requests) < 100
+
+
+def test_poll_url_on_another_origin_gets_no_token(arm):
+    arm.add("PUT", VTAP, 201, {}, {"Azure-AsyncOperation": "http://127.0.0.2:9/ops/x"})
+    with pytest.raises(ArmError) as info:
+        arm.client().put(VTAP, {}, api_version="2024-05-01")
+    assert info.value.code == "UntrustedUrl"
+    assert len(arm.requests) == 1
+
+
+def test_network_error_is_an_arm_error_with_status_0():
+    client = ArmClient(token_provider=lambda: TOKEN, base_url="http://127.0.0.1:9",
+                       max_retries=1, sleep=lambda s: None, timeout=2)
+    with pytest.raises(ArmError) as info:
+        client.get(VTAP, api_version="2024-05-01")
+    assert info.value.code == "NetworkError" and info.value.status == 0
+
+
+def test_evidence_headers_drop_credentials():
+    headers = {"Authorization": "Bearer x", "Set-Cookie": "a=b", "x-ms-request-id": "r"}
+    assert public_headers(headers) == {"x-ms-request-id": "r"}
+
+
+def test_token_never_in_repr():
+    client = ArmClient(token_provider=lambda: TOKEN, base_url="http://127.0.0.1:9")
+    assert TOKEN not in repr(client)
+
+
+# --- fastpath restart ---------------------------------------------------------------------
+
+def _queue_vm_ops(arm: FakeArm) -> None:
+    arm.add("POST", VM + "/deallocate", 202, None,
+            {"Azure-AsyncOperation": "{base}/ops/dealloc", "Location": "{base}/ops/dealloc-l"})
+    arm.add("GET", "/ops/dealloc", 200, fixture("async-inprogress.json"))
+    arm.add("GET", "/ops/dealloc", 200, fixture("async-succeeded.json"))
+    arm.add("GET", "/ops/dealloc-l", 200, None)
+    arm.add("POST", VM + "/start", 202, None,
+            {"Azure-AsyncOperation": "{base}/ops/start", "Location": "{base}/ops/start-l"})
+    arm.add("GET", "/ops/start", 200, fixture("async-inprogress.json"))
+    arm.add("GET", "/ops/start", 200, fixture("async-succeeded.json"))
+    arm.add("GET", "/ops/start-l", 200, None)
+
+
+def test_fastpath_deallocates_then_starts_and_waits_for_both(arm):
+    _queue_vm_ops(arm)
+    seen_at_ready: list[list[tuple[str, str]]] = []
+
+    def ready() -> None:
+        seen_at_ready.append(arm.calls())
+
+    result = fastpath.restart_vm(arm.client(), VM, ready=ready, ready_timeout=5,
+                                 ready_interval=0)
+    calls = arm.calls()
+    assert calls == [
+        ("POST", VM + "/deallocate"), ("GET", "/ops/dealloc"), ("GET", "/ops/dealloc"),
+        ("GET", "/ops/dealloc-l"),
+        ("POST", VM + "/start"), ("GET", "/ops/start"), ("GET", "/ops/start"),
+        ("GET", "/ops/start-l")]
+    assert all(r["query"] == "api-version=2024-07-01" for r in arm.requests
+               if r["method"] == "POST")
+    # readiness is asked only after both operations finished
+    assert seen_at_ready == [calls]
+    assert [s.name for s in result.steps] == ["deallocate", "start", "ready"]
+
+
+def test_fastpath_stops_when_deallocate_fails(arm):
+    arm.add("POST", VM + "/deallocate", 202, None, {"Azure-AsyncOperation": "{base}/ops/d"})
+    arm.add("GET", "/ops/d", 200, fixture("async-failed.json"))
+    with pytest.raises(ArmError):
+        fastpath.restart_vm(arm.client(), VM)
+    assert ("POST", VM + "/start") not in arm.calls()
+
+
+def test_fastpath_readiness_is_retried_within_its_bound(arm):
+    _queue_vm_ops(arm)
+    tries: list[float] = []
+
+    def ready() -> None:
+        tries.append(time.monotonic())
+        if len(tries) < 3:
+            raise ConnectionError("not yet")
+
+    result = fastpath.restart_vm(arm.client(), VM, ready=ready, ready_timeout=10,
+                                 ready_interval=0)
+    assert len(tries) == 3 and result.steps[-1].tries == 3
+
+    _queue_vm_ops(arm)
+
+    def never() -> None:
+        raise ConnectionError("still booting")
+
+    with pytest.raises(fastpath.FastpathError, match="still booting"):
+        fastpath.restart_vm(arm.client(), VM, ready=never, ready_timeout=0.2,
+                            ready_interval=0.05)
+
+
+def test_fastpath_rejects_a_non_vm_id(arm):
+    with pytest.raises(ValueError, match="virtualMachines"):
+        fastpath.restart_vm(arm.client(), VTAP)
+    assert arm.requests == []
