@@ -1,0 +1,138 @@
+"""``python -m vtaplab bench decode``: our decoder against tshark on the same capture.
+
+Writes a mixed VXLAN capture (inner HTTP over TCP, fragmented outer datagrams, several VNIs,
+a little non-HTTP and non-VXLAN traffic), then times, in the same run and alternating so
+neither gets a warmer cache:
+
+  ours:   python -m vtaplab decode FILE --json          (a fresh interpreter, like tshark)
+  tshark: tshark -r FILE -d udp.port==4789,vxlan        (its default one-line-per-packet)
+
+and prints both, the ratio, and whether the two agree on the VXLAN packet count per VNI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vtaplab import pcapgen
+
+GOAL_RATIO = 0.5
+RUN_TIMEOUT = 900.0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}; accepted: an integer >= 1")
+    return value
+
+
+def _timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          timeout=RUN_TIMEOUT, check=False)
+    return time.perf_counter() - start, done
+
+
+def _tshark_vnis(tshark: str, capture: Path, port: int) -> dict[int, int]:
+    cmd = [tshark, "-r", str(capture), "-d", f"udp.port=={port},vxlan", "-Y", "vxlan",
+           "-T", "fields", "-e", "vxlan.vni"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                          check=False)
+    counts: dict[int, int] = {}
+    for line in done.stdout.split():
+        # A frame carrying VXLAN in VXLAN lists both VNIs; the outer one comes first.
+        vni = int(line.split(",")[0])
+        counts[vni] = counts.get(vni, 0) + 1
+    return counts
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vtaplab bench decode",
+                                     description="Time our decoder against tshark.")
+    parser.add_argument("--packets", type=_positive, default=100_000,
+                        help="frames in the generated capture (default 100000)")
+    parser.add_argument("--repeat", type=_positive, default=3,
+                        help="timed runs of each tool (default 3; the best counts)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the capture in bench-out/decode-bench.pcap")
+    args = parser.parse_args(argv)
+
+    tshark = shutil.which("tshark")
+    if args.keep:
+        workdir = Path("bench-out")
+        workdir.mkdir(exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="vtaplab-bench-"))
+    capture = workdir / "decode-bench.pcap"
+    try:
+        start = time.perf_counter()
+        frames = pcapgen.write_capture(capture, pcapgen.bench_frames(args.packets))
+        print(f"capture: {capture} ({frames} frames, {capture.stat().st_size} bytes, "
+              f"written in {time.perf_counter() - start:.2f} s)")
+        return _run(args, capture, tshark)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, capture: Path, tshark: str | None) -> int:
+    from vtaplab.decode import decode_capture
+
+    start = time.perf_counter()
+    summary = decode_capture(capture)
+    in_process = time.perf_counter() - start
+
+    ours_cmd = [sys.executable, "-m", "vtaplab", "decode", str(capture), "--json"]
+    tshark_cmd = [tshark or "tshark", "-r", str(capture), "-d", "udp.port==4789,vxlan"]
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(args.repeat):
+        took, done = _timed(ours_cmd)
+        if done.returncode != 0:
+            print(f"bench decode: our decoder failed: {done.stderr.decode().strip()}",
+                  file=sys.stderr)
+            return 1
+        ours.append(took)
+        if tshark:
+            took, done = _timed(tshark_cmd)
+            if done.returncode != 0:
+                print(f"bench decode: tshark failed: {done.stderr.decode().strip()[-300:]}",
+                      file=sys.stderr)
+                return 1
+            theirs.append(took)
+
+    print(f"decoded: {summary.vxlan_packets} VXLAN packets, VNIs {sorted(summary.vnis)}, "
+          f"{summary.fragments['reassembled']} datagrams reassembled from "
+          f"{summary.fragments['frames']} fragments, {summary.request_count} HTTP requests, "
+          f"{summary.response_count} responses, {len(summary.bodies)} distinct bodies")
+    print(f"ours   (python -m vtaplab decode --json): best {min(ours):.3f} s, "
+          f"median {statistics.median(ours):.3f} s over {len(ours)} runs; "
+          f"in-process decode {in_process:.3f} s "
+          f"({summary.frames / in_process:,.0f} frames/s)")
+    if not tshark:
+        print("tshark: not installed (apt-get install tshark) - no ratio")
+        return 1
+    print(f"tshark (-r FILE -d udp.port==4789,vxlan): best {min(theirs):.3f} s, "
+          f"median {statistics.median(theirs):.3f} s over {len(theirs)} runs")
+    ratio = min(ours) / min(theirs)
+    print(f"ratio ours/tshark: {ratio:.2f} (goal <= {GOAL_RATIO}: "
+          f"{'met' if ratio <= GOAL_RATIO else 'NOT met'})")
+
+    expected = {v: s["packets"] for v, s in summary.vnis.items()}
+    seen = _tshark_vnis(tshark, capture, 4789)
+    if seen == expected:
+        print(f"cross-check: tshark agrees on VXLAN packets per VNI {seen}")
+        return 0
+    print(f"cross-check: DISAGREE - tshark {seen}, ours {expected}")
+    return 1
