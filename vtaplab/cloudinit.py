@@ -1,0 +1,184 @@
+"""cloud-init user data for the lab's VMs, rendered from the templates in ``cloudinit/``.
+
+The templates are cloud-config YAML files with ``${name}`` placeholders (``string.Template``;
+a literal dollar is ``$$``). ``render(role, **params)`` fills them and embeds the VM scripts
+(``cloudinit/vtap-*.sh``, the same files the emulator runs) into ``write_files`` as base64, so
+a script reaches the VM byte for byte. Rendering is pure and deterministic: the same role and
+params give the same text, so a second ``pulumi up`` sees no change in ``customData``.
+
+A placeholder ``${script_vtap_proxy}`` stands for ``cloudinit/vtap-proxy.sh`` (underscores after
+``script_`` become dashes); everything else must be given by the caller, and is checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import string
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from vtaplab import PROJECT_ROOT
+
+TEMPLATE_DIR = PROJECT_ROOT / "cloudinit"
+ROLES: tuple[str, ...] = ("src", "client", "proxy", "collector")
+SCRIPT_PREFIX = "script_"
+# Azure's limit on customData (the base64 of the user data the program sends).
+AZURE_CUSTOM_DATA_LIMIT = 64 * 1024
+PROXY_MODES: tuple[str, ...] = ("conntrack", "stateless")
+VNI_MAX = 2**24 - 1
+
+
+class CloudInitError(ValueError):
+    """A role, parameter or template the renderer can't use; the message says what is accepted."""
+
+
+def _ipv4(name: str, value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        raise CloudInitError(
+            f"cloud-init parameter {name}={value!r} is not an IPv4 address; "
+            "accepted: e.g. 10.30.3.4"
+        ) from None
+
+
+def _mode(name: str, value: str) -> str:
+    if value not in PROXY_MODES:
+        raise CloudInitError(
+            f"cloud-init parameter {name}={value!r} is not a proxy mode; "
+            f"accepted: {' or '.join(PROXY_MODES)}"
+        )
+    return value
+
+
+def _vni(name: str, value: str) -> str:
+    if not (value.isdigit() and 0 <= int(value) <= VNI_MAX):
+        raise CloudInitError(
+            f"cloud-init parameter {name}={value!r} is not a VXLAN VNI; accepted: 0..{VNI_MAX}"
+        )
+    return str(int(value))
+
+
+# role -> {parameter: (validator, required)}; optional parameters feed derived placeholders.
+_Validator = Callable[[str, str], str]
+ROLE_PARAMS: dict[str, dict[str, tuple[_Validator, bool]]] = {
+    "src": {},
+    "client": {},
+    "proxy": {"pe_ip": (_ipv4, True), "mode": (_mode, True), "vni": (_vni, False)},
+    "collector": {},
+}
+
+
+def _derived(role: str, params: Mapping[str, str]) -> dict[str, str]:
+    """Placeholders computed from the caller's parameters (not settable directly)."""
+    if role == "proxy":
+        vni = params.get("vni", "")
+        return {"vni_args": f" --vni {vni}" if vni else ""}
+    return {}
+
+
+def template_path(role: str) -> Path:
+    return TEMPLATE_DIR / f"{role}.yaml"
+
+
+def script_path(placeholder: str) -> Path:
+    """``script_vtap_proxy`` -> ``cloudinit/vtap-proxy.sh``."""
+    return TEMPLATE_DIR / (placeholder[len(SCRIPT_PREFIX):].replace("_", "-") + ".sh")
+
+
+def placeholders(text: str) -> list[str]:
+    """The placeholder names a template uses, in order of first use."""
+    names: list[str] = []
+    for match in string.Template.pattern.finditer(text):
+        if match.group("invalid") is not None:
+            line = text.count("\n", 0, match.start("invalid")) + 1
+            raise CloudInitError(
+                f"cloud-init template has a stray '$' on line {line}; "
+                "accepted: ${name} placeholders, or $$ for a literal dollar"
+            )
+        name = match.group("named") or match.group("braced")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def scripts_for(role: str) -> list[Path]:
+    """The VM scripts a role's template embeds."""
+    text = _read_template(role)
+    return [script_path(n) for n in placeholders(text) if n.startswith(SCRIPT_PREFIX)]
+
+
+def _read_template(role: str) -> str:
+    if role not in ROLES:
+        raise CloudInitError(f"cloud-init role {role!r} is unknown; accepted: {', '.join(ROLES)}")
+    path = template_path(role)
+    if not path.is_file():
+        raise CloudInitError(f"cloud-init template {path} is missing (role {role!r})")
+    return path.read_text(encoding="utf-8")
+
+
+def _script_b64(placeholder: str) -> str:
+    path = script_path(placeholder)
+    if not path.is_file():
+        raise CloudInitError(
+            f"cloud-init placeholder ${{{placeholder}}} needs {path}, which does not exist"
+        )
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render(role: str, **params: str) -> str:
+    """The user data (``#cloud-config`` text) for ``role``, with ``params`` filled in.
+
+    Roles and their parameters: ``src``, ``client``, ``collector``: none; ``proxy``:
+    ``pe_ip`` (the Private Endpoint's IPv4), ``mode`` (conntrack|stateless), optional ``vni``.
+    Raises ``CloudInitError`` on an unknown role, a missing, unknown or malformed parameter,
+    or a template placeholder nothing provides.
+    """
+    text = _read_template(role)
+    spec = ROLE_PARAMS[role]
+    accepted = ", ".join(f"{k}{'' if req else ' (optional)'}" for k, (_, req) in spec.items())
+    accepted = accepted or "none"
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise CloudInitError(
+            f"cloud-init role {role!r} got unknown parameter(s) {', '.join(unknown)}; "
+            f"accepted: {accepted}"
+        )
+    missing = [k for k, (_, required) in spec.items() if required and k not in params]
+    if missing:
+        raise CloudInitError(
+            f"cloud-init role {role!r} is missing parameter(s) {', '.join(missing)}; "
+            f"accepted: {accepted}"
+        )
+    values: dict[str, str] = {}
+    for key, value in params.items():
+        if not isinstance(value, str):
+            raise CloudInitError(
+                f"cloud-init parameter {key}={value!r} is not a string; accepted: a str "
+                "(call render inside Output.apply so Outputs arrive as plain values)"
+            )
+        values[key] = spec[key][0](key, value)
+    values.update(_derived(role, values))
+    for name in placeholders(text):
+        if name.startswith(SCRIPT_PREFIX):
+            values[name] = _script_b64(name)
+        elif name not in values:
+            raise CloudInitError(
+                f"cloud-init template {template_path(role).name} uses ${{{name}}}, which "
+                f"role {role!r} does not provide; accepted parameters: {accepted}"
+            )
+    return string.Template(text).substitute(values)
+
+
+def custom_data(user_data: str) -> str:
+    """``user_data`` as Azure's ``osProfile.customData`` wants it: base64, within the limit."""
+    encoded = base64.b64encode(user_data.encode("utf-8")).decode("ascii")
+    if len(encoded) > AZURE_CUSTOM_DATA_LIMIT:
+        raise CloudInitError(
+            f"cloud-init user data is {len(encoded)} bytes as base64; accepted: at most "
+            f"{AZURE_CUSTOM_DATA_LIMIT} (Azure's customData limit)"
+        )
+    return encoded
+
+
