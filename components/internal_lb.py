@@ -1,0 +1,110 @@
+"""A Standard internal load balancer: one static frontend, one backend pool, optionally one
+UDP rule with its health probe. Used by the provider (UDP/4789 to the collector, fronting the
+PLS) and by the consumer side of b1/b3 (a vTAP destination in the source VNet)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pulumi import Input, Output, ResourceOptions
+from pulumi_azure_native import network
+
+FRONTEND = "fe"
+BACKEND_POOL = "be"
+PROBE = "probe-tcp"
+# Azure can't probe UDP; the probe asks the backend's sshd (TCP/22), which is up exactly
+# when the VM is, and the AzureLoadBalancer tag is admitted by every NSG's default rules.
+PROBE_PORT = 22
+
+
+@dataclass(frozen=True)
+class InternalLb:
+    load_balancer: network.LoadBalancer
+    frontend_id: Output[str]
+    backend_pool_id: Output[str]
+
+
+def internal_lb(
+    name: str,
+    *,
+    resource_group_name: Input[str],
+    location: str,
+    subscription_id: Input[str],
+    subnet_id: Input[str],
+    frontend_ip: str,
+    udp_port: int | None,
+    tags: Mapping[str, str],
+    opts: ResourceOptions,
+) -> InternalLb:
+    """Declare the LB ``name`` (also its Azure name); with ``udp_port``, a rule on that port."""
+    # A rule names its frontend, pool and probe by id, and those ids live inside the LB being
+    # declared: they are written out from the LB's own (deterministic) Azure id.
+    lb_id = Output.all(subscription_id, resource_group_name).apply(
+        lambda parts: f"/subscriptions/{parts[0]}/resourceGroups/{parts[1]}"
+        f"/providers/Microsoft.Network/loadBalancers/{name}"
+    )
+    frontend_ref = {"id": Output.concat(lb_id, "/frontendIPConfigurations/", FRONTEND)}
+    pool_ref = {"id": Output.concat(lb_id, "/backendAddressPools/", BACKEND_POOL)}
+    probe_ref = {"id": Output.concat(lb_id, "/probes/", PROBE)}
+    probes: list[dict[str, object]] = []
+    rules: list[dict[str, object]] = []
+    if udp_port is not None:
+        probes.append(
+            {
+                "name": PROBE,
+                "protocol": "Tcp",
+                "port": PROBE_PORT,
+                "interval_in_seconds": 5,
+                "number_of_probes": 2,
+                "probe_threshold": 1,
+            }
+        )
+        rules.append(
+            {
+                "name": f"udp-{udp_port}",
+                "protocol": "Udp",
+                "frontend_port": udp_port,
+                "backend_port": udp_port,
+                "frontend_ip_configuration": frontend_ref,
+                "backend_address_pool": pool_ref,
+                "probe": probe_ref,
+                "enable_floating_ip": False,
+                "idle_timeout_in_minutes": 4,
+                "load_distribution": "Default",
+                # Backends reach the internet through their own public IPs.
+                "disable_outbound_snat": True,
+            }
+        )
+    lb = network.LoadBalancer(
+        name,
+        load_balancer_name=name,
+        resource_group_name=resource_group_name,
+        location=location,
+        sku={"name": "Standard", "tier": "Regional"},
+        frontend_ip_configurations=[
+            {
+                "name": FRONTEND,
+                "private_ip_address": frontend_ip,
+                "private_ip_allocation_method": "Static",
+                "private_ip_address_version": "IPv4",
+                "subnet": {"id": subnet_id},
+            }
+        ],
+        backend_address_pools=[{"name": BACKEND_POOL}],
+        probes=probes,
+        load_balancing_rules=rules,
+        tags=dict(tags),
+        opts=opts,
+    )
+    return InternalLb(
+        load_balancer=lb,
+        frontend_id=lb.frontend_ip_configurations.apply(lambda fes: _first_id(fes, name)),
+        backend_pool_id=lb.backend_address_pools.apply(lambda pools: _first_id(pools, name)),
+    )
+
+
+def _first_id(items: list[object] | None, name: str) -> str:
+    if not items or getattr(items[0], "id", None) is None:
+        raise ValueError(f"load balancer {name} reports no sub-resource id")
+    return str(items[0].id)  # type: ignore[attr-defined]

@@ -1,0 +1,86 @@
+"""``ProxyNat``: the proxy VM in a consumer VNet that makes b2 work.
+
+The vTAP mirrors to the proxy NIC (Azure accepts a VM NIC as destination, not the PE's), and
+the proxy rewrites UDP/4789 to the Private Endpoint's IP: NIC IP forwarding here, kernel
+forwarding / rp_filter / the rewrite itself in ``cloudinit/vtap-proxy.sh`` run by cloud-init.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pulumi
+from pulumi import Input, Output, ResourceOptions
+
+from components.linux_vm import LinuxVm, LinuxVmArgs, NsgRule
+from components.tags import component_tags
+from vtaplab import facts
+
+
+@dataclass
+class ProxyNatArgs:
+    resource_group_name: Input[str]
+    location: str
+    subnet_id: Input[str]
+    proxy_ip: str
+    pe_ip: Input[str]
+    """The Private Endpoint's IP as ARM reports it: the proxy's rewrite target."""
+    cloud_init: Callable[[str], str]
+    """Given the PE IP, the proxy's cloud-init user data."""
+    vm_size: str
+    admin_username: str
+    ssh_public_key: str
+    operator_cidr: str
+    tags: Mapping[str, str]
+
+
+class ProxyNat(pulumi.ComponentResource):
+    nic_name: Output[str]
+    ip_configuration_id: Output[str]
+    private_ip: Output[str]
+    ssh_host: Output[str] | None
+    target_ip: Output[str]
+
+    def __init__(
+        self, name: str, args: ProxyNatArgs, opts: ResourceOptions | None = None
+    ) -> None:
+        super().__init__("vtaplab:index:ProxyNat", name, None, opts)
+        target_ip = Output.from_input(args.pe_ip)
+        proxy = LinuxVm(
+            name,  # a LinuxVm child may share the name: its URN carries its own type
+            LinuxVmArgs(
+                resource_group_name=args.resource_group_name,
+                location=args.location,
+                subnet_id=args.subnet_id,
+                private_ip=args.proxy_ip,
+                vm_size=args.vm_size,
+                admin_username=args.admin_username,
+                ssh_public_key=args.ssh_public_key,
+                operator_cidr=args.operator_cidr,
+                # Rendered once the PE exists: the rewrite target is never a hard-coded IP.
+                cloud_init=target_ip.apply(args.cloud_init),
+                tags=component_tags(args.tags, "proxy-nat"),
+                # The mirrored VXLAN arrives from the tapped VMs' VNet.
+                inbound_rules=[
+                    NsgRule("allow-vxlan-vnet", 200, "Udp", facts.VXLAN_PORT, "VirtualNetwork")
+                ],
+                # Without it Azure drops what the proxy sends on with a source not its own.
+                enable_ip_forwarding=True,
+            ),
+            opts=ResourceOptions(parent=self),
+        )
+        self.nic_name = proxy.nic_name
+        self.ip_configuration_id = proxy.ip_configuration_id
+        self.private_ip = proxy.private_ip
+        self.ssh_host = proxy.ssh_host
+        self.target_ip = target_ip
+        self.register_outputs(
+            {
+                "nic_name": self.nic_name,
+                "ip_configuration_id": self.ip_configuration_id,
+                "private_ip": self.private_ip,
+                "ssh_host": self.ssh_host,
+                "target_ip": self.target_ip,
+            }
+        )

@@ -1,0 +1,82 @@
+"""``VtapAttachment``: a Virtual Network TAP and the tap configuration on each source NIC.
+
+The destination is exactly one of a NIC ip-configuration or an internal LB frontend (the only
+two kinds Azure accepts), on UDP 4789. After the tap configuration exists each source VM must
+be deallocated and started once ("NIC is not on fastpath" otherwise): a later step does that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+from pulumi import Input, Output, ResourceOptions
+from pulumi_azure_native import network
+
+from components.tags import component_tags
+from vtaplab import facts
+
+
+@dataclass
+class VtapAttachmentArgs:
+    resource_group_name: Input[str]
+    location: str
+    source_nic_names: Sequence[Input[str]]
+    """The NICs whose traffic is mirrored (VM NICs only; never v6 sizes)."""
+    tags: Mapping[str, str]
+    destination_ip_configuration_id: Input[str] | None = None
+    destination_lb_frontend_id: Input[str] | None = None
+    destination_port: int = facts.VXLAN_PORT
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+class VtapAttachment(pulumi.ComponentResource):
+    tap_id: Output[str]
+    tap_configuration_ids: list[Output[str]]
+
+    def __init__(
+        self, name: str, args: VtapAttachmentArgs, opts: ResourceOptions | None = None
+    ) -> None:
+        super().__init__("vtaplab:index:VtapAttachment", name, None, opts)
+        if (args.destination_ip_configuration_id is None) == (
+            args.destination_lb_frontend_id is None
+        ):
+            raise ValueError(
+                f"{name}: give exactly one vTAP destination: a NIC ip-configuration id "
+                "or an internal LB frontend id"
+            )
+        destination: dict[str, object] = (
+            {"destination_network_interface_ip_configuration": {
+                "id": args.destination_ip_configuration_id}}
+            if args.destination_ip_configuration_id is not None
+            else {"destination_load_balancer_front_end_ip_configuration": {
+                "id": args.destination_lb_frontend_id}}
+        )
+        tap = network.VirtualNetworkTap(
+            f"{name}-vtap",
+            tap_name=f"{name}-vtap",
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            destination_port=args.destination_port,
+            tags=component_tags(args.tags, "vtap-attachment"),
+            opts=ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            **destination,  # type: ignore[arg-type]
+        )
+        configs = [
+            network.NetworkInterfaceTapConfiguration(
+                f"{name}-src{index}",
+                # Scoped by the NIC, so one name per tap is enough.
+                tap_configuration_name=f"{name}-cfg",
+                network_interface_name=nic_name,
+                resource_group_name=args.resource_group_name,
+                virtual_network_tap={"id": tap.id},
+                opts=ResourceOptions(parent=self),
+            )
+            for index, nic_name in enumerate(args.source_nic_names)
+        ]
+        self.tap_id = tap.id
+        self.tap_configuration_ids = [config.id for config in configs]
+        self.register_outputs(
+            {"tap_id": self.tap_id, "tap_configuration_ids": self.tap_configuration_ids}
+        )
