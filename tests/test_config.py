@@ -456,3 +456,19 @@ def test_load_checks_the_provider_location(pulumi_config):
     pulumi_config({**GOOD, "azure-native:location": "centralus"})
     with pytest.raises(ConfigError, match="differs from azure-native:location"):
         config.load(stack="b2", environ={})
+
+
+def test_a_stack_that_sets_only_the_provider_location_is_told_about_both_keys():
+    # Pulumi.yaml defaults vtaplab:location to uksouth: the mismatch is the real problem.
+    values = {**GOOD, "vtaplab:scenarios": ["a"], "azure-native:location": "centralus"}
+    with pytest.raises(ConfigError, match="differs from azure-native:location"):
+        from_values(values, stack="a2")
+
+
+def test_a_new_uksouth_stack_is_a_three_line_file(tmp_path):
+    path = tmp_path / "Pulumi.b3.yaml"
+    path.write_text("config:\n  azure-native:location: uksouth\n  vtaplab:scenarios: [b3]\n")
+    assert len(path.read_text().splitlines()) == 3
+    cfg = from_values({**config.read_stack_file(path), "vtaplab:operatorCidr": OPERATOR,
+                       "vtaplab:sshPublicKey": ED25519_KEY}, stack="b3")
+    assert (cfg.scenarios, cfg.location) == (("b3",), "uksouth")

@@ -349,6 +349,13 @@ def _location(values: Mapping[str, object], scenarios: tuple[str, ...]) -> str:
     if not _REGION.match(location):
         raise _fail("location", raw, "is not an Azure region name",
                     "a region name such as " + ", ".join(sorted(facts.VTAP_REGIONS)))
+    provider_location = values.get("azure-native:location")
+    if isinstance(provider_location, str) and provider_location.strip():
+        normalised = provider_location.strip().lower().replace(" ", "")
+        if normalised != location:
+            raise _fail("location", raw,
+                        f"differs from azure-native:location ({provider_location!r})",
+                        "the same region in both keys")
     for scenario_id in scenarios:
         scenario = facts.SCENARIOS[scenario_id]
         if location not in scenario.regions:
@@ -358,13 +365,6 @@ def _location(values: Mapping[str, object], scenarios: tuple[str, ...]) -> str:
             raise _fail("location", raw,
                         f"can't run scenario {scenario_id!r} (it needs {needs})",
                         ", ".join(sorted(scenario.regions)))
-    provider_location = values.get("azure-native:location")
-    if isinstance(provider_location, str) and provider_location.strip():
-        normalised = provider_location.strip().lower().replace(" ", "")
-        if normalised != location:
-            raise _fail("location", raw,
-                        f"differs from azure-native:location ({provider_location!r})",
-                        "the same region in both keys")
     return location
 
 
