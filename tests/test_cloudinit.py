@@ -78,13 +78,14 @@ def test_schema_check_can_fail(tmp_path):
 @pytest.mark.parametrize("role", cloudinit.ROLES)
 def test_rendered_user_data_fits_azure_custom_data(role):
     require_scripts(role)
-    encoded = cloudinit.custom_data(render(role, **PARAMS[role]))
-    assert len(encoded) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
+    text = render(role, **PARAMS[role])
+    assert len(text.encode()) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
+    assert base64.b64decode(cloudinit.custom_data(text)).decode() == text
 
 
 def test_custom_data_over_the_limit_is_refused():
-    with pytest.raises(CloudInitError, match="at most 65536"):
-        cloudinit.custom_data("#cloud-config\n" + "x" * 60000)
+    with pytest.raises(CloudInitError, match="70014 bytes; accepted: at most 65535"):
+        cloudinit.custom_data("#cloud-config\n" + "x" * 70000)
 
 
 @pytest.mark.parametrize("role", cloudinit.ROLES)

@@ -23,8 +23,8 @@ from vtaplab import PROJECT_ROOT
 TEMPLATE_DIR = PROJECT_ROOT / "cloudinit"
 ROLES: tuple[str, ...] = ("src", "client", "proxy", "collector")
 SCRIPT_PREFIX = "script_"
-# Azure's limit on customData (the base64 of the user data the program sends).
-AZURE_CUSTOM_DATA_LIMIT = 64 * 1024
+# Azure's limit on customData: at most 65535 bytes once its base64 is decoded.
+AZURE_CUSTOM_DATA_LIMIT = 65535
 PROXY_MODES: tuple[str, ...] = ("conntrack", "stateless")
 VNI_MAX = 2**24 - 1
 
@@ -172,13 +172,17 @@ def render(role: str, **params: str) -> str:
 
 
 def custom_data(user_data: str) -> str:
-    """``user_data`` as Azure's ``osProfile.customData`` wants it: base64, within the limit."""
-    encoded = base64.b64encode(user_data.encode("utf-8")).decode("ascii")
-    if len(encoded) > AZURE_CUSTOM_DATA_LIMIT:
+    """``user_data`` as Azure's ``osProfile.customData`` wants it: base64, within the limit.
+
+    Azure can't update customData on an existing VM, so a changed template or script means a
+    new VM on the next ``pulumi up``: one more reason rendering must be deterministic.
+    """
+    raw = user_data.encode("utf-8")
+    if len(raw) > AZURE_CUSTOM_DATA_LIMIT:
         raise CloudInitError(
-            f"cloud-init user data is {len(encoded)} bytes as base64; accepted: at most "
-            f"{AZURE_CUSTOM_DATA_LIMIT} (Azure's customData limit)"
+            f"cloud-init user data is {len(raw)} bytes; accepted: at most "
+            f"{AZURE_CUSTOM_DATA_LIMIT} (Azure's customData limit, before base64)"
         )
-    return encoded
+    return base64.b64encode(raw).decode("ascii")
 
 
