@@ -1,0 +1,373 @@
+"""The decoder on captures these tests write (pcapgen) and on one tcpdump writes for real."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vtaplab import decode, pcapgen
+from vtaplab.pcapgen import HttpExchange, Outer, http_get, http_ok
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = http_ok(pcapgen.body_of(612, 2))
+BIG_BODY = pcapgen.body_of(200_000, 1)
+BIG = http_ok(BIG_BODY)
+
+
+def b2_exchange(**kwargs: object) -> HttpExchange:
+    exchange = HttpExchange(**kwargs)  # type: ignore[arg-type]
+    if not exchange.messages:
+        exchange.messages = [(http_get("/"), SMALL)]
+    return exchange
+
+
+def write(tmp_path: Path, frames: list[bytes], name: str = "c.pcap", **kwargs: object) -> Path:
+    path = tmp_path / name
+    pcapgen.write_capture(path, frames, **kwargs)  # type: ignore[arg-type]
+    return path
+
+
+def frames_of(*pairs: tuple[Outer, HttpExchange]) -> list[bytes]:
+    return list(pcapgen.http_capture_frames(pairs))
+
+
+def test_one_get_and_200_through_vxlan(tmp_path):
+    frames = frames_of((Outer(vni=77, sport=50000), b2_exchange()))
+    # handshake (3), request, response, its ACK, FIN/FIN/ACK (3): none needs fragmenting
+    assert len(frames) == 9
+    s = decode.decode_capture(write(tmp_path, frames))
+    assert s.format == "pcap" and s.linktypes == ["ethernet"]
+    assert s.vxlan_packets == 9 and s.frames == 9 and s.non_vxlan_packets == 0
+    assert sorted(s.vnis) == [77]
+    assert s.outer_sources == {"10.40.2.5": 9}
+    assert s.outer_udp_source_ports == 1
+    assert s.requests == {"GET /": 1}
+    assert s.responses == {"HTTP/1.1 200 OK": 1}
+    assert s.delivered
+    [body] = s.bodies
+    assert body["length"] == 612
+    assert body["sha256"] == hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest()
+    assert body["request"] == "GET /"
+
+
+def test_fragmented_outer_packets_reassemble_and_the_200kb_body_hashes(tmp_path):
+    exchange = b2_exchange(messages=[(http_get("/big.bin"), BIG)])
+    path = write(tmp_path, frames_of((Outer(), exchange)))
+    s = decode.decode_capture(path)
+    frags = s.fragments
+    assert frags["reassembled"] > 100 and frags["frames"] == 2 * frags["reassembled"]
+    assert frags["incomplete"] == 0
+    [body] = s.bodies
+    assert (body["length"], body["sha256"]) == (200_000, hashlib.sha256(BIG_BODY).hexdigest())
+    assert s.incomplete_body_count == 0
+
+
+def test_lost_fragment_is_counted_incomplete_and_leaves_a_hole(tmp_path):
+    exchange = b2_exchange(messages=[(http_get("/big.bin"), BIG), (http_get("/"), SMALL)])
+    frames = frames_of((Outer(), exchange))
+    # Drop the second fragment of the 40th frame's datagram: one inner segment is lost.
+    fragment_frames = [i for i, f in enumerate(frames) if f[20] & 0x3F or f[21]]
+    del frames[fragment_frames[40]]
+    s = decode.decode_capture(write(tmp_path, frames))
+    assert s.fragments["incomplete"] == 1
+    assert s.inner["tcp_holes"] == 1 and s.inner["tcp_missing_bytes"] == 1460
+    assert s.incomplete_body_count == 1
+    # The message length says where the next response starts: keep-alive still decodes.
+    assert s.requests == {"GET /big.bin": 1, "GET /": 1}
+    assert s.responses == {"HTTP/1.1 200 OK": 2}
+    assert [b["request"] for b in s.bodies] == ["GET /"]
+
+
+def test_several_vnis_are_told_apart(tmp_path):
+    pairs = []
+    for n, vni in enumerate((300, 100, 200, 100)):
+        pairs.append((Outer(vni=vni, sport=40000 + n, ident=n * 100),
+                      b2_exchange(client_port=41000 + n)))
+    s = decode.decode_capture(write(tmp_path, frames_of(*pairs)))
+    d = s.to_dict()
+    assert d["vnis"] == [100, 200, 300]
+    assert d["per_vni"]["100"]["requests"] == 2 and d["per_vni"]["300"]["responses"] == 1
+    assert d["outer_udp_source_ports"] == 4
+
+
+def test_same_addresses_in_two_vnis_are_separate_streams(tmp_path):
+    # msp: tenants share an address space, so only the VNI separates their connections.
+    frames = []
+    a = list(pcapgen.http_capture_frames([(Outer(vni=1), b2_exchange())]))
+    b = list(pcapgen.http_capture_frames([(Outer(vni=2, ident=500), b2_exchange())]))
+    for fa, fb in zip(a, b, strict=True):
+        frames += [fa, fb]
+    s = decode.decode_capture(write(tmp_path, frames))
+    assert s.request_count == 2 and s.response_count == 2
+    assert s.inner["tcp_duplicates"] == 0
+
+
+def test_inner_vlan_tag(tmp_path):
+    s = decode.decode_capture(write(tmp_path, frames_of((Outer(), b2_exchange(vlan=42)))))
+    assert s.inner["vlan_tagged"] == s.vxlan_packets > 0
+    assert s.requests == {"GET /": 1} and s.delivered
+
+
+def test_non_http_inner_traffic_is_not_delivery(tmp_path):
+    ssh = b2_exchange(server_port=22, messages=[(b"SSH-2.0-OpenSSH_9.2\r\n" + b"x" * 500,
+                                                 b"SSH-2.0-dropbear\r\n" + b"y" * 900)])
+    path = write(tmp_path, frames_of((Outer(), ssh)))
+    s = decode.decode_capture(path)
+    assert s.vxlan_packets > 0 and s.request_count == 0 and s.response_count == 0
+    assert not s.delivered
+
+
+@pytest.mark.parametrize("pcapng", [False, True])
+@pytest.mark.parametrize("linktype", [pcapgen.LINKTYPE_ETHERNET, pcapgen.LINKTYPE_LINUX_SLL2,
+                                      pcapgen.LINKTYPE_LINUX_SLL, pcapgen.LINKTYPE_RAW])
+def test_formats_and_link_types_decode_alike(tmp_path, pcapng, linktype):
+    exchange = b2_exchange(messages=[(http_get("/big.bin"), BIG)])
+    path = write(tmp_path, frames_of((Outer(), exchange)), pcapng=pcapng, linktype=linktype)
+    s = decode.decode_capture(path)
+    assert s.format == ("pcapng" if pcapng else "pcap")
+    assert s.linktypes == [decode.LINKTYPES[linktype]]
+    assert [(b["length"], b["sha256"]) for b in s.bodies] == [
+        (200_000, hashlib.sha256(BIG_BODY).hexdigest())]
+    assert s.first_ts == pytest.approx(1_700_000_000.0001)
+
+
+def test_truncated_last_record_decodes_what_is_there(tmp_path):
+    path = write(tmp_path, frames_of((Outer(), b2_exchange())))
+    data = path.read_bytes()
+    path.write_bytes(data[:-30])
+    s = decode.decode_capture(path)
+    assert s.truncated
+    assert any("truncated" in note for note in s.notes)
+    assert s.delivered  # the exchange was over before the cut
+    cut = tmp_path / "cut.pcapng"
+    pcapgen.write_capture(cut, frames_of((Outer(), b2_exchange())), pcapng=True)
+    cut.write_bytes(cut.read_bytes()[:-7])
+    assert decode.decode_capture(cut).truncated
+
+
+def test_truncated_header_and_non_capture_are_capture_errors(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a capture\n")
+    with pytest.raises(decode.CaptureError, match=r"notes\.txt.*pcap or pcapng"):
+        decode.decode_capture(text)
+    short = tmp_path / "short.pcap"
+    short.write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00")
+    with pytest.raises(decode.CaptureError, match="truncated pcap header"):
+        decode.decode_capture(short)
+    with pytest.raises(decode.CaptureError, match="directory"):
+        decode.decode_capture(tmp_path)
+    with pytest.raises(decode.CaptureError, match="cannot read"):
+        decode.decode_capture(tmp_path / "missing.pcap")
+    odd = tmp_path / "odd.pcap"
+    odd.write_bytes(b"\xd4\xc3\xb2\xa1" + bytes(16) + (147).to_bytes(4, "little"))
+    with pytest.raises(decode.CaptureError, match="link type 147"):
+        decode.decode_capture(odd)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a capture")
+    done = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(text)],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "notes.txt" in done.stderr and "pcap or pcapng" in done.stderr
+
+
+def test_empty_captures_are_honestly_not_delivered(tmp_path):
+    header_only = write(tmp_path, [], name="h.pcap")
+    zero = tmp_path / "zero.pcap"
+    zero.write_bytes(b"")
+    for path in (header_only, zero):
+        s = decode.decode_capture(path)
+        assert s.frames == 0 and not s.delivered
+    done = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(zero), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0
+    assert '"outcome": "not-delivered"' in done.stdout and "no packets" in done.stdout
+
+
+def test_http_lines_spanning_segments(tmp_path):
+    exchange = b2_exchange(mss=5)  # every line is cut into 5-byte segments
+    s = decode.decode_capture(write(tmp_path, frames_of((Outer(), exchange))))
+    assert s.requests == {"GET /": 1} and s.responses == {"HTTP/1.1 200 OK": 1}
+    assert s.bodies[0]["sha256"] == hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest()
+
+
+def test_duplicates_and_reordering_are_tolerated(tmp_path):
+    exchange = b2_exchange(mss=700, messages=[(http_get("/a"), BIG), (http_get("/b"), SMALL)])
+    inner = list(exchange.frames())
+    # Swap two body segments, then the tap sees everything twice.
+    inner[10], inner[11] = inner[11], inner[10]
+    frames: list[bytes] = []
+    outer = Outer()
+    for frame in inner:
+        wrapped = outer.wrap(frame)
+        frames += wrapped + wrapped
+    s = decode.decode_capture(write(tmp_path, frames))
+    assert s.requests == {"GET /a": 1, "GET /b": 1}
+    assert s.responses == {"HTTP/1.1 200 OK": 2}
+    assert s.inner["tcp_duplicates"] > 0 and s.inner["tcp_out_of_order"] >= 1
+    assert {(b["request"], b["length"]) for b in s.bodies} == {("GET /a", 200_000),
+                                                               ("GET /b", 612)}
+    assert s.incomplete_body_count == 0
+
+
+def test_chunked_response_body(tmp_path):
+    payload = b"hello chunked world" * 50
+    chunks = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n"
+                      for c in (payload[:300], payload[300:]))
+    response = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks +
+                b"0\r\n\r\n")
+    exchange = b2_exchange(mss=100, messages=[(http_get("/c"), response), (http_get("/"), SMALL)])
+    s = decode.decode_capture(write(tmp_path, frames_of((Outer(), exchange))))
+    assert {(b["request"], b["sha256"]) for b in s.bodies} == {
+        ("GET /c", hashlib.sha256(payload).hexdigest()),
+        ("GET /", hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest())}
+
+
+def test_capture_starting_mid_connection_resynchronises(tmp_path):
+    exchange = b2_exchange(messages=[(http_get("/big.bin"), BIG), (http_get("/"), SMALL)])
+    frames = frames_of((Outer(mtu=9000), exchange))
+    s = decode.decode_capture(write(tmp_path, frames[40:]))  # mid-way through the big body
+    assert s.requests == {"GET /": 1} and s.responses == {"HTTP/1.1 200 OK": 1}
+    assert [b["request"] for b in s.bodies] == ["GET /"]
+
+
+def test_other_vxlan_port(tmp_path):
+    path = write(tmp_path, frames_of((Outer(dport=8472), b2_exchange())))
+    assert decode.decode_capture(path).vxlan_packets == 0
+    assert decode.decode_capture(path, port=8472).delivered
+
+
+def test_unmatched_fragments_keep_memory_bounded():
+    decoder = decode.Decoder()
+    outer = Outer(mtu=600)
+    big_inner = pcapgen.ethernet(pcapgen.ipv4("10.0.0.1", "10.0.0.2", 17, b"\0" * 1000))
+    for n in range(decode.MAX_PENDING_DATAGRAMS * 3):
+        first = outer.wrap(big_inner)[0]  # the later fragments never come
+        decoder.frame(1.0 + n * 1e-4, 1, first)
+        assert len(decoder.pending) <= decode.MAX_PENDING_DATAGRAMS
+    summary = decoder.finish(Path("x"), decode.ReadState())
+    assert summary.fragments["incomplete"] == decode.MAX_PENDING_DATAGRAMS * 3
+    assert summary.fragments["reassembled"] == 0 and summary.vxlan_packets == 0
+
+
+def test_out_of_order_buffer_is_capped():
+    decoder = decode.Decoder()
+    exchange = b2_exchange(messages=[(http_get("/big.bin"), BIG * 5)])
+    inner = list(exchange.frames())
+    outer = Outer(mtu=9000)
+    # Lose the first response segment: everything after it waits for a hole that never fills.
+    del inner[4]
+    for n, frame in enumerate(inner):
+        for piece in outer.wrap(frame):
+            decoder.frame(n * 1e-4, 1, piece)
+            assert decoder.ooo_total <= decode.MAX_OOO_PER_STREAM + 1460
+    summary = decoder.finish(Path("x"), decode.ReadState())
+    assert summary.inner["tcp_holes"] >= 1
+    assert summary.request_count == 1
+
+
+def test_garbage_after_a_good_record_is_not_a_crash(tmp_path):
+    path = write(tmp_path, frames_of((Outer(), b2_exchange())))
+    with path.open("ab") as fh:
+        fh.write(b"\xff" * 40)
+    s = decode.decode_capture(path)
+    assert s.truncated and s.delivered
+
+
+def _have_netns_and_tcpdump() -> bool:
+    return (os.geteuid() == 0 and shutil.which("ip") is not None
+            and shutil.which("tcpdump") is not None)
+
+
+SENDER = """
+import socket, sys, time
+from pathlib import Path
+from vtaplab.decode import ReadState, read_records
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((sys.argv[2], 0))
+for _ts, _lt, frame in read_records(Path(sys.argv[1]), ReadState()):
+    sock.send(frame)
+    time.sleep(0.0005)  # paced: a burst overruns the capture's ring on a 2-core machine
+"""
+
+
+@pytest.mark.skipif(not _have_netns_and_tcpdump(), reason="needs root, ip netns and tcpdump")
+def test_live_tcpdump_capture_on_a_veth_pair(tmp_path):
+    """Frames sent through a veth pair in throwaway namespaces, captured by tcpdump -i any."""
+    prefix = "vd" + secrets.token_hex(2)
+    ns_a, ns_b = f"{prefix}a", f"{prefix}b"
+    veth_a, veth_b = f"{prefix}va", f"{prefix}vb"
+    created: list[str] = []
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    tcpdump = None
+    try:
+        for ns in (ns_a, ns_b):
+            ip("netns", "add", ns)
+            created.append(ns)
+        ip("link", "add", veth_a, "netns", ns_a, "type", "veth", "peer", "name", veth_b,
+           "netns", ns_b)
+        ip("-n", ns_a, "addr", "add", "192.0.2.1/24", "dev", veth_a)
+        ip("-n", ns_b, "addr", "add", "192.0.2.2/24", "dev", veth_b)
+        ip("-n", ns_a, "link", "set", veth_a, "up")
+        ip("-n", ns_b, "link", "set", veth_b, "up")
+        mac_b = subprocess.run(["ip", "-n", ns_b, "-br", "link", "show", veth_b],
+                               capture_output=True, text=True, check=True,
+                               timeout=10).stdout.split()[2]
+        outer = Outer(src="192.0.2.1", dst="192.0.2.2", vni=4242)
+        exchange = b2_exchange(messages=[(http_get("/big.bin"), BIG), (http_get("/"), SMALL)])
+        frames = [bytes.fromhex(mac_b.replace(":", "")) + f[6:]
+                  for f in frames_of((outer, exchange))]
+        source = write(tmp_path, frames, name="send.pcap")
+        out = tmp_path / "live.pcap"
+        tcpdump = subprocess.Popen(
+            ["ip", "netns", "exec", ns_b, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-w",
+             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        assert tcpdump.stderr is not None
+        os.set_blocking(tcpdump.stderr.fileno(), False)
+        seen = b""
+        while b"listening" not in seen and time.monotonic() < deadline:
+            seen += tcpdump.stderr.read() or b""
+            time.sleep(0.05)
+        assert b"listening" in seen, seen
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        subprocess.run(["ip", "netns", "exec", ns_a, sys.executable, "-c", SENDER, str(source),
+                        veth_a], check=True, timeout=60, env=env)
+        # Without --immediate-mode tcpdump reads its ring in 1 s blocks and a stop before the
+        # block timeout loses the packets ("296 received by filter, 0 captured").
+        time.sleep(0.5)
+        tcpdump.terminate()
+        tcpdump.wait(timeout=10)
+        tcpdump = None
+        s = decode.decode_capture(out)
+        assert s.linktypes == ["linux-sll2"]  # what tcpdump -i any writes on this kernel
+        assert s.vnis.keys() == {4242} and list(s.outer_sources) == ["192.0.2.1"]
+        assert s.fragments["reassembled"] > 100 and s.fragments["incomplete"] == 0
+        assert s.requests == {"GET /big.bin": 1, "GET /": 1}
+        assert {(b["request"], b["length"], b["sha256"]) for b in s.bodies} == {
+            ("GET /big.bin", 200_000, hashlib.sha256(BIG_BODY).hexdigest()),
+            ("GET /", 612, hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest())}
+    finally:
+        if tcpdump is not None:
+            tcpdump.kill()
+            tcpdump.wait(timeout=10)
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10,
+                           check=False)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            timeout=10, check=False).stdout
+    assert prefix not in listed
