@@ -38,8 +38,9 @@ SSH_KEY_FALLBACKS: tuple[str, ...] = (".ssh/id_ed25519.pub", ".ssh/id_rsa.pub")
 # and no stack file ever has to carry somebody's address.
 OPERATOR_CIDR_ENV = "VTAPLAB_OPERATOR_CIDR"
 OPERATOR_CIDR_HINT = (
-    "pulumi config set vtaplab:operatorCidr $(curl -s https://api.ipify.org)/32"
-    f"  (or export {OPERATOR_CIDR_ENV}=<your IPv4>/32)"
+    f"export {OPERATOR_CIDR_ENV}=$(curl -s https://api.ipify.org)/32 (every stack, no file "
+    "changes), or pulumi config set vtaplab:operatorCidr <your IPv4>/32 (this stack only; "
+    "it writes your address into the committed stack file)"
 )
 # Shorter than this, an SSH rule stops being "the operator" and becomes "a continent".
 OPERATOR_MIN_PREFIX = 8
@@ -414,7 +415,7 @@ def _operator_cidr(values: Mapping[str, object], environ: Mapping[str, str] | No
     if not text:
         raise ConfigError(
             f"{NAMESPACE}:operatorCidr is not set: SSH to the lab's VMs is allowed only from "
-            f"it; set it once per stack: {OPERATOR_CIDR_HINT}"
+            f"it; accepted: {OPERATOR_CIDR_HINT}"
         )
     try:
         network = ipaddress.ip_network(text, strict=False)
