@@ -1,0 +1,189 @@
+"""Bring a scenario's evidence back from the VMs over SFTP and judge it.
+
+Each remote file (the collector's pcap, the proxy's, the traffic log) lands in
+``evidence/<stack>/<scenario>/<name>``; then ``vtaplab.verdict.build_verdict`` computes
+``verdict.json`` from what arrived. A file that is not there is a fact, not a crash: a
+missing collector capture gives ``not-delivered`` with the reason; a VM that cannot be
+reached (or whose host key is wrong) gives ``error`` with the reason — nobody looked, so
+nothing is claimed.
+
+    python -m vtaplab.fetch --stack b2 --scenario b2 --user azureuser \\
+        --key-file ~/.ssh/vtaplab --known-hosts hosts.json \\
+        --file collector.pcap=20.0.0.1:/var/lib/vtaplab/b2/collector.pcap \\
+        --file traffic.log=20.0.0.2:/var/lib/vtaplab/b2/traffic.log
+
+prints one small JSON line (outcome and evidence paths; no secrets) for stack outputs. The
+private key may instead come as PEM text in the environment variable ``VTAPLAB_SSH_KEY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vtaplab import facts
+from vtaplab.ssh import RemoteFileMissing, SshError, SshSession
+
+COLLECTOR_PCAP = "collector.pcap"
+TRAFFIC_LOG = "traffic.log"
+KEY_ENV = "VTAPLAB_SSH_KEY"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """``name`` is the local file name in the evidence directory (``collector.pcap``,
+    ``proxy.pcap``, ``traffic.log``...); ``host`` the SSH host that has it at ``path``."""
+
+    name: str
+    host: str
+    path: str
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"evidence file name {self.name!r}: accepted: a plain file "
+                             "name such as collector.pcap")
+        if not self.path.startswith("/"):
+            raise ValueError(f"remote path {self.path!r} for {self.name}: accepted: an "
+                             "absolute path")
+
+
+Connect = Callable[[str], SshSession]
+
+
+def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
+                   connect: Connect, root: Path | None = None,
+                   evidence_base: str = "evidence") -> dict[str, Any]:
+    """Fetch ``files`` into ``<root>/<evidence_base>/<stack>/<scenario>/``, write and return
+    the verdict (with ``fetched`` and, where something was missing, ``reason``/``missing``)."""
+    from vtaplab.verdict import build_verdict, write_verdict
+
+    if scenario not in facts.SCENARIOS:
+        raise ValueError(f"scenario {scenario!r}: accepted: {', '.join(facts.SCENARIOS)}")
+    root = (root or Path.cwd()).resolve()
+    out_dir = root / evidence_base / stack / scenario
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sessions: dict[str, SshSession] = {}
+    unreachable: dict[str, str] = {}
+    fetched: dict[str, dict[str, Any]] = {}
+    missing: dict[str, str] = {}
+    try:
+        for item in files:
+            if item.host in unreachable:
+                missing[item.name] = unreachable[item.host]
+                continue
+            try:
+                session = sessions.get(item.host)
+                if session is None:
+                    session = connect(item.host).connect()
+                    sessions[item.host] = session
+            except SshError as exc:
+                unreachable[item.host] = str(exc)
+                missing[item.name] = str(exc)
+                continue
+            try:
+                got = session.fetch(item.path, out_dir / item.name)
+            except RemoteFileMissing as exc:
+                missing[item.name] = str(exc)
+                (out_dir / item.name).unlink(missing_ok=True)  # no stale copy from a past run
+                continue
+            except SshError as exc:
+                missing[item.name] = str(exc)
+                continue
+            fetched[item.name] = {"host": item.host, "remote": item.path, "bytes": got.size,
+                                  "sha256": got.sha256}
+    finally:
+        for session in sessions.values():
+            session.close()
+
+    present = [out_dir / name for name in fetched]
+    collector = out_dir / COLLECTOR_PCAP if COLLECTOR_PCAP in fetched else None
+    traffic = out_dir / TRAFFIC_LOG if TRAFFIC_LOG in fetched else None
+    verdict = build_verdict(scenario=scenario, collector_pcap=collector, files=present,
+                            traffic_log=traffic, root=root)
+    verdict["fetched"] = fetched
+    if missing:
+        verdict["missing"] = missing
+    wanted_collector = any(f.name == COLLECTOR_PCAP for f in files)
+    if wanted_collector and collector is None:
+        why = missing.get(COLLECTOR_PCAP, "collector.pcap was not fetched")
+        collector_host = next(f.host for f in files if f.name == COLLECTOR_PCAP)
+        if collector_host in unreachable:
+            verdict["outcome"] = "error"  # nobody could look: claim nothing
+            verdict["matches_expected"] = None
+        else:
+            verdict["outcome"] = "not-delivered"
+            spec = facts.SCENARIOS[scenario]
+            verdict["matches_expected"] = (None if spec.expected_outcome is None
+                                           else spec.expected_outcome == "not-delivered")
+        verdict["reason"] = f"no collector capture: {why}"
+    write_verdict(out_dir, verdict)
+    return verdict
+
+
+def outputs_summary(verdict: dict[str, Any], *, stack: str, root: Path | None = None,
+                    evidence_base: str = "evidence") -> dict[str, Any]:
+    """The small JSON a pulumi-command prints for stack outputs."""
+    scenario = verdict["scenario"]
+    return {"scenario": scenario, "outcome": verdict["outcome"],
+            "matches_expected": verdict.get("matches_expected"),
+            "reason": verdict.get("reason"),
+            "verdict": f"{evidence_base}/{stack}/{scenario}/verdict.json",
+            "files": verdict.get("files", [])}
+
+
+def _parse_file(spec: str) -> RemoteFile:
+    name, sep, rest = spec.partition("=")
+    host, sep2, path = rest.partition(":")
+    if not sep or not sep2 or not host:
+        raise ValueError(f"--file {spec!r}: accepted: NAME=HOST:/ABSOLUTE/PATH")
+    return RemoteFile(name, host, path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vtaplab.fetch",
+                                     description="fetch a scenario's evidence over SFTP and "
+                                                 "write its verdict")
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--scenario", required=True)
+    parser.add_argument("--user", default="azureuser")
+    parser.add_argument("--port", type=int, default=22)
+    parser.add_argument("--key-file", help=f"private key file (else PEM text in ${KEY_ENV})")
+    parser.add_argument("--known-hosts", required=True,
+                        help='JSON file {"HOST": "ssh-ed25519 AAAA..."}')
+    parser.add_argument("--file", action="append", default=[], metavar="NAME=HOST:PATH")
+    parser.add_argument("--connect-seconds", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    try:
+        files = [_parse_file(s) for s in args.file]
+        if not files:
+            raise ValueError("--file: none given; accepted: NAME=HOST:/ABSOLUTE/PATH")
+        key: str | None = args.key_file or os.environ.get(KEY_ENV)
+        if not key:
+            raise ValueError(f"--key-file: none given and ${KEY_ENV} is empty")
+        try:
+            known = json.loads(Path(args.known_hosts).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--known-hosts {args.known_hosts}: {exc}; accepted: a JSON "
+                             'object {"HOST": "ssh-ed25519 AAAA..."}') from None
+
+        def connect(host: str) -> SshSession:
+            return SshSession(host, username=args.user, private_key=key, known_hosts=known,
+                              port=args.port, connect_total_seconds=args.connect_seconds)
+
+        verdict = fetch_scenario(stack=args.stack, scenario=args.scenario, files=files,
+                                 connect=connect)
+    except (ValueError, SshError) as exc:
+        print(f"vtaplab fetch: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(outputs_summary(verdict, stack=args.stack)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
