@@ -202,6 +202,10 @@ def test_project_file_declares_every_key_with_the_loaders_default():
             assert entry["items"] == {"type": "string"}
         expected = list(key.default) if isinstance(key.default, tuple) else key.default
         assert entry.get("default") == expected
+        # Pulumi rejects a project whose default doesn't match the declared type.
+        python_type = {"string": str, "integer": int, "array": list}[entry["type"]]
+        if "default" in entry:
+            assert type(entry["default"]) is python_type, key.name
 
 
 # ----------------------------------------------------------------------------- bad configs
