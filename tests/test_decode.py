@@ -371,3 +371,55 @@ def test_live_tcpdump_capture_on_a_veth_pair(tmp_path):
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                             timeout=10, check=False).stdout
     assert prefix not in listed
+
+
+def test_port_reuse_by_a_new_connection_starts_a_new_stream(tmp_path):
+    first = b2_exchange()
+    second = b2_exchange(messages=[(http_get("/again"), SMALL)])
+    frames = list(first.frames())
+    # Same 4-tuple, new initial sequence numbers: shift the second connection's by 7919.
+    for frame in second.frames():
+        tcp_at = 14 + 20
+        seq = int.from_bytes(frame[tcp_at + 4:tcp_at + 8], "big") + 7919
+        frames.append(frame[:tcp_at + 4] + seq.to_bytes(4, "big") + frame[tcp_at + 8:])
+    outer = Outer()
+    wrapped = [piece for frame in frames for piece in outer.wrap(frame)]
+    s = decode.decode_capture(write(tmp_path, wrapped))
+    assert s.requests == {"GET /": 1, "GET /again": 1}
+    assert s.inner["tcp_streams"] == 4 and s.inner["tcp_holes"] == 0
+
+
+def test_gso_super_packet_with_zero_ip_length(tmp_path):
+    exchange = b2_exchange()
+    frames = []
+    for frame in exchange.frames():
+        # Captured before segmentation offload: the outer IPv4 total length reads 0.
+        [outer_frame] = Outer(mtu=65535).wrap(frame)
+        frames.append(outer_frame[:16] + b"\0\0" + outer_frame[18:])
+    s = decode.decode_capture(write(tmp_path, frames))
+    assert s.delivered and s.malformed_frames == 0
+
+
+def test_timeline_shows_a_gap(tmp_path):
+    exchange = b2_exchange(messages=[(http_get("/"), SMALL)] * 4)
+    frames = frames_of((Outer(), exchange))
+    path = tmp_path / "gap.pcap"
+    with path.open("wb") as fh:
+        writer = pcapgen.PcapWriter(fh)
+        for n, frame in enumerate(frames):
+            writer.write(100.0 + n * 0.01 + (5.0 if n >= 10 else 0.0), frame)
+    s = decode.decode_capture(path)
+    assert s.largest_vxlan_gap == {"seconds": pytest.approx(5.01), "after": pytest.approx(100.09)}
+    counts = s.timeline["vxlan_packets"]
+    assert sum(counts) == s.vxlan_packets and counts[1:5] == [0, 0, 0, 0]
+
+
+def test_long_captures_get_wider_timeline_buckets():
+    decoder = decode.Decoder()
+    frame = Outer().wrap(next(iter(b2_exchange().frames())))[0]
+    for n in range(decode.TIMELINE_BUCKETS * 3):
+        decoder.frame(float(n), 1, frame)
+    summary = decoder.finish(Path("x"), decode.ReadState())
+    assert summary.timeline["bucket_seconds"] == 4.0
+    assert len(summary.timeline["vxlan_packets"]) <= decode.TIMELINE_BUCKETS
+    assert sum(summary.timeline["vxlan_packets"]) == decode.TIMELINE_BUCKETS * 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,15 @@ def test_decode_cli_with_scenario(tmp_path):
     done = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(pcap), "--port",
                            "70000"], capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 2 and "1-65535" in done.stderr
+
+
+def test_loss_section_compares_the_traffic_log_with_the_capture(tmp_path):
+    log = tmp_path / "traffic.log"
+    log.write_text("# vtap-traffic v1\n" + "".join(
+        f"{n}\thttp://10.30.1.4/\t200\t15\t0.001\n" for n in range(1, 4)))
+    pcap = capture(tmp_path, get_ok())
+    v = verdict.build_verdict(scenario="b2", collector_pcap=pcap, files=[pcap],
+                              traffic_log=log)
+    assert v["loss"]["requests_sent"] == 3 and v["loss"]["requests_seen"] == 1
+    assert v["loss"]["requests_not_seen"] == 2 and v["loss"]["tcp_holes"] == 0
+    assert re.search(r"requests not seen +2 of 3 sent", verdict.format_table(v))

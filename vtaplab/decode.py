@@ -59,6 +59,7 @@ MAX_OOO_TOTAL = 32 * 1024 * 1024   # ... and over all directions
 MAX_HEAD = 32 * 1024               # HTTP start line + headers
 MAX_DISTINCT = 256                 # distinct request/status lines, bodies, VNIs, sources kept
 MAX_SAMPLES = 20                   # incomplete bodies listed one by one
+TIMELINE_BUCKETS = 3600           # VXLAN packets per second, coarser for longer captures
 MAX_RECORD = 0x4000000             # a pcap record claiming more than 64 MiB is corruption
 
 HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
@@ -281,13 +282,14 @@ class Stream:
     """One direction of one inner TCP connection: ordered bytes in, HTTP messages out."""
 
     __slots__ = ("body_expected", "body_got", "body_label", "broken", "buf", "fin", "hasher",
-                 "key", "last_ts", "left", "next_seq", "ooo", "ooo_bytes", "pending", "state",
-                 "vni")
+                 "isn", "key", "last_ts", "left", "next_seq", "ooo", "ooo_bytes", "pending",
+                 "state", "vni")
 
     def __init__(self, key: bytes, vni: int, ts: float) -> None:
         self.key = key
         self.vni = vni
         self.next_seq: int | None = None
+        self.isn: int | None = None
         self.ooo: dict[int, bytes] = {}
         self.ooo_bytes = 0
         self.state = S_HEAD
@@ -300,7 +302,7 @@ class Stream:
         self.broken = False
         self.fin = False
         self.last_ts = ts
-        self.pending: deque[str] = deque(maxlen=64)  # request lines awaiting a response
+        self.pending: deque[str] | None = None  # request lines awaiting a response
 
 
 @dataclass
@@ -334,6 +336,7 @@ class CaptureSummary:
     incomplete_bodies: list[dict[str, Any]] = field(default_factory=list)
     incomplete_body_count: int = 0
     largest_vxlan_gap: dict[str, float] | None = None
+    timeline: dict[str, Any] = field(default_factory=dict)
 
     @property
     def delivered(self) -> bool:
@@ -374,6 +377,7 @@ class CaptureSummary:
                 "incomplete_body_samples": self.incomplete_bodies,
             },
             "largest_vxlan_gap": self.largest_vxlan_gap,
+            "timeline": self.timeline,
         }
 
 
@@ -408,6 +412,9 @@ class Decoder:
         self.last_ts = 0.0
         self.last_vxlan_ts: float | None = None
         self.gap = (0.0, 0.0)  # (seconds, at)
+        self.timeline: list[int] = []   # VXLAN packets per bucket from the first one
+        self.bucket = 1.0
+        self.per_bucket = 1.0
         # fragments
         self.pending: dict[bytes, list[Any]] = {}
         self.frag_frames = 0
@@ -471,7 +478,7 @@ class Decoder:
                 return
             ihl = (data[off] & 0x0F) << 2
             end = off + ((data[off + 2] << 8) | data[off + 3])
-            if end > len(data):
+            if end > len(data) or end == off:  # total length 0: a GSO super-packet
                 end = len(data)
             proto = data[off + 9]
             if (data[off + 6] & 0x3F) or data[off + 7]:  # MF set or offset != 0
@@ -529,6 +536,20 @@ class Decoder:
         if self.frag_since_sweep >= 4096:
             self._sweep_fragments(ts)
 
+    def _timeline_add(self, slot: int) -> None:
+        if slot < 0:  # a timestamp before the first VXLAN packet's: count it in the first slot
+            slot = 0
+        while slot >= TIMELINE_BUCKETS:
+            # Too long a capture for this width: merge neighbours, double the width.
+            old = self.timeline
+            self.timeline = [sum(old[i:i + 2]) for i in range(0, len(old), 2)]
+            self.bucket *= 2
+            self.per_bucket /= 2
+            slot //= 2
+        timeline = self.timeline
+        timeline.extend([0] * (slot + 1 - len(timeline)))
+        timeline[slot] += 1
+
     def _sweep_fragments(self, ts: float, *, force: bool = False) -> None:
         self.frag_since_sweep = 0
         stale = [k for k, e in self.pending.items() if ts - e[0] > FRAGMENT_TIMEOUT]
@@ -543,12 +564,19 @@ class Decoder:
             self.non_vxlan += 1
             return
         self.vxlan += 1
-        if self.first_ts is None:
-            self.first_ts = ts
+        first = self.first_ts
+        if first is None:
+            first = self.first_ts = ts
         last = self.last_vxlan_ts
         if last is not None and ts - last > self.gap[0]:
             self.gap = (ts - last, last)
         self.last_vxlan_ts = ts
+        slot = int((ts - first) * self.per_bucket)
+        timeline = self.timeline
+        if 0 <= slot < len(timeline):
+            timeline[slot] += 1
+        else:
+            self._timeline_add(slot)
         sources = self.sources
         if src in sources:
             sources[src] += 1
@@ -591,7 +619,7 @@ class Decoder:
             self.inner_fragments += 1
             return
         stop = q + ((data[q + 2] << 8) | data[q + 3])
-        if stop > end:
+        if stop > end or stop == q:
             stop = end
         t = q + ((data[q] & 0x0F) << 2)
         flags = data[t + 13]
@@ -608,7 +636,13 @@ class Decoder:
             stream = self._new_stream(key, vni, ts)
         stream.last_ts = ts
         if flags & 0x02:  # SYN: data starts at seq + 1
-            if stream.next_seq is None:
+            if stream.isn != seq:
+                if stream.isn is not None or stream.next_seq is not None:
+                    # The 4-tuple is reused by a new connection: close the old one.
+                    self._close_stream(stream)
+                    stream = self.streams[key] = Stream(key, vni, ts)
+                    self.streams_seen += 1
+                stream.isn = seq
                 stream.next_seq = (seq + 1) & 0xFFFFFFFF
             return
         if payload_at < stop:
@@ -818,6 +852,8 @@ class Decoder:
             _count(self.requests, request)
             if stats is not None:
                 stats[1] += 1
+            if stream.pending is None:
+                stream.pending = deque(maxlen=64)
             stream.pending.append(request)
             # Request bodies are skipped, not reported.
             stream.hasher = None
@@ -961,6 +997,8 @@ class Decoder:
         if self.gap[0] > 0:
             summary.largest_vxlan_gap = {"seconds": round(self.gap[0], 6),
                                          "after": round(self.gap[1], 6)}
+        summary.timeline = {"start": self.first_ts, "bucket_seconds": self.bucket,
+                            "vxlan_packets": self.timeline}
         if self.sources_overflow or self.vni_overflow:
             summary.notes.append(f"too many distinct outer sources/VNIs: "
                                  f"{self.sources_overflow + self.vni_overflow} packets not "

@@ -142,7 +142,28 @@ def verdict_from_summary(*, scenario: str | None, summary: Any, files: Sequence[
             verdict["traffic"] = parse_traffic_log(traffic_log)
         except TrafficLogError as exc:
             verdict["traffic"] = {"error": str(exc)}
+    if capture is not None:
+        verdict["loss"] = _loss(capture, verdict.get("traffic"))
     return verdict
+
+
+def _loss(capture: dict[str, Any], traffic: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the capture shows data missing: one place for the fault tests to look."""
+    inner = capture["inner"]
+    gap = capture.get("largest_vxlan_gap") or {}
+    loss: dict[str, Any] = {
+        "tcp_holes": inner["tcp_holes"],
+        "tcp_missing_bytes": inner["tcp_missing_bytes"],
+        "fragments_incomplete": capture["fragments"]["incomplete"],
+        "incomplete_bodies": capture["inner_http"]["incomplete_bodies"],
+        "largest_vxlan_gap_seconds": gap.get("seconds", 0.0),
+    }
+    if traffic and "error" not in traffic:
+        seen = capture["inner_http"]["request_count"]
+        loss["requests_sent"] = traffic["requests"]
+        loss["requests_seen"] = seen
+        loss["requests_not_seen"] = max(0, traffic["requests"] - seen)
+    return loss
 
 
 def _why_not(summary: Any) -> str:
@@ -245,10 +266,15 @@ def format_table(verdict: dict[str, Any]) -> str:
         rows.append(("outer fragments", f"{frags['frames']} frames, {frags['reassembled']} "
                                         f"reassembled, {frags['incomplete']} incomplete"))
     capture = verdict.get("capture") or {}
-    inner = capture.get("inner") or {}
-    if inner.get("tcp_holes"):
-        rows.append(("inner tcp holes", f"{inner['tcp_holes']} "
-                                        f"({inner['tcp_missing_bytes']} bytes missing)"))
+    loss = verdict.get("loss") or {}
+    if loss.get("tcp_holes"):
+        rows.append(("inner tcp holes", f"{loss['tcp_holes']} "
+                                        f"({loss['tcp_missing_bytes']} bytes missing)"))
+    if loss.get("largest_vxlan_gap_seconds", 0) >= 1:
+        rows.append(("largest vxlan gap", f"{loss['largest_vxlan_gap_seconds']:.3f} s"))
+    if loss.get("requests_not_seen"):
+        rows.append(("requests not seen", f"{loss['requests_not_seen']} of "
+                                          f"{loss['requests_sent']} sent"))
     if capture.get("truncated"):
         rows.append(("capture", "TRUNCATED: " + "; ".join(capture.get("notes", []))))
     tenants = verdict.get("tenants") or {}
