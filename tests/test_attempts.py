@@ -297,3 +297,46 @@ def test_vtap_kwargs_construct_the_azure_native_resource_type():
 def test_vtap_params_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         arm_bodies.VtapParams(location="uksouth", **kwargs)
+
+
+# --- as a Pulumi resource (mock runtime) ---------------------------------------------------
+
+def test_rejected_attempt_registers_without_secrets_and_serializes_by_reference():
+    import base64
+
+    import dill
+    import pulumi
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    from vtaplab.attempt_provider import RejectedAttempt
+
+    registered: list = []
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args):
+            registered.append((args.typ, args.name, dict(args.inputs)))
+            return f"{args.name}-id", {**args.inputs, "outcome": "rejected"}
+
+        def call(self, args):
+            raise NotImplementedError(args.token)
+
+    pulumi.runtime.set_mocks(Mocks(), project="vtaplab", stack="r1", preview=False)
+    res = RejectedAttempt("r1-attempt", scenario="r1", attempt="vtap-pe-destination",
+                          stack="r1", private_endpoint_id=PE, target_id=VTAP,
+                          location="uksouth")
+
+    @pulumi.runtime.test
+    def check():
+        def verify(outcome):
+            ((typ, name, inputs),) = registered
+            assert name == "r1-attempt"
+            assert typ == "pulumi-python:dynamic/vtaplab:RejectedAttempt"
+            assert inputs["private_endpoint_id"] == PE and inputs["target_id"] == VTAP
+            assert not {k for k in inputs if "token" in k.lower() or "secret" in k.lower()}
+            assert outcome == "rejected"
+        return res.outcome.apply(verify)
+
+    check()
+    # the provider pickles by reference: no client, no credential inside
+    provider = dill.loads(base64.b64decode(serialize_provider(AttemptProvider())))
+    assert isinstance(provider, AttemptProvider) and provider._client_factory is None

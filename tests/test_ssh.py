@@ -311,3 +311,36 @@ def test_fetch_cli_prints_small_json(sshd, keys, tmp_path, monkeypatch, capsys):
                            str(hosts), "--file", "bad"]) == 2
     assert "NAME=HOST:/ABSOLUTE/PATH" in capsys.readouterr().err
 
+
+
+def test_fastpath_restart_waits_for_ssh_readiness(sshd, keys):
+    from test_arm import VM, FakeArm, _queue_vm_ops
+
+    from vtaplab import fastpath
+
+    arm = FakeArm()
+    try:
+        _queue_vm_ops(arm)
+        ready = fastpath.ssh_ready(lambda: session(sshd, keys), command="test -d /")
+        result = fastpath.restart_vm(arm.client(), VM, ready=ready, ready_timeout=30,
+                                     ready_interval=0.1)
+    finally:
+        arm.close()
+    assert [s.name for s in result.steps] == ["deallocate", "start", "ready"]
+    # a failing readiness command is "not ready", within the bound
+    bad = fastpath.ssh_ready(lambda: session(sshd, keys), command="exit 1")
+    with pytest.raises(fastpath.FastpathError, match="exited 1"):
+        fastpath._wait_ready(bad, 0.3, 0.1, time.monotonic, time.sleep)
+
+
+def test_fastpath_cli_needs_host_key_for_ssh(capsys):
+    from vtaplab import fastpath
+
+    assert fastpath.main([VM_ID_EXAMPLE, "--ssh-host", "127.0.0.1"]) == 2
+    assert "--host-key" in capsys.readouterr().err
+    assert fastpath.main(["/subscriptions/x/not-a-vm"]) == 2
+    assert "not a VM resource id" in capsys.readouterr().err
+
+
+VM_ID_EXAMPLE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg"
+                 "/providers/Microsoft.Compute/virtualMachines/vm-src")

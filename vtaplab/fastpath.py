@@ -7,7 +7,8 @@ been deallocated and started again; a reboot is not enough. Both are long-runnin
 before start is asked for), then optionally until a readiness callback (e.g. an SSH
 ``cloud-init status --wait``) succeeds, bounded in time.
 
-    python -m vtaplab.fastpath VM_ID [--ready-timeout S]
+    python -m vtaplab.fastpath VM_ID [--ssh-host IP --host-key 'ssh-ed25519 …'
+                                      --ssh-key-file F] [--ready-timeout S]
 
 prints a small JSON record of the steps (no secrets) for a pulumi-command ``local.Command``.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -89,19 +91,58 @@ def _wait_ready(ready: Callable[[], object], timeout: float, interval: float,
         return Step("ready", round(clock() - started, 3), tries=tries)
 
 
+def ssh_ready(session_factory: Callable[[], object], command: str = "cloud-init status --wait"
+              ) -> Callable[[], None]:
+    """A readiness probe: connect over SSH (the session's own bounded retries) and run
+    ``command`` (default: wait for cloud-init), which must exit 0."""
+    def probe() -> None:
+        from vtaplab.ssh import SshSession
+
+        session = session_factory()
+        assert isinstance(session, SshSession)
+        with session:
+            session.run(command, timeout=600, check=True)
+    return probe
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vtaplab.fastpath",
-                                     description="deallocate then start a tapped VM once")
+                                     description="deallocate then start a tapped VM once, "
+                                                 "then wait until it answers over SSH")
     parser.add_argument("vm_id", help="the VM's ARM resource id")
     parser.add_argument("--api-version", default=COMPUTE_API)
+    parser.add_argument("--ssh-host", help="wait for SSH on this address after the start")
+    parser.add_argument("--ssh-port", type=int, default=22)
+    parser.add_argument("--ssh-user", default="azureuser")
+    parser.add_argument("--ssh-key-file",
+                        help="private key file (else PEM text in $VTAPLAB_SSH_KEY)")
+    parser.add_argument("--host-key", help="the VM's pinned host key, 'ssh-ed25519 AAAA...'")
+    parser.add_argument("--ready-timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
+    ready = None
+    if args.ssh_host:
+        key = args.ssh_key_file or os.environ.get("VTAPLAB_SSH_KEY")
+        if not key or not args.host_key:
+            print("vtaplab fastpath: --ssh-host needs --host-key and --ssh-key-file "
+                  "(or $VTAPLAB_SSH_KEY)", file=sys.stderr)
+            return 2
+
+        def session() -> object:
+            from vtaplab.ssh import SshSession
+
+            return SshSession(args.ssh_host, port=args.ssh_port, username=args.ssh_user,
+                              private_key=key, known_hosts={args.ssh_host: args.host_key},
+                              connect_total_seconds=min(300.0, args.ready_timeout))
+
+        ready = ssh_ready(session)
     try:
-        result = restart_vm(ArmClient(), args.vm_id, api_version=args.api_version)
+        result = restart_vm(ArmClient(), args.vm_id, api_version=args.api_version,
+                            ready=ready, ready_timeout=args.ready_timeout)
     except ValueError as exc:
         print(f"vtaplab fastpath: {exc}", file=sys.stderr)
         return 2
-    except ArmError as exc:
-        print(f"vtaplab fastpath: ARM: {exc}", file=sys.stderr)
+    except (ArmError, FastpathError) as exc:
+        print(f"vtaplab fastpath: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_json()))
     return 0
