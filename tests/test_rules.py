@@ -177,12 +177,15 @@ def b2_graph() -> list[dict[str, Any]]:
 
 
 def attempt_entry(attempt: str, scenario: str, **ids: str) -> dict[str, Any]:
-    """A dynamic-provider attempt resource as the graph shows it."""
-    return {"urn": urn("pulumi-python:dynamic:Resource", f"{scenario}-{attempt}"),
-            "type": "pulumi-python:dynamic:Resource", "name": f"{scenario}-{attempt}",
-            "parent": None,
-            "inputs": {"__provider": "gAWVpickled", "scenario": scenario, "attempt": attempt,
-                       "location": "uksouth", **ids}}
+    """A ``vtaplab.attempt_provider.RejectedAttempt`` as the graph records it."""
+    typ = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
+    return {"urn": urn(typ, f"{scenario}-{attempt}"), "type": typ,
+            "name": f"{scenario}-{attempt}", "parent": None,
+            "inputs": {"__provider": {"4dabf18193072939515e22adb298388d":
+                                      "1b47061264138c4ac30d75fd1eb44270", "value": "gASV"},
+                       "scenario": scenario, "attempt": attempt, "stack": scenario,
+                       "location": "uksouth", "port": 4789, "tags": {},
+                       "evidence_root": "evidence", **ids}}
 
 
 def r1_graph() -> list[dict[str, Any]]:
@@ -191,7 +194,7 @@ def r1_graph() -> list[dict[str, Any]]:
     provider_side(g)
     consumer_side(g, proxy=False)
     g.entries.append(attempt_entry("vtap-pe-destination", "r1", private_endpoint_id=PE_ID,
-                                   vtap_id=arm_id("virtualNetworkTaps", "r1-vtap")))
+                                   target_id=arm_id("virtualNetworkTaps", "r1-vtap")))
     return copy.deepcopy(g.entries)
 
 
@@ -202,10 +205,10 @@ def b1_graph() -> list[dict[str, Any]]:
     consumer_side(g, proxy=False)
     g.entries.append(attempt_entry(
         "nic-pool", "b1", private_endpoint_id=PE_ID,
-        backend_pool_id=arm_id("loadBalancers", "b1-ilb", "backendAddressPools", "be")))
+        target_id=arm_id("loadBalancers", "b1-ilb", "backendAddressPools", "be")))
     g.entries.append(attempt_entry(
         "ip-pool", "b1", private_endpoint_id=PE_ID,
-        pool_id=arm_id("loadBalancers", "b1-ilb", "backendAddressPools", "pe-ip")))
+        target_id=arm_id("loadBalancers", "b1-ilb", "backendAddressPools", "pe-ip")))
     return copy.deepcopy(g.entries)
 
 

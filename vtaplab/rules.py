@@ -404,9 +404,14 @@ def attempt_nodes(entry: Mapping[str, Any]) -> list[Node]:
     scenario = _attempt_scenario(inputs, attempt)
     urn, parent = str(entry.get("urn", "")), entry.get("parent")
 
-    def node(typ: str, name: str, node_inputs: dict[str, Any]) -> Node:
-        return Node(urn=urn, type=typ, name=name, parent=parent, inputs=node_inputs,
-                    attempt_scenario=scenario or "?")
+    def node(typ: str, azure_name: str, node_inputs: dict[str, Any]) -> Node:
+        # Named like the attempt resource (that is what a reader finds in the stack); the
+        # Azure name it writes is in the inputs, where look-ups read it.
+        key = _NAME_INPUT.get(typ)
+        if key:
+            node_inputs.setdefault(key, azure_name)
+        return Node(urn=urn, type=typ, name=str(entry.get("name") or azure_name), parent=parent,
+                    inputs=node_inputs, attempt_scenario=scenario or "?")
 
     if attempt is not None:
         pes = _ids_in(inputs, ("privateEndpoints",))

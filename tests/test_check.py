@@ -1,0 +1,280 @@
+"""``python -m vtaplab check``: on hand-built graphs, graph files and every committed stack."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_rules import (
+    OPERATOR,
+    UNKNOWN,
+    arm_id,
+    b1_graph,
+    b2_graph,
+    node,
+    r1_graph,
+    urn,
+)
+
+from vtaplab import check, facts, rules
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+def failing(report: check.Report) -> list[str]:
+    return sorted(f.rule for f in report.failing)
+
+
+# --- expectations -------------------------------------------------------------------------------
+
+
+def test_r1_prediction_is_shown_as_expected_and_passes():
+    report = check.evaluate(r1_graph(), stack="r1", scenarios=["r1"])
+    assert report.exit_code == 0
+    assert [f.arm_code for f in report.findings] == [facts.ARM_PE_AS_VTAP_DESTINATION]
+    assert report.expected == [True]
+    text = check.render(report)
+    assert "EXPECTED" in text and facts.ARM_PE_AS_VTAP_DESTINATION in text
+    assert "scenario r1: prediction matches the expected outcome" in text
+
+
+def test_b1_predictions_are_expected():
+    report = check.evaluate(b1_graph(), stack="b1", scenarios=["b1"])
+    assert report.exit_code == 0 and all(report.expected)
+    pred = check.prediction(report, "b1")
+    assert pred["matches"]
+    assert {p["arm_code"] for p in pred["predicted"]} <= {*facts.SCENARIOS["b1"].expected_arm_codes,
+                                                          None}
+    assert facts.ARM_MODIFY_PE_NIC in {p["arm_code"] for p in pred["predicted"]}
+
+
+def test_a_rejection_in_a_scenario_that_does_not_expect_it_fails():
+    # r1's vTAP, in a stack that says it runs b2: nobody expects that rejection.
+    report = check.evaluate(r1_graph(), stack="x", scenarios=["b2"])
+    assert failing(report) == ["VTAP001"] and report.exit_code == 1
+    assert "FAIL" in check.render(report)
+
+
+def test_expected_rejection_not_predicted_fails():
+    report = check.evaluate(b2_graph(), stack="r1", scenarios=["r1"])
+    assert report.findings == [] and report.unpredicted == ["r1"]
+    assert report.exit_code == 1
+    assert "MISMATCH" in check.render(report)
+
+
+def test_advisory_alone_passes():
+    g = b2_graph()
+    del node(g, "col-ilb")["inputs"]["loadBalancingRules"][0]["probe"]
+    report = check.evaluate(g, stack="b2", scenarios=["b2"])
+    assert [f.rule for f in report.findings] == ["VTAP023"] and report.exit_code == 0
+
+
+# --- the mutated b2 graph is caught -------------------------------------------------------------
+
+
+def _mutations(graph: list[dict[str, Any]]) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+    """(expected rule, mutated graph) for each mutation the issue names, on any b2 graph."""
+    out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+    proxies = [e for e in graph if e["type"] == rules.T_NIC
+               and e["inputs"].get("enableIPForwarding") is True]
+    assert proxies, "the b2 graph has no NIC with IP forwarding: no proxy to break"
+    g = copy.deepcopy(graph)
+    next(e for e in g if e["urn"] == proxies[0]["urn"])["inputs"]["enableIPForwarding"] = False
+    out["proxy NIC without forwarding"] = ("VTAP020", g)
+
+    g = copy.deepcopy(graph)
+    nsg = next(e for e in g if e["type"] == rules.T_NSG and e["inputs"].get("securityRules"))
+    nsg["inputs"]["securityRules"].append({
+        "name": "ssh-anywhere", "priority": 150, "protocol": "Tcp", "access": "Allow",
+        "direction": "Inbound", "sourceAddressPrefix": "*", "sourcePortRange": "*",
+        "destinationAddressPrefix": "*", "destinationPortRange": "22"})
+    out["open SSH rule"] = ("VTAP040", g)
+
+    g = copy.deepcopy(graph)
+    vnets = [e for e in g if e["type"] == rules.T_VNET]
+    g.append({"urn": urn(rules.T_PEERING, "consumer-to-provider"), "type": rules.T_PEERING,
+              "name": "consumer-to-provider", "parent": None,
+              "inputs": {"virtualNetworkName": vnets[0]["inputs"].get("virtualNetworkName"),
+                         "remoteVirtualNetwork": {"id": arm_id("virtualNetworks", "other")}}})
+    out["a peering"] = ("VTAP030", g)
+
+    g = copy.deepcopy(graph)
+    tapped = {e["inputs"].get("networkInterfaceName") for e in g if e["type"] == rules.T_TAP_CONFIG}
+    vm = next(e for e in g if e["type"] == rules.T_VM and any(
+        str(n.get("id", "")).rsplit("/", 1)[-1] in tapped
+        for n in e["inputs"]["networkProfile"]["networkInterfaces"]))
+    vm["inputs"]["hardwareProfile"]["vmSize"] = "Standard_D2s_v6"
+    out["a v6 size on the tapped VM"] = ("VTAP008", g)
+    return out
+
+
+def _assert_mutations_caught(graph: list[dict[str, Any]]) -> None:
+    assert check.evaluate(graph, stack="b2", scenarios=["b2"]).exit_code == 0
+    for what, (rule_id, mutated) in _mutations(graph).items():
+        report = check.evaluate(mutated, stack="b2", scenarios=["b2"])
+        assert failing(report) == [rule_id], what
+        assert report.exit_code == 1, what
+
+
+def test_mutated_hand_built_b2_graph_is_caught():
+    _assert_mutations_caught(b2_graph())
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_graph_file_json_output(tmp_path, capsys):
+    path = tmp_path / "r1.json"
+    path.write_text(json.dumps(r1_graph()))
+    assert check.main(["--graph", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["scenarios"] == ["r1"]  # from the attempt's inputs
+    assert [f["rule"] for f in out["findings"]] == ["VTAP001"]
+    assert out["findings"][0]["expected"] is True
+    assert out["predictions"]["r1"]["matches"] is True
+
+
+def test_graph_file_with_explicit_scenarios_and_diff(tmp_path, capsys):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(b2_graph()))
+    g = b2_graph()
+    node(g, "proxy-nic")["inputs"]["enableIPForwarding"] = False
+    new.write_text(json.dumps(g))
+    assert check.main(["--graph", str(new), "--scenarios", "b2", "--diff", str(old),
+                       "--markdown"]) == 1
+    out = capsys.readouterr().out
+    assert "| FAIL | VTAP020 |" in out
+    assert "~ azure-native:network:NetworkInterface proxy-nic" in out
+    assert "enableIPForwarding: true -> false" in out
+
+
+def test_graph_diff_lists_added_removed_changed():
+    old = b2_graph()
+    new = [e for e in copy.deepcopy(old) if e["name"] != "src-vm"]
+    node(new, "col-pls")["inputs"]["ipConfigurations"].append({"name": "nat2"})
+    new.append({"urn": "urn:x", "type": "t:x:Y", "name": "y", "parent": None, "inputs": {}})
+    lines = check.graph_diff(old, new)
+    assert "+ t:x:Y y" in lines
+    assert "- azure-native:compute:VirtualMachine src-vm" in lines
+    assert '    ipConfigurations[2].name: (absent) -> "nat2"' in lines
+    assert check.graph_diff(old, copy.deepcopy(old)) == []
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "give a STACK or --graph FILE"),
+    (["b2", "--graph", "x.json"], "give a STACK or --graph FILE"),
+    (["--graph", "/nonexistent/graph.json"], "/nonexistent/graph.json"),
+    (["no-such-stack"], "no-such-stack"),
+])
+def test_bad_input_is_one_line(argv, needle, capsys):
+    assert check.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bad_graph_files(tmp_path, capsys):
+    for content, needle in (("{", "not JSON"), ('{"a": 1}', "not a resource graph"),
+                            ("[1, 2]", "not a resource graph")):
+        path = tmp_path / "g.json"
+        path.write_text(content)
+        assert check.main(["--graph", str(path)]) == 2
+        assert needle in capsys.readouterr().err
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(b2_graph()))
+    assert check.main(["--graph", str(path), "--scenarios", "zz"]) == 2
+    assert "accepted: r1" in capsys.readouterr().err
+
+
+def test_unknown_ids_in_a_graph_file_do_not_crash(tmp_path, capsys):
+    g = b2_graph()
+    for e in g:
+        for key in ("networkSecurityGroup", "virtualNetworkTap",
+                    "destinationNetworkInterfaceIPConfiguration"):
+            if key in e["inputs"]:
+                e["inputs"][key] = {"id": UNKNOWN}
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(g))
+    assert check.main(["--graph", str(path), "--scenarios", "b2"]) == 0
+    assert "no findings" in capsys.readouterr().out
+
+
+# --- every committed stack ----------------------------------------------------------------------
+
+
+class _Graphs:
+    """Each committed stack's graph, built once per test session, on first use."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+
+    def __getitem__(self, stack: str) -> list[dict[str, Any]]:
+        try:
+            from vtaplab import graph
+        except ImportError as error:
+            pytest.skip(f"vtaplab.graph is not there yet ({error}): stacks can't be checked")
+        if stack not in self._cache:
+            try:
+                self._cache[stack] = graph.build_graph(stack, root=ROOT)
+            except graph.GraphError as error:
+                pytest.fail(f"graph {stack}: {error}")
+        return self._cache[stack]
+
+
+@pytest.fixture(scope="session")
+def stack_graphs() -> _Graphs:
+    if not STACKS:
+        pytest.skip("no Pulumi.<stack>.yaml committed yet")
+    return _Graphs()
+
+
+def _attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
+    return [e for e in graph if "dynamic" in e["type"]
+            and e["inputs"].get("scenario") == scenario]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_committed_stack(stack, stack_graphs):
+    graph = stack_graphs[stack]
+    scenarios = check.stack_scenarios(stack, ROOT)
+    assert scenarios, f"Pulumi.{stack}.yaml names no scenario"
+    report = check.evaluate(graph, stack=stack, scenarios=scenarios)
+    assert report.failing == [], check.render(report)
+    for s in scenarios:
+        if check.expects_rejection(s):
+            if not _attempts(graph, s):
+                pytest.skip(f"stack {stack}: the program declares no attempt for {s} yet "
+                            "(vtaplab.attempt_provider.RejectedAttempt), so there is nothing "
+                            "to predict")
+            pred = check.prediction(report, s)
+            expected = set(facts.SCENARIOS[s].expected_arm_codes)
+            predicted = {p["arm_code"] for p in pred["predicted"]}
+            assert pred["matches"] and predicted & expected, (s, pred)
+            assert predicted - {None} <= expected, (s, pred)
+        else:
+            # b2, a: clean — no mandatory finding at all, expected or not.
+            mine = [f for f in report.findings if f.severity == rules.MANDATORY
+                    and f.scenario in (None, s)]
+            assert not [f for f in mine if not check.is_expected(f, [s])], check.render(report)
+    if set(scenarios) <= {"b2", "a"}:
+        assert [f for f in report.findings if f.severity == rules.MANDATORY] == []
+
+
+@pytest.mark.parametrize("stack", [s for s in ("b2",) if s in STACKS])
+def test_mutated_committed_b2_graph_is_caught(stack, stack_graphs):
+    _assert_mutations_caught(stack_graphs[stack])
+
+
+def test_check_command_end_to_end(stack_graphs):
+    stack = "b2" if "b2" in STACKS else STACKS[0]
+    stack_graphs[stack]  # the program builds: the command's failure would be its own
+    done = subprocess.run([sys.executable, "-m", "vtaplab", "check", stack], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"vtaplab check {stack}:" in done.stdout
+    assert OPERATOR not in done.stdout  # the hand-built graphs' operator: not this graph
