@@ -1,0 +1,60 @@
+"""Shared fixtures: the program run under Pulumi mocks, once per committed stack file.
+
+- ``committed_stack``: a test taking it runs once per ``Pulumi.<stack>.yaml`` in the repo.
+- ``graph_of(stack)``: the registered resources (``vtaplab.graph.build_graph``'s list).
+- ``run_of(stack)``: a ``GraphRun`` with ``.resources`` and the resolved stack ``.outputs``.
+- ``lab_config_of(stack)``: the ``LabConfig`` the program saw for that stack.
+
+Each stack is built once per session, in a fresh interpreter (Pulumi's runtime is process
+global), all stacks at once on the machine's cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from vtaplab import config, graph
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_STACKS = graph.stack_names(ROOT)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "committed_stack" in metafunc.fixturenames:
+        metafunc.parametrize("committed_stack", COMMITTED_STACKS)
+
+
+@pytest.fixture(scope="session")
+def run_of() -> Callable[[str], graph.GraphRun]:
+    cache: dict[str, graph.GraphRun] = {}
+
+    def run(stack: str) -> graph.GraphRun:
+        if stack not in cache:
+            pending = [s for s in COMMITTED_STACKS if s not in cache] or [stack]
+            if stack not in pending:
+                pending.append(stack)
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                for name, result in zip(pending, pool.map(graph.build_run, pending),
+                                        strict=True):
+                    cache[name] = result
+        return cache[stack]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def graph_of(run_of: Callable[[str], graph.GraphRun]) -> Callable[[str], list[dict]]:
+    return lambda stack: run_of(stack).resources
+
+
+@pytest.fixture(scope="session")
+def lab_config_of() -> Callable[[str], config.LabConfig]:
+    def load(stack: str) -> config.LabConfig:
+        return config.from_values(graph.mock_config(stack, ROOT), stack=stack)
+
+    return load

@@ -1,0 +1,119 @@
+"""``python -m vtaplab graph``: the command line, the mermaid picture and the mocks' honesty."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from vtaplab import graph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vtaplab", "graph", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_json_lists_every_registered_resource_with_its_inputs(graph_of):
+    child = run_cli("b2", "--json")
+    assert child.returncode == 0, child.stderr
+    resources = json.loads(child.stdout)
+    assert resources == graph_of("b2")
+    assert all(set(r) == {"urn", "type", "name", "parent", "inputs"} for r in resources)
+    tap = next(r for r in resources if r["type"] == "azure-native:network:VirtualNetworkTap")
+    # wire names, as the program sent them to the engine
+    assert "destinationNetworkInterfaceIPConfiguration" in tap["inputs"]
+
+
+def test_mermaid_draws_vnets_vms_the_private_link_chain_and_the_tap():
+    child = run_cli("b2", "--mermaid")
+    assert child.returncode == 0, child.stderr
+    text = child.stdout
+    assert text.startswith("flowchart LR\n")
+    assert 'subgraph vnet_b2_vnet["VNet b2-vnet 10.30.0.0/16"]' in text
+    assert 'subgraph vnet_provider_vnet["VNet provider-vnet 10.40.0.0/16"]' in text
+    for edge in (
+        "pe_b2_pe -->|Private Link| pls_provider_pls",
+        "pls_provider_pls --> lb_provider_ilb",
+        "lb_provider_ilb -->|backend pool| vm_provider_col",
+        "vm_b2_src -. vTAP b2-tap-vtap UDP/4789 .-> vm_b2_proxy",
+        "vm_b2_proxy -->|UDP/4789 rewritten to 10.30.3.4| pe_b2_pe",
+    ):
+        assert edge in text
+    # every VM sits inside its VNet's subgraph
+    b2_block = text.split('subgraph vnet_b2_vnet')[1].split("end")[0]
+    for vm in ("vm_b2_src", "vm_b2_client", "vm_b2_proxy", "pe_b2_pe"):
+        assert vm in b2_block
+
+
+def test_mermaid_of_direct_connect_goes_from_pls_to_the_collector(graph_of):
+    text = graph.to_mermaid(graph_of("a"))
+    assert "pls_provider_pls -->|Direct Connect 10.40.3.4| vm_provider_col" in text
+    assert "lb_provider" not in text
+
+
+def test_unknown_stack_is_one_line_naming_the_accepted_ones():
+    child = run_cli("nosuchstack")
+    assert child.returncode == 2
+    lines = child.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "'nosuchstack'" in lines[0]
+    for stack in graph.stack_names(ROOT):
+        assert stack in lines[0]
+
+
+def test_bad_stack_config_is_one_line_from_the_program(tmp_path):
+    for name in ("Pulumi.yaml", "__main__.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  vtaplab:scenarios: [zz]\n")
+    with pytest.raises(graph.GraphError) as err:
+        graph.build_graph("bad", root=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "vtaplab:scenarios" in message and "'zz'" in message and "accepted" in message
+
+
+def test_mock_config_supplies_test_key_and_cidr_only_when_absent():
+    values = graph.mock_config("b2", ROOT)
+    assert values["vtaplab:sshPublicKey"] == graph.TEST_SSH_PUBLIC_KEY
+    assert values["vtaplab:operatorCidr"] == graph.TEST_OPERATOR_CIDR
+    assert json.loads(values["vtaplab:scenarios"]) == ["b2"]
+
+
+def test_mocks_refuse_invokes_and_types_they_do_not_know():
+    mocks = graph.AzureMocks()
+    with pytest.raises(graph.GraphError, match="getVirtualNetwork"):
+        mocks.call(SimpleNamespace(token="azure-native:network:getVirtualNetwork", args={}))
+    with pytest.raises(graph.GraphError, match="NatGateway"):
+        mocks.new_resource(SimpleNamespace(typ="azure-native:network:NatGateway", name="n",
+                                           inputs={}, custom=True))
+    with pytest.raises(graph.GraphError, match="no NIC"):
+        mocks.call(SimpleNamespace(token="azure-native:network:getNetworkInterface",
+                                   args={"resourceGroupName": "rg",
+                                         "networkInterfaceName": "missing"}))
+
+
+def test_mocks_answer_like_arm():
+    mocks = graph.AzureMocks()
+    nic_id, nic = mocks.new_resource(SimpleNamespace(
+        typ="azure-native:network:NetworkInterface", name="x-nic", custom=True,
+        inputs={"resourceGroupName": "rg", "networkInterfaceName": "vm-nic",
+                "ipConfigurations": [{"name": "ipconfig1", "privateIPAddress": "10.0.0.4"}]}))
+    assert nic_id == ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg"
+                      "/providers/Microsoft.Network/networkInterfaces/vm-nic")
+    assert nic["ipConfigurations"][0]["id"] == nic_id + "/ipConfigurations/ipconfig1"
+    looked_up = mocks.call(SimpleNamespace(
+        token="azure-native:network:getNetworkInterface",
+        args={"resourceGroupName": "rg", "networkInterfaceName": "vm-nic"}))
+    assert looked_up["ipConfigurations"][0]["privateIPAddress"] == "10.0.0.4"
+    subnet_id, _ = mocks.new_resource(SimpleNamespace(
+        typ="azure-native:network:Subnet", name="s", custom=True,
+        inputs={"resourceGroupName": "rg", "virtualNetworkName": "v", "subnetName": "snet-a"}))
+    assert subnet_id.endswith("/virtualNetworks/v/subnets/snet-a")
