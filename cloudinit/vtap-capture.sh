@@ -10,8 +10,8 @@
 # 1500 bytes arrives fragmented, and only its first fragment carries the UDP port, so a plain
 # `udp port 4789` filter would keep a fraction of every large inner segment.
 # `start` returns once tcpdump is listening (so traffic sent afterwards is captured) and the
-# capture ends by itself after --duration seconds. Running `start` again while the capture of
-# the same pidfile runs starts nothing. `stop` ends it (SIGINT: tcpdump flushes the file).
+# capture ends by itself after --duration seconds (default 600). Running `start` again while the capture of
+# the same pidfile runs starts nothing. `stop` ends it (SIGTERM: tcpdump flushes the file).
 set -euo pipefail
 
 die() { echo "vtap-capture: $*" >&2; exit 2; }
@@ -23,15 +23,33 @@ usage() {
 }
 is_uint() { [[ $1 =~ ^[0-9]{1,9}$ ]]; }
 
+# Running and not a zombie: the capture runs detached, so after it exits it stays a zombie until
+# init reaps it, which may take a while.
+alive() {
+  local state
+  state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 # The pid in FILE, if it is a capture this script started and it still runs.
 running_pid() {
   local pidfile=$1 pid
   [[ -f $pidfile ]] || return 1
-  pid=$(<"$pidfile")
+  pid=$(head -n 1 "$pidfile")
   is_uint "$pid" || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
+  alive "$pid" || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'tcpdump' || return 1
   echo "$pid"
+}
+
+# End the duration watchdog (line 2 of the pidfile; a session leader, so its sleep goes too).
+stop_watchdog() {
+  local pidfile=$1 watchdog
+  watchdog=$(sed -n 2p "$pidfile" 2>/dev/null || true)
+  is_uint "${watchdog:-x}" || return 0
+  [[ -r /proc/$watchdog/cmdline ]] || return 0
+  tr '\0' ' ' <"/proc/$watchdog/cmdline" | grep -q 'sleep' || return 0
+  kill -TERM -- "-$watchdog" 2>/dev/null || true
 }
 
 cmd_start() {
@@ -71,13 +89,17 @@ cmd_start() {
   local errlog="$out.log"
   local filter="udp port $((10#$port)) or (ip[6:2] & 0x1fff != 0)"
   # -U, --immediate-mode: hand over and write every packet at once (else a stop loses the
-  # last ring-buffer block); -Z root: keep writing where root put the file;
-  # timeout ends it after --duration (SIGINT, so tcpdump flushes and closes the file).
-  setsid timeout -s INT "$((10#$duration))" \
-    tcpdump -n -U --immediate-mode -Z root -i "$iface" -Q "$direction" -s "$((10#$snaplen))" -w "$out" \
-    "$filter" </dev/null >"$errlog" 2>&1 &
+  # last ring-buffer block); -B: a 32 MiB ring, so bursts (a 200 kB download mirrored at
+  # memory speed) are not dropped; -Z root: keep writing where root put the file.
+  # setsid: a Ctrl-C in the caller's terminal must not end the capture behind its back.
+  setsid tcpdump -n -U --immediate-mode -B 32768 -Z root -i "$iface" -Q "$direction" \
+    -s "$((10#$snaplen))" -w "$out" "$filter" </dev/null >"$errlog" 2>&1 &
   pid=$!
-  echo "$pid" >"$pidfile"
+  # The watchdog ends the capture after --duration (SIGTERM: tcpdump flushes and closes).
+  # shellcheck disable=SC2016  # $1/$2 belong to the inner bash
+  setsid bash -c 'sleep "$1"; tr "\0" " " <"/proc/$2/cmdline" | grep -q tcpdump && kill -TERM "$2"' \
+    _ "$((10#$duration))" "$pid" </dev/null >/dev/null 2>&1 &
+  printf '%s\n%s\n' "$pid" "$!" >"$pidfile"
   # Wait (bounded: 10 s) until tcpdump says it listens.
   local i
   for ((i = 0; i < 200; i++)); do
@@ -85,13 +107,15 @@ cmd_start() {
       echo "vtap-capture: capturing on $iface to $out for ${duration}s (pid $pid)"
       return 0
     fi
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
+      stop_watchdog "$pidfile"
       rm -f "$pidfile"
       die "tcpdump exited at start: $(tr '\n' ' ' <"$errlog")"
     fi
     sleep 0.05
   done
-  kill -INT "$pid" 2>/dev/null || true
+  stop_watchdog "$pidfile"
+  kill -TERM "$pid" 2>/dev/null || true
   rm -f "$pidfile"
   die "tcpdump did not start listening within 10 s: $(tr '\n' ' ' <"$errlog")"
 }
@@ -106,20 +130,21 @@ cmd_stop() {
   done
   [[ -n $pidfile ]] || die "--pidfile FILE is required (the one given to start)"
   local pid i
+  stop_watchdog "$pidfile"
   if ! pid=$(running_pid "$pidfile"); then
     rm -f "$pidfile"
     echo "vtap-capture: not running ($pidfile)"
     return 0
   fi
-  # timeout(1) passes SIGINT on to tcpdump, which flushes and exits.
-  kill -INT "$pid" 2>/dev/null || true
+  # SIGTERM: tcpdump flushes and closes the file. (Not SIGINT: shells start background
+  # commands with SIGINT ignored.)
+  kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
+    alive "$pid" || break
+    sleep 0.02
   done
-  if kill -0 "$pid" 2>/dev/null; then
-    # start made it a session (and group) leader: this reaches tcpdump as well.
-    kill -KILL -- "-$pid" 2>/dev/null || true
+  if alive "$pid"; then
+    kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"
   echo "vtap-capture: stopped (pid $pid)"

@@ -1,0 +1,736 @@
+"""``python -m vtaplab emulate SCENARIO``: a scenario's data path, locally, in network namespaces.
+
+b2 on one machine: vm-src (an HTTP/1.1 server) and a client in one "VNet", the VNet's fabric
+(a router with a bridge for snet-src), vTAP emulated agentlessly on the fabric side of vm-src's
+veth (tc clsact + ``u32 match u32 0 0`` + ``mirred egress mirror`` into a VXLAN device whose
+UDP socket lives in its own VTEP namespace), the proxy running ``cloudinit/vtap-proxy.sh``
+(the file cloud-init installs on the VM), a PE+PLS stand-in (DNAT to the provider ILB, SNAT to
+a PLS NAT IP), the provider fabric with the ILB stand-in (DNAT to the collector, no SNAT) and
+the collector running ``cloudinit/vtap-capture.sh``. The verdict comes from
+``vtaplab.verdict.build_verdict``, exactly as for a run on Azure.
+
+The topology is data (:class:`Topology`): nodes, links, NAT rules, the tap, the proxy(s), the
+captures. Another scenario is another function returning a Topology (b3: a second proxy behind
+an LB stand-in; msp: one consumer side per tenant, each with its own ``--vni``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from vtaplab import facts, plan
+from vtaplab.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "cloudinit"
+PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
+CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
+TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
+
+PROXY_MODES = ("conntrack", "stateless")
+FAULTS: dict[str, str] = {
+    "none": "no fault",
+    "no-proxy-rule": "the proxy's rewrite is never applied",
+    "loss-2pct": "2% of the packets from the proxy towards the PE are dropped (nftables numgen)",
+    "late-capture": "the collector's capture starts only after the traffic",
+    "flap-proxy-rule": "the proxy's rewrite is removed for the middle third of the traffic",
+}
+# Emulator-only addresses: the "Azure host" side of vTAP, which no plan describes. Azure's own
+# outer source address is not documented; captures from Azure show what it really is.
+VTEP_LINK_FABRIC = "100.64.0.1/30"
+VTEP_LINK_VTEP = "100.64.0.2/30"
+VXLAN_ID = 1
+# What vm-src serves: a small page and a 200 kB file (full-size segments -> fragmented VXLAN).
+SMALL_PAGE = "index.html"
+LARGE_FILE = "big.bin"
+LARGE_FILE_BYTES = 200 * 1024
+HTTP_PORT = 80
+
+
+# ---------------------------------------------------------------------------------------------
+# Topology as data
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Node:
+    name: str                    # short (<= 3 chars): it appears in interface names
+    role: str
+    forwarding: bool = False
+    gateway: str | None = None   # default route
+    bridge: tuple[str, ...] | None = None   # a bridge with these addresses (a subnet's L2)
+
+
+@dataclass(frozen=True)
+class End:
+    node: str
+    addrs: tuple[str, ...] = ()
+    on_bridge: bool = False      # enslave this end to the node's bridge
+
+
+@dataclass(frozen=True)
+class Link:
+    a: End
+    b: End
+
+
+@dataclass(frozen=True)
+class Tap:
+    """vTAP: mirror both directions of ``source``'s link to ``fabric`` into VXLAN."""
+
+    source: str
+    fabric: str
+    vtep: str
+    vtep_ip: str                 # the VTEP's outer source address (no prefix length)
+    remote: str                  # the vTAP destination: the proxy's IP
+    vni: int = VXLAN_ID
+    port: int = facts.VXLAN_PORT
+
+
+@dataclass(frozen=True)
+class Proxy:
+    node: str
+    target: str                  # the PE IP
+    vni: int | None = None       # --vni stamping
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A capture point: a pcap of ``node``'s link to ``peer`` in ``direction``."""
+
+    name: str                    # file name: <name>.pcap
+    node: str
+    peer: str
+    direction: str = "inout"
+
+
+@dataclass(frozen=True)
+class Topology:
+    scenario: str
+    nodes: tuple[Node, ...]
+    links: tuple[Link, ...]
+    nat: tuple[tuple[str, tuple[str, ...]], ...]    # (node, iptables argv)
+    tap: Tap
+    proxies: tuple[Proxy, ...]
+    server: tuple[str, str]                          # (node, ip)
+    client: str
+    collector: tuple[str, str]                       # (node, peer): capture on that link
+    hops: tuple[Hop, ...]
+    loss_link: tuple[str, str, str]                  # (router node, from node, to ip)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+def b2_topology() -> Topology:
+    """B2: vTAP -> proxy (DNAT to PE) -> PE+PLS (SNAT to a NAT IP) -> ILB -> collector."""
+    def gw(subnet: str) -> str:          # the fabric's address in a subnet: .1, as in Azure
+        return subnet.rsplit(".", 1)[0] + ".1"
+
+    def cidr(ip: str, subnet: str) -> str:
+        return f"{ip}/{subnet.split('/')[1]}"
+
+    src_net = plan.CONSUMER_SUBNETS["snet-src"]
+    pe_net = plan.CONSUMER_SUBNETS["snet-pe"]
+    proxy_net = plan.CONSUMER_SUBNETS["snet-proxy"]
+    pls_net = plan.PROVIDER_SUBNETS["snet-pls"]
+    col_net = plan.PROVIDER_SUBNETS["snet-col"]
+    nat_ip = plan.PLS_NAT_IPS[0]
+    port = str(facts.VXLAN_PORT)
+    vtep_ip = VTEP_LINK_VTEP.split("/")[0]
+    nodes = (
+        Node("src", "vm-src (HTTP/1.1 server, tapped)", gateway=gw(src_net)),
+        Node("cli", "client VM", gateway=gw(src_net)),
+        Node("fa", "VNet A fabric (router; bridge for snet-src)", forwarding=True,
+             bridge=(cidr(gw(src_net), src_net),)),
+        Node("vtp", "vTAP VTEP (Azure host side)", gateway=VTEP_LINK_FABRIC.split("/")[0]),
+        Node("prx", "vm-proxy (vtap-proxy.sh)", gateway=gw(proxy_net)),
+        Node("pe", "Private Endpoint + PLS (DNAT to ILB, SNAT to NAT IP)", forwarding=True,
+             gateway=gw(pe_net)),
+        Node("fb", "VNet B fabric + ILB (DNAT to collector)", forwarding=True),
+        Node("col", "vm-col (vtap-capture.sh)", gateway=gw(col_net)),
+    )
+    links = (
+        Link(End("src", (cidr(plan.VM_SRC_IP, src_net),)), End("fa", on_bridge=True)),
+        Link(End("cli", (cidr(plan.VM_CLIENT_IP, src_net),)), End("fa", on_bridge=True)),
+        Link(End("vtp", (VTEP_LINK_VTEP,)), End("fa", (VTEP_LINK_FABRIC,))),
+        Link(End("prx", (cidr(plan.VM_PROXY_IP, proxy_net),)),
+             End("fa", (cidr(gw(proxy_net), proxy_net),))),
+        Link(End("pe", (cidr(plan.PE_IP, pe_net),)), End("fa", (cidr(gw(pe_net), pe_net),))),
+        Link(End("pe", (cidr(nat_ip, pls_net),)),
+             End("fb", (cidr(gw(pls_net), pls_net), f"{plan.PROVIDER_ILB_IP}/32"))),
+        Link(End("col", (cidr(plan.VM_COL_IP, col_net),)),
+             End("fb", (cidr(gw(col_net), col_net),))),
+    )
+    nat = (
+        # PE -> PLS -> ILB frontend, the provider sees the PLS NAT IP as source.
+        ("pe", ("-t", "nat", "-A", "PREROUTING", "-d", plan.PE_IP, "-p", "udp", "--dport", port,
+                "-j", "DNAT", "--to-destination", plan.PROVIDER_ILB_IP)),
+        ("pe", ("-t", "nat", "-A", "POSTROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
+                "--dport", port, "-j", "SNAT", "--to-source", nat_ip)),
+        # ILB: floating-IP-less rule to the backend, source kept.
+        ("fb", ("-t", "nat", "-A", "PREROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
+                "--dport", port, "-j", "DNAT", "--to-destination", plan.VM_COL_IP)),
+    )
+    return Topology(
+        scenario="b2",
+        nodes=nodes,
+        links=links,
+        nat=nat,
+        tap=Tap(source="src", fabric="fa", vtep="vtp", vtep_ip=vtep_ip, remote=plan.VM_PROXY_IP),
+        proxies=(Proxy("prx", plan.PE_IP),),
+        server=("src", plan.VM_SRC_IP),
+        client="cli",
+        collector=("col", "fb"),
+        hops=(
+            Hop("vtep", "vtp", "fa", "out"),
+            Hop("proxy-in", "prx", "fa", "in"),
+            Hop("proxy-out", "prx", "fa", "out"),
+            Hop("pls", "pe", "fb", "out"),
+        ),
+        loss_link=("fa", "prx", plan.PE_IP),
+    )
+
+
+TOPOLOGIES: dict[str, Callable[[], Topology]] = {"b2": b2_topology}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and running
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunOptions:
+    scenario: str
+    proxy_mode: str = "stateless"
+    fault: str = "none"
+    requests: int = 10
+    out: Path = field(default_factory=lambda: Path("evidence/emulator/b2"))
+    keep: bool = False
+    proxy_vni: int | None = None
+    verbose: bool = False
+
+
+class Emulation:
+    """One run: owns the namespaces (via Lab), the processes it starts and their teardown."""
+
+    def __init__(self, topo: Topology, opts: RunOptions, lab: Lab) -> None:
+        self.topo = topo
+        self.opts = opts
+        self.lab = lab
+        self.out = opts.out
+        self.www: Path | None = None
+        self.server: subprocess.Popen[str] | None = None
+        self.pidfiles: list[tuple[str, Path]] = []     # (namespace, pidfile) of our captures
+        self.timings: dict[str, float] = {}
+        self.facts: dict[str, Any] = {}
+
+    # names ------------------------------------------------------------------------------------
+    def ns(self, node: str) -> str:
+        return self.lab.ns(node)
+
+    def ifname(self, node: str, peer: str) -> str:
+        return self.lab.ifname(node, peer)
+
+    # build -------------------------------------------------------------------------------------
+    def build(self) -> None:
+        lab = self.lab
+        for node in self.topo.nodes:
+            ns = lab.add_ns(node.name)
+            for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
+                lab.sysctl(ns, key, "0")
+            lab.sysctl(ns, "net.ipv4.ip_forward", "1" if node.forwarding else "0")
+            # No IPv6 chatter (DAD, MLD): every mirrored packet is the test traffic, so the
+            # counts of hops whose captures start a few ms apart stay comparable.
+            for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
+                lab.sysctl(ns, key, "1")
+            if node.bridge is not None:
+                bridge = lab.ifname(node.name, "br")
+                lab.add_bridge(ns, bridge)
+                for addr in node.bridge:
+                    lab.add_addr(ns, bridge, addr)
+                lab.up(ns, bridge)
+        for link in self.topo.links:
+            if_a = self.ifname(link.a.node, link.b.node)
+            if_b = self.ifname(link.b.node, link.a.node)
+            lab.add_veth(self.ns(link.a.node), if_a, self.ns(link.b.node), if_b)
+            for end, dev in ((link.a, if_a), (link.b, if_b)):
+                ns = self.ns(end.node)
+                if end.on_bridge:
+                    lab.set_master(ns, dev, lab.ifname(end.node, "br"))
+                for addr in end.addrs:
+                    lab.add_addr(ns, dev, addr)
+                lab.up(ns, dev)
+        for node in self.topo.nodes:
+            if node.gateway:
+                self.lab.add_route(self.ns(node.name), "default", node.gateway)
+        for node_name, argv in self.topo.nat:
+            lab.iptables(self.ns(node_name), *argv)
+        self._build_tap()
+
+    def _build_tap(self) -> None:
+        tap, lab = self.topo.tap, self.lab
+        vtep_ns, fabric_ns = self.ns(tap.vtep), self.ns(tap.fabric)
+        vx = lab.ifname(tap.vtep, "vx")
+        # Created in the VTEP namespace (its UDP socket stays there), then moved next to the
+        # tapped port, because mirred can only redirect to a device of its own namespace.
+        lab.runner.run(["ip", "link", "add", vx, "type", "vxlan", "id", str(tap.vni),
+                        "dstport", str(tap.port), "remote", tap.remote, "local", tap.vtep_ip,
+                        "nolearning"], ns=vtep_ns, tolerate=("File exists",))
+        lab.runner.run(["ip", "link", "set", vx, "netns", fabric_ns], ns=vtep_ns,
+                       tolerate=("Cannot find device",))
+        lab.runner.run(["ip", "link", "set", vx, "mtu", "1500"], ns=fabric_ns)
+        lab.up(fabric_ns, vx)
+        # Valid outer (and inner) checksums in captures: the VTEP's veth computes them.
+        lab.ethtool_off(vtep_ns, self.ifname(tap.vtep, tap.fabric), "tx")
+        port = self.ifname(tap.fabric, tap.source)
+        lab.tc(fabric_ns, "qdisc", "add", "dev", port, "clsact", tolerate=("File exists",))
+        for direction in ("ingress", "egress"):
+            lab.tc(fabric_ns, "filter", "replace", "dev", port, direction, "pref", "1",
+                   "protocol", "all", "u32", "match", "u32", "0", "0",
+                   "action", "mirred", "egress", "mirror", "dev", vx)
+
+    def apply_proxy(self) -> None:
+        for proxy in self.topo.proxies:
+            argv = [str(PROXY_SCRIPT), "apply", "--mode", self.opts.proxy_mode,
+                    "--target", proxy.target]
+            vni = self.opts.proxy_vni if self.opts.proxy_vni is not None else proxy.vni
+            if vni is not None:
+                argv += ["--vni", str(vni)]
+            self.lab.exec(self.ns(proxy.node), argv)
+
+    def remove_proxy(self) -> None:
+        for proxy in self.topo.proxies:
+            self.lab.exec(self.ns(proxy.node), [str(PROXY_SCRIPT), "remove"])
+
+    def inject_loss(self) -> None:
+        router, from_node, to_ip = self.topo.loss_link
+        iif = self.ifname(router, from_node)
+        self.lab.nft(self.ns(router), (
+            "table ip vtaplab_fault {\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority filter; policy accept;\n"
+            f'    iifname "{iif}" ip daddr {to_ip} numgen random mod 100 < 2 counter drop\n'
+            "  }\n"
+            "}\n"))
+
+    # processes ---------------------------------------------------------------------------------
+    def start_capture(self, name: str, node: str, peer: str, direction: str) -> Path:
+        pcap = self.out / f"{name}.pcap"
+        pidfile = self.out / f".{name}.pid"
+        ns = self.ns(node)
+        self.lab.exec(ns, [str(CAPTURE_SCRIPT), "start", "--out", str(pcap), "--duration", "300",
+                           "--iface", self.ifname(node, peer), "--direction", direction,
+                           "--pidfile", str(pidfile)])
+        self.pidfiles.append((ns, pidfile))
+        return pcap
+
+    def stop_captures(self) -> None:
+        for ns, pidfile in self.pidfiles:
+            try:
+                self.lab.exec(ns, [str(CAPTURE_SCRIPT), "stop", "--pidfile", str(pidfile)],
+                              check=False, timeout=15)
+            except NetnsError:
+                pass
+            self._kill_pidfile(pidfile)
+        self.pidfiles.clear()
+
+    def _kill_pidfile(self, pidfile: Path) -> None:
+        """If stop failed (e.g. namespace already gone), end our capture by its pid."""
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        if b"tcpdump" in cmdline:
+            self.lab.runner.run(["kill", "-TERM", str(pid)], check=False)
+        pidfile.unlink(missing_ok=True)
+
+    def start_server(self) -> None:
+        self.www = Path(tempfile.mkdtemp(prefix=f"{self.lab.prefix}-www-"))
+        (self.www / SMALL_PAGE).write_text(
+            "<html><body><h1>vtaplab vm-src</h1><p>mirrored by vTAP</p></body></html>\n")
+        body = random.Random(facts.VXLAN_PORT).randbytes(LARGE_FILE_BYTES)
+        (self.www / LARGE_FILE).write_bytes(body)
+        self.facts["served"] = {
+            f"/{name}": {"bytes": (self.www / name).stat().st_size,
+                         "sha256": hashlib.sha256((self.www / name).read_bytes()).hexdigest()}
+            for name in (SMALL_PAGE, LARGE_FILE)}
+        node, ip = self.topo.server
+        self.server = self.lab.popen(
+            self.ns(node),
+            [sys.executable, "-m", "vtaplab.httpserver", "--dir", str(self.www), "--bind", ip,
+             "--port", str(HTTP_PORT)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO),
+            start_new_session=True)
+        assert self.server.stdout is not None
+        line = self.server.stdout.readline()   # "ready ..." once it listens, "" if it died
+        if not line.startswith("ready"):
+            err = self.server.stderr.read() if self.server.stderr else ""
+            raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: {err.strip()}")
+
+    def stop_server(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.lab.runner._record(None, ["kill", "-TERM", str(self.server.pid)])
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(timeout=5)
+        self.server = None
+        if self.www is not None:
+            shutil.rmtree(self.www, ignore_errors=True)
+            self.www = None
+
+    def run_traffic(self, count: int, log: Path) -> None:
+        _, ip = self.topo.server
+        urls = [f"http://{ip}/", f"http://{ip}/{LARGE_FILE}"]
+        argv = [str(TRAFFIC_SCRIPT), "--count", str(count), "--log", str(log), "--timeout", "10"]
+        for url in urls:
+            argv += ["--url", url]
+        # Exit 1 means "some request failed": recorded in the log, judged by the verdict.
+        self.lab.exec(self.ns(self.topo.client), argv, check=False,
+                      timeout=30 + 20 * count * len(urls))
+
+    def settle(self, pcap: Path) -> None:
+        """Wait (bounded: 3 s) until the last mirrored packets reached the capture file."""
+        size, stable_since = -1, time.monotonic()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            now = pcap.stat().st_size if pcap.exists() else 0
+            if now != size:
+                size, stable_since = now, time.monotonic()
+            elif time.monotonic() - stable_since >= 0.3:
+                return
+            time.sleep(0.05)
+
+    def conntrack_count(self, node: str) -> int | None:
+        proc = self.lab.exec(self.ns(node), ["conntrack", "-C"], check=False)
+        try:
+            return int(proc.stdout.strip())
+        except ValueError:
+            return None
+
+    # the run -----------------------------------------------------------------------------------
+    def traffic_phases(self) -> None:
+        """The client's requests, with the fault (if any) woven in."""
+        log = self.out / "traffic.log"
+        fault, n = self.opts.fault, self.opts.requests
+        if fault != "flap-proxy-rule":
+            self.run_traffic(n, log)
+            return
+        # Thirds: rule on, rule removed, rule restored; the logs are joined and renumbered.
+        thirds = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
+        parts = [self.out / f".traffic-{i}.log" for i in range(3)]
+        for i, (count, part) in enumerate(zip(thirds, parts, strict=True)):
+            if i == 1:
+                self.remove_proxy()
+            if count:
+                self.run_traffic(count, part)
+            if i == 1:
+                self.apply_proxy()
+        self.facts["flap"] = {"requests_per_phase": thirds,
+                              "phases": ["rule on", "rule removed", "rule restored"]}
+        lines = ["# vtap-traffic v1"]
+        number = 0
+        for part in parts:
+            if not part.exists():
+                continue
+            for line in part.read_text().splitlines()[1:]:
+                number += 1
+                lines.append("\t".join([str(number), *line.split("\t")[1:]]))
+            part.unlink()
+        log.write_text("\n".join(lines) + "\n")
+
+    def run(self) -> dict[str, Any]:
+        opts, topo = self.opts, self.topo
+        t0 = time.monotonic()
+        self.build()
+        if opts.fault != "no-proxy-rule":
+            self.apply_proxy()
+        if opts.fault == "loss-2pct":
+            self.inject_loss()
+        self.timings["build_s"] = time.monotonic() - t0
+
+        t1 = time.monotonic()
+        for hop in topo.hops:
+            self.start_capture(hop.name, hop.node, hop.peer, hop.direction)
+        col_node, col_peer = topo.collector
+        collector_pcap = self.out / "collector.pcap"
+        if opts.fault != "late-capture":
+            self.start_capture("collector", col_node, col_peer, "inout")
+        self.start_server()
+        self.traffic_phases()
+        if opts.fault == "late-capture":
+            self.settle(self.out / f"{topo.hops[-1].name}.pcap")
+            self.start_capture("collector", col_node, col_peer, "inout")
+        self.settle(collector_pcap)
+        self.stop_captures()
+        self.timings["traffic_s"] = time.monotonic() - t1
+        self.facts["conntrack_entries"] = {
+            p.node: self.conntrack_count(p.node) for p in topo.proxies}
+        status = self.lab.exec(self.ns(topo.proxies[0].node), [str(PROXY_SCRIPT), "status"],
+                               check=False)
+        self.facts["proxy_status"] = status.stdout.splitlines()
+        return self.judge()
+
+    def judge(self) -> dict[str, Any]:
+        from vtaplab.decode import CaptureError, decode_capture
+        from vtaplab.verdict import build_verdict, write_verdict
+
+        t2 = time.monotonic()
+        root = Path.cwd()
+        pcaps = [self.out / f"{hop.name}.pcap" for hop in self.topo.hops]
+        collector = self.out / "collector.pcap"
+        hops: list[dict[str, Any]] = []
+        for pcap in [*pcaps, collector]:
+            row: dict[str, Any] = {"hop": pcap.stem, "file": pcap.name,
+                                   "kernel_drops": _tcpdump_drops(pcap)}
+            try:
+                summary = decode_capture(pcap).to_dict() if pcap.exists() else None
+            except CaptureError as exc:
+                row["error"] = str(exc)
+                summary = None
+            if summary is not None:
+                http = summary["inner_http"]
+                row.update(vxlan_packets=summary["vxlan_packets"],
+                           fragments=summary["fragments"].get("frames", 0),
+                           outer_sources=summary["outer_sources"],
+                           requests=http["request_count"], responses=http["response_count"])
+            hops.append(row)
+        self.facts["hops"] = hops
+        emulator_json = self.out / "emulator.json"
+        self.facts.update(
+            scenario=self.topo.scenario, prefix=self.lab.prefix, proxy_mode=self.opts.proxy_mode,
+            fault=self.opts.fault, fault_description=FAULTS[self.opts.fault],
+            requests_per_url=self.opts.requests, namespaces=[self.ns(n.name) for n in
+                                                             self.topo.nodes],
+            topology=asdict(self.topo))
+        files = [collector, *pcaps, self.out / "traffic.log", emulator_json,
+                 self.out / "commands.log"]
+        verdict = build_verdict(scenario=self.topo.scenario,
+                                collector_pcap=collector if collector.exists() else None,
+                                files=[f for f in files if f.exists() or f == emulator_json],
+                                traffic_log=self.out / "traffic.log", root=root)
+        write_verdict(self.out, verdict)
+        self.timings["decode_s"] = time.monotonic() - t2
+        self.facts["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        emulator_json.write_text(json.dumps(self.facts, indent=2) + "\n")
+        return verdict
+
+    def teardown(self) -> list[str]:
+        t3 = time.monotonic()
+        self.stop_captures()
+        self.stop_server()
+        left = [] if self.opts.keep else self.lab.teardown()
+        self.timings["teardown_s"] = time.monotonic() - t3
+        return left
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+class _Interrupted(Exception):
+    pass
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Ctrl-C and SIGTERM become an exception, so ``finally`` tears the lab down."""
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise _Interrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m vtaplab emulate",
+        description="Run a scenario's data path locally in network namespaces (needs root).")
+    p.add_argument("scenario", help=f"accepted: {', '.join(TOPOLOGIES)}")
+    p.add_argument("--proxy-mode", default="stateless", help="conntrack | stateless (default)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="evidence directory (default evidence/emulator/SCENARIO)")
+    p.add_argument("--requests", default="10",
+                   help="rounds of requests; each fetches / and the 200 kB file (default 10)")
+    p.add_argument("--fault", default="none", help="; ".join(f"{k}: {v}" for k, v in
+                                                             FAULTS.items()))
+    p.add_argument("--proxy-vni", default=None, help="have the proxy stamp this VXLAN VNI")
+    p.add_argument("--keep", action="store_true",
+                   help="leave the namespaces for inspection (delete with --teardown PREFIX)")
+    p.add_argument("--teardown", metavar="PREFIX", default=None,
+                   help="only delete the namespaces of an earlier --keep run, then exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every command as run")
+    return p
+
+
+def _tcpdump_drops(pcap: Path) -> int | None:
+    """'N packets dropped by kernel' from the capture's log: a hop's count is exact only at 0."""
+    try:
+        text = Path(f"{pcap}.log").read_text(errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"(\d+) packets? dropped by kernel", text)
+    return int(match.group(1)) if match else None
+
+
+def _int_option(name: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValueError(f"{name} {text!r} is not accepted; accepted: {low}..{high}")
+    return value
+
+
+def _options(argv: list[str]) -> RunOptions | str:
+    args = _parser().parse_args(argv)
+    if args.teardown is not None:
+        return str(args.teardown)
+    if args.scenario not in TOPOLOGIES:
+        known = "known but not emulated" if args.scenario in facts.SCENARIOS else "unknown"
+        raise ValueError(f"scenario {args.scenario!r} ({known}) is not accepted; accepted: "
+                         f"{', '.join(TOPOLOGIES)}")
+    if args.proxy_mode not in PROXY_MODES:
+        raise ValueError(f"--proxy-mode {args.proxy_mode!r} is not accepted; accepted: "
+                         f"{', '.join(PROXY_MODES)}")
+    if args.fault not in FAULTS:
+        raise ValueError(f"--fault {args.fault!r} is not accepted; accepted: {', '.join(FAULTS)}")
+    requests = _int_option("--requests", args.requests, 1, 1000)
+    if args.fault == "flap-proxy-rule" and requests < 3:
+        raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
+                         "accepted: 3..1000 (one third per phase)")
+    vni = None if args.proxy_vni is None else _int_option("--proxy-vni", args.proxy_vni, 0,
+                                                          2**24 - 1)
+    out = args.out if args.out is not None else Path("evidence/emulator") / args.scenario
+    return RunOptions(scenario=args.scenario, proxy_mode=args.proxy_mode, fault=args.fault,
+                      requests=requests, out=out, keep=args.keep, proxy_vni=vni,
+                      verbose=args.verbose)
+
+
+def _prepare_out(out: Path, topo: Topology) -> None:
+    """Make the evidence directory and drop the files an earlier run of ours left in it."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [*(hop.name for hop in topo.hops), "collector"]
+    ours = [f"{n}.pcap" for n in names] + [f"{n}.pcap.log" for n in names]
+    ours += [f".{n}.pid" for n in names] + [f".traffic-{i}.log" for i in range(3)]
+    ours += ["traffic.log", "verdict.json", "emulator.json", "commands.log"]
+    for name in ours:
+        (out / name).unlink(missing_ok=True)
+
+
+def _print_hops(facts_: dict[str, Any]) -> None:
+    rows = [("hop", "vxlan", "frags", "GET", "resp", "drops", "outer sources")]
+    for hop in facts_.get("hops", []):
+        if "error" in hop:
+            rows.append((hop["hop"], "-", "-", "-", "-", "-", hop["error"][:40]))
+        elif "vxlan_packets" not in hop:
+            rows.append((hop["hop"], "-", "-", "-", "-", "-", "(no capture)"))
+        else:
+            rows.append((hop["hop"], str(hop["vxlan_packets"]), str(hop["fragments"]),
+                         str(hop["requests"]), str(hop["responses"]),
+                         str(hop["kernel_drops"]),
+                         ", ".join(hop["outer_sources"]) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main(argv: list[str]) -> int:
+    try:
+        parsed = _options(argv)
+    except ValueError as exc:
+        print(f"emulate: {exc}", file=sys.stderr)
+        return 2
+    why_not = preflight(["tc", "iptables", "nft", "tcpdump", "ethtool", "curl", "conntrack"])
+    if why_not:
+        print(f"emulate: {why_not}", file=sys.stderr)
+        return 2
+    if isinstance(parsed, str):
+        return _teardown_only(parsed)
+    opts = parsed
+    from vtaplab.verdict import format_table
+
+    started = time.monotonic()
+    try:
+        _prepare_out(opts.out, TOPOLOGIES[opts.scenario]())
+    except OSError as exc:
+        print(f"emulate: --out {str(opts.out)!r} is not usable: {exc.strerror}", file=sys.stderr)
+        return 2
+    prefix = new_prefix(list_namespaces())
+    runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
+    lab = Lab(prefix, runner)
+    emu = Emulation(TOPOLOGIES[opts.scenario](), opts, lab)
+    print(f"emulate {opts.scenario}: run {prefix}, proxy mode {opts.proxy_mode}, "
+          f"fault {opts.fault}, {opts.requests} rounds x 2 URLs, evidence in {opts.out}")
+    verdict: dict[str, Any] | None = None
+    error: str | None = None
+    left: list[str] = []
+    with _signals_raise():
+        try:
+            verdict = emu.run()
+        except _Interrupted as exc:
+            error = f"interrupted by {exc}; torn down"
+        except (NetnsError, OSError) as exc:
+            error = str(exc)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not skip this
+            left = emu.teardown()
+    elapsed = time.monotonic() - started
+    if verdict is not None:
+        print(format_table(verdict))
+        print()
+        _print_hops(emu.facts)
+        print()
+    if opts.keep:
+        print(f"kept namespaces {prefix}-*: delete with "
+              f"python -m vtaplab emulate {opts.scenario} --teardown {prefix}")
+    elif left:
+        print(f"emulate: could not delete namespaces: {', '.join(left)}", file=sys.stderr)
+    timings = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in emu.timings.items())
+    print(f"took {elapsed:.2f}s ({timings})")
+    if error is not None:
+        print(f"emulate: {error}", file=sys.stderr)
+        return 3
+    assert verdict is not None
+    print(f"verdict: {verdict['outcome']} -> {opts.out / 'verdict.json'}")
+    if opts.fault == "none" and verdict.get("matches_expected") is False:
+        return 1
+    return 0 if not left else 3
+
+
+def _teardown_only(prefix: str) -> int:
+    try:
+        lab = Lab(prefix, Runner())
+    except ValueError as exc:
+        print(f"emulate: --teardown {exc}", file=sys.stderr)
+        return 2
+    left = lab.teardown()
+    if left:
+        print(f"emulate: could not delete: {', '.join(left)}", file=sys.stderr)
+        return 3
+    print(f"emulate: deleted the namespaces of run {prefix}")
+    return 0
