@@ -88,11 +88,12 @@ cmd_start() {
 
   local errlog="$out.log"
   local filter="udp port $((10#$port)) or (ip[6:2] & 0x1fff != 0)"
-  # -U, --immediate-mode: hand over and write every packet at once (else a stop loses the
-  # last ring-buffer block); -B: a 32 MiB ring, so bursts (a 200 kB download mirrored at
-  # memory speed) are not dropped; -Z root: keep writing where root put the file.
+  # --immediate-mode: hand every packet over at once (else a stop loses the last ring-buffer
+  # block); no -U: buffered writes (a write per packet costs drops under load; tcpdump
+  # flushes on SIGTERM); -B: a 32 MiB ring, so bursts (a 200 kB download mirrored at memory
+  # speed) are not dropped; -Z root: keep writing where root put the file.
   # setsid: a Ctrl-C in the caller's terminal must not end the capture behind its back.
-  setsid tcpdump -n -U --immediate-mode -B 32768 -Z root -i "$iface" -Q "$direction" \
+  setsid tcpdump -n --immediate-mode -B 32768 -Z root -i "$iface" -Q "$direction" \
     -s "$((10#$snaplen))" -w "$out" "$filter" </dev/null >"$errlog" 2>&1 &
   pid=$!
   # The watchdog ends the capture after --duration (SIGTERM: tcpdump flushes and closes).

@@ -327,6 +327,14 @@ class Emulation:
             "  }\n"
             "}\n"))
 
+    def loss_counter(self) -> int | None:
+        """Packets the injected loss rule dropped (its nftables counter)."""
+        router = self.topo.loss_link[0]
+        proc = self.lab.exec(self.ns(router), ["nft", "list", "table", "ip", "vtaplab_fault"],
+                             check=False)
+        match = re.search(r"counter packets (\d+)", proc.stdout)
+        return int(match.group(1)) if match else None
+
     # processes ---------------------------------------------------------------------------------
     def start_capture(self, name: str, node: str, peer: str, direction: str) -> Path:
         pcap = self.out / f"{name}.pcap"
@@ -484,6 +492,8 @@ class Emulation:
         self.settle(collector_pcap)
         self.stop_captures()
         self.timings["traffic_s"] = time.monotonic() - t1
+        if opts.fault == "loss-2pct":
+            self.facts["injected_loss_packets"] = self.loss_counter()
         self.facts["conntrack_entries"] = {
             p.node: self.conntrack_count(p.node) for p in topo.proxies}
         status = self.lab.exec(self.ns(topo.proxies[0].node), [str(PROXY_SCRIPT), "status"],
