@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import struct
 import sys
 from collections import deque
@@ -54,12 +55,13 @@ MAX_PENDING_DATAGRAMS = 4096       # outer IPv4 datagrams waiting for fragments
 FRAGMENT_TIMEOUT = 30.0            # seconds of capture time, as Linux's ipfrag_time
 MAX_STREAMS = 20000                # inner TCP flow directions tracked at once
 STREAM_IDLE = 300.0                # seconds of capture time before an idle stream is dropped
+FIN_IDLE = 10.0                    # ... once it sent its FIN (late duplicates come within ms)
 MAX_OOO_PER_STREAM = 512 * 1024    # out-of-order bytes buffered per direction
 MAX_OOO_TOTAL = 32 * 1024 * 1024   # ... and over all directions
 MAX_HEAD = 32 * 1024               # HTTP start line + headers
 MAX_DISTINCT = 256                 # distinct request/status lines, bodies, VNIs, sources kept
 MAX_SAMPLES = 20                   # incomplete bodies listed one by one
-TIMELINE_BUCKETS = 3600           # VXLAN packets per second, coarser for longer captures
+TIMELINE_BUCKETS = 3600           # VXLAN packets per second, coarser for longer captures (even)
 MAX_RECORD = 0x4000000             # a pcap record claiming more than 64 MiB is corruption
 
 HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
@@ -67,6 +69,8 @@ HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b
 _START_PREFIXES = (*HTTP_METHODS, b"HTTP/")
 
 _U32 = struct.Struct("!I")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
 _PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
     b"\xa1\xb2\xc3\xd4": (">", 1e-6),
@@ -405,16 +409,18 @@ class Decoder:
         self.bad_flags = 0
         self.sources: dict[bytes, int] = {}
         self.sources_overflow = 0
-        self.sports: set[int] = set()
+        self.sports: set[bytes] = set()
         self.vnis: dict[int, list[int]] = {}   # vni -> [packets, requests, responses]
         self.vni_overflow = 0
         self.first_ts: float | None = None
         self.last_ts = 0.0
-        self.last_vxlan_ts: float | None = None
-        self.gap = (0.0, 0.0)  # (seconds, at)
-        self.timeline: list[int] = []   # VXLAN packets per bucket from the first one
-        self.bucket = 1.0
-        self.per_bucket = 1.0
+        self.last_vxlan_ts = 0.0
+        self.gap_seconds = 0.0  # the largest gap between VXLAN packets, seconds
+        self.gap_after = 0.0    # ... starting at this packet's time
+        self.timeline: list[int] = []   # VXLAN packets per closed bucket from the first one
+        self.bucket = 1.0               # bucket width, seconds
+        self.bucket_end = float("-inf")
+        self.bucket_count = 0           # packets in the open bucket
         # fragments
         self.pending: dict[bytes, list[Any]] = {}
         self.frag_frames = 0
@@ -536,19 +542,27 @@ class Decoder:
         if self.frag_since_sweep >= 4096:
             self._sweep_fragments(ts)
 
-    def _timeline_add(self, slot: int) -> None:
-        if slot < 0:  # a timestamp before the first VXLAN packet's: count it in the first slot
-            slot = 0
-        while slot >= TIMELINE_BUCKETS:
-            # Too long a capture for this width: merge neighbours, double the width.
-            old = self.timeline
-            self.timeline = [sum(old[i:i + 2]) for i in range(0, len(old), 2)]
-            self.bucket *= 2
-            self.per_bucket /= 2
-            slot //= 2
+    def _timeline_roll(self, ts: float) -> None:
+        """The packet at ``ts`` falls after the current bucket: close buckets up to it."""
+        if self.first_ts is None:
+            self.first_ts = self.last_vxlan_ts = ts
+            self.bucket_end = ts + self.bucket
+            self.bucket_count = 1
+            return
         timeline = self.timeline
-        timeline.extend([0] * (slot + 1 - len(timeline)))
-        timeline[slot] += 1
+        while ts >= self.bucket_end:
+            timeline.append(self.bucket_count)
+            self.bucket_count = 0
+            self.bucket_end += self.bucket
+            if len(timeline) >= TIMELINE_BUCKETS:  # always even here: see the constant
+                # Too long a capture for this width: merge neighbours, double the width (the
+                # open bucket, just started, widens with them). Even a jump of years ends
+                # after a few dozen doublings.
+                timeline[:] = [timeline[i] + timeline[i + 1]
+                               for i in range(0, len(timeline), 2)]
+                self.bucket_end += self.bucket
+                self.bucket *= 2
+        self.bucket_count += 1
 
     def _sweep_fragments(self, ts: float, *, force: bool = False) -> None:
         self.frag_since_sweep = 0
@@ -564,27 +578,23 @@ class Decoder:
             self.non_vxlan += 1
             return
         self.vxlan += 1
-        first = self.first_ts
-        if first is None:
-            first = self.first_ts = ts
-        last = self.last_vxlan_ts
-        if last is not None and ts - last > self.gap[0]:
-            self.gap = (ts - last, last)
-        self.last_vxlan_ts = ts
-        slot = int((ts - first) * self.per_bucket)
-        timeline = self.timeline
-        if 0 <= slot < len(timeline):
-            timeline[slot] += 1
+        if ts < self.bucket_end:
+            self.bucket_count += 1
         else:
-            self._timeline_add(slot)
+            self._timeline_roll(ts)
+        if ts - self.last_vxlan_ts > self.gap_seconds:
+            self.gap_seconds = ts - self.last_vxlan_ts
+            self.gap_after = self.last_vxlan_ts
+        self.last_vxlan_ts = ts
         sources = self.sources
-        if src in sources:
-            sources[src] += 1
+        count = sources.get(src)
+        if count is not None:
+            sources[src] = count + 1
         elif len(sources) < MAX_DISTINCT * 16:
             sources[src] = 1
         else:
             self.sources_overflow += 1
-        self.sports.add((data[u] << 8) | data[u + 1])
+        self.sports.add(data[u:u + 2])
         p = u + 8
         if not data[p] & 0x08:
             self.bad_flags += 1
@@ -627,7 +637,7 @@ class Decoder:
         self.tcp_segments += 1
         if payload_at >= stop and not flags & 0x03:
             return  # a pure ACK: nothing for the streams
-        key = data[q + 12:q + 20] + data[t:t + 4] + vni.to_bytes(3, "big")
+        key = data[q + 12:q + 20] + data[t:t + 4] + data[e - 4:e - 1]  # + the VNI
         stream = self.streams.get(key)
         seq = _U32.unpack_from(data, t + 4)[0]
         if stream is None:
@@ -662,7 +672,8 @@ class Decoder:
 
     def _sweep_streams(self, ts: float) -> None:
         self.since_sweep = 0
-        idle = [s for s in self.streams.values() if ts - s.last_ts > STREAM_IDLE]
+        idle = [s for s in self.streams.values()
+                if ts - s.last_ts > (FIN_IDLE if s.fin else STREAM_IDLE)]
         if len(self.streams) - len(idle) >= MAX_STREAMS:
             ordered = sorted(self.streams.values(), key=lambda s: s.last_ts)
             idle = ordered[:len(ordered) // 4]
@@ -784,6 +795,12 @@ class Decoder:
 
     def _head(self, stream: Stream, data: bytes) -> bytes:
         buf = stream.buf
+        if not buf:
+            # The common case: a whole head in one segment, no copying into the buffer.
+            end = data.find(b"\r\n\r\n")
+            if end >= 0 and data.startswith(_START_PREFIXES):
+                self._message(stream, data[:end])
+                return data[end + 4:]
         scan_from = max(0, len(buf) - 3)
         buf += data
         if len(buf) >= 8 and not buf.startswith(_START_PREFIXES):
@@ -803,20 +820,11 @@ class Decoder:
         return rest
 
     def _message(self, stream: Stream, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        start = lines[0].decode("latin-1").strip()
-        length: int | None = None
-        chunked = False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    length = None
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
+        eol = head.find(b"\r\n")
+        start = (head[:eol] if eol >= 0 else head).decode("latin-1").strip()
+        found = _CONTENT_LENGTH.search(head)
+        length = int(found.group(1)) if found else None
+        chunked = _CHUNKED.search(head) is not None
         stats = self.vnis.get(stream.vni)
         if start.startswith("HTTP/"):
             self.response_count += 1
@@ -963,7 +971,7 @@ class Decoder:
         summary.linktypes = [LINKTYPES.get(t, str(t)) for t in sorted(state.linktypes)]
         summary.frames = self.frames
         summary.first_ts = self.first_ts
-        summary.last_ts = self.last_vxlan_ts
+        summary.last_ts = self.last_vxlan_ts if self.first_ts is not None else None
         summary.truncated = state.truncated
         summary.notes = list(state.notes)
         summary.snapped_frames = state.snapped
@@ -974,7 +982,7 @@ class Decoder:
         summary.vnis = {v: {"packets": s[0], "requests": s[1], "responses": s[2]}
                         for v, s in self.vnis.items()}
         summary.outer_sources = {_ip_text(k): n for k, n in self.sources.items()}
-        summary.outer_udp_source_ports = len(self.sports)
+        summary.outer_udp_source_ports = len(self.sports)  # a set of 2-byte strings
         summary.fragments = {"frames": self.frag_frames, "reassembled": self.reassembled,
                              "incomplete": self.frag_incomplete, "overlaps": self.frag_overlaps}
         summary.inner = {
@@ -994,11 +1002,12 @@ class Decoder:
             for (r, s, n, h), c in self.bodies.items()]
         summary.incomplete_bodies = self.incomplete
         summary.incomplete_body_count = self.incomplete_count
-        if self.gap[0] > 0:
-            summary.largest_vxlan_gap = {"seconds": round(self.gap[0], 6),
-                                         "after": round(self.gap[1], 6)}
+        if self.gap_seconds > 0:
+            summary.largest_vxlan_gap = {"seconds": round(self.gap_seconds, 6),
+                                         "after": round(self.gap_after, 6)}
         summary.timeline = {"start": self.first_ts, "bucket_seconds": self.bucket,
-                            "vxlan_packets": self.timeline}
+                            "vxlan_packets": [*self.timeline, self.bucket_count]
+                            if self.first_ts is not None else []}
         if self.sources_overflow or self.vni_overflow:
             summary.notes.append(f"too many distinct outer sources/VNIs: "
                                  f"{self.sources_overflow + self.vni_overflow} packets not "
