@@ -29,6 +29,7 @@ class VtapAttachmentArgs:
     destination_lb_frontend_id: Input[str] | None = None
     destination_port: int = facts.VXLAN_PORT
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Resources the tap and its configurations wait for (e.g. the source and proxy VMs)."""
 
 
 class VtapAttachment(pulumi.ComponentResource):
@@ -71,7 +72,7 @@ class VtapAttachment(pulumi.ComponentResource):
                 network_interface_name=nic_name,
                 resource_group_name=args.resource_group_name,
                 virtual_network_tap={"id": tap.id},
-                opts=ResourceOptions(parent=self),
+                opts=ResourceOptions(parent=self, depends_on=list(args.depends_on)),
             )
             for index, nic_name in enumerate(args.source_nic_names)
         ]

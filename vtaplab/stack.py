@@ -200,6 +200,8 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
             destination_ip_configuration_id=proxy.ip_configuration_id,
             destination_port=facts.VXLAN_PORT,
             tags=base_tags(cfg.project, cfg.stack, scenario),
+            # Tap the source once its VM runs, into a proxy that exists: never a NIC alone.
+            depends_on=[consumer, proxy],
         ),
     )
     outputs = _common_outputs(shared, consumer)
