@@ -1,0 +1,276 @@
+"""The emulator end to end: b2 in both proxy modes, the faults, teardown, bad input.
+
+Each run builds its own namespaces (per-run prefix), sends traffic only between them, and
+must leave none behind. A run takes a few seconds; the module stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from vtaplab import plan
+from vtaplab.verdict import parse_traffic_log
+
+REPO = Path(__file__).resolve().parent.parent
+ROUNDS = 6   # each round fetches / and the 200 kB file
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="the emulator needs root (network namespaces, veths)")
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+    prefix: str
+    out: Path
+
+    @property
+    def verdict(self) -> dict:
+        return json.loads((self.out / "verdict.json").read_text())
+
+    @property
+    def emulator(self) -> dict:
+        return json.loads((self.out / "emulator.json").read_text())
+
+    def hop(self, name: str) -> dict:
+        return next(h for h in self.emulator["hops"] if h["hop"] == name)
+
+
+def namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def emulate(out: Path, *args: str, rounds: int = ROUNDS) -> Run:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vtaplab", "emulate", "b2", "--out", str(out),
+         "--requests", str(rounds), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    match = re.search(r"run (vl[0-9a-f]{4})", proc.stdout)
+    assert match, f"no run prefix in output:\n{proc.stdout}\n{proc.stderr}"
+    run = Run(proc.returncode, proc.stdout, proc.stderr, match.group(1), out)
+    left = [ns for ns in namespaces() if ns.startswith(run.prefix + "-")]
+    assert left == [], f"namespaces left behind by run {run.prefix}: {left}"
+    return run
+
+
+def sent(run: Run) -> tuple[dict[str, int], int]:
+    """GETs per request line and 200s, as the client's traffic log records them."""
+    gets: dict[str, int] = {}
+    ok = 0
+    for line in (run.out / "traffic.log").read_text().splitlines()[1:]:
+        _n, url, status, _size, _secs = line.split("\t")
+        key = f"GET {urlparse(url).path}"
+        gets[key] = gets.get(key, 0) + 1
+        ok += status == "200"
+    return gets, ok
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Run]:
+    """Every run once, lazily: tests of one mode or fault share its run."""
+    class Lazy(dict):
+        def __missing__(self, key: str) -> Run:
+            mode, _, fault = key.partition("/")
+            out = tmp_path_factory.mktemp(key.replace("/", "-"))
+            args = ["--proxy-mode", mode] + (["--fault", fault] if fault else [])
+            self[key] = emulate(out, *args)
+            return self[key]
+
+    return Lazy()
+
+
+# --- end to end -------------------------------------------------------------------------------
+@needs_root
+@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+def test_b2_delivers_in_both_proxy_modes(runs, mode):
+    run = runs[mode]
+    assert run.rc == 0, run.stderr
+    verdict = run.verdict
+    assert verdict["outcome"] == "delivered"
+    assert verdict["matches_expected"] is True
+    assert "delivered" in run.stdout and "took" in run.stdout
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+def test_inner_http_counts_equal_what_the_client_sent(runs, mode):
+    run = runs[mode]
+    gets, ok = sent(run)
+    assert gets == {"GET /": ROUNDS, "GET /big.bin": ROUNDS}
+    assert ok == 2 * ROUNDS
+    http = run.verdict["inner_http"]
+    assert http["request_lines"] == gets
+    assert http["response_lines"] == {"HTTP/1.1 200 OK": ok}
+    assert run.verdict["traffic"] == parse_traffic_log(run.out / "traffic.log")
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+def test_the_200kB_body_reassembles_at_the_collector(runs, mode):
+    run = runs[mode]
+    served = run.emulator["served"]["/big.bin"]
+    assert served["bytes"] == 200 * 1024
+    bodies = [b for b in run.verdict["inner_http"]["bodies"] if b["request"] == "GET /big.bin"]
+    assert bodies, run.verdict["inner_http"]
+    assert [(b["length"], b["sha256"], b["count"]) for b in bodies] == [
+        (served["bytes"], served["sha256"], ROUNDS)]
+    # Full-size inner frames: the outer packets were fragmented and every fragment arrived.
+    frags = run.verdict["fragments"]
+    assert frags["frames"] > 0 and frags["incomplete"] == 0
+    assert run.hop("collector")["fragments"] == run.hop("vtep")["fragments"]
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+def test_outer_source_at_the_collector_is_the_nat_ip(runs, mode):
+    run = runs[mode]
+    assert run.verdict["outer_sources"] == [plan.PLS_NAT_IPS[0]]
+    # ...while the proxy forwarded without source NAT, as on Azure.
+    assert plan.PLS_NAT_IPS[0] not in run.hop("proxy-out")["outer_sources"]
+
+
+@needs_root
+def test_stateless_proxy_keeps_no_connection_tracking_entries(runs):
+    assert runs["stateless"].emulator["conntrack_entries"] == {"prx": 0}
+    # The measure can see entries: the conntrack mode leaves some.
+    assert runs["conntrack"].emulator["conntrack_entries"]["prx"] > 0
+
+
+@needs_root
+def test_evidence_files_are_listed_in_the_verdict(runs):
+    run = runs["stateless"]
+    names = {Path(f).name for f in run.verdict["files"]}
+    assert {"collector.pcap", "proxy-in.pcap", "proxy-out.pcap", "traffic.log"} <= names
+    for name in names:
+        assert (run.out / name).exists(), name
+
+
+# --- faults -----------------------------------------------------------------------------------
+@needs_root
+def test_missing_proxy_rule_is_not_delivered(runs):
+    run = runs["stateless/no-proxy-rule"]
+    assert run.rc == 0, run.stderr
+    assert run.verdict["outcome"] == "not-delivered"
+    assert run.verdict["matches_expected"] is False
+    # The vTAP did mirror; the proxy just did not forward.
+    assert run.hop("proxy-in")["vxlan_packets"] > 0
+    assert run.hop("proxy-out")["vxlan_packets"] == 0
+
+
+@needs_root
+def test_two_percent_loss_is_delivered_with_the_loss_in_the_counts(runs):
+    run = runs["stateless/loss-2pct"]
+    assert run.verdict["outcome"] == "delivered"
+    dropped = run.emulator["injected_loss_packets"]
+    assert dropped > 0
+    upstream = run.hop("proxy-out")
+    if upstream["kernel_drops"] == 0:
+        assert run.verdict["vxlan_packets"] < upstream["vxlan_packets"]
+    http = run.verdict["inner_http"]
+    assert http["incomplete_bodies"] > 0 or http["request_count"] < 2 * ROUNDS
+
+
+@needs_root
+def test_capture_started_after_the_traffic_is_not_delivered(runs):
+    run = runs["stateless/late-capture"]
+    assert run.verdict["outcome"] == "not-delivered"
+    assert run.verdict["vxlan_packets"] == 0
+    # The data path itself worked: the PLS hop saw everything.
+    assert run.hop("pls")["requests"] == 2 * ROUNDS
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+def test_proxy_rule_flushed_and_restored_mid_run_shows_the_gap(runs, mode):
+    run = runs[f"{mode}/flap-proxy-rule"]
+    gets, _ok = sent(run)
+    seen = run.verdict["inner_http"]["request_count"]
+    assert sum(gets.values()) == 2 * ROUNDS
+    assert 0 < seen < 2 * ROUNDS
+    # The third with the rule removed is what is missing (conntrack's entries are flushed).
+    phases = run.emulator["flap"]["requests_per_phase"]
+    assert seen == 2 * (phases[0] + phases[2])
+    assert run.hop("proxy-out")["vxlan_packets"] < run.hop("proxy-in")["vxlan_packets"]
+
+
+# --- teardown, interruption, bad input ----------------------------------------------------------
+@needs_root
+def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vtaplab", "emulate", "b2", "--out", str(tmp_path),
+         "--requests", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        log = tmp_path / "commands.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if log.exists() and "vtap-traffic.sh" in log.read_text():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the traffic never started")
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    prefix = re.search(r"run (vl[0-9a-f]{4})", stdout).group(1)
+    assert proc.returncode == 3
+    assert "interrupted" in stderr
+    assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
+    # No capture of this run still runs.
+    for pidfile in tmp_path.glob(".*.pid"):
+        pytest.fail(f"capture pidfile left: {pidfile}")
+
+
+@needs_root
+@pytest.mark.parametrize(("args", "needle"), [
+    (["r1"], "scenario 'r1'"),
+    (["nosuch"], "scenario 'nosuch'"),
+    (["b2", "--proxy-mode", "fast"], "--proxy-mode 'fast'"),
+    (["b2", "--fault", "meteor"], "--fault 'meteor'"),
+    (["b2", "--requests", "0"], "--requests '0'"),
+    (["b2", "--requests", "many"], "--requests 'many'"),
+    (["b2", "--proxy-vni", "16777216"], "--proxy-vni '16777216'"),
+    (["b2", "--teardown", "eth0"], "run prefix 'eth0'"),
+])
+def test_bad_input_is_one_clear_line(args, needle):
+    before = namespaces()
+    proc = subprocess.run([sys.executable, "-m", "vtaplab", "emulate", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=30, check=False)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert namespaces() == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to drop to an unprivileged user with setpriv")
+def test_not_root_is_one_clear_line():
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "vtaplab", "emulate", "b2", "--out", "/nonexistent/x"],
+        capture_output=True, text=True, cwd=REPO, timeout=30, check=False,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "emulate: must run as root (network namespaces, veths and firewall rules need it)")
