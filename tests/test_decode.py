@@ -423,3 +423,35 @@ def test_long_captures_get_wider_timeline_buckets():
     assert summary.timeline["bucket_seconds"] == 4.0
     assert len(summary.timeline["vxlan_packets"]) <= decode.TIMELINE_BUCKETS
     assert sum(summary.timeline["vxlan_packets"]) == decode.TIMELINE_BUCKETS * 3
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+def test_tshark_agrees_on_vnis_http_lines_and_bodies(tmp_path):
+    """An independent decoder as the oracle: tshark's vxlan/http dissectors and its export."""
+    pairs = []
+    for n, vni in enumerate((5, 6, 7)):
+        exchange = b2_exchange(client_port=42000 + n, vlan=10 if vni == 6 else None,
+                               messages=[(http_get("/big.bin"), BIG),
+                                         (http_get(f"/p{n}"), http_ok(pcapgen.body_of(900, n)))])
+        pairs.append((Outer(vni=vni, sport=33000 + n, ident=n * 1000), exchange))
+    path = write(tmp_path, frames_of(*pairs))
+    s = decode.decode_capture(path)
+
+    def tshark(*args: str) -> list[str]:
+        done = subprocess.run(["tshark", "-r", str(path), "-d", "udp.port==4789,vxlan", *args],
+                              capture_output=True, text=True, timeout=120, check=True)
+        return done.stdout.splitlines()
+
+    vnis = tshark("-Y", "vxlan", "-T", "fields", "-e", "vxlan.vni")
+    assert {int(v): vnis.count(v) for v in set(vnis)} == {
+        int(v): stats["packets"] for v, stats in s.to_dict()["per_vni"].items()}
+    lines = tshark("-Y", "http.request", "-T", "fields", "-e", "http.request.method",
+                   "-e", "http.request.uri")
+    assert sorted(" ".join(line.split("\t")) for line in lines) == sorted(
+        line for line, n in s.requests.items() for _ in range(n))
+    assert len(tshark("-Y", "http.response.code == 200")) == s.responses["HTTP/1.1 200 OK"]
+    objects = tmp_path / "objects"
+    tshark("--export-objects", f"http,{objects}")
+    exported = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in objects.iterdir())
+    ours = sorted(b["sha256"] for b in s.bodies for _ in range(b["count"]))
+    assert exported == ours and len(ours) == 6
