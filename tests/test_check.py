@@ -164,6 +164,10 @@ def test_graph_diff_lists_added_removed_changed():
     assert "- azure-native:compute:VirtualMachine src-vm" in lines
     assert '    ipConfigurations[2].name: (absent) -> "nat2"' in lines
     assert check.graph_diff(old, copy.deepcopy(old)) == []
+    # A long value (cloud-init user data) shows as its size and digest, not 60 kB of base64.
+    node(new, "src-nic")["inputs"]["tags"] = {"blob": "x" * 5000}
+    line = next(x for x in check.graph_diff(old, new) if "tags.blob" in x)
+    assert "(absent) -> <5002 chars, sha256 " in line and len(line) < 120
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -278,3 +282,52 @@ def test_check_command_end_to_end(stack_graphs):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"vtaplab check {stack}:" in done.stdout
     assert OPERATOR not in done.stdout  # the hand-built graphs' operator: not this graph
+
+
+def _with_attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
+    """The stack's graph plus the RejectedAttempt(s) the program is to declare for
+    ``scenario``, with ids formed by the graph's own mocks (vtaplab.graph.azure_id)."""
+    from vtaplab.graph import azure_id
+
+    def the(typ: str, name_suffix: str) -> dict[str, Any]:
+        hits = [e for e in graph if e["type"] == typ and e["name"].startswith(scenario)
+                and e["name"].endswith(name_suffix)]
+        assert len(hits) == 1, (typ, name_suffix, [e["name"] for e in hits])
+        return hits[0]
+
+    pe = the(rules.T_PE, "-pe")
+    pe_id = azure_id(pe["type"], pe["name"], pe["inputs"])
+    group = pe["inputs"]["resourceGroupName"]
+    prefix = f"/subscriptions/{pe_id.split('/')[2]}/resourceGroups/{group}/providers/"
+    if scenario == "r1":
+        targets = {"vtap-pe-destination": prefix + "Microsoft.Network/virtualNetworkTaps/r1-vtap"}
+    else:
+        lb = the(rules.T_LB, "-ilb")
+        lb_id = azure_id(lb["type"], lb["name"], lb["inputs"])
+        targets = {"nic-pool": f"{lb_id}/backendAddressPools/be",
+                   "ip-pool": f"{lb_id}/backendAddressPools/pe-ip"}
+    typ = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
+    extra = [{"urn": urn(typ, f"{scenario}-{attempt}"), "type": typ,
+              "name": f"{scenario}-{attempt}", "parent": None,
+              "inputs": {"scenario": scenario, "attempt": attempt, "stack": scenario,
+                         "private_endpoint_id": pe_id, "target_id": target,
+                         "location": "uksouth", "port": 4789, "tags": {},
+                         "evidence_root": "evidence"}}
+             for attempt, target in targets.items()]
+    return [*graph, *extra]
+
+
+@pytest.mark.parametrize("stack", [s for s in ("r1", "b1") if s in STACKS])
+def test_committed_stack_with_its_attempts_predicts_the_rejection(stack, stack_graphs):
+    """What ``check`` will say once the program declares the attempts: the stack's own PE
+    is recognised through the graph's ids, and the prediction is exactly the expected one."""
+    graph = stack_graphs[stack]
+    if not _attempts(graph, stack):
+        graph = _with_attempts(graph, stack)
+    report = check.evaluate(graph, stack=stack, scenarios=[stack])
+    assert report.exit_code == 0, check.render(report)
+    pred = check.prediction(report, stack)
+    codes = {p["arm_code"] for p in pred["predicted"]}
+    assert pred["matches"] and codes - {None} <= set(facts.SCENARIOS[stack].expected_arm_codes)
+    assert codes & set(facts.SCENARIOS[stack].expected_arm_codes)
+    assert all(f"{stack}-pe" in f.message for f in report.findings), check.render(report)

@@ -17,6 +17,7 @@ request gets).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -178,10 +179,19 @@ def graph_diff(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]
         if changed:
             lines.append(f"~ {after[urn].get('type')} {after[urn].get('name')}")
             for k in changed:
-                old_v = json.dumps(a[k]) if k in a else "(absent)"
-                new_v = json.dumps(b[k]) if k in b else "(absent)"
+                old_v = _show(a[k]) if k in a else "(absent)"
+                new_v = _show(b[k]) if k in b else "(absent)"
                 lines.append(f"    {k}: {old_v} -> {new_v}")
     return lines
+
+
+def _show(value: Any, limit: int = 100) -> str:
+    """A value for a diff line; a long one (cloud-init's customData...) as size and digest."""
+    text = json.dumps(value, sort_keys=True)
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"<{len(text)} chars, sha256 {digest}>"
 
 
 # --- output -----------------------------------------------------------------------------------
