@@ -340,3 +340,36 @@ def test_rejected_attempt_registers_without_secrets_and_serializes_by_reference(
     # the provider pickles by reference: no client, no credential inside
     provider = dill.loads(base64.b64decode(serialize_provider(AttemptProvider())))
     assert isinstance(provider, AttemptProvider) and provider._client_factory is None
+
+
+def test_async_failure_with_the_expected_code_is_rejected_and_cleaned_up(arm, tmp_path,
+                                                                         monkeypatch):
+    # ARM may take the PUT (201) and fail the operation afterwards with the same code; the
+    # vTAP may then exist in a Failed state, so destroy deletes it.
+    monkeypatch.chdir(tmp_path)
+    arm.add("PUT", VTAP, 201, fixture("accepted-vtap-201.json"),
+            {"Azure-AsyncOperation": "{base}/ops/r1"})
+    arm.add("GET", "/ops/r1", 200, {"status": "Failed",
+                                     **fixture("error-r1-pe-as-vtap-destination.json")})
+    arm.add("DELETE", VTAP, 404, {"error": {"code": "ResourceNotFound", "message": "gone"}})
+    provider = AttemptProvider(client_factory=arm.client)
+    res = provider.create(_props(tmp_path))
+    assert res.outs["outcome"] == "rejected" and res.outs["matches_expected"] is True
+    assert res.outs["created_id"] == VTAP
+    rec = json.loads((tmp_path / res.outs["evidence_path"]).read_text())
+    assert rec["operation_failed"] is True
+    assert rec["response"]["body"]["status"] == "Failed"
+    assert [a["status"] for a in rec["operation"]] == [201, 200]  # the PUT's 201, the poll
+    provider.delete(res.id, res.outs)  # a 404 on delete is fine
+    assert arm.calls()[-1] == ("DELETE", VTAP)
+
+
+def test_async_failure_of_a_nic_edit_never_deletes_the_nic(arm, tmp_path):
+    arm.add("PUT", NIC_ID, 200, fixture("pe-nic.json"), {"Azure-AsyncOperation": "{base}/ops/n"})
+    arm.add("GET", "/ops/n", 200, {"status": "Failed",
+                                    **fixture("error-b1-modify-pe-nic.json")})
+    out = attempts.attempt_b1_nic(arm.client(), private_endpoint_id=PE, backend_pool_id=POOL,
+                                  evidence_dir=tmp_path / "b1", root=tmp_path)
+    assert out.outcome == "rejected" and out.created_id is None and out.restore_body is None
+    attempts.undo(arm.client(), out)
+    assert arm.calls("DELETE") == [] and len(arm.calls("PUT")) == 1

@@ -63,6 +63,11 @@ class ArmError(Exception):
         self.headers = dict(headers or {})
         self.method = method
         self.url = url
+        # True when the request was accepted and its long-running operation then failed:
+        # ARM validated asynchronously, and a resource may exist in a Failed state.
+        self.operation_failed = False
+        # The answers that led here when it ended a long-running operation (evidence).
+        self.history: list[dict[str, Any]] = []
 
     def to_evidence(self) -> dict[str, Any]:
         return {"status": self.status, "headers": public_headers(self.headers),
@@ -281,6 +286,8 @@ class ArmClient:
                         err = ArmError("OperationFailed", f"operation ended {status}",
                                        poll.status, poll.body, poll.headers,
                                        method=method, url=url)
+                    err.operation_failed = True
+                    err.history = history
                     raise err
                 interval = _retry_after_seconds(poll.headers, self.poll_interval)
             final_url = location if method == "POST" and location else url

@@ -9,7 +9,8 @@ resource does on each step:
   ``{outcome, matches_expected, arm_code, arm_message, evidence_path, verdict_path,
   created_id, warning}``;
 - delete: undoes what an *accepted* attempt created (deletes the vTAP / IP-based pool, or PUTs
-  the PE NIC's previous body back); nothing for a rejected one;
+  the PE NIC's previous body back), and deletes what ARM accepted and then failed
+  asynchronously; nothing for a synchronous rejection;
 - diff: any input change replaces (the attempt is one request; there is nothing to update),
   and an ``error`` outcome (auth, quota, network...) is replaced on the next ``up`` so it is
   retried rather than remembered.
@@ -98,11 +99,11 @@ class AttemptProvider(ResourceProvider):
                           delete_before_replace=True)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        if props.get("outcome") != "accepted":
-            return
         restore = props.get("restore_body") or ""
+        if props.get("outcome") != "accepted" and not props.get("created_id"):
+            return
         outcome = attempts.AttemptOutcome(
-            scenario=props["scenario"], attempt=props["attempt"], outcome="accepted",
+            scenario=props["scenario"], attempt=props["attempt"], outcome=props["outcome"],
             matches_expected=False, arm_code=None, arm_message=None, status=0,
             evidence_path=props.get("evidence_path", ""),
             created_id=props.get("created_id") or None,

@@ -63,7 +63,7 @@ class AttemptOutcome:
     arm_message: str | None
     status: int                       # HTTP status of the decisive answer; 0: none came
     evidence_path: str
-    created_id: str | None = None     # accepted: what undo() deletes
+    created_id: str | None = None     # what undo() deletes (accepted, or failed async)
     restore_body: dict[str, Any] | None = None  # accepted NIC edit: what undo() PUTs back
     warning: str | None = None
     expected_codes: tuple[str, ...] = field(default_factory=tuple)
@@ -139,18 +139,17 @@ def attempt_b1_ip_pool(client: ArmClient, *, private_endpoint_id: str, pool_id: 
 
 
 def undo(client: ArmClient, outcome: AttemptOutcome) -> None:
-    """Remove what an accepted attempt created (or PUT the NIC's previous body back).
-    Nothing to do for a rejected or failed attempt. A resource already gone is fine."""
-    if outcome.outcome != "accepted":
-        return
-    if outcome.restore_body is not None:
+    """Remove what an attempt created (or PUT the NIC's previous body back): an accepted
+    one, or one ARM accepted and then failed asynchronously (the resource may exist in a
+    Failed state). Nothing to do for a synchronous rejection. Already gone is fine."""
+    if outcome.outcome == "accepted" and outcome.restore_body is not None:
         body = {k: v for k, v in outcome.restore_body.items() if k not in ("etag", "type")}
         log.warning("restoring NIC %s to its body before the accepted attempt",
                     outcome.restore_body.get("id"))
         client.put(str(outcome.restore_body["id"]), body, api_version=NETWORK_API)
     elif outcome.created_id:
-        log.warning("deleting %s, created by the accepted attempt %s", outcome.created_id,
-                    outcome.attempt)
+        log.warning("deleting %s, left by the %s attempt %s", outcome.created_id,
+                    outcome.outcome, outcome.attempt)
         try:
             client.delete(outcome.created_id, api_version=NETWORK_API)
         except ArmError as exc:
@@ -237,7 +236,8 @@ def _put(client: ArmClient, name: str, path: str, body: dict[str, Any], evidence
     try:
         resp = client.put(path, body, api_version=NETWORK_API)
     except ArmError as exc:
-        return _record(name, evidence_dir, root, "PUT", url, body, error=exc)
+        return _record(name, evidence_dir, root, "PUT", url, body, error=exc,
+                       created_id=created_id)
     return _record(name, evidence_dir, root, "PUT", url, body, response=resp,
                    created_id=created_id, restore_body=restore_body)
 
@@ -246,7 +246,8 @@ def _classify(scenario: str, error: ArmError | None) -> tuple[str, bool]:
     expected = facts.SCENARIOS[scenario].expected_arm_codes
     if error is None:
         return "accepted", False
-    if error.status and 400 <= error.status < 500 and error.code in expected:
+    if error.code in expected and (error.operation_failed
+                                   or (error.status and 400 <= error.status < 500)):
         return "rejected", True
     return "error", False
 
@@ -257,6 +258,8 @@ def _record(name: str, evidence_dir: Path, root: Path | None, method: str, url: 
             restore_body: dict[str, Any] | None = None) -> AttemptOutcome:
     scenario, file_name, meaning = ATTEMPTS[name]
     outcome, matches = _classify(scenario, error)
+    # What may now exist and must be removed on destroy.
+    created = outcome == "accepted" or (error is not None and error.operation_failed)
     evidence_path = evidence_dir / file_name
     warning = None
     if outcome == "accepted":
@@ -274,14 +277,17 @@ def _record(name: str, evidence_dir: Path, root: Path | None, method: str, url: 
         "arm_code": error.code if error else None,
         "arm_message": error.message if error else None,
         "status": error.status if error else response.status if response else 0,
-        "created_id": created_id if outcome == "accepted" else None,
+        "created_id": created_id if created else None,
         "request": {"method": method, "url": url, "body": body},
         "response": (error.to_evidence() if error else response.to_evidence()
                      if response else None),
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    if response is not None and response.history:
-        record["operation"] = response.history
+    if error is not None and error.operation_failed:
+        record["operation_failed"] = True  # accepted first, then failed asynchronously
+    history = error.history if error is not None else response.history if response else []
+    if history:
+        record["operation"] = history  # every answer: the first one, the polls, the final
     if warning:
         record["warning"] = warning
     evidence_dir.mkdir(parents=True, exist_ok=True)
@@ -291,7 +297,7 @@ def _record(name: str, evidence_dir: Path, root: Path | None, method: str, url: 
         arm_code=error.code if error else None, arm_message=error.message if error else None,
         status=(error.status if error else response.status if response else 0),
         evidence_path=_rel(evidence_path, root),
-        created_id=created_id if outcome == "accepted" else None,
+        created_id=created_id if created else None,
         restore_body=restore_body if outcome == "accepted" else None,
         warning=warning, expected_codes=facts.SCENARIOS[scenario].expected_arm_codes)
 
