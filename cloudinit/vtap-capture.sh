@@ -38,7 +38,7 @@ running_pid() {
   pid=$(head -n 1 "$pidfile")
   is_uint "$pid" || return 1
   alive "$pid" || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'tcpdump' || return 1
+  [[ $(tr '\0' ' ' <"/proc/$pid/cmdline") == *tcpdump* ]] || return 1
   echo "$pid"
 }
 
@@ -48,7 +48,7 @@ stop_watchdog() {
   watchdog=$(sed -n 2p "$pidfile" 2>/dev/null || true)
   is_uint "${watchdog:-x}" || return 0
   [[ -r /proc/$watchdog/cmdline ]] || return 0
-  tr '\0' ' ' <"/proc/$watchdog/cmdline" | grep -q 'sleep' || return 0
+  [[ $(tr '\0' ' ' <"/proc/$watchdog/cmdline") == *sleep* ]] || return 0
   kill -TERM -- "-$watchdog" 2>/dev/null || true
 }
 
@@ -98,7 +98,7 @@ cmd_start() {
   pid=$!
   # The watchdog ends the capture after --duration (SIGTERM: tcpdump flushes and closes).
   # shellcheck disable=SC2016  # $1/$2 belong to the inner bash
-  setsid bash -c 'sleep "$1"; tr "\0" " " <"/proc/$2/cmdline" | grep -q tcpdump && kill -TERM "$2"' \
+  setsid bash -c 'sleep "$1"; [[ $(tr "\0" " " <"/proc/$2/cmdline") == *tcpdump* ]] && kill -TERM "$2"' \
     _ "$((10#$duration))" "$pid" </dev/null >/dev/null 2>&1 &
   printf '%s\n%s\n' "$pid" "$!" >"$pidfile"
   # Wait (bounded: 10 s) until tcpdump says it listens.

@@ -178,15 +178,20 @@ cmd_status() {
   echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)" \
     "rp_filter(all)=$(cat /proc/sys/net/ipv4/conf/all/rp_filter)" \
     "send_redirects(all)=$(cat /proc/sys/net/ipv4/conf/all/send_redirects)"
-  if command -v iptables >/dev/null && iptables -t nat -S "$IPT_CHAIN" 2>/dev/null \
-      | grep -q -- '-j DNAT'; then
+  # Listings are read whole first: `cmd | grep -q` fails under pipefail when grep quits early.
+  local listing
+  if command -v iptables >/dev/null \
+      && listing=$(iptables -t nat -S "$IPT_CHAIN" 2>/dev/null) && [[ $listing == *"-j DNAT"* ]]; then
     echo "mode=conntrack"
-    iptables -t nat -S "$IPT_CHAIN"
+    echo "$listing"
     applied=0
   fi
-  if command -v nft >/dev/null && nft list table ip "$NFT_TABLE" >/dev/null 2>&1; then
-    nft list table ip "$NFT_TABLE" | grep -q 'daddr set' && { echo "mode=stateless"; applied=0; }
-    nft list table ip "$NFT_TABLE"
+  if command -v nft >/dev/null && listing=$(nft list table ip "$NFT_TABLE" 2>/dev/null); then
+    if [[ $listing == *"daddr set"* ]]; then
+      echo "mode=stateless"
+      applied=0
+    fi
+    echo "$listing"
   fi
   ((applied == 0)) || echo "no rewrite applied"
   return "$applied"
