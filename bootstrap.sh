@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(iproute2 iptables nftables tcpdump tshark conntrack ethtool
-              openssh-server openssh-client cloud-init shellcheck procps python3-venv)
+              openssh-server openssh-client cloud-init shellcheck procps python3-venv curl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
