@@ -23,8 +23,11 @@ def test_bench_frames_are_the_requested_mix(tmp_path):
 def test_tiny_bench_runs_and_cross_checks(capsys):
     assert decode_bench.main(["--packets", "2000", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    assert "ratio ours/tshark:" in out
+    assert "ratio ours/tshark:" in out and "mix mixed" in out
     assert "cross-check: tshark agrees" in out
+    assert decode_bench.main(["--packets", "1500", "--repeat", "1", "--mix", "small"]) == 0
+    out = capsys.readouterr().out
+    assert "mix small" in out and "0 datagrams reassembled from 0 fragments" in out
 
 
 def test_bad_count_is_rejected(capsys):

@@ -824,7 +824,7 @@ class Decoder:
         start = (head[:eol] if eol >= 0 else head).decode("latin-1").strip()
         found = _CONTENT_LENGTH.search(head)
         length = int(found.group(1)) if found else None
-        chunked = _CHUNKED.search(head) is not None
+        chunked = b"hunked" in head and _CHUNKED.search(head) is not None
         stats = self.vnis.get(stream.vni)
         if start.startswith("HTTP/"):
             self.response_count += 1
