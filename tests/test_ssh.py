@@ -344,3 +344,14 @@ def test_fastpath_cli_needs_host_key_for_ssh(capsys):
 
 VM_ID_EXAMPLE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg"
                  "/providers/Microsoft.Compute/virtualMachines/vm-src")
+
+
+def test_fetch_scenario_unreadable_collector_file_is_error(sshd, keys, tmp_path):
+    remote = tmp_path / "remote"
+    (remote / "collector.pcap").mkdir(parents=True)  # there, but not a file SFTP can read
+    files = [fetch_mod.RemoteFile("collector.pcap", "127.0.0.1",
+                                  str(remote / "collector.pcap"))]
+    verdict = fetch_mod.fetch_scenario(stack="b2", scenario="b2", files=files,
+                                       connect=_connect(sshd, keys), root=tmp_path)
+    assert verdict["outcome"] == "error", verdict
+    assert "collector.pcap" in verdict["missing"]

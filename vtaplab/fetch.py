@@ -4,8 +4,8 @@ Each remote file (the collector's pcap, the proxy's, the traffic log) lands in
 ``evidence/<stack>/<scenario>/<name>``; then ``vtaplab.verdict.build_verdict`` computes
 ``verdict.json`` from what arrived. A file that is not there is a fact, not a crash: a
 missing collector capture gives ``not-delivered`` with the reason; a VM that cannot be
-reached (or whose host key is wrong) gives ``error`` with the reason — nobody looked, so
-nothing is claimed.
+reached (or whose host key is wrong), or a file that is there but cannot be read, gives
+``error`` with the reason — nobody looked, so nothing is claimed.
 
     python -m vtaplab.fetch --stack b2 --scenario b2 --user azureuser \\
         --key-file ~/.ssh/vtaplab --known-hosts hosts.json \\
@@ -72,6 +72,7 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     unreachable: dict[str, str] = {}
     fetched: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
+    unreadable: set[str] = set()
     try:
         for item in files:
             if item.host in unreachable:
@@ -94,6 +95,8 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
                 continue
             except SshError as exc:
                 missing[item.name] = str(exc)
+                unreadable.add(item.name)  # there, perhaps, but not read: claim nothing
+                (out_dir / item.name).unlink(missing_ok=True)
                 continue
             fetched[item.name] = {"host": item.host, "remote": item.path, "bytes": got.size,
                                   "sha256": got.sha256}
@@ -113,7 +116,7 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     if wanted_collector and collector is None:
         why = missing.get(COLLECTOR_PCAP, "collector.pcap was not fetched")
         collector_host = next(f.host for f in files if f.name == COLLECTOR_PCAP)
-        if collector_host in unreachable:
+        if collector_host in unreachable or COLLECTOR_PCAP in unreadable:
             verdict["outcome"] = "error"  # nobody could look: claim nothing
             verdict["matches_expected"] = None
         else:
