@@ -6,6 +6,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -455,3 +456,53 @@ def test_tshark_agrees_on_vnis_http_lines_and_bodies(tmp_path):
     exported = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in objects.iterdir())
     ours = sorted(b["sha256"] for b in s.bodies for _ in range(b["count"]))
     assert exported == ours and len(ours) == 6
+
+
+def _records(frames: list[bytes], order: str, ticks: int) -> bytes:
+    out = b""
+    for n, frame in enumerate(frames):
+        stamp = 1_700_000_000 * ticks + (n + 1) * ticks // 1000  # one frame per millisecond
+        out += struct.pack(order + "IIII", stamp // ticks, stamp % ticks, len(frame),
+                           len(frame)) + frame
+    return out
+
+
+@pytest.mark.parametrize(("magic", "order", "ticks"), [
+    (0xA1B2C3D4, ">", 1_000_000),      # big-endian, microseconds
+    (0xA1B23C4D, "<", 1_000_000_000),  # little-endian, nanoseconds (tcpdump --nano)
+    (0xA1B23C4D, ">", 1_000_000_000),
+])
+def test_pcap_byte_orders_and_nanosecond_timestamps(tmp_path, magic, order, ticks):
+    frames = frames_of((Outer(), b2_exchange()))
+    header = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)
+    path = tmp_path / "x.pcap"
+    path.write_bytes(header + _records(frames, order, ticks))
+    s = decode.decode_capture(path)
+    assert s.delivered and s.vxlan_packets == len(frames)
+    assert s.first_ts == pytest.approx(1_700_000_000.001)
+    assert s.last_ts == pytest.approx(1_700_000_000 + len(frames) / 1000)
+
+
+def test_pcapng_big_endian_nanosecond_interface_and_unknown_blocks(tmp_path):
+    frames = frames_of((Outer(), b2_exchange()))
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack(">II", kind, 12 + len(body)) + body + struct.pack(">I", 12 + len(body))
+
+    tsresol = struct.pack(">HH", 9, 1) + bytes([9]) + b"\0\0\0" + struct.pack(">HH", 0, 0)
+    out = block(0x0A0D0D0A, struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack(">HHI", 147, 0, 0))  # an interface we can't read
+    out += block(1, struct.pack(">HHI", 1, 0, 0) + tsresol)
+    out += block(0x0BAD, b"vendor block")
+    for n, frame in enumerate(frames):
+        stamp = 1_700_000_000 * 10**9 + (n + 1) * 10**6
+        out += block(6, struct.pack(">IIIII", 1, stamp >> 32, stamp & 0xFFFFFFFF, len(frame),
+                                    len(frame)) + frame)
+        out += block(6, struct.pack(">IIIII", 0, 0, 0, 4, 4) + b"\0\0\0\0")  # on iface 0
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(out)
+    s = decode.decode_capture(path)
+    assert s.format == "pcapng" and s.delivered and s.vxlan_packets == len(frames)
+    assert s.first_ts == pytest.approx(1_700_000_000.001)
+    assert any("link type 147" in note for note in s.notes)

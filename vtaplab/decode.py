@@ -205,13 +205,13 @@ def _read_pcapng(path: Path, fh: BinaryIO, magic: bytes, state: ReadState) -> It
                 state.notes.append(f"block {number}: bad section header; stopped there")
                 return
             length = struct.unpack(order + "I", block_head[4:8])[0]
-            rest = fh.read(length - 12) if length >= 28 else b""
+            rest = fh.read(length - 12) if 28 <= length <= MAX_RECORD else b""
             if len(rest) < length - 12 or length < 28 or length % 4:
                 if number == 1:
-                    raise CaptureError(f"{path}: truncated pcapng section header; accepted: "
+                    raise CaptureError(f"{path}: bad or truncated pcapng section header; accepted: "
                                        f"{ACCEPTED}")
                 state.truncated = True
-                state.notes.append(f"block {number}: section header cut (file truncated)")
+                state.notes.append(f"block {number}: section header bad or cut (file truncated?)")
                 return
             interfaces = []
             block_head = fh.read(8)
