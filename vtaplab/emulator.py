@@ -17,8 +17,10 @@ an LB stand-in; msp: one consumer side per tenant, each with its own ``--vni``).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +63,7 @@ SMALL_PAGE = "index.html"
 LARGE_FILE = "big.bin"
 LARGE_FILE_BYTES = 200 * 1024
 HTTP_PORT = 80
+PR_SET_CHILD_SUBREAPER = 36   # prctl(2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,15 +339,17 @@ class Emulation:
         return int(match.group(1)) if match else None
 
     # processes ---------------------------------------------------------------------------------
-    def start_capture(self, name: str, node: str, peer: str, direction: str) -> Path:
-        pcap = self.out / f"{name}.pcap"
-        pidfile = self.out / f".{name}.pid"
-        ns = self.ns(node)
-        self.lab.exec(ns, [str(CAPTURE_SCRIPT), "start", "--out", str(pcap), "--duration", "300",
-                           "--iface", self.ifname(node, peer), "--direction", direction,
-                           "--pidfile", str(pidfile)])
-        self.pidfiles.append((ns, pidfile))
-        return pcap
+    def start_captures(self, hops: Sequence[Hop]) -> None:
+        """Start the captures of ``hops`` at once; return when every one listens."""
+        jobs: list[tuple[str | None, Sequence[str]]] = []
+        for hop in hops:
+            ns, pidfile = self.ns(hop.node), self.out / f".{hop.name}.pid"
+            jobs.append((ns, [str(CAPTURE_SCRIPT), "start", "--out",
+                              str(self.out / f"{hop.name}.pcap"), "--duration", "300",
+                              "--iface", self.ifname(hop.node, hop.peer),
+                              "--direction", hop.direction, "--pidfile", str(pidfile)]))
+            self.pidfiles.append((ns, pidfile))
+        self.lab.runner.run_parallel(jobs)
 
     def stop_captures(self) -> None:
         for ns, pidfile in self.pidfiles:
@@ -478,17 +483,16 @@ class Emulation:
         self.timings["build_s"] = time.monotonic() - t0
 
         t1 = time.monotonic()
-        for hop in topo.hops:
-            self.start_capture(hop.name, hop.node, hop.peer, hop.direction)
         col_node, col_peer = topo.collector
+        collector = Hop("collector", col_node, col_peer, "inout")
         collector_pcap = self.out / "collector.pcap"
-        if opts.fault != "late-capture":
-            self.start_capture("collector", col_node, col_peer, "inout")
+        late = opts.fault == "late-capture"
+        self.start_captures([*topo.hops, *([] if late else [collector])])
         self.start_server()
         self.traffic_phases()
-        if opts.fault == "late-capture":
+        if late:
             self.settle(self.out / f"{topo.hops[-1].name}.pcap")
-            self.start_capture("collector", col_node, col_peer, "inout")
+            self.start_captures([collector])
         self.settle(collector_pcap)
         self.stop_captures()
         self.timings["traffic_s"] = time.monotonic() - t1
@@ -549,6 +553,7 @@ class Emulation:
         t3 = time.monotonic()
         self.stop_captures()
         self.stop_server()
+        _reap_orphans()
         left = [] if self.opts.keep else self.lab.teardown()
         self.timings["teardown_s"] = time.monotonic() - t3
         return left
@@ -557,6 +562,26 @@ class Emulation:
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+def _become_subreaper() -> None:
+    """Adopt the detached captures the scripts start, so their zombies are ours to reap."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reap_orphans() -> None:
+    """Collect exited descendants (bounded: they are all stopped by now)."""
+    for _ in range(1000):
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 class _Interrupted(Exception):
     pass
 
@@ -690,6 +715,7 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"emulate: --out {str(opts.out)!r} is not usable: {exc.strerror}", file=sys.stderr)
         return 2
+    _become_subreaper()
     prefix = new_prefix(list_namespaces())
     runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
     lab = Lab(prefix, runner)

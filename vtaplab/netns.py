@@ -108,6 +108,29 @@ class Runner:
         return proc
 
 
+    def run_parallel(self, jobs: Sequence[tuple[str | None, Sequence[str]]], *,
+                     timeout: float = 30.0) -> None:
+        """Run independent commands at once (e.g. starting captures); raise if any failed."""
+        procs = []
+        for ns, argv in jobs:
+            self._record(ns, argv, "   # in parallel")
+            full = [*(["ip", "netns", "exec", ns] if ns else []), *argv]
+            procs.append((full, subprocess.Popen(full, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE, text=True)))
+        failures = []
+        for full, proc in procs:
+            try:
+                _out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _out, err = proc.communicate()
+                err = f"no answer within {timeout:g} s"
+            if proc.returncode != 0:
+                failures.append(f"{shlex.join(full)} failed: {err.strip()}")
+        if failures:
+            raise NetnsError("; ".join(failures))
+
+
 def list_namespaces(runner: Runner | None = None) -> list[str]:
     """Names of all named network namespaces (``ip netns list``)."""
     argv = ["ip", "netns", "list"]
