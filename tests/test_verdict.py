@@ -175,3 +175,20 @@ def test_loss_section_compares_the_traffic_log_with_the_capture(tmp_path):
     assert v["loss"]["requests_sent"] == 3 and v["loss"]["requests_seen"] == 1
     assert v["loss"]["requests_not_seen"] == 2 and v["loss"]["tcp_holes"] == 0
     assert re.search(r"requests not seen +2 of 3 sent", verdict.format_table(v))
+
+
+def test_msp_needs_every_arriving_tenant_delivered(tmp_path):
+    path = tmp_path / "collector.pcap"
+    ssh = HttpExchange(server_port=22, messages=[(b"SSH-2.0-x\r\n", b"SSH-2.0-y\r\n")])
+    pairs = [(Outer(vni=1001, src="10.40.2.5"), get_ok()),
+             (Outer(vni=1002, src="10.40.2.6", ident=900), ssh)]
+    pcapgen.write_capture(path, pcapgen.http_capture_frames(pairs))
+    v = verdict.build_verdict(scenario="msp", collector_pcap=path, files=[path])
+    assert v["outcome"] == "not-delivered" and v["matches_expected"] is False
+    assert v["reason"].startswith("VNI(s) 1002 arrived without") and "1 of 2" in v["reason"]
+    assert v["tenants"]["1001"]["delivered"] and not v["tenants"]["1002"]["delivered"]
+    assert v["tenants"]["1002"]["outer_sources"] == ["10.40.2.6"]
+    table = verdict.format_table(v)
+    assert re.search(r"vni 1002 +NOT delivered: .* from 10\.40\.2\.6", table)
+    v = verdict.build_verdict(scenario="b2", collector_pcap=path, files=[path])
+    assert v["outcome"] == "delivered" and v["reason"].endswith("1 of 2 VNIs delivered")

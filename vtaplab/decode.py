@@ -410,7 +410,7 @@ class Decoder:
         self.sources: dict[bytes, int] = {}
         self.sources_overflow = 0
         self.sports: set[bytes] = set()
-        self.vnis: dict[int, list[int]] = {}   # vni -> [packets, requests, responses]
+        self.vnis: dict[int, list[Any]] = {}   # vni -> [packets, requests, responses, ...]
         self.vni_overflow = 0
         self.first_ts: float | None = None
         self.last_ts = 0.0
@@ -604,8 +604,13 @@ class Decoder:
             if len(self.vnis) >= MAX_DISTINCT * 16:
                 self.vni_overflow += 1
                 return
-            stats = self.vnis[vni] = [0, 0, 0]
+            # [packets, requests, responses, last outer source, outer sources]
+            stats = self.vnis[vni] = [0, 0, 0, b"", set()]
         stats[0] += 1
+        if src != stats[3]:
+            stats[3] = src
+            if len(stats[4]) < MAX_DISTINCT:
+                stats[4].add(src)
         self._inner(ts, vni, data, p + 8, end)
 
     # -- inner layers ---------------------------------------------------------------------
@@ -979,8 +984,11 @@ class Decoder:
         summary.non_vxlan_packets = self.non_vxlan
         summary.vxlan_packets = self.vxlan
         summary.vxlan_bad_flags = self.bad_flags
-        summary.vnis = {v: {"packets": s[0], "requests": s[1], "responses": s[2]}
-                        for v, s in self.vnis.items()}
+        summary.vnis = {
+            v: {"packets": s[0], "requests": s[1], "responses": s[2],
+                "delivered": s[1] > 0 and s[2] > 0,
+                "outer_sources": sorted((_ip_text(a) for a in s[4]), key=_ip_sort_key)}
+            for v, s in self.vnis.items()}
         summary.outer_sources = {_ip_text(k): n for k, n in self.sources.items()}
         summary.outer_udp_source_ports = len(self.sports)  # a set of 2-byte strings
         summary.fragments = {"frames": self.frag_frames, "reassembled": self.reassembled,

@@ -106,10 +106,21 @@ def verdict_from_summary(*, scenario: str | None, summary: Any, files: Sequence[
         elif summary is None:
             outcome = "not-delivered"
             reason = "no collector capture"
+        elif scenario == "msp" and summary.delivered and not all(
+                t["delivered"] for t in summary.vnis.values()):
+            # "Delivered per tenant": every VNI that arrived must carry a whole exchange.
+            outcome = "not-delivered"
+            missing = [str(v) for v, t in sorted(summary.vnis.items()) if not t["delivered"]]
+            reason = (f"VNI(s) {', '.join(missing)} arrived without an inner HTTP request "
+                      f"and response ({len(summary.vnis) - len(missing)} of "
+                      f"{len(summary.vnis)} tenants delivered)")
         elif summary.delivered:
             outcome = "delivered"
             reason = (f"{summary.vxlan_packets} VXLAN packets; inner HTTP: "
                       f"{summary.request_count} requests, {summary.response_count} responses")
+            if len(summary.vnis) > 1:
+                done = sum(1 for t in summary.vnis.values() if t["delivered"])
+                reason += f"; {done} of {len(summary.vnis)} VNIs delivered"
         else:
             outcome = "not-delivered"
             reason = _why_not(summary)
@@ -280,8 +291,10 @@ def format_table(verdict: dict[str, Any]) -> str:
     tenants = verdict.get("tenants") or {}
     if len(tenants) > 1:
         for vni, t in tenants.items():
-            rows.append((f"vni {vni}", f"{t['packets']} packets, {t['requests']} requests, "
-                                       f"{t['responses']} responses"))
+            state = "delivered" if t.get("delivered") else "NOT delivered"
+            rows.append((f"vni {vni}", f"{state}: {t['packets']} packets, {t['requests']} "
+                                       f"requests, {t['responses']} responses from "
+                                       f"{', '.join(t.get('outer_sources', [])) or '-'}"))
     traffic = verdict.get("traffic")
     if traffic:
         if "error" in traffic:
