@@ -23,7 +23,7 @@ import re
 import struct
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -457,90 +457,151 @@ class Decoder:
     # -- outer layers ---------------------------------------------------------------------
 
     def frame(self, ts: float, linktype: int, data: bytes) -> None:
-        self.frames += 1
-        self.last_ts = ts
-        try:
-            if linktype == 1:
-                etype = (data[12] << 8) | data[13]
-                off = 14
-                while etype == 0x8100 or etype == 0x88A8:
-                    etype = (data[off + 2] << 8) | data[off + 3]
-                    off += 4
-            elif linktype == 276:
-                etype = (data[0] << 8) | data[1]
-                off = 20
-            elif linktype == 113:
-                etype = (data[14] << 8) | data[15]
-                off = 16
-            elif linktype == 0:
-                family = data[0] | data[3]  # AF_INET is 2 in either byte order
-                etype = 0x0800 if family == 2 else 0
-                off = 4
-            else:
-                etype = 0x0800 if data[0] >> 4 == 4 else 0
-                off = 0
-            if etype != 0x0800 or data[off] >> 4 != 4:
-                self.non_vxlan += 1
-                return
-            ihl = (data[off] & 0x0F) << 2
-            end = off + ((data[off + 2] << 8) | data[off + 3])
-            if end > len(data) or end == off:  # total length 0: a GSO super-packet
-                end = len(data)
-            proto = data[off + 9]
-            if (data[off + 6] & 0x3F) or data[off + 7]:  # MF set or offset != 0
-                if proto == 17:
-                    self._fragment(ts, data, off, ihl, end)
-                else:
-                    self.non_vxlan += 1
-                return
-            if proto != 17:
-                self.non_vxlan += 1
-                return
-            self._udp(ts, data[off + 12:off + 16], data, off + ihl, end)
-        except (IndexError, struct.error):
-            self.malformed += 1
+        """Decode one record (tests and callers with their own reader use this)."""
+        self.run(((ts, linktype, data),))
 
-    def _fragment(self, ts: float, data: bytes, off: int, ihl: int, end: int) -> None:
-        self.frag_frames += 1
-        key = data[off + 4:off + 6] + data[off + 12:off + 20]
-        word = (data[off + 6] << 8) | data[off + 7]
-        start = (word & 0x1FFF) << 3
-        payload = data[off + ihl:end]
-        entry = self.pending.get(key)
-        if entry is None:
-            if len(self.pending) >= MAX_PENDING_DATAGRAMS:
-                self._sweep_fragments(ts, force=True)
-            # [first ts, total length or -1, {offset: bytes}, bytes held]
-            entry = self.pending[key] = [ts, -1, {}, 0]
-        pieces = entry[2]
-        old = pieces.get(start)
-        if old is not None:
-            entry[3] -= len(old)  # a duplicate fragment: keep one copy
-        pieces[start] = payload
-        entry[3] += len(payload)
-        if not word & 0x2000:
-            entry[1] = start + len(payload)
-        total = entry[1]
-        if total >= 0 and entry[3] >= total:
-            position = 0
-            parts = []
-            for offset in sorted(pieces):
-                piece = pieces[offset]
-                if offset > position:
-                    break
-                if offset < position:
-                    self.frag_overlaps += 1
-                    piece = piece[position - offset:]
-                parts.append(piece)
-                position += len(piece)
-            if position >= total:
-                del self.pending[key]
-                self.reassembled += 1
-                datagram = b"".join(parts)[:total]
-                self._udp(ts, data[off + 12:off + 16], datagram, 0, len(datagram))
-        self.frag_since_sweep += 1
-        if self.frag_since_sweep >= 4096:
-            self._sweep_fragments(ts)
+    def run(self, records: Iterable[Record]) -> None:
+        """Decode records: the hot loop, outer layers to the inner TCP header, inline.
+
+        Plain counters live in locals for the loop and are added to the attributes at the
+        end (method calls and attribute stores per packet cost more than the parsing). The
+        order-dependent state (timeline, gaps, streams, fragments) stays on ``self``.
+        """
+        port = self.port
+        sources = self.sources
+        sports_add = self.sports.add
+        vnis = self.vnis
+        streams_get = self.streams.get
+        fragment = self._fragment
+        frames = malformed = non_vxlan = vxlan = bad_flags = 0
+        inner_frames = vlan_tagged = non_ipv4 = non_tcp = inner_fragments = segments = 0
+        ts = self.last_ts
+        for ts, linktype, data in records:
+            frames += 1
+            try:
+                # -- link layer -> outer IPv4
+                if linktype == 1:
+                    etype = (data[12] << 8) | data[13]
+                    off = 14
+                    while etype == 0x8100 or etype == 0x88A8:
+                        etype = (data[off + 2] << 8) | data[off + 3]
+                        off += 4
+                elif linktype == 276:
+                    etype = (data[0] << 8) | data[1]
+                    off = 20
+                elif linktype == 113:
+                    etype = (data[14] << 8) | data[15]
+                    off = 16
+                elif linktype == 0:
+                    family = data[0] | data[3]  # AF_INET is 2 in either byte order
+                    etype = 0x0800 if family == 2 else 0
+                    off = 4
+                else:
+                    etype = 0x0800 if data[0] >> 4 == 4 else 0
+                    off = 0
+                if etype != 0x0800 or data[off] >> 4 != 4:
+                    non_vxlan += 1
+                    continue
+                ihl = (data[off] & 0x0F) << 2
+                end = off + ((data[off + 2] << 8) | data[off + 3])
+                if end > len(data) or end == off:  # total length 0: a GSO super-packet
+                    end = len(data)
+                if data[off + 9] != 17:
+                    non_vxlan += 1
+                    continue
+                src = data[off + 12:off + 16]
+                if (data[off + 6] & 0x3F) or data[off + 7]:  # MF set or offset != 0
+                    datagram = fragment(ts, data, off, ihl, end)
+                    if datagram is None:
+                        continue
+                    data, u, end = datagram, 0, len(datagram)
+                else:
+                    u = off + ihl
+                # -- UDP -> VXLAN
+                if ((data[u + 2] << 8) | data[u + 3]) != port:
+                    non_vxlan += 1
+                    continue
+                vxlan += 1
+                if ts < self.bucket_end:
+                    self.bucket_count += 1
+                else:
+                    self._timeline_roll(ts)
+                if ts - self.last_vxlan_ts > self.gap_seconds:
+                    self.gap_seconds = ts - self.last_vxlan_ts
+                    self.gap_after = self.last_vxlan_ts
+                self.last_vxlan_ts = ts
+                count = sources.get(src)
+                if count is not None:
+                    sources[src] = count + 1
+                elif len(sources) < MAX_DISTINCT * 16:
+                    sources[src] = 1
+                else:
+                    self.sources_overflow += 1
+                sports_add(data[u:u + 2])
+                p = u + 8
+                if not data[p] & 0x08:
+                    bad_flags += 1
+                vni = (data[p + 4] << 16) | (data[p + 5] << 8) | data[p + 6]
+                stats = vnis.get(vni)
+                if stats is None:
+                    if len(vnis) >= MAX_DISTINCT * 16:
+                        self.vni_overflow += 1
+                        continue
+                    # [packets, requests, responses, last outer source, outer sources]
+                    stats = vnis[vni] = [0, 0, 0, b"", set()]
+                stats[0] += 1
+                if src != stats[3]:
+                    stats[3] = src
+                    if len(stats[4]) < MAX_DISTINCT:
+                        stats[4].add(src)
+                # -- inner Ethernet (802.1Q) -> IPv4 -> TCP
+                e = p + 8
+                inner_frames += 1
+                etype = (data[e + 12] << 8) | data[e + 13]
+                q = e + 14
+                if etype == 0x8100 or etype == 0x88A8:
+                    vlan_tagged += 1
+                    while etype == 0x8100 or etype == 0x88A8:
+                        etype = (data[q + 2] << 8) | data[q + 3]
+                        q += 4
+                if etype != 0x0800:
+                    non_ipv4 += 1
+                    continue
+                if data[q + 9] != 6:
+                    non_tcp += 1
+                    continue
+                if (data[q + 6] & 0x3F) or data[q + 7]:
+                    inner_fragments += 1
+                    continue
+                stop = q + ((data[q + 2] << 8) | data[q + 3])
+                if stop > end or stop == q:
+                    stop = end
+                t = q + ((data[q] & 0x0F) << 2)
+                flags = data[t + 13]
+                payload_at = t + ((data[t + 12] >> 4) << 2)
+                segments += 1
+                if payload_at >= stop and not flags & 0x03:
+                    continue  # a pure ACK: nothing for the streams
+                key = data[q + 12:q + 20] + data[t:t + 4] + data[p + 4:p + 7]  # + the VNI
+                stream = streams_get(key)
+                if stream is None and payload_at >= stop and not flags & 0x02:
+                    continue  # a bare FIN of a stream we never saw
+                self._tcp(ts, vni, key, stream, _U32.unpack_from(data, t + 4)[0], flags,
+                          data[payload_at:stop] if payload_at < stop else b"")
+            except (IndexError, struct.error):
+                malformed += 1
+        self.last_ts = ts
+        self.frames += frames
+        self.malformed += malformed
+        self.non_vxlan += non_vxlan
+        self.vxlan += vxlan
+        self.bad_flags += bad_flags
+        self.inner_frames += inner_frames
+        self.vlan_tagged += vlan_tagged
+        self.inner_non_ipv4 += non_ipv4
+        self.inner_non_tcp += non_tcp
+        self.inner_fragments += inner_fragments
+        self.tcp_segments += segments
 
     def _timeline_roll(self, ts: float) -> None:
         """The packet at ``ts`` falls after the current bucket: close buckets up to it."""
@@ -564,6 +625,50 @@ class Decoder:
                 self.bucket *= 2
         self.bucket_count += 1
 
+    def _fragment(self, ts: float, data: bytes, off: int, ihl: int, end: int) -> bytes | None:
+        """Hold one outer IPv4 fragment; return the datagram's payload once it is whole."""
+        self.frag_frames += 1
+        self.frag_since_sweep += 1
+        if self.frag_since_sweep >= 4096:
+            self._sweep_fragments(ts)
+        key = data[off + 4:off + 6] + data[off + 12:off + 20]
+        word = (data[off + 6] << 8) | data[off + 7]
+        start = (word & 0x1FFF) << 3
+        payload = data[off + ihl:end]
+        entry = self.pending.get(key)
+        if entry is None:
+            if len(self.pending) >= MAX_PENDING_DATAGRAMS:
+                self._sweep_fragments(ts, force=True)
+            # [first ts, total length or -1, {offset: bytes}, bytes held]
+            entry = self.pending[key] = [ts, -1, {}, 0]
+        pieces = entry[2]
+        old = pieces.get(start)
+        if old is not None:
+            entry[3] -= len(old)  # a duplicate fragment: keep one copy
+        pieces[start] = payload
+        entry[3] += len(payload)
+        if not word & 0x2000:
+            entry[1] = start + len(payload)
+        total = entry[1]
+        if total < 0 or entry[3] < total:
+            return None
+        position = 0
+        parts = []
+        for offset in sorted(pieces):
+            piece = pieces[offset]
+            if offset > position:
+                return None  # a hole: the bytes held include overlaps
+            if offset < position:
+                self.frag_overlaps += 1
+                piece = piece[position - offset:]
+            parts.append(piece)
+            position += len(piece)
+        if position < total:
+            return None
+        del self.pending[key]
+        self.reassembled += 1
+        return b"".join(parts)[:total]
+
     def _sweep_fragments(self, ts: float, *, force: bool = False) -> None:
         self.frag_since_sweep = 0
         stale = [k for k, e in self.pending.items() if ts - e[0] > FRAGMENT_TIMEOUT]
@@ -573,81 +678,11 @@ class Decoder:
             del self.pending[key]
             self.frag_incomplete += 1
 
-    def _udp(self, ts: float, src: bytes, data: bytes, u: int, end: int) -> None:
-        if ((data[u + 2] << 8) | data[u + 3]) != self.port:
-            self.non_vxlan += 1
-            return
-        self.vxlan += 1
-        if ts < self.bucket_end:
-            self.bucket_count += 1
-        else:
-            self._timeline_roll(ts)
-        if ts - self.last_vxlan_ts > self.gap_seconds:
-            self.gap_seconds = ts - self.last_vxlan_ts
-            self.gap_after = self.last_vxlan_ts
-        self.last_vxlan_ts = ts
-        sources = self.sources
-        count = sources.get(src)
-        if count is not None:
-            sources[src] = count + 1
-        elif len(sources) < MAX_DISTINCT * 16:
-            sources[src] = 1
-        else:
-            self.sources_overflow += 1
-        self.sports.add(data[u:u + 2])
-        p = u + 8
-        if not data[p] & 0x08:
-            self.bad_flags += 1
-        vni = (data[p + 4] << 16) | (data[p + 5] << 8) | data[p + 6]
-        stats = self.vnis.get(vni)
-        if stats is None:
-            if len(self.vnis) >= MAX_DISTINCT * 16:
-                self.vni_overflow += 1
-                return
-            # [packets, requests, responses, last outer source, outer sources]
-            stats = self.vnis[vni] = [0, 0, 0, b"", set()]
-        stats[0] += 1
-        if src != stats[3]:
-            stats[3] = src
-            if len(stats[4]) < MAX_DISTINCT:
-                stats[4].add(src)
-        self._inner(ts, vni, data, p + 8, end)
+    # -- inner TCP ------------------------------------------------------------------------
 
-    # -- inner layers ---------------------------------------------------------------------
-
-    def _inner(self, ts: float, vni: int, data: bytes, e: int, end: int) -> None:
-        self.inner_frames += 1
-        etype = (data[e + 12] << 8) | data[e + 13]
-        q = e + 14
-        if etype == 0x8100 or etype == 0x88A8:
-            self.vlan_tagged += 1
-            while etype == 0x8100 or etype == 0x88A8:
-                etype = (data[q + 2] << 8) | data[q + 3]
-                q += 4
-        if etype != 0x0800:
-            self.inner_non_ipv4 += 1
-            return
-        if data[q + 9] != 6:
-            self.inner_non_tcp += 1
-            return
-        if (data[q + 6] & 0x3F) or data[q + 7]:
-            self.inner_fragments += 1
-            return
-        stop = q + ((data[q + 2] << 8) | data[q + 3])
-        if stop > end or stop == q:
-            stop = end
-        t = q + ((data[q] & 0x0F) << 2)
-        flags = data[t + 13]
-        payload_at = t + ((data[t + 12] >> 4) << 2)
-        self.tcp_segments += 1
-        if payload_at >= stop and not flags & 0x03:
-            return  # a pure ACK: nothing for the streams
-        key = data[q + 12:q + 20] + data[t:t + 4] + data[e - 4:e - 1]  # + the VNI
-        stream = self.streams.get(key)
-        seq = _U32.unpack_from(data, t + 4)[0]
+    def _tcp(self, ts: float, vni: int, key: bytes, stream: Stream | None, seq: int,
+             flags: int, payload: bytes) -> None:
         if stream is None:
-            if payload_at >= stop and not flags & 0x02:
-                return  # a bare FIN of a stream we never saw
             stream = self._new_stream(key, vni, ts)
         stream.last_ts = ts
         if flags & 0x02:  # SYN: data starts at seq + 1
@@ -660,8 +695,8 @@ class Decoder:
                 stream.isn = seq
                 stream.next_seq = (seq + 1) & 0xFFFFFFFF
             return
-        if payload_at < stop:
-            self._segment(stream, seq, data[payload_at:stop])
+        if payload:
+            self._segment(stream, seq, payload)
         if flags & 0x01:
             stream.fin = True
             if stream.state == S_CLOSE and not stream.ooo:
@@ -1044,9 +1079,7 @@ def decode_capture(path: Path, *, port: int = 4789) -> CaptureSummary:
     path = Path(path)
     state = ReadState()
     decoder = Decoder(port)
-    feed: Callable[[float, int, bytes], None] = decoder.frame
-    for ts, linktype, data in read_records(path, state):
-        feed(ts, linktype, data)
+    decoder.run(read_records(path, state))
     return decoder.finish(path, state)
 
 
