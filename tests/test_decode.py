@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import secrets
 import shutil
 import struct
@@ -506,3 +507,44 @@ def test_pcapng_big_endian_nanosecond_interface_and_unknown_blocks(tmp_path):
     assert s.format == "pcapng" and s.delivered and s.vxlan_packets == len(frames)
     assert s.first_ts == pytest.approx(1_700_000_000.001)
     assert any("link type 147" in note for note in s.notes)
+
+
+def test_mangled_frames_and_files_never_raise_anything_but_capture_error(tmp_path):
+    rnd = random.Random(1234)
+    exchange = b2_exchange(mss=300, messages=[
+        (http_get("/a"), http_ok(pcapgen.body_of(5000))),
+        (http_get("/c"), b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                         b"0\r\n\r\n")])
+    frames = frames_of((Outer(mtu=400), exchange))
+    for _ in range(300):
+        mangled = []
+        for frame in frames:
+            raw = bytearray(frame)
+            roll = rnd.random()
+            if roll < 0.1:
+                for _ in range(rnd.randint(1, 5)):
+                    raw[rnd.randrange(len(raw))] = rnd.randrange(256)
+            elif roll < 0.15:
+                raw = raw[:rnd.randrange(len(raw))]
+            elif roll < 0.18:
+                continue
+            mangled.append(bytes(raw))
+        if rnd.random() < 0.3:
+            rnd.shuffle(mangled)
+        decoder = decode.Decoder()
+        linktype = rnd.choice([1, 276, 113, 101, 0])
+        decoder.run((n * 0.001, linktype, f) for n, f in enumerate(mangled))
+        decoder.finish(Path("x"), decode.ReadState()).to_dict()
+    for pcapng in (False, True):
+        good = write(tmp_path, frames, name="good", pcapng=pcapng).read_bytes()
+        bad = tmp_path / "bad"
+        for _ in range(150):
+            raw = bytearray(good)
+            for _ in range(rnd.randint(1, 8)):
+                raw[rnd.randrange(len(raw))] = rnd.randrange(256)
+            bad.write_bytes(bytes(raw[:rnd.randrange(len(raw))] if rnd.random() < 0.3
+                                  else raw))
+            try:
+                decode.decode_capture(bad).to_dict()
+            except decode.CaptureError:
+                pass

@@ -157,9 +157,15 @@ def test_decode_cli_with_scenario(tmp_path):
                           check=True)
     v = json.loads(done.stdout)
     assert v["scenario"] == "b2" and v["outcome"] == "delivered" and v["matches_expected"]
-    done = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(pcap)],
+    log = tmp_path / "traffic.log"
+    log.write_text("# vtap-traffic v1\n1\thttp://10.30.1.4/\t200\t15\t0.001\n"
+                   "2\thttp://10.30.1.4/\t000\t0\t5\n")
+    done = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(pcap),
+                           "--traffic-log", str(log)],
                           capture_output=True, text=True, cwd=ROOT, check=True)
-    assert "outcome" in done.stdout and "delivered" in done.stdout
+    assert re.search(r"outcome +delivered", done.stdout)
+    assert re.search(r"requests not seen +1 of 2 sent", done.stdout)
+    assert re.search(r"traffic log +2 requests sent, 1 ok, 1 failed", done.stdout)
     done = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(pcap), "--port",
                            "70000"], capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 2 and "1-65535" in done.stderr

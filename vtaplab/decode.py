@@ -1109,14 +1109,17 @@ def main(argv: list[str]) -> int:
                         help="VXLAN UDP port (default 4789)")
     parser.add_argument("--scenario", choices=sorted(facts.SCENARIOS),
                         help="judge against this scenario's expected outcome")
+    parser.add_argument("--traffic-log", type=Path, metavar="FILE",
+                        help="the run's traffic log (# vtap-traffic v1), for the loss figures")
     args = parser.parse_args(argv)
     try:
         summary = decode_capture(args.pcap, port=args.port)
     except CaptureError as exc:
         print(f"vtaplab decode: {exc}", file=sys.stderr)
         return 2
-    result = verdict.verdict_from_summary(scenario=args.scenario, summary=summary,
-                                          files=[args.pcap])
+    files = [args.pcap] + ([args.traffic_log] if args.traffic_log else [])
+    result = verdict.verdict_from_summary(scenario=args.scenario, summary=summary, files=files,
+                                          traffic_log=args.traffic_log)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
