@@ -559,8 +559,6 @@ class Graph:
         if arm and arm.collections[:2] == ("virtualNetworks", "subnets"):
             vnet = self.find(T_VNET, arm.names[0])
             return _vnet_key(vnet) if vnet else arm.names[0]
-        if arm and arm.collections == ("subnets",):  # a Subnet resource's own id, shortened
-            return None
         return None
 
     def vnet_of_nic(self, nic: Node) -> str | None:
