@@ -58,6 +58,9 @@ def test_one_get_and_200_through_vxlan(tmp_path):
     assert body["length"] == 612
     assert body["sha256"] == hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest()
     assert body["request"] == "GET /"
+    [sample] = s.body_samples
+    assert sample["flow"] == "10.30.1.4:80 -> 10.30.1.5:40000" and sample["vni"] == 77
+    assert (sample["length"], sample["sha256"]) == (body["length"], body["sha256"])
 
 
 def test_fragmented_outer_packets_reassemble_and_the_200kb_body_hashes(tmp_path):

@@ -337,6 +337,7 @@ class CaptureSummary:
     request_count: int = 0
     response_count: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    body_samples: list[dict[str, Any]] = field(default_factory=list)
     incomplete_bodies: list[dict[str, Any]] = field(default_factory=list)
     incomplete_body_count: int = 0
     largest_vxlan_gap: dict[str, float] | None = None
@@ -377,6 +378,7 @@ class CaptureSummary:
                 "request_lines": self.requests,
                 "response_lines": self.responses,
                 "bodies": self.bodies,
+                "body_samples": self.body_samples,
                 "incomplete_bodies": self.incomplete_body_count,
                 "incomplete_body_samples": self.incomplete_bodies,
             },
@@ -451,6 +453,7 @@ class Decoder:
         self.response_count = 0
         self.other_lines = 0
         self.bodies: dict[tuple[str, str, int, str], int] = {}
+        self.body_samples: list[dict[str, Any]] = []   # the first bodies, one by one
         self.incomplete: list[dict[str, Any]] = []
         self.incomplete_count = 0
 
@@ -963,15 +966,21 @@ class Decoder:
         request, status = stream.body_label
         if stream.hasher is not None:
             if complete:
-                key = (request, status, stream.body_got, stream.hasher.hexdigest())
+                digest = stream.hasher.hexdigest()
+                key = (request, status, stream.body_got, digest)
                 if key in self.bodies or len(self.bodies) < MAX_DISTINCT:
                     self.bodies[key] = self.bodies.get(key, 0) + 1
+                if len(self.body_samples) < MAX_SAMPLES:
+                    self.body_samples.append({
+                        "flow": _flow_text(stream.key), "vni": stream.vni, "request": request,
+                        "response": status, "length": stream.body_got, "sha256": digest})
             else:
                 self.incomplete_count += 1
                 if len(self.incomplete) < MAX_SAMPLES:
                     self.incomplete.append({
-                        "request": request, "response": status, "vni": stream.vni,
-                        "expected_length": stream.body_expected, "received": stream.body_got})
+                        "flow": _flow_text(stream.key), "vni": stream.vni, "request": request,
+                        "response": status, "expected_length": stream.body_expected,
+                        "received": stream.body_got})
         stream.hasher = None
         stream.broken = False
         stream.state = S_HEAD
@@ -1043,6 +1052,7 @@ class Decoder:
         summary.bodies = [
             {"request": r, "response": s, "length": n, "sha256": h, "count": c}
             for (r, s, n, h), c in self.bodies.items()]
+        summary.body_samples = self.body_samples
         summary.incomplete_bodies = self.incomplete
         summary.incomplete_body_count = self.incomplete_count
         if self.gap_seconds > 0:
@@ -1067,6 +1077,12 @@ def _count(table: dict[str, int], line: str) -> None:
         table[line] = 1
     else:
         table["(other)"] = table.get("(other)", 0) + 1
+
+
+def _flow_text(key: bytes) -> str:
+    """A stream key as 'src:port -> dst:port' (the direction the bytes went)."""
+    return (f"{_ip_text(key[0:4])}:{int.from_bytes(key[8:10], 'big')} -> "
+            f"{_ip_text(key[4:8])}:{int.from_bytes(key[10:12], 'big')}")
 
 
 def _reverse_key(key: bytes) -> bytes:
