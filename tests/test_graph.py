@@ -94,6 +94,10 @@ def test_mocks_refuse_invokes_and_types_they_do_not_know():
     with pytest.raises(graph.GraphError, match="NatGateway"):
         mocks.new_resource(SimpleNamespace(typ="azure-native:network:NatGateway", name="n",
                                            inputs={}, custom=True))
+    # not ARM's (a dynamic provider's resource): echoed, not refused
+    assert mocks.new_resource(SimpleNamespace(typ="pulumi-python:dynamic:Resource", name="d",
+                                              inputs={"k": "v"}, custom=True)) == (
+        "d-id", {"k": "v"})
     with pytest.raises(graph.GraphError, match="no NIC"):
         mocks.call(SimpleNamespace(token="azure-native:network:getNetworkInterface",
                                    args={"resourceGroupName": "rg",

@@ -135,6 +135,9 @@ class AzureMocks:
     def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
         if not args.custom:  # a component: nothing in Azure
             return "", {}
+        if not args.typ.startswith("azure-native:"):
+            # e.g. a dynamic provider's resource (pulumi-python:dynamic:Resource): not ARM's.
+            return f"{args.name}-id", dict(args.inputs)
         if args.typ not in AZURE_TYPES:
             raise GraphError(
                 f"the graph mocks don't know resource type {args.typ!r}; "
