@@ -551,3 +551,13 @@ def test_mangled_frames_and_files_never_raise_anything_but_capture_error(tmp_pat
                 decode.decode_capture(bad).to_dict()
             except decode.CaptureError:
                 pass
+
+
+def test_cli_output_into_a_closed_pipe_is_no_traceback(tmp_path):
+    path = write(tmp_path, frames_of((Outer(), b2_exchange())))
+    reader = subprocess.Popen([sys.executable, "-m", "vtaplab", "decode", str(path), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()  # like `| head -0`
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 0 and "Traceback" not in err

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import struct
 import sys
@@ -1133,11 +1134,16 @@ def main(argv: list[str]) -> int:
     except CaptureError as exc:
         print(f"vtaplab decode: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"vtaplab decode: interrupted while reading {args.pcap}", file=sys.stderr)
+        return 130
     files = [args.pcap] + ([args.traffic_log] if args.traffic_log else [])
     result = verdict.verdict_from_summary(scenario=args.scenario, summary=summary, files=files,
                                           traffic_log=args.traffic_log)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(verdict.format_table(result))
+    text = json.dumps(result, indent=2) if args.json else verdict.format_table(result)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # The reader left early (`| head`): not an error of ours, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
