@@ -105,6 +105,16 @@ def main(argv: list[str]) -> int:
         print(f"capture: {capture} ({frames} frames, mix {args.mix}, "
               f"{capture.stat().st_size} bytes, written in {time.perf_counter() - start:.2f} s)")
         return _run(args, capture, tshark)
+    except KeyboardInterrupt:
+        print("bench decode: interrupted", file=sys.stderr)
+        return 130
+    except subprocess.TimeoutExpired as exc:
+        print(f"bench decode: {exc.cmd[0]} took longer than {RUN_TIMEOUT:.0f} s; stopped",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"bench decode: {exc}", file=sys.stderr)
+        return 1
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
