@@ -5,7 +5,7 @@
 # the local emulator (`ip netns exec NS vtap-proxy.sh ...`).
 #
 #   vtap-proxy.sh apply  --mode conntrack|stateless --target PE_IP [--port 4789] [--vni N]
-#   vtap-proxy.sh remove
+#   vtap-proxy.sh remove [--port 4789]
 #   vtap-proxy.sh status            (exit 0 when a rewrite is applied, 1 when none is)
 #
 # Modes:
@@ -33,7 +33,7 @@ readonly IPT_CHAIN=VTAPLAB_PROXY
 die() { echo "vtap-proxy: $*" >&2; exit 2; }
 usage() {
   echo "usage: vtap-proxy.sh apply --mode conntrack|stateless --target PE_IP [--port 4789] [--vni N]" >&2
-  echo "       vtap-proxy.sh remove | status" >&2
+  echo "       vtap-proxy.sh remove [--port 4789] | status" >&2
   exit 2
 }
 
@@ -165,10 +165,18 @@ cmd_apply() {
 }
 
 cmd_remove() {
-  (($# == 0)) || die "remove takes no options, got '$*'"
+  local port=4789
+  while (($#)); do
+    case $1 in
+      --port) port=${2-}; shift 2 || usage ;;
+      *) die "unknown option '$1'; accepted: --port" ;;
+    esac
+  done
+  { is_uint "$port" && ((10#$port >= 1 && 10#$port <= 65535)); } \
+    || die "--port '$port' is not accepted; accepted: 1..65535"
   remove_iptables
   remove_nft
-  flush_conntrack 4789
+  flush_conntrack "$((10#$port))"
   echo "vtap-proxy: removed"
 }
 

@@ -241,6 +241,28 @@ def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
         pytest.fail(f"capture pidfile left: {pidfile}")
 
 
+FAILING_BUILD = """
+import dataclasses, sys
+from vtaplab import emulator
+good = emulator.b2_topology()
+bad = dataclasses.replace(good, nat=(*good.nat, ("fb", ("-t", "nat", "-A", "PREROUTING",
+                                                      "-j", "NOSUCHTARGET"))))
+emulator.TOPOLOGIES["b2"] = lambda: bad
+sys.exit(emulator.main(sys.argv[1:]))
+"""
+
+
+@needs_root
+def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", FAILING_BUILD, "b2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
+    assert proc.returncode == 3
+    assert "NOSUCHTARGET" in proc.stderr and "Traceback" not in proc.stderr
+    assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
+    assert "ip netns del" in (tmp_path / "commands.log").read_text()
+
+
 @needs_root
 @pytest.mark.parametrize(("args", "needle"), [
     (["r1"], "scenario 'r1'"),

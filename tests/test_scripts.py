@@ -107,7 +107,7 @@ def test_proxy_mode_switch_and_remove(lab):
     assert ruleset(ns) == ("", "")
     status = sh(ns, str(PROXY), "status", check=False)
     assert status.returncode == 1 and "no rewrite applied" in status.stdout
-    sh(ns, str(PROXY), "remove")                       # removing twice is fine
+    sh(ns, str(PROXY), "remove", "--port", "4789")     # removing twice is fine
     assert ruleset(ns) == ("", "")
 
 

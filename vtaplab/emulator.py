@@ -733,7 +733,9 @@ def main(argv: list[str]) -> int:
         except (NetnsError, OSError) as exc:
             error = str(exc)
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not skip this
+            # A second Ctrl-C (or a SIGTERM) must not skip the teardown.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             left = emu.teardown()
     elapsed = time.monotonic() - started
     if verdict is not None:
