@@ -561,3 +561,22 @@ def test_cli_output_into_a_closed_pipe_is_no_traceback(tmp_path):
     reader.stdout.close()  # like `| head -0`
     err = reader.stderr.read().decode()
     assert reader.wait(timeout=60) == 0 and "Traceback" not in err
+
+
+def test_overlapping_fragment_junk_is_bounded_per_datagram_and_in_total(monkeypatch):
+    monkeypatch.setattr(decode, "MAX_PENDING_BYTES", 1_000_000)
+    decoder = decode.Decoder()
+    payload = b"\0" * 1480
+    for n in range(3000):
+        # Datagram ids repeat 200 times with a new offset each time, never the last fragment;
+        # from n = 2000 on every fragment has an id of its own.
+        ident = n // 200 if n < 2000 else n
+        frame = pcapgen.ethernet(pcapgen.ipv4("10.0.0.1", "10.0.0.2", 17, payload,
+                                              ident=ident, flags_offset=0x2000 | n % 200))
+        decoder.frame(n * 1e-4, 1, frame)
+        assert all(e[3] <= decode.MAX_DATAGRAM_HELD for e in decoder.pending.values())
+        assert decoder.pending_bytes == sum(e[3] for e in decoder.pending.values())
+        assert decoder.pending_bytes <= 1_000_000
+    summary = decoder.finish(Path("x"), decode.ReadState())
+    assert summary.fragments["frames"] == 3000 and summary.fragments["reassembled"] == 0
+    assert summary.fragments["incomplete"] > 1000 and summary.vxlan_packets == 0

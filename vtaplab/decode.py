@@ -53,6 +53,8 @@ ACCEPTED_LINKTYPES = "ethernet (1), linux-sll (113), linux-sll2 (276), raw IP (1
 
 # Bounds that keep memory constant whatever the capture holds.
 MAX_PENDING_DATAGRAMS = 4096       # outer IPv4 datagrams waiting for fragments
+MAX_DATAGRAM_HELD = 2 * 65535      # bytes held for one datagram (overlaps included)
+MAX_PENDING_BYTES = 32 * 1024 * 1024  # bytes held over all of them
 FRAGMENT_TIMEOUT = 30.0            # seconds of capture time, as Linux's ipfrag_time
 MAX_STREAMS = 20000                # inner TCP flow directions tracked at once
 STREAM_IDLE = 300.0                # seconds of capture time before an idle stream is dropped
@@ -426,6 +428,7 @@ class Decoder:
         self.bucket_count = 0           # packets in the open bucket
         # fragments
         self.pending: dict[bytes, list[Any]] = {}
+        self.pending_bytes = 0
         self.frag_frames = 0
         self.reassembled = 0
         self.frag_incomplete = 0
@@ -649,8 +652,18 @@ class Decoder:
         old = pieces.get(start)
         if old is not None:
             entry[3] -= len(old)  # a duplicate fragment: keep one copy
+            self.pending_bytes -= len(old)
         pieces[start] = payload
         entry[3] += len(payload)
+        self.pending_bytes += len(payload)
+        if entry[3] > MAX_DATAGRAM_HELD:
+            # More than any IPv4 datagram can carry: overlapping junk. Drop it.
+            self._drop_datagram(key)
+            return None
+        if self.pending_bytes > MAX_PENDING_BYTES:
+            self._sweep_fragments(ts, force=True)
+            if key not in self.pending:
+                return None
         if not word & 0x2000:
             entry[1] = start + len(payload)
         total = entry[1]
@@ -669,18 +682,22 @@ class Decoder:
             position += len(piece)
         if position < total:
             return None
-        del self.pending[key]
+        self.pending_bytes -= self.pending.pop(key)[3]
         self.reassembled += 1
         return b"".join(parts)[:total]
 
+    def _drop_datagram(self, key: bytes) -> None:
+        self.pending_bytes -= self.pending.pop(key)[3]
+        self.frag_incomplete += 1
+
     def _sweep_fragments(self, ts: float, *, force: bool = False) -> None:
+        """Drop datagrams older than the timeout; ``force``: at least the oldest eighth."""
         self.frag_since_sweep = 0
         stale = [k for k, e in self.pending.items() if ts - e[0] > FRAGMENT_TIMEOUT]
         if force and not stale:
             stale = list(self.pending)[:max(1, len(self.pending) // 8)]
         for key in stale:
-            del self.pending[key]
-            self.frag_incomplete += 1
+            self._drop_datagram(key)
 
     # -- inner TCP ------------------------------------------------------------------------
 
@@ -700,7 +717,10 @@ class Decoder:
                 stream.next_seq = (seq + 1) & 0xFFFFFFFF
             return
         if payload:
-            self._segment(stream, seq, payload)
+            if seq == stream.next_seq and not stream.ooo:
+                self._deliver(stream, payload)  # in order, nothing waiting: the usual case
+            else:
+                self._segment(stream, seq, payload)
         if flags & 0x01:
             stream.fin = True
             if stream.state == S_CLOSE and not stream.ooo:
@@ -1016,6 +1036,7 @@ class Decoder:
             self._close_stream(stream)
         self.frag_incomplete += len(self.pending)
         self.pending.clear()
+        self.pending_bytes = 0
         summary = CaptureSummary(path=str(path), port=self.port)
         summary.format = state.format
         summary.linktypes = [LINKTYPES.get(t, str(t)) for t in sorted(state.linktypes)]
