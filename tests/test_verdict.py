@@ -73,7 +73,7 @@ def test_missing_empty_and_unreadable_captures(tmp_path):
     missing.write_text("garbage, not a capture")
     v = verdict.build_verdict(scenario="b2", collector_pcap=missing, files=[missing])
     assert v["outcome"] == "error" and "pcap or pcapng" in v["reason"]
-    assert v["matches_expected"] is False
+    assert v["matches_expected"] is None
     v = verdict.build_verdict(scenario="b2", collector_pcap=None, files=[])
     assert v["outcome"] == "not-delivered" and v["reason"] == "no collector capture"
 

@@ -124,7 +124,9 @@ def verdict_from_summary(*, scenario: str | None, summary: Any, files: Sequence[
         else:
             outcome = "not-delivered"
             reason = _why_not(summary)
-        matches = None if expected_outcome is None else outcome == expected_outcome
+        # An unreadable capture proves nothing either way: "error" claims no match.
+        matches = (None if expected_outcome is None or outcome == "error"
+                   else outcome == expected_outcome)
 
     verdict: dict[str, Any] = {
         "scenario": scenario,
