@@ -63,6 +63,9 @@ SMALL_PAGE = "index.html"
 LARGE_FILE = "big.bin"
 LARGE_FILE_BYTES = 200 * 1024
 HTTP_PORT = 80
+# msp: tenant i's proxy stamps VNI MSP_VNI_BASE + i (the vTAP itself sends VXLAN_ID).
+MSP_VNI_BASE = 1000
+MSP_TENANTS = (1, 9)
 PR_SET_CHILD_SUBREAPER = 36   # prctl(2)
 
 
@@ -112,6 +115,16 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class Flow:
+    """The traffic a tenant's client sends to its (tapped) server."""
+
+    client: str
+    server: str
+    server_ip: str
+    tenant: str = ""
+
+
+@dataclass(frozen=True)
 class Hop:
     """A capture point: a pcap of ``node``'s link to ``peer`` in ``direction``."""
 
@@ -127,10 +140,9 @@ class Topology:
     nodes: tuple[Node, ...]
     links: tuple[Link, ...]
     nat: tuple[tuple[str, tuple[str, ...]], ...]    # (node, iptables argv)
-    tap: Tap
+    taps: tuple[Tap, ...]
     proxies: tuple[Proxy, ...]
-    server: tuple[str, str]                          # (node, ip)
-    client: str
+    flows: tuple[Flow, ...]
     collector: tuple[str, str]                       # (node, peer): capture on that link
     hops: tuple[Hop, ...]
     loss_link: tuple[str, str, str]                  # (router node, from node, to ip)
@@ -139,14 +151,17 @@ class Topology:
         return next(n for n in self.nodes if n.name == name)
 
 
+def gw(subnet: str) -> str:
+    """The fabric's address in a subnet: .1, as in Azure."""
+    return subnet.rsplit(".", 1)[0] + ".1"
+
+
+def cidr(ip: str, subnet: str) -> str:
+    return f"{ip}/{subnet.split('/')[1]}"
+
+
 def b2_topology() -> Topology:
     """B2: vTAP -> proxy (DNAT to PE) -> PE+PLS (SNAT to a NAT IP) -> ILB -> collector."""
-    def gw(subnet: str) -> str:          # the fabric's address in a subnet: .1, as in Azure
-        return subnet.rsplit(".", 1)[0] + ".1"
-
-    def cidr(ip: str, subnet: str) -> str:
-        return f"{ip}/{subnet.split('/')[1]}"
-
     src_net = plan.CONSUMER_SUBNETS["snet-src"]
     pe_net = plan.CONSUMER_SUBNETS["snet-pe"]
     proxy_net = plan.CONSUMER_SUBNETS["snet-proxy"]
@@ -194,10 +209,10 @@ def b2_topology() -> Topology:
         nodes=nodes,
         links=links,
         nat=nat,
-        tap=Tap(source="src", fabric="fa", vtep="vtp", vtep_ip=vtep_ip, remote=plan.VM_PROXY_IP),
+        taps=(Tap(source="src", fabric="fa", vtep="vtp", vtep_ip=vtep_ip,
+                  remote=plan.VM_PROXY_IP),),
         proxies=(Proxy("prx", plan.PE_IP),),
-        server=("src", plan.VM_SRC_IP),
-        client="cli",
+        flows=(Flow(client="cli", server="src", server_ip=plan.VM_SRC_IP),),
         collector=("col", "fb"),
         hops=(
             Hop("vtep", "vtp", "fa", "out"),
@@ -209,7 +224,82 @@ def b2_topology() -> Topology:
     )
 
 
-TOPOLOGIES: dict[str, Callable[[], Topology]] = {"b2": b2_topology}
+def msp_topology(tenants: int = 2) -> Topology:
+    """msp: N tenants, each a copy of b2's consumer side with the *same* addresses (their own
+    namespaces, as their own VNets), each proxy stamping its tenant's VNI, each PE towards one
+    shared PLS (SNAT to one NAT IP) -> ILB -> one collector, which tells tenants apart by VNI.
+    """
+    src_net = plan.CONSUMER_SUBNETS["snet-src"]
+    pe_net = plan.CONSUMER_SUBNETS["snet-pe"]
+    proxy_net = plan.CONSUMER_SUBNETS["snet-proxy"]
+    pls_net = plan.PROVIDER_SUBNETS["snet-pls"]
+    col_net = plan.PROVIDER_SUBNETS["snet-col"]
+    nat_ip = plan.PLS_NAT_IPS[0]
+    port = str(facts.VXLAN_PORT)
+    vtep_ip = VTEP_LINK_VTEP.split("/")[0]
+    nodes: list[Node] = []
+    links: list[Link] = []
+    nat: list[tuple[str, tuple[str, ...]]] = []
+    taps, proxies, flows, hops = [], [], [], []
+    for i in range(1, tenants + 1):
+        src, cli, fab, vtp, prx, pe = (f"{r}{i}" for r in "scavpe")
+        # The PE's private link to the shared PLS: emulator-only addresses.
+        pe_pls, pls_pe = f"100.65.{i}.2/30", f"100.65.{i}.1/30"
+        nodes += [
+            Node(src, f"tenant {i} vm-src (tapped)", gateway=gw(src_net)),
+            Node(cli, f"tenant {i} client", gateway=gw(src_net)),
+            Node(fab, f"tenant {i} VNet fabric", forwarding=True,
+                 bridge=(cidr(gw(src_net), src_net),)),
+            Node(vtp, f"tenant {i} vTAP VTEP", gateway=VTEP_LINK_FABRIC.split("/")[0]),
+            Node(prx, f"tenant {i} vm-proxy (--vni {MSP_VNI_BASE + i})", gateway=gw(proxy_net)),
+            Node(pe, f"tenant {i} Private Endpoint (DNAT to ILB)", forwarding=True,
+                 gateway=pls_pe.split("/")[0]),
+        ]
+        links += [
+            Link(End(src, (cidr(plan.VM_SRC_IP, src_net),)), End(fab, on_bridge=True)),
+            Link(End(cli, (cidr(plan.VM_CLIENT_IP, src_net),)), End(fab, on_bridge=True)),
+            Link(End(vtp, (VTEP_LINK_VTEP,)), End(fab, (VTEP_LINK_FABRIC,))),
+            Link(End(prx, (cidr(plan.VM_PROXY_IP, proxy_net),)),
+                 End(fab, (cidr(gw(proxy_net), proxy_net),))),
+            Link(End(pe, (cidr(plan.PE_IP, pe_net),)), End(fab, (cidr(gw(pe_net), pe_net),))),
+            Link(End(pe, (pe_pls,)), End("pls", (pls_pe,))),
+        ]
+        nat.append((pe, ("-t", "nat", "-A", "PREROUTING", "-d", plan.PE_IP, "-p", "udp",
+                         "--dport", port, "-j", "DNAT", "--to-destination",
+                         plan.PROVIDER_ILB_IP)))
+        taps.append(Tap(source=src, fabric=fab, vtep=vtp, vtep_ip=vtep_ip,
+                        remote=plan.VM_PROXY_IP))
+        proxies.append(Proxy(prx, plan.PE_IP, vni=MSP_VNI_BASE + i))
+        flows.append(Flow(client=cli, server=src, server_ip=plan.VM_SRC_IP, tenant=str(i)))
+        hops.append(Hop(f"proxy{i}-out", prx, fab, "out"))
+    nodes += [
+        Node("pls", "Private Link Service (SNAT to the NAT IP)", forwarding=True),
+        Node("fb", "VNet B fabric + ILB (DNAT to collector)", forwarding=True),
+        Node("col", "vm-col (vtap-capture.sh)", gateway=gw(col_net)),
+    ]
+    links += [
+        Link(End("pls", (cidr(nat_ip, pls_net),)),
+             End("fb", (cidr(gw(pls_net), pls_net), f"{plan.PROVIDER_ILB_IP}/32"))),
+        Link(End("col", (cidr(plan.VM_COL_IP, col_net),)),
+             End("fb", (cidr(gw(col_net), col_net),))),
+    ]
+    nat += [
+        ("pls", ("-t", "nat", "-A", "POSTROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
+                 "--dport", port, "-j", "SNAT", "--to-source", nat_ip)),
+        ("fb", ("-t", "nat", "-A", "PREROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
+                "--dport", port, "-j", "DNAT", "--to-destination", plan.VM_COL_IP)),
+    ]
+    return Topology(
+        scenario="msp", nodes=tuple(nodes), links=tuple(links), nat=tuple(nat),
+        taps=tuple(taps), proxies=tuple(proxies), flows=tuple(flows), collector=("col", "fb"),
+        hops=(*hops, Hop("pls", "pls", "fb", "out")), loss_link=("a1", "p1", plan.PE_IP))
+
+
+# Builders take the tenant count (only msp uses it).
+TOPOLOGIES: dict[str, Callable[[int], Topology]] = {
+    "b2": lambda _tenants: b2_topology(),
+    "msp": msp_topology,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +314,7 @@ class RunOptions:
     out: Path = field(default_factory=lambda: Path("evidence/emulator/b2"))
     keep: bool = False
     proxy_vni: int | None = None
+    tenants: int = 2
     verbose: bool = False
 
 
@@ -236,7 +327,7 @@ class Emulation:
         self.lab = lab
         self.out = opts.out
         self.www: Path | None = None
-        self.server: subprocess.Popen[str] | None = None
+        self.servers: list[subprocess.Popen[str]] = []
         self.pidfiles: list[tuple[str, Path]] = []     # (namespace, pidfile) of our captures
         self.timings: dict[str, float] = {}
         self.facts: dict[str, Any] = {}
@@ -282,10 +373,11 @@ class Emulation:
                 self.lab.add_route(self.ns(node.name), "default", node.gateway)
         for node_name, argv in self.topo.nat:
             lab.iptables(self.ns(node_name), *argv)
-        self._build_tap()
+        for tap in self.topo.taps:
+            self._build_tap(tap)
 
-    def _build_tap(self) -> None:
-        tap, lab = self.topo.tap, self.lab
+    def _build_tap(self, tap: Tap) -> None:
+        lab = self.lab
         vtep_ns, fabric_ns = self.ns(tap.vtep), self.ns(tap.fabric)
         vx = lab.ifname(tap.vtep, "vx")
         # Created in the VTEP namespace (its UDP socket stays there), then moved next to the
@@ -375,7 +467,7 @@ class Emulation:
             self.lab.runner.run(["kill", "-TERM", str(pid)], check=False)
         pidfile.unlink(missing_ok=True)
 
-    def start_server(self) -> None:
+    def start_servers(self) -> None:
         self.www = Path(tempfile.mkdtemp(prefix=f"{self.lab.prefix}-www-"))
         (self.www / SMALL_PAGE).write_text(
             "<html><body><h1>vtaplab vm-src</h1><p>mirrored by vTAP</p></body></html>\n")
@@ -385,41 +477,44 @@ class Emulation:
             f"/{name}": {"bytes": (self.www / name).stat().st_size,
                          "sha256": hashlib.sha256((self.www / name).read_bytes()).hexdigest()}
             for name in (SMALL_PAGE, LARGE_FILE)}
-        node, ip = self.topo.server
-        self.server = self.lab.popen(
-            self.ns(node),
-            [sys.executable, "-m", "vtaplab.httpserver", "--dir", str(self.www), "--bind", ip,
-             "--port", str(HTTP_PORT)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO),
-            start_new_session=True)
-        assert self.server.stdout is not None
-        line = self.server.stdout.readline()   # "ready ..." once it listens, "" if it died
-        if not line.startswith("ready"):
-            err = self.server.stderr.read() if self.server.stderr else ""
-            raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: {err.strip()}")
+        for node, ip in dict.fromkeys((f.server, f.server_ip) for f in self.topo.flows):
+            server = self.lab.popen(
+                self.ns(node),
+                [sys.executable, "-m", "vtaplab.httpserver", "--dir", str(self.www),
+                 "--bind", ip, "--port", str(HTTP_PORT)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO),
+                start_new_session=True)
+            self.servers.append(server)
+            assert server.stdout is not None
+            line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
+            if not line.startswith("ready"):
+                err = server.stderr.read() if server.stderr else ""
+                raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
+                                 f"{err.strip()}")
 
-    def stop_server(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.lab.runner._record(None, ["kill", "-TERM", str(self.server.pid)])
-            self.server.terminate()
-            try:
-                self.server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(timeout=5)
-        self.server = None
+    def stop_servers(self) -> None:
+        for server in self.servers:
+            if server.poll() is None:
+                self.lab.runner._record(None, ["kill", "-TERM", str(server.pid)])
+                server.terminate()
+                try:
+                    server.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait(timeout=5)
+        self.servers.clear()
         if self.www is not None:
             shutil.rmtree(self.www, ignore_errors=True)
             self.www = None
 
-    def run_traffic(self, count: int, log: Path) -> None:
-        _, ip = self.topo.server
+    def run_traffic(self, flow: Flow, count: int, log: Path) -> None:
+        ip = flow.server_ip
         urls = [f"http://{ip}/", f"http://{ip}/{LARGE_FILE}"]
         argv = [str(TRAFFIC_SCRIPT), "--count", str(count), "--log", str(log), "--timeout", "10"]
         for url in urls:
             argv += ["--url", url]
         # Exit 1 means "some request failed": recorded in the log, judged by the verdict.
-        self.lab.exec(self.ns(self.topo.client), argv, check=False,
+        self.lab.exec(self.ns(flow.client), argv, check=False,
                       timeout=30 + 20 * count * len(urls))
 
     def settle(self, pcap: Path) -> None:
@@ -443,34 +538,46 @@ class Emulation:
 
     # the run -----------------------------------------------------------------------------------
     def traffic_phases(self) -> None:
-        """The client's requests, with the fault (if any) woven in."""
-        log = self.out / "traffic.log"
+        """Every client's requests, with the fault (if any) woven in, into one traffic.log."""
+        from vtaplab.verdict import parse_traffic_log
+
         fault, n = self.opts.fault, self.opts.requests
-        if fault != "flap-proxy-rule":
-            self.run_traffic(n, log)
-            return
-        # Thirds: rule on, rule removed, rule restored; the logs are joined and renumbered.
-        thirds = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
-        parts = [self.out / f".traffic-{i}.log" for i in range(3)]
-        for i, (count, part) in enumerate(zip(thirds, parts, strict=True)):
-            if i == 1:
+        if fault == "flap-proxy-rule":
+            # Thirds: rule on, rule removed, rule restored.
+            phases = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
+            self.facts["flap"] = {"requests_per_phase": phases,
+                                  "phases": ["rule on", "rule removed", "rule restored"]}
+        else:
+            phases = [n]
+        parts: list[tuple[Flow, Path]] = []
+        for i, count in enumerate(phases):
+            if len(phases) == 3 and i == 1:
                 self.remove_proxy()
-            if count:
-                self.run_traffic(count, part)
-            if i == 1:
+            for flow in self.topo.flows:
+                part = self.out / f".traffic-{i}-{flow.client}.log"
+                if count:
+                    self.run_traffic(flow, count, part)
+                    parts.append((flow, part))
+            if len(phases) == 3 and i == 1:
                 self.apply_proxy()
-        self.facts["flap"] = {"requests_per_phase": thirds,
-                              "phases": ["rule on", "rule removed", "rule restored"]}
+        # One log, renumbered, in the order the requests were made.
         lines = ["# vtap-traffic v1"]
-        number = 0
-        for part in parts:
-            if not part.exists():
-                continue
-            for line in part.read_text().splitlines()[1:]:
-                number += 1
-                lines.append("\t".join([str(number), *line.split("\t")[1:]]))
+        per_client: dict[str, list[str]] = {}
+        for flow, part in parts:
+            rows = part.read_text().splitlines()[1:] if part.exists() else []
+            per_client.setdefault(flow.client, []).extend(rows)
+            for row in rows:
+                lines.append("\t".join([str(len(lines)), *row.split("\t")[1:]]))
+            part.unlink(missing_ok=True)
+        (self.out / "traffic.log").write_text("\n".join(lines) + "\n")
+        summaries = {}
+        for flow in self.topo.flows:
+            part = self.out / f".traffic-{flow.client}.log"
+            part.write_text("\n".join(["# vtap-traffic v1", *per_client.get(flow.client, [])])
+                            + "\n")
+            summaries[flow.client] = {"tenant": flow.tenant, **parse_traffic_log(part)}
             part.unlink()
-        log.write_text("\n".join(lines) + "\n")
+        self.facts["traffic_per_client"] = summaries
 
     def run(self) -> dict[str, Any]:
         opts, topo = self.opts, self.topo
@@ -488,7 +595,7 @@ class Emulation:
         collector_pcap = self.out / "collector.pcap"
         late = opts.fault == "late-capture"
         self.start_captures([*topo.hops, *([] if late else [collector])])
-        self.start_server()
+        self.start_servers()
         self.traffic_phases()
         if late:
             self.settle(self.out / f"{topo.hops[-1].name}.pcap")
@@ -500,9 +607,10 @@ class Emulation:
             self.facts["injected_loss_packets"] = self.loss_counter()
         self.facts["conntrack_entries"] = {
             p.node: self.conntrack_count(p.node) for p in topo.proxies}
-        status = self.lab.exec(self.ns(topo.proxies[0].node), [str(PROXY_SCRIPT), "status"],
-                               check=False)
-        self.facts["proxy_status"] = status.stdout.splitlines()
+        self.facts["proxy_status"] = {
+            p.node: self.lab.exec(self.ns(p.node), [str(PROXY_SCRIPT), "status"],
+                                  check=False).stdout.splitlines()
+            for p in topo.proxies}
         return self.judge()
 
     def judge(self) -> dict[str, Any]:
@@ -552,7 +660,7 @@ class Emulation:
     def teardown(self) -> list[str]:
         t3 = time.monotonic()
         self.stop_captures()
-        self.stop_server()
+        self.stop_servers()
         _reap_orphans()
         left = [] if self.opts.keep else self.lab.teardown()
         self.timings["teardown_s"] = time.monotonic() - t3
@@ -613,6 +721,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", default="none", help="; ".join(f"{k}: {v}" for k, v in
                                                              FAULTS.items()))
     p.add_argument("--proxy-vni", default=None, help="have the proxy stamp this VXLAN VNI")
+    p.add_argument("--tenants", default=None,
+                   help=f"msp only: tenants (default 2; {MSP_TENANTS[0]}..{MSP_TENANTS[1]}); "
+                        f"tenant i's proxy stamps VNI {MSP_VNI_BASE}+i")
     p.add_argument("--keep", action="store_true",
                    help="leave the namespaces for inspection (delete with --teardown PREFIX)")
     p.add_argument("--teardown", metavar="PREFIX", default=None,
@@ -660,10 +771,18 @@ def _options(argv: list[str]) -> RunOptions | str:
                          "accepted: 3..1000 (one third per phase)")
     vni = None if args.proxy_vni is None else _int_option("--proxy-vni", args.proxy_vni, 0,
                                                           2**24 - 1)
+    if args.scenario == "msp" and vni is not None:
+        raise ValueError(f"--proxy-vni {args.proxy_vni!r} is not accepted with msp; accepted: "
+                         "no --proxy-vni (each tenant's proxy stamps its own VNI)")
+    if args.tenants is not None and args.scenario != "msp":
+        raise ValueError(f"--tenants {args.tenants!r} is not accepted with {args.scenario}; "
+                         "accepted: --tenants with msp only")
+    tenants = 2 if args.tenants is None else _int_option("--tenants", args.tenants,
+                                                         *MSP_TENANTS)
     out = args.out if args.out is not None else Path("evidence/emulator") / args.scenario
     return RunOptions(scenario=args.scenario, proxy_mode=args.proxy_mode, fault=args.fault,
                       requests=requests, out=out, keep=args.keep, proxy_vni=vni,
-                      verbose=args.verbose)
+                      tenants=tenants, verbose=args.verbose)
 
 
 def _prepare_out(out: Path, topo: Topology) -> None:
@@ -671,7 +790,9 @@ def _prepare_out(out: Path, topo: Topology) -> None:
     out.mkdir(parents=True, exist_ok=True)
     names = [*(hop.name for hop in topo.hops), "collector"]
     ours = [f"{n}.pcap" for n in names] + [f"{n}.pcap.log" for n in names]
-    ours += [f".{n}.pid" for n in names] + [f".traffic-{i}.log" for i in range(3)]
+    ours += [f".{n}.pid" for n in names]
+    ours += [f".traffic-{i}-{f.client}.log" for i in range(3) for f in topo.flows]
+    ours += [f".traffic-{f.client}.log" for f in topo.flows]
     ours += ["traffic.log", "verdict.json", "emulator.json", "commands.log"]
     for name in ours:
         (out / name).unlink(missing_ok=True)
@@ -710,8 +831,9 @@ def main(argv: list[str]) -> int:
     from vtaplab.verdict import format_table
 
     started = time.monotonic()
+    topo = TOPOLOGIES[opts.scenario](opts.tenants)
     try:
-        _prepare_out(opts.out, TOPOLOGIES[opts.scenario]())
+        _prepare_out(opts.out, topo)
     except OSError as exc:
         print(f"emulate: --out {str(opts.out)!r} is not usable: {exc.strerror}", file=sys.stderr)
         return 2
@@ -719,9 +841,10 @@ def main(argv: list[str]) -> int:
     prefix = new_prefix(list_namespaces())
     runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
     lab = Lab(prefix, runner)
-    emu = Emulation(TOPOLOGIES[opts.scenario](), opts, lab)
+    emu = Emulation(topo, opts, lab)
     print(f"emulate {opts.scenario}: run {prefix}, proxy mode {opts.proxy_mode}, "
-          f"fault {opts.fault}, {opts.requests} rounds x 2 URLs, evidence in {opts.out}")
+          f"fault {opts.fault}, {opts.requests} rounds x 2 URLs x {len(topo.flows)} client(s), "
+          f"evidence in {opts.out}")
     verdict: dict[str, Any] | None = None
     error: str | None = None
     left: list[str] = []
