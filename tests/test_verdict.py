@@ -198,3 +198,13 @@ def test_msp_needs_every_arriving_tenant_delivered(tmp_path):
     assert re.search(r"vni 1002 +NOT delivered: .* from 10\.40\.2\.6", table)
     v = verdict.build_verdict(scenario="b2", collector_pcap=path, files=[path])
     assert v["outcome"] == "delivered" and v["reason"].endswith("1 of 2 VNIs delivered")
+
+
+def test_table_of_an_arm_verdict_has_no_capture_rows():
+    v = verdict.build_verdict(scenario="r1", collector_pcap=None, files=[],
+                              arm_error={"code": facts.ARM_PE_AS_VTAP_DESTINATION,
+                                         "message": "cannot be a destination"})
+    table = verdict.format_table(v)
+    assert "rejected" in table and "cannot be a destination" in table
+    assert "vxlan packets" not in table and "inner requests" not in table
+    assert re.search(r"^outcome +error$", verdict.format_table({"outcome": "error"}), re.M)

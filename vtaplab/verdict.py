@@ -258,12 +258,18 @@ def format_table(verdict: dict[str, Any]) -> str:
         ("expected", str(verdict.get("expected"))),
         ("matches expected", {True: "yes", False: "NO", None: "n/a"}.get(
             verdict.get("matches_expected"), "?")),
-        ("vxlan packets", str(verdict.get("vxlan_packets", 0))),
-        ("vnis", ", ".join(str(v) for v in verdict.get("vnis", [])) or "-"),
-        ("outer sources", ", ".join(verdict.get("outer_sources", [])) or "-"),
-        ("outer udp src ports", str(verdict.get("outer_udp_source_ports", 0))),
     ]
-    if http:
+    # ARM-only verdicts (rejected/accepted/not-applicable) have no capture to describe.
+    traffic_rows = "capture" in verdict or verdict.get("outcome") in (
+        "delivered", "not-delivered")
+    if traffic_rows:
+        rows += [
+            ("vxlan packets", str(verdict.get("vxlan_packets", 0))),
+            ("vnis", ", ".join(str(v) for v in verdict.get("vnis", [])) or "-"),
+            ("outer sources", ", ".join(verdict.get("outer_sources", [])) or "-"),
+            ("outer udp src ports", str(verdict.get("outer_udp_source_ports", 0))),
+        ]
+    if http and traffic_rows:
         req = http.get("request_lines") or {r: 1 for r in http.get("requests", [])}
         resp = http.get("response_lines") or {r: 1 for r in http.get("responses", [])}
         rows.append(("inner requests", "; ".join(f"{k} x{n}" for k, n in req.items()) or "-"))
