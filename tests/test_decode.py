@@ -580,3 +580,21 @@ def test_overlapping_fragment_junk_is_bounded_per_datagram_and_in_total(monkeypa
     summary = decoder.finish(Path("x"), decode.ReadState())
     assert summary.fragments["frames"] == 3000 and summary.fragments["reassembled"] == 0
     assert summary.fragments["incomplete"] > 1000 and summary.vxlan_packets == 0
+
+
+def test_body_until_close_is_whole_only_without_a_missing_tail(tmp_path):
+    body = pcapgen.body_of(3000, 9)
+    response = b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\n" + body
+    exchange = b2_exchange(mss=1000, messages=[(http_get("/old"), response)])
+    inner = list(exchange.frames())
+    outer = Outer(mtu=9000)
+    whole = [f for frame in inner for f in outer.wrap(frame)]
+    s = decode.decode_capture(write(tmp_path, whole, name="whole.pcap"))
+    assert [(b["request"], b["length"], b["sha256"]) for b in s.bodies] == [
+        ("GET /old", 3000, hashlib.sha256(body).hexdigest())]
+    # Lose the response's last data segment (the one before the client's ACK).
+    last_data = max(i for i, f in enumerate(inner) if len(f) > 100 and f[34 + 1] == 80)
+    cut = [f for i, frame in enumerate(inner) if i != last_data for f in outer.wrap(frame)]
+    s = decode.decode_capture(write(tmp_path, cut, name="cut.pcap"))
+    assert s.bodies == [] and s.incomplete_body_count == 1
+    assert s.incomplete_bodies[0]["received"] < 3000

@@ -288,7 +288,8 @@ S_HEAD, S_BODY, S_CHUNK_SIZE, S_CHUNK_DATA, S_CHUNK_CRLF, S_TRAILER, S_CLOSE, S_
 class Stream:
     """One direction of one inner TCP connection: ordered bytes in, HTTP messages out."""
 
-    __slots__ = ("body_expected", "body_got", "body_label", "broken", "buf", "fin", "hasher",
+    __slots__ = ("body_expected", "body_got", "body_label", "broken", "buf", "fin", "fin_seq",
+                 "hasher",
                  "isn", "key", "last_ts", "left", "next_seq", "ooo", "ooo_bytes", "pending",
                  "state", "vni")
 
@@ -308,6 +309,7 @@ class Stream:
         self.body_label: tuple[str, str] = ("", "")
         self.broken = False
         self.fin = False
+        self.fin_seq: int | None = None  # sequence number just after the last byte
         self.last_ts = ts
         self.pending: deque[str] | None = None  # request lines awaiting a response
 
@@ -723,8 +725,10 @@ class Decoder:
                 self._segment(stream, seq, payload)
         if flags & 0x01:
             stream.fin = True
+            stream.fin_seq = (seq + len(payload)) & 0xFFFFFFFF
             if stream.state == S_CLOSE and not stream.ooo:
-                self._finish_body(stream, complete=True)
+                # A body "until close" is whole only if no byte before the FIN is missing.
+                self._finish_body(stream, complete=stream.fin_seq == stream.next_seq)
 
     def _new_stream(self, key: bytes, vni: int, ts: float) -> Stream:
         self.since_sweep += 1
@@ -793,6 +797,12 @@ class Decoder:
         while ooo:
             nxt = stream.next_seq
             assert nxt is not None
+            exact = ooo.pop(nxt, None)
+            if exact is not None:  # the usual case: the segment that starts right here
+                stream.ooo_bytes -= len(exact)
+                self.ooo_total -= len(exact)
+                self._deliver(stream, exact)
+                continue
             progressed = False
             for seq in list(ooo):
                 delta = (seq - nxt) & 0xFFFFFFFF
@@ -967,11 +977,11 @@ class Decoder:
                 return b""
             return rest
         if state == S_CHUNK_SIZE:
-            try:
-                size = int(line.split(b";")[0], 16)
-            except ValueError:
-                self._gap(stream, 0)
+            digits = line.split(b";")[0].strip()
+            if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                self._gap(stream, 0)  # not a chunk size: lost sync
                 return b""
+            size = int(digits, 16)
             if size == 0:
                 stream.state = S_TRAILER
             else:
@@ -1025,7 +1035,8 @@ class Decoder:
         while stream.ooo:
             self._skip_hole(stream)
         if stream.state == S_CLOSE:
-            self._finish_body(stream, complete=stream.fin)
+            self._finish_body(stream, complete=stream.fin_seq is not None
+                              and stream.fin_seq == stream.next_seq)
         elif stream.state in (S_BODY, S_CHUNK_SIZE, S_CHUNK_DATA, S_CHUNK_CRLF, S_TRAILER):
             self._finish_body(stream, complete=False)
 
