@@ -598,3 +598,21 @@ def test_body_until_close_is_whole_only_without_a_missing_tail(tmp_path):
     s = decode.decode_capture(write(tmp_path, cut, name="cut.pcap"))
     assert s.bodies == [] and s.incomplete_body_count == 1
     assert s.incomplete_bodies[0]["received"] < 3000
+
+
+def test_interim_and_bodiless_responses(tmp_path):
+    post = (b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            b"hello")
+    final = http_ok(b"stored")
+    exchange = b2_exchange(messages=[
+        (post, b"HTTP/1.1 100 Continue\r\n\r\n" + final),
+        (b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+         b"HTTP/1.1 200 OK\r\nContent-Length: 612\r\n\r\n"),   # HEAD: no body follows
+        (http_get("/gone"), b"HTTP/1.1 304 Not Modified\r\n\r\n"),
+        (http_get("/"), SMALL)])
+    s = decode.decode_capture(write(tmp_path, frames_of((Outer(), exchange))))
+    assert s.requests == {"POST /up": 1, "HEAD /": 1, "GET /gone": 1, "GET /": 1}
+    assert s.responses == {"HTTP/1.1 100 Continue": 1, "HTTP/1.1 200 OK": 3,
+                           "HTTP/1.1 304 Not Modified": 1}
+    assert {(b["request"], b["length"]) for b in s.bodies} == {("POST /up", 6), ("GET /", 612)}
+    assert s.incomplete_body_count == 0

@@ -909,6 +909,8 @@ class Decoder:
             request = reverse.pending.popleft() if reverse and reverse.pending else ""
             parts = start.split(" ", 2)
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            if 100 <= status < 200 and reverse is not None and reverse.pending is not None:
+                reverse.pending.appendleft(request)  # interim: the final response follows
             no_body = request.startswith("HEAD ") or 100 <= status < 200 or status in (204, 304)
             stream.body_label = (request, start)
             stream.hasher = hashlib.sha256()
