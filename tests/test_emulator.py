@@ -209,6 +209,43 @@ def test_proxy_rule_flushed_and_restored_mid_run_shows_the_gap(runs, mode):
     assert run.hop("proxy-out")["vxlan_packets"] < run.hop("proxy-in")["vxlan_packets"]
 
 
+# --- b3: an LB over two proxies ----------------------------------------------------------------
+def emulate_scenario(scenario: str, out: Path, *args: str) -> tuple[dict, dict]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vtaplab", "emulate", scenario, "--out", str(out),
+         "--requests", "4", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
+    assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
+    return (json.loads((out / "verdict.json").read_text()),
+            json.loads((out / "emulator.json").read_text()))
+
+
+def hop_of(emulator_json: dict, name: str) -> dict:
+    return next(h for h in emulator_json["hops"] if h["hop"] == name)
+
+
+@needs_root
+def test_b3_spreads_flows_over_both_proxies(tmp_path):
+    verdict, facts_ = emulate_scenario("b3", tmp_path)
+    assert verdict["outcome"] == "delivered" and verdict["matches_expected"] is True
+    assert facts_["lb_backends"] == {"p1": True, "p2": True}
+    one, two = hop_of(facts_, "proxy1-out"), hop_of(facts_, "proxy2-out")
+    assert one["vxlan_packets"] > 0 and two["vxlan_packets"] > 0
+    assert verdict["inner_http"]["request_count"] == 8
+
+
+@needs_root
+def test_b3_is_still_delivered_with_one_proxy_down(tmp_path):
+    verdict, facts_ = emulate_scenario("b3", tmp_path, "--fault", "proxy-down")
+    assert verdict["outcome"] == "delivered"
+    assert facts_["lb_backends"] == {"p1": True, "p2": False}
+    assert hop_of(facts_, "proxy2-out")["vxlan_packets"] == 0
+    assert hop_of(facts_, "proxy1-out")["vxlan_packets"] == verdict["vxlan_packets"]
+    assert verdict["inner_http"]["request_count"] == 8
+
+
 # --- msp: tenants with the same address space, told apart by VNI ------------------------------
 @needs_root
 def test_msp_tenants_are_told_apart_by_vni(tmp_path):
@@ -293,6 +330,7 @@ def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
 @pytest.mark.parametrize(("args", "needle"), [
     (["r1"], "scenario 'r1'"),
     (["b2", "--tenants", "2"], "--tenants '2'"),
+    (["b2", "--fault", "proxy-down"], "--fault 'proxy-down'"),
     (["msp", "--tenants", "10"], "--tenants '10'"),
     (["msp", "--proxy-vni", "5"], "--proxy-vni '5'"),
     (["nosuch"], "scenario 'nosuch'"),

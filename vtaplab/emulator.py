@@ -9,9 +9,10 @@ a PLS NAT IP), the provider fabric with the ILB stand-in (DNAT to the collector,
 the collector running ``cloudinit/vtap-capture.sh``. The verdict comes from
 ``vtaplab.verdict.build_verdict``, exactly as for a run on Azure.
 
-The topology is data (:class:`Topology`): nodes, links, NAT rules, the tap, the proxy(s), the
-captures. Another scenario is another function returning a Topology (b3: a second proxy behind
-an LB stand-in; msp: one consumer side per tenant, each with its own ``--vni``).
+The topology is data (:class:`Topology`): nodes, links, NAT rules, taps, proxies, flows,
+capture points. A scenario is a function returning one: ``b2``; ``b3`` (b2 with the proxy
+replaced by an internal-LB stand-in over two health-probed proxies, fault ``proxy-down``);
+``msp`` (N tenants with the same addresses, each proxy stamping its VNI, one PLS/collector).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,6 +53,7 @@ FAULTS: dict[str, str] = {
     "loss-2pct": "2% of the packets from the proxy towards the PE are dropped (nftables numgen)",
     "late-capture": "the collector's capture starts only after the traffic",
     "flap-proxy-rule": "the proxy's rewrite is removed for the middle third of the traffic",
+    "proxy-down": "b3: the second proxy VM is down (its NIC); the LB's probe takes it out",
 }
 # Emulator-only addresses: the "Azure host" side of vTAP, which no plan describes. Azure's own
 # outer source address is not documented; captures from Azure show what it really is.
@@ -78,14 +80,15 @@ class Node:
     role: str
     forwarding: bool = False
     gateway: str | None = None   # default route
-    bridge: tuple[str, ...] | None = None   # a bridge with these addresses (a subnet's L2)
+    # Bridges (a subnet's L2): (name, addresses); links attach with End(bridge=name).
+    bridges: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
 class End:
     node: str
     addrs: tuple[str, ...] = ()
-    on_bridge: bool = False      # enslave this end to the node's bridge
+    bridge: str | None = None    # enslave this end to that bridge of its node
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,19 @@ class Proxy:
     node: str
     target: str                  # the PE IP
     vni: int | None = None       # --vni stamping
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    """An internal LB stand-in: ``frontend``:port -> one healthy backend per flow (5-tuple hash,
+    destination rewritten, source kept: Azure's default, non-floating-IP rule). Health as
+    Azure probes it: a TCP connect to ``probe_port`` (sshd on the VMs, a listener here)."""
+
+    node: str
+    frontend: str
+    backends: tuple[tuple[str, str], ...]           # (node, ip)
+    probe_port: int = 22
+    port: int = facts.VXLAN_PORT
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,7 @@ class Topology:
     collector: tuple[str, str]                       # (node, peer): capture on that link
     hops: tuple[Hop, ...]
     loss_link: tuple[str, str, str]                  # (router node, from node, to ip)
+    lb: LoadBalancer | None = None                   # b3: the vTAP's destination is an ILB
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -174,7 +191,7 @@ def b2_topology() -> Topology:
         Node("src", "vm-src (HTTP/1.1 server, tapped)", gateway=gw(src_net)),
         Node("cli", "client VM", gateway=gw(src_net)),
         Node("fa", "VNet A fabric (router; bridge for snet-src)", forwarding=True,
-             bridge=(cidr(gw(src_net), src_net),)),
+             bridges=(("br", (cidr(gw(src_net), src_net),)),)),
         Node("vtp", "vTAP VTEP (Azure host side)", gateway=VTEP_LINK_FABRIC.split("/")[0]),
         Node("prx", "vm-proxy (vtap-proxy.sh)", gateway=gw(proxy_net)),
         Node("pe", "Private Endpoint + PLS (DNAT to ILB, SNAT to NAT IP)", forwarding=True,
@@ -183,8 +200,8 @@ def b2_topology() -> Topology:
         Node("col", "vm-col (vtap-capture.sh)", gateway=gw(col_net)),
     )
     links = (
-        Link(End("src", (cidr(plan.VM_SRC_IP, src_net),)), End("fa", on_bridge=True)),
-        Link(End("cli", (cidr(plan.VM_CLIENT_IP, src_net),)), End("fa", on_bridge=True)),
+        Link(End("src", (cidr(plan.VM_SRC_IP, src_net),)), End("fa", bridge="br")),
+        Link(End("cli", (cidr(plan.VM_CLIENT_IP, src_net),)), End("fa", bridge="br")),
         Link(End("vtp", (VTEP_LINK_VTEP,)), End("fa", (VTEP_LINK_FABRIC,))),
         Link(End("prx", (cidr(plan.VM_PROXY_IP, proxy_net),)),
              End("fa", (cidr(gw(proxy_net), proxy_net),))),
@@ -249,15 +266,15 @@ def msp_topology(tenants: int = 2) -> Topology:
             Node(src, f"tenant {i} vm-src (tapped)", gateway=gw(src_net)),
             Node(cli, f"tenant {i} client", gateway=gw(src_net)),
             Node(fab, f"tenant {i} VNet fabric", forwarding=True,
-                 bridge=(cidr(gw(src_net), src_net),)),
+                 bridges=(("br", (cidr(gw(src_net), src_net),)),)),
             Node(vtp, f"tenant {i} vTAP VTEP", gateway=VTEP_LINK_FABRIC.split("/")[0]),
             Node(prx, f"tenant {i} vm-proxy (--vni {MSP_VNI_BASE + i})", gateway=gw(proxy_net)),
             Node(pe, f"tenant {i} Private Endpoint (DNAT to ILB)", forwarding=True,
                  gateway=pls_pe.split("/")[0]),
         ]
         links += [
-            Link(End(src, (cidr(plan.VM_SRC_IP, src_net),)), End(fab, on_bridge=True)),
-            Link(End(cli, (cidr(plan.VM_CLIENT_IP, src_net),)), End(fab, on_bridge=True)),
+            Link(End(src, (cidr(plan.VM_SRC_IP, src_net),)), End(fab, bridge="br")),
+            Link(End(cli, (cidr(plan.VM_CLIENT_IP, src_net),)), End(fab, bridge="br")),
             Link(End(vtp, (VTEP_LINK_VTEP,)), End(fab, (VTEP_LINK_FABRIC,))),
             Link(End(prx, (cidr(plan.VM_PROXY_IP, proxy_net),)),
                  End(fab, (cidr(gw(proxy_net), proxy_net),))),
@@ -295,9 +312,49 @@ def msp_topology(tenants: int = 2) -> Topology:
         hops=(*hops, Hop("pls", "pls", "fb", "out")), loss_link=("a1", "p1", plan.PE_IP))
 
 
+def b3_topology() -> Topology:
+    """b3: vTAP -> internal LB frontend in the source VNet -> 2 proxies -> PE -> PLS -> ILB ->
+    collector. b2 with the single proxy replaced by an LB over two (health-probed) proxies."""
+    b2 = b2_topology()
+    ilb_net = plan.CONSUMER_SUBNETS["snet-ilb"]
+    proxy_net = plan.CONSUMER_SUBNETS["snet-proxy"]
+    proxies = (("p1", plan.VM_PROXY_IP), ("p2", plan.VM_PROXY2_IP))
+    nodes = [n for n in b2.nodes if n.name not in ("prx", "fa")]
+    fabric = next(n for n in b2.nodes if n.name == "fa")
+    nodes += [
+        # The proxies share snet-proxy: a second bridge on the fabric.
+        Node("fa", "VNet A fabric (router; bridges for snet-src and snet-proxy)",
+             forwarding=True,
+             bridges=(*fabric.bridges, ("bp", (cidr(gw(proxy_net), proxy_net),)))),
+        Node("ilb", "source-side internal LB (hash to a healthy proxy)", forwarding=True,
+             gateway=gw(ilb_net)),
+        *(Node(name, f"vm-proxy{i} (vtap-proxy.sh)", gateway=gw(proxy_net))
+          for i, (name, _ip) in enumerate(proxies, 1)),
+    ]
+    links = [lk for lk in b2.links if "prx" not in (lk.a.node, lk.b.node)]
+    links += [
+        Link(End("ilb", (cidr(plan.CONSUMER_ILB_IP, ilb_net),)),
+             End("fa", (cidr(gw(ilb_net), ilb_net),))),
+        *(Link(End(name, (cidr(ip, proxy_net),)), End("fa", bridge="bp"))
+          for name, ip in proxies),
+    ]
+    return replace(
+        b2, scenario="b3", nodes=tuple(nodes), links=tuple(links),
+        taps=(replace(b2.taps[0], remote=plan.CONSUMER_ILB_IP),),
+        proxies=tuple(Proxy(name, plan.PE_IP) for name, _ip in proxies),
+        hops=(Hop("vtep", "vtp", "fa", "out"), Hop("ilb-out", "ilb", "fa", "out"),
+              # On the fabric's side of each proxy's link: it stays up when a proxy is down.
+              *(Hop(f"proxy{i}-out", "fa", name, "in") for i, (name, _) in
+                enumerate(proxies, 1)),
+              Hop("pls", "pe", "fb", "out")),
+        loss_link=("fa", "p1", plan.PE_IP),
+        lb=LoadBalancer("ilb", plan.CONSUMER_ILB_IP, proxies))
+
+
 # Builders take the tenant count (only msp uses it).
 TOPOLOGIES: dict[str, Callable[[int], Topology]] = {
     "b2": lambda _tenants: b2_topology(),
+    "b3": lambda _tenants: b3_topology(),
     "msp": msp_topology,
 }
 
@@ -351,10 +408,16 @@ class Emulation:
             # counts of hops whose captures start a few ms apart stay comparable.
             for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
                 lab.sysctl(ns, key, "1")
-            if node.bridge is not None:
-                bridge = lab.ifname(node.name, "br")
+            if node.forwarding:
+                # Routers that forward out of the interface a packet came in on (the proxy's
+                # and the ILB's hairpin) must not tell the sender to go elsewhere.
+                for key in ("net.ipv4.conf.all.send_redirects",
+                            "net.ipv4.conf.default.send_redirects"):
+                    lab.sysctl(ns, key, "0")
+            for name, addrs in node.bridges:
+                bridge = lab.ifname(node.name, name)
                 lab.add_bridge(ns, bridge)
-                for addr in node.bridge:
+                for addr in addrs:
                     lab.add_addr(ns, bridge, addr)
                 lab.up(ns, bridge)
         for link in self.topo.links:
@@ -363,8 +426,8 @@ class Emulation:
             lab.add_veth(self.ns(link.a.node), if_a, self.ns(link.b.node), if_b)
             for end, dev in ((link.a, if_a), (link.b, if_b)):
                 ns = self.ns(end.node)
-                if end.on_bridge:
-                    lab.set_master(ns, dev, lab.ifname(end.node, "br"))
+                if end.bridge is not None:
+                    lab.set_master(ns, dev, lab.ifname(end.node, end.bridge))
                 for addr in end.addrs:
                     lab.add_addr(ns, dev, addr)
                 lab.up(ns, dev)
@@ -422,6 +485,36 @@ class Emulation:
             "  }\n"
             "}\n"))
 
+    def start_probe_listeners(self, lb: LoadBalancer) -> None:
+        """What the LB's TCP probe connects to on each backend (sshd on the VMs)."""
+        for node, ip in lb.backends:
+            self._start_http(node, ip, lb.probe_port)
+
+    def program_lb(self, lb: LoadBalancer) -> None:
+        """Probe every backend from the LB, then hash flows over the healthy ones only."""
+        healthy = []
+        for node, ip in lb.backends:
+            probe = self.lab.exec(
+                self.ns(lb.node),
+                ["timeout", "1", "bash", "-c", f"exec 3<>/dev/tcp/{ip}/{lb.probe_port}"],
+                check=False)
+            if probe.returncode == 0:
+                healthy.append((node, ip))
+        self.facts["lb_backends"] = {node: (node, ip) in healthy for node, ip in lb.backends}
+        if healthy:
+            mapping = ", ".join(f"{i} : {ip}" for i, (_node, ip) in enumerate(healthy))
+            rule = (f"ip daddr {lb.frontend} udp dport {lb.port} "
+                    f"dnat to jhash ip saddr . udp sport mod {len(healthy)} map {{ {mapping} }}")
+        else:   # no healthy backend: Azure's LB drops the flow
+            rule = f"ip daddr {lb.frontend} udp dport {lb.port} drop"
+        self.lab.nft(self.ns(lb.node), (
+            "table ip vtaplab_ilb {\n"
+            "  chain prerouting {\n"
+            "    type nat hook prerouting priority dstnat; policy accept;\n"
+            f"    {rule}\n"
+            "  }\n"
+            "}\n"))
+
     def loss_counter(self) -> int | None:
         """Packets the injected loss rule dropped (its nftables counter)."""
         router = self.topo.loss_link[0]
@@ -468,7 +561,7 @@ class Emulation:
         pidfile.unlink(missing_ok=True)
 
     def start_servers(self) -> None:
-        self.www = Path(tempfile.mkdtemp(prefix=f"{self.lab.prefix}-www-"))
+        self.www = self._www()
         (self.www / SMALL_PAGE).write_text(
             "<html><body><h1>vtaplab vm-src</h1><p>mirrored by vTAP</p></body></html>\n")
         body = random.Random(facts.VXLAN_PORT).randbytes(LARGE_FILE_BYTES)
@@ -478,19 +571,27 @@ class Emulation:
                          "sha256": hashlib.sha256((self.www / name).read_bytes()).hexdigest()}
             for name in (SMALL_PAGE, LARGE_FILE)}
         for node, ip in dict.fromkeys((f.server, f.server_ip) for f in self.topo.flows):
-            server = self.lab.popen(
-                self.ns(node),
-                [sys.executable, "-m", "vtaplab.httpserver", "--dir", str(self.www),
-                 "--bind", ip, "--port", str(HTTP_PORT)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO),
-                start_new_session=True)
-            self.servers.append(server)
-            assert server.stdout is not None
-            line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
-            if not line.startswith("ready"):
-                err = server.stderr.read() if server.stderr else ""
-                raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
-                                 f"{err.strip()}")
+            self._start_http(node, ip, HTTP_PORT)
+
+    def _www(self) -> Path:
+        if self.www is None:
+            self.www = Path(tempfile.mkdtemp(prefix=f"{self.lab.prefix}-www-"))
+        return self.www
+
+    def _start_http(self, node: str, ip: str, port: int) -> None:
+        server = self.lab.popen(
+            self.ns(node),
+            [sys.executable, "-m", "vtaplab.httpserver", "--dir", str(self._www()),
+             "--bind", ip, "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO),
+            start_new_session=True)
+        self.servers.append(server)
+        assert server.stdout is not None
+        line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
+        if not line.startswith("ready"):
+            err = server.stderr.read() if server.stderr else ""
+            raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
+                             f"{err.strip()}")
 
     def stop_servers(self) -> None:
         for server in self.servers:
@@ -587,6 +688,13 @@ class Emulation:
             self.apply_proxy()
         if opts.fault == "loss-2pct":
             self.inject_loss()
+        if topo.lb is not None:
+            self.start_probe_listeners(topo.lb)
+            if opts.fault == "proxy-down":
+                node = topo.lb.backends[-1][0]
+                self.lab.runner.run(["ip", "link", "set", self.ifname(node, "fa"), "down"],
+                                    ns=self.ns(node))
+            self.program_lb(topo.lb)
         self.timings["build_s"] = time.monotonic() - t0
 
         t1 = time.monotonic()
@@ -765,6 +873,9 @@ def _options(argv: list[str]) -> RunOptions | str:
                          f"{', '.join(PROXY_MODES)}")
     if args.fault not in FAULTS:
         raise ValueError(f"--fault {args.fault!r} is not accepted; accepted: {', '.join(FAULTS)}")
+    if args.fault == "proxy-down" and args.scenario != "b3":
+        raise ValueError(f"--fault 'proxy-down' is not accepted with {args.scenario}; "
+                         "accepted: with b3 (the scenario with two proxies)")
     requests = _int_option("--requests", args.requests, 1, 1000)
     if args.fault == "flap-proxy-rule" and requests < 3:
         raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
