@@ -37,8 +37,8 @@ LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_LINUX_SLL2 = 276
-# DLT_RAW is 12 (most systems) or 14 (OpenBSD) in files written by old libpcaps.
-RAW_LINKTYPES = frozenset({LINKTYPE_RAW, LINKTYPE_IPV4, 12, 14})
+# DLT_RAW is 12 (most systems) or 14 (OpenBSD) in files written by old libpcaps; every link
+# type not named in the hot loop is read as raw IP.
 LINKTYPES: dict[int, str] = {
     LINKTYPE_NULL: "null/loopback",
     LINKTYPE_ETHERNET: "ethernet",
@@ -62,9 +62,10 @@ FIN_IDLE = 10.0                    # ... once it sent its FIN (late duplicates c
 MAX_OOO_PER_STREAM = 512 * 1024    # out-of-order bytes buffered per direction
 MAX_OOO_TOTAL = 32 * 1024 * 1024   # ... and over all directions
 MAX_HEAD = 32 * 1024               # HTTP start line + headers
-MAX_DISTINCT = 256                 # distinct request/status lines, bodies, VNIs, sources kept
-MAX_SAMPLES = 20                   # incomplete bodies listed one by one
-TIMELINE_BUCKETS = 3600           # VXLAN packets per second, coarser for longer captures (even)
+MAX_DISTINCT = 256                 # distinct request/status lines and bodies kept (VNIs and
+                                   # outer sources: 16 times as many)
+MAX_SAMPLES = 20                   # bodies (whole, incomplete) listed one by one
+TIMELINE_BUCKETS = 3600            # VXLAN packets per second; wider for longer (must be even)
 MAX_RECORD = 0x4000000             # a pcap record claiming more than 64 MiB is corruption
 
 HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
@@ -88,7 +89,8 @@ class CaptureError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Readers: (timestamp, linktype, frame bytes, original length) per record.
+# Readers: (timestamp, linktype, frame bytes) per record; what they learn about the file
+# itself (format, truncation, snapped records) goes into a ReadState.
 
 
 @dataclass
@@ -1130,7 +1132,11 @@ def decode_capture(path: Path, *, port: int = 4789) -> CaptureSummary:
     path = Path(path)
     state = ReadState()
     decoder = Decoder(port)
-    decoder.run(read_records(path, state))
+    try:
+        decoder.run(read_records(path, state))
+    except OSError as exc:  # EIO and friends, mid-file
+        raise CaptureError(f"{path}: read failed "
+                           f"({exc.strerror or exc}); accepted: {ACCEPTED}") from None
     return decoder.finish(path, state)
 
 
