@@ -56,17 +56,21 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def emulate(out: Path, *args: str, rounds: int = ROUNDS) -> Run:
+def emulate(out: Path, *args: str, rounds: int = ROUNDS) -> list[Run]:
+    """One ``emulate b2`` invocation; one Run per proxy mode it ran (both when not given)."""
     proc = subprocess.run(
         [sys.executable, "-m", "vtaplab", "emulate", "b2", "--out", str(out),
          "--requests", str(rounds), *args],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
-    match = re.search(r"run (vl[0-9a-f]{4})", proc.stdout)
-    assert match, f"no run prefix in output:\n{proc.stdout}\n{proc.stderr}"
-    run = Run(proc.returncode, proc.stdout, proc.stderr, match.group(1), out)
-    left = [ns for ns in namespaces() if ns.startswith(run.prefix + "-")]
-    assert left == [], f"namespaces left behind by run {run.prefix}: {left}"
-    return run
+    found = re.findall(r"run (vl[0-9a-f]{4}), proxy mode (\w+)", proc.stdout)
+    assert found, f"no run prefix in output:\n{proc.stdout}\n{proc.stderr}"
+    runs = []
+    for i, (prefix, mode) in enumerate(found):
+        left = [ns for ns in namespaces() if ns.startswith(prefix + "-")]
+        assert left == [], f"namespaces left behind by run {prefix}: {left}"
+        runs.append(Run(proc.returncode, proc.stdout, proc.stderr, prefix,
+                        out if i == 0 else out / mode))
+    return runs
 
 
 def sent(run: Run) -> tuple[dict[str, int], int]:
@@ -87,9 +91,13 @@ def runs(tmp_path_factory) -> dict[str, Run]:
     class Lazy(dict):
         def __missing__(self, key: str) -> Run:
             mode, _, fault = key.partition("/")
+            if not fault:
+                # The README's command: no --proxy-mode runs stateless, then conntrack.
+                stateless, conntrack = emulate(tmp_path_factory.mktemp("both"))
+                self["stateless"], self["conntrack"] = stateless, conntrack
+                return self[key]
             out = tmp_path_factory.mktemp(key.replace("/", "-"))
-            args = ["--proxy-mode", mode] + (["--fault", fault] if fault else [])
-            self[key] = emulate(out, *args)
+            (self[key],) = emulate(out, "--proxy-mode", mode, "--fault", fault)
             return self[key]
 
     return Lazy()
@@ -105,6 +113,7 @@ def test_b2_delivers_in_both_proxy_modes(runs, mode):
     assert verdict["outcome"] == "delivered"
     assert verdict["matches_expected"] is True
     assert "delivered" in run.stdout and "took" in run.stdout
+    assert "both proxy modes: stateless delivered, conntrack delivered" in run.stdout
 
 
 @needs_root
@@ -295,10 +304,11 @@ def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    prefix = re.search(r"run (vl[0-9a-f]{4})", stdout).group(1)
+    prefixes = re.findall(r"run (vl[0-9a-f]{4})", stdout)
+    assert len(prefixes) == 1            # the second proxy mode never started
     assert proc.returncode == 3
     assert "interrupted" in stderr
-    assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
+    assert [ns for ns in namespaces() if ns.startswith(prefixes[0] + "-")] == []
     # No capture of this run still runs.
     for pidfile in tmp_path.glob(".*.pid"):
         pytest.fail(f"capture pidfile left: {pidfile}")
@@ -319,10 +329,12 @@ sys.exit(emulator.main(sys.argv[1:]))
 def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
     proc = subprocess.run([sys.executable, "-c", FAILING_BUILD, "b2", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
-    prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
+    prefixes = re.findall(r"run (vl[0-9a-f]{4})", proc.stdout)
+    assert len(prefixes) == 2            # each proxy mode failed on its own, and cleaned up
     assert proc.returncode == 3
     assert "NOSUCHTARGET" in proc.stderr and "Traceback" not in proc.stderr
-    assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
+    for prefix in prefixes:
+        assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
     assert "ip netns del" in (tmp_path / "commands.log").read_text()
 
 

@@ -46,7 +46,9 @@ PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
 CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
 TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
 
-PROXY_MODES = ("conntrack", "stateless")
+PROXY_MODES = ("conntrack", "stateless", "both")
+# "both" runs these in this order: the lab's default mode first (its evidence is the scenario's).
+PROXY_MODES_ORDER = ("stateless", "conntrack")
 FAULTS: dict[str, str] = {
     "none": "no fault",
     "no-proxy-rule": "the proxy's rewrite is never applied",
@@ -821,7 +823,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m vtaplab emulate",
         description="Run a scenario's data path locally in network namespaces (needs root).")
     p.add_argument("scenario", help=f"accepted: {', '.join(TOPOLOGIES)}")
-    p.add_argument("--proxy-mode", default="stateless", help="conntrack | stateless (default)")
+    p.add_argument("--proxy-mode", default="both",
+                   help="conntrack | stateless | both (default: stateless, then conntrack "
+                        "with its evidence in OUT/conntrack)")
     p.add_argument("--out", type=Path, default=None,
                    help="evidence directory (default evidence/emulator/SCENARIO)")
     p.add_argument("--requests", default="10",
@@ -939,6 +943,27 @@ def main(argv: list[str]) -> int:
     if isinstance(parsed, str):
         return _teardown_only(parsed)
     opts = parsed
+    if opts.proxy_mode != "both":
+        return _run_one(opts)[0]
+    # Both modes, one after the other: the default mode's evidence where the scenario's
+    # evidence goes, the other mode's in a subdirectory named after it.
+    started = time.monotonic()
+    results: list[tuple[str, int, str]] = []
+    for i, mode in enumerate(PROXY_MODES_ORDER):
+        out = opts.out if i == 0 else opts.out / mode
+        rc, outcome = _run_one(replace(opts, proxy_mode=mode, out=out))
+        results.append((mode, rc, outcome))
+        if outcome == "interrupted":
+            break
+        print()
+    summary = ", ".join(f"{mode} {outcome}" for mode, _rc, outcome in results)
+    print(f"emulate {opts.scenario}, both proxy modes: {summary} "
+          f"(took {time.monotonic() - started:.2f}s in all)")
+    return max(rc for _mode, rc, _outcome in results)
+
+
+def _run_one(opts: RunOptions) -> tuple[int, str]:
+    """One emulation in one proxy mode: (exit status, outcome or what went wrong)."""
     from vtaplab.verdict import format_table
 
     started = time.monotonic()
@@ -947,7 +972,7 @@ def main(argv: list[str]) -> int:
         _prepare_out(opts.out, topo)
     except OSError as exc:
         print(f"emulate: --out {str(opts.out)!r} is not usable: {exc.strerror}", file=sys.stderr)
-        return 2
+        return 2, "error"
     _become_subreaper()
     prefix = new_prefix(list_namespaces())
     runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
@@ -955,15 +980,17 @@ def main(argv: list[str]) -> int:
     emu = Emulation(topo, opts, lab)
     print(f"emulate {opts.scenario}: run {prefix}, proxy mode {opts.proxy_mode}, "
           f"fault {opts.fault}, {opts.requests} rounds x 2 URLs x {len(topo.flows)} client(s), "
-          f"evidence in {opts.out}")
+          f"evidence in {opts.out}", flush=True)
     verdict: dict[str, Any] | None = None
     error: str | None = None
+    interrupted = False
     left: list[str] = []
     with _signals_raise():
         try:
             verdict = emu.run()
         except _Interrupted as exc:
             error = f"interrupted by {exc}; torn down"
+            interrupted = True
         except (NetnsError, OSError) as exc:
             error = str(exc)
         finally:
@@ -973,6 +1000,9 @@ def main(argv: list[str]) -> int:
             left = emu.teardown()
     elapsed = time.monotonic() - started
     if verdict is not None:
+        emu.facts["timings"] = {k: round(v, 3) for k, v in
+                                {**emu.timings, "total_s": elapsed}.items()}
+        (opts.out / "emulator.json").write_text(json.dumps(emu.facts, indent=2) + "\n")
         print(format_table(verdict))
         print()
         _print_hops(emu.facts)
@@ -983,15 +1013,17 @@ def main(argv: list[str]) -> int:
     elif left:
         print(f"emulate: could not delete namespaces: {', '.join(left)}", file=sys.stderr)
     timings = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in emu.timings.items())
-    print(f"took {elapsed:.2f}s ({timings})")
+    print(f"took {elapsed:.2f}s ({timings})", flush=True)
     if error is not None:
         print(f"emulate: {error}", file=sys.stderr)
-        return 3
+        return 3, "interrupted" if interrupted else "error"
     assert verdict is not None
     print(f"verdict: {verdict['outcome']} -> {opts.out / 'verdict.json'}")
+    if left:
+        return 3, verdict["outcome"]
     if opts.fault == "none" and verdict.get("matches_expected") is False:
-        return 1
-    return 0 if not left else 3
+        return 1, verdict["outcome"]
+    return 0, verdict["outcome"]
 
 
 def _teardown_only(prefix: str) -> int:
