@@ -199,6 +199,19 @@ def test_proxy_forwards_every_fragment_of_large_datagrams(lab, mode):
 
 
 @needs_root
+def test_a_port_only_stateless_rule_loses_every_fragmented_datagram(lab):
+    """The control: without the non-first-fragment rule, only unfragmented datagrams pass."""
+    snd, prx, rcv = proxy_path(lab)
+    sh(prx, str(PROXY), "apply", "--mode", "stateless", "--target", "10.99.1.2")
+    listing = sh(prx, "nft", "-a", "list", "chain", "ip", "vtaplab_proxy", "prerouting").stdout
+    handle = next(line.rsplit("# handle ", 1)[1] for line in listing.splitlines()
+                  if "frag-off" in line)
+    sh(prx, "nft", "delete", "rule", "ip", "vtaplab_proxy", "prerouting", "handle", handle)
+    assert send_through(snd, rcv, [200, 3000, 300]) == [
+        (200, "000001", "10.99.0.2"), (300, "000001", "10.99.0.2")]
+
+
+@needs_root
 @pytest.mark.parametrize("mode", ["stateless", "conntrack"])
 def test_proxy_stamps_the_vni(lab, mode):
     snd, prx, rcv = proxy_path(lab)
