@@ -418,7 +418,7 @@ class Decoder:
         self.bad_flags = 0
         self.sources: dict[bytes, int] = {}
         self.sources_overflow = 0
-        self.sports: set[bytes] = set()
+        self.sports = bytearray(65536)  # 1 where an outer UDP source port was seen
         self.vnis: dict[int, list[Any]] = {}   # vni -> [packets, requests, responses, ...]
         self.vni_overflow = 0
         self.first_ts: float | None = None
@@ -479,8 +479,11 @@ class Decoder:
         order-dependent state (timeline, gaps, streams, fragments) stays on ``self``.
         """
         port = self.port
-        sources = self.sources
-        sports_add = self.sports.add
+        sports = self.sports
+        # Outer sources come in long runs of the same address: count the run in a local and
+        # add it to the table when the address changes.
+        run_src = b""
+        run_count = 0
         vnis = self.vnis
         streams_get = self.streams.get
         fragment = self._fragment
@@ -541,14 +544,14 @@ class Decoder:
                     self.gap_seconds = ts - self.last_vxlan_ts
                     self.gap_after = self.last_vxlan_ts
                 self.last_vxlan_ts = ts
-                count = sources.get(src)
-                if count is not None:
-                    sources[src] = count + 1
-                elif len(sources) < MAX_DISTINCT * 16:
-                    sources[src] = 1
+                if src == run_src:
+                    run_count += 1
                 else:
-                    self.sources_overflow += 1
-                sports_add(data[u:u + 2])
+                    if run_count:
+                        self._count_source(run_src, run_count)
+                    run_src = src
+                    run_count = 1
+                sports[(data[u] << 8) | data[u + 1]] = 1
                 p = u + 8
                 if not data[p] & 0x08:
                     bad_flags += 1
@@ -601,6 +604,8 @@ class Decoder:
                           data[payload_at:stop] if payload_at < stop else b"")
             except (IndexError, struct.error):
                 malformed += 1
+        if run_count:
+            self._count_source(run_src, run_count)
         self.last_ts = ts
         self.frames += frames
         self.malformed += malformed
@@ -613,6 +618,15 @@ class Decoder:
         self.inner_non_tcp += non_tcp
         self.inner_fragments += inner_fragments
         self.tcp_segments += segments
+
+    def _count_source(self, src: bytes, count: int) -> None:
+        sources = self.sources
+        if src in sources:
+            sources[src] += count
+        elif len(sources) < MAX_DISTINCT * 16:
+            sources[src] = count
+        else:
+            self.sources_overflow += count
 
     def _timeline_roll(self, ts: float) -> None:
         """The packet at ``ts`` falls after the current bucket: close buckets up to it."""
@@ -1071,7 +1085,7 @@ class Decoder:
                 "outer_sources": sorted((_ip_text(a) for a in s[4]), key=_ip_sort_key)}
             for v, s in self.vnis.items()}
         summary.outer_sources = {_ip_text(k): n for k, n in self.sources.items()}
-        summary.outer_udp_source_ports = len(self.sports)  # a set of 2-byte strings
+        summary.outer_udp_source_ports = sum(self.sports)
         summary.fragments = {"frames": self.frag_frames, "reassembled": self.reassembled,
                              "incomplete": self.frag_incomplete, "overlaps": self.frag_overlaps}
         summary.inner = {
