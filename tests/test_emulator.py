@@ -314,6 +314,39 @@ def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
         pytest.fail(f"capture pidfile left: {pidfile}")
 
 
+@needs_root
+def test_captures_are_killed_by_pid_when_their_stop_cannot_run(tmp_path):
+    from vtaplab import emulator
+    from vtaplab.netns import Lab, Runner, new_prefix
+
+    lab = Lab(new_prefix(namespaces()), Runner())
+    try:
+        ns = lab.add_ns("col")
+        pidfile = tmp_path / ".c.pid"
+        subprocess.run(["ip", "netns", "exec", ns, str(emulator.CAPTURE_SCRIPT), "start",
+                        "--out", str(tmp_path / "c.pcap"), "--iface", "lo", "--pidfile",
+                        str(pidfile)], check=True, capture_output=True)
+        tcpdump, watchdog = (int(w) for w in pidfile.read_text().split())
+        emu = emulator.Emulation(emulator.b2_topology(),
+                                 emulator.RunOptions(scenario="b2", out=tmp_path), lab)
+        emu._kill_pidfile(pidfile)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in (tcpdump, watchdog)):
+            time.sleep(0.05)
+        assert not _running(tcpdump) and not _running(watchdog)
+        assert not pidfile.exists()
+    finally:
+        assert lab.teardown() == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status
+
+
 FAILING_BUILD = """
 import dataclasses, sys
 from vtaplab import emulator

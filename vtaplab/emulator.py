@@ -549,17 +549,19 @@ class Emulation:
         self.pidfiles.clear()
 
     def _kill_pidfile(self, pidfile: Path) -> None:
-        """If stop failed (e.g. namespace already gone), end our capture by its pid."""
+        """If stop failed (e.g. namespace already gone), end our capture and its watchdog by
+        the pids the script recorded (line 1: tcpdump, line 2: the duration watchdog)."""
         try:
-            pid = int(pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            pids = [int(word) for word in pidfile.read_text().split()]
+        except (OSError, ValueError):
             return
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            cmdline = b""
-        if b"tcpdump" in cmdline:
-            self.lab.runner.run(["kill", "-TERM", str(pid)], check=False)
+        for pid, name, target in zip(pids, (b"tcpdump", b"sleep"), ("{}", "-{}"), strict=False):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if name in cmdline:   # still ours: the watchdog is a session leader (its group)
+                self.lab.runner.run(["kill", "-TERM", "--", target.format(pid)], check=False)
         pidfile.unlink(missing_ok=True)
 
     def start_servers(self) -> None:

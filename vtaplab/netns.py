@@ -118,15 +118,24 @@ class Runner:
             procs.append((full, subprocess.Popen(full, stdout=subprocess.PIPE,
                                                  stderr=subprocess.PIPE, text=True)))
         failures = []
-        for full, proc in procs:
-            try:
-                _out, err = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _out, err = proc.communicate()
-                err = f"no answer within {timeout:g} s"
-            if proc.returncode != 0:
-                failures.append(f"{shlex.join(full)} failed: {err.strip()}")
+        try:
+            for full, proc in procs:
+                try:
+                    _out, err = proc.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    _out, err = proc.communicate()
+                    err = f"no answer within {timeout:g} s"
+                if proc.returncode != 0:
+                    failures.append(f"{shlex.join(full)} failed: {err.strip()}")
+        except BaseException:
+            # Interrupted: let the others finish (what they start must be known to teardown).
+            for _full, proc in procs:
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            raise
         if failures:
             raise NetnsError("; ".join(failures))
 
