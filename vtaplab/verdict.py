@@ -1,9 +1,25 @@
 """Verdicts: what a scenario's evidence files prove, computed from those files only.
 
 The format is ../shared/DESIGN.md's ("Evidence and verdicts"); every key it names comes first,
-in its order, and the extra keys (reason, capture details, bodies, per-VNI tenants, the traffic
-log's summary) follow. The emulator, ``decode`` and the Azure evidence run all call
-``build_verdict``, so there is one definition of "delivered".
+in its order, and the extra keys follow. The emulator, ``decode`` and the Azure evidence run all
+call ``build_verdict``, so there is one definition of "delivered":
+
+  delivered      the collector capture holds VXLAN whose inner traffic has at least one HTTP
+                 request and one HTTP response (msp: every VNI that arrived has both)
+  not-delivered  otherwise, with the reason (no capture, no packets, no VXLAN, no HTTP, ...)
+  rejected       an ARM error was recorded (matches_expected: its code is an expected one)
+  accepted       a non-traffic scenario without an ARM error; not-applicable: c1
+  error          the capture could not be read (matches_expected: null, nothing is claimed)
+
+Extra keys: ``reason``; ``inner_http`` also holds ``request_count``/``response_count``,
+``request_lines``/``response_lines`` (line -> count), ``bodies`` (distinct whole response
+bodies: request, status line, length, sha256, count), ``body_samples`` (the first bodies per
+flow), ``incomplete_bodies`` (a count) and samples; ``tenants`` (per VNI: packets, requests,
+responses, delivered, outer_sources); ``fragments`` (outer IPv4: frames, reassembled,
+incomplete); ``capture`` (format, link types, frames, timestamps, truncated + notes, inner TCP
+counters, largest VXLAN gap, a per-second VXLAN timeline); ``traffic`` (the traffic log's
+summary); ``loss`` (TCP holes, missing bytes, incomplete fragments/bodies, largest gap, and
+requests sent vs seen when there is a traffic log).
 """
 
 from __future__ import annotations
