@@ -208,3 +208,12 @@ def test_table_of_an_arm_verdict_has_no_capture_rows():
     assert "rejected" in table and "cannot be a destination" in table
     assert "vxlan packets" not in table and "inner requests" not in table
     assert re.search(r"^outcome +error$", verdict.format_table({"outcome": "error"}), re.M)
+
+
+def test_a_truncated_capture_says_so_in_the_reason(tmp_path):
+    pcap = capture(tmp_path, get_ok())
+    pcap.write_bytes(pcap.read_bytes()[:-20])
+    v = verdict.build_verdict(scenario="b2", collector_pcap=pcap, files=[pcap])
+    assert v["outcome"] == "delivered" and v["reason"].endswith("(capture truncated)")
+    assert v["capture"]["truncated"] and "file truncated" in v["capture"]["notes"][0]
+    assert "TRUNCATED" in verdict.format_table(v)

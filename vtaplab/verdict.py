@@ -137,6 +137,8 @@ def verdict_from_summary(*, scenario: str | None, summary: Any, files: Sequence[
             if len(summary.vnis) > 1:
                 done = sum(1 for t in summary.vnis.values() if t["delivered"])
                 reason += f"; {done} of {len(summary.vnis)} VNIs delivered"
+            if summary.truncated:
+                reason += " (capture truncated)"
         else:
             outcome = "not-delivered"
             reason = _why_not(summary)
