@@ -339,8 +339,9 @@ def test_live_tcpdump_capture_on_a_veth_pair(tmp_path):
         source = write(tmp_path, frames, name="send.pcap")
         out = tmp_path / "live.pcap"
         tcpdump = subprocess.Popen(
-            ["ip", "netns", "exec", ns_b, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-w",
-             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            ["ip", "netns", "exec", ns_b, "tcpdump", "-i", "any", "--immediate-mode",
+             "-B", "8192", "-U", "-w", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         assert tcpdump.stderr is not None
         os.set_blocking(tcpdump.stderr.fileno(), False)
