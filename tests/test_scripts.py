@@ -199,6 +199,23 @@ def test_proxy_forwards_every_fragment_of_large_datagrams(lab, mode):
 
 
 @needs_root
+@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+def test_stateless_mode_tracks_nothing_even_with_conntrack_loaded(lab, mode):
+    """As on a VM where a stateful firewall loaded connection tracking (and defragmentation)."""
+    snd, prx, rcv = proxy_path(lab)
+    sh(prx, "nft", "add table ip host_fw; add chain ip host_fw input { type filter hook input "
+                   "priority 0; ct state invalid drop; }")
+    sh(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2")
+    got = send_through(snd, rcv, [200, 3000, 8000])
+    assert got == [(size, "000001", "10.99.0.2") for size in (200, 3000, 8000)]
+    entries = int(sh(prx, "conntrack", "-C").stdout.strip())
+    if mode == "stateless":
+        assert entries == 0
+    else:
+        assert entries > 0
+
+
+@needs_root
 def test_a_port_only_stateless_rule_loses_every_fragmented_datagram(lab):
     """The control: without the non-first-fragment rule, only unfragmented datagrams pass."""
     snd, prx, rcv = proxy_path(lab)
