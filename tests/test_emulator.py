@@ -385,6 +385,8 @@ def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
     (["b2", "--requests", "many"], "--requests 'many'"),
     (["b2", "--proxy-vni", "16777216"], "--proxy-vni '16777216'"),
     (["b2", "--teardown", "eth0"], "run prefix 'eth0'"),
+    ([], "required: scenario"),
+    (["b2", "--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
 def test_bad_input_is_one_clear_line(args, needle):
     proc = subprocess.run([sys.executable, "-m", "vtaplab", "emulate", *args],

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from vtaplab import facts, plan
 from vtaplab.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
@@ -820,8 +820,14 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not argparse's usage block: the rest is in --help."""
+        self.exit(2, f"emulate: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m vtaplab emulate",
         description="Run a scenario's data path locally in network namespaces (needs root).")
     p.add_argument("scenario", help=f"accepted: {', '.join(TOPOLOGIES)}")
