@@ -71,6 +71,7 @@ HTTP_PORT = 80
 MSP_VNI_BASE = 1000
 MSP_TENANTS = (1, 9)
 PR_SET_CHILD_SUBREAPER = 36   # prctl(2)
+CAPTURE_SNAPLEN = 2048        # > 1514 + a VLAN tag; every link here has MTU 1500
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,7 +535,9 @@ class Emulation:
             jobs.append((ns, [str(CAPTURE_SCRIPT), "start", "--out",
                               str(self.out / f"{hop.name}.pcap"), "--duration", "300",
                               "--iface", self.ifname(hop.node, hop.peer),
-                              "--direction", hop.direction, "--pidfile", str(pidfile)]))
+                              "--direction", hop.direction, "--pidfile", str(pidfile),
+                              # Every link's MTU is 1500: small ring slots, many of them.
+                              "--snaplen", str(CAPTURE_SNAPLEN)]))
             self.pidfiles.append((ns, pidfile))
         self.lab.runner.run_parallel(jobs)
 
