@@ -331,3 +331,143 @@ def test_committed_stack_with_its_attempts_predicts_the_rejection(stack, stack_g
     assert pred["matches"] and codes - {None} <= set(facts.SCENARIOS[stack].expected_arm_codes)
     assert codes & set(facts.SCENARIOS[stack].expected_arm_codes)
     assert all(f"{stack}-pe" in f.message for f in report.findings), check.render(report)
+
+
+# --- every rule fires on the program's own graphs, as the program shapes them ----------------
+
+
+def _by_type(graph: list[dict[str, Any]], typ: str) -> list[dict[str, Any]]:
+    return [e for e in graph if e["type"] == typ]
+
+
+def _tap(graph: list[dict[str, Any]]) -> dict[str, Any]:
+    taps = _by_type(graph, rules.T_TAP)
+    assert len(taps) == 1
+    return taps[0]
+
+
+def _pls_lb(graph: list[dict[str, Any]]) -> dict[str, Any]:
+    pls = _by_type(graph, rules.T_PLS)[0]
+    fe_id = pls["inputs"]["loadBalancerFrontendIpConfigurations"][0]["id"]
+    lb_name = fe_id.split("/loadBalancers/")[1].split("/")[0]
+    return next(e for e in _by_type(graph, rules.T_LB)
+                if e["inputs"].get("loadBalancerName") == lb_name)
+
+
+def _collector_nic(graph: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e for e in _by_type(graph, rules.T_NIC)
+                if e["inputs"].get("ipConfigurations")[0].get("loadBalancerBackendAddressPools")
+                or "col" in e["name"])
+
+
+def _nsg_of(graph: list[dict[str, Any]], nic: dict[str, Any]) -> dict[str, Any]:
+    name = nic["inputs"]["networkSecurityGroup"]["id"].rsplit("/", 1)[-1]
+    return next(e for e in _by_type(graph, rules.T_NSG)
+                if e["inputs"].get("networkSecurityGroupName") == name)
+
+
+def _set_all_locations(graph: list[dict[str, Any]], region: str) -> None:
+    for e in graph:
+        if "location" in e["inputs"]:
+            e["inputs"]["location"] = region
+
+
+def _m_pe_nic_destination(g):
+    pe = _by_type(g, rules.T_PE)[0]
+    nic = pe["inputs"]["customNetworkInterfaceName"]
+    tap = _tap(g)["inputs"]
+    old = tap["destinationNetworkInterfaceIPConfiguration"]["id"]
+    tap["destinationNetworkInterfaceIPConfiguration"]["id"] = (
+        old.split("/networkInterfaces/")[0] + f"/networkInterfaces/{nic}/ipConfigurations/pe")
+
+
+def _m_firewall_destination(g):
+    tap = _tap(g)["inputs"]
+    old = tap["destinationNetworkInterfaceIPConfiguration"]["id"]
+    tap["destinationNetworkInterfaceIPConfiguration"]["id"] = (
+        old.split("/networkInterfaces/")[0] + "/azureFirewalls/fw/ipConfigurations/c")
+
+
+def _m_ip_pool_behind_pls(g):
+    _pls_lb(g)["inputs"]["backendAddressPools"].append(
+        {"name": "by-ip", "loadBalancerBackendAddresses": [{"name": "x",
+                                                            "ipAddress": "10.40.3.4"}]})
+
+
+def _m_destination_across_vnets(g):
+    col = _collector_nic(g)
+    tap = _tap(g)["inputs"]
+    old = tap["destinationNetworkInterfaceIPConfiguration"]["id"]
+    tap["destinationNetworkInterfaceIPConfiguration"]["id"] = (
+        old.split("/networkInterfaces/")[0]
+        + f"/networkInterfaces/{col['inputs']['networkInterfaceName']}/ipConfigurations/"
+        + col["inputs"]["ipConfigurations"][0]["name"])
+
+
+def _m_eleven_vtaps(g):
+    tap = _tap(g)
+    for i in range(facts.MAX_VTAPS_PER_SUBSCRIPTION):
+        g.append({**copy.deepcopy(tap), "urn": f"{tap['urn']}-{i}", "name": f"{tap['name']}-{i}"})
+
+
+def _m_deny_vxlan_at_collector(g):
+    _nsg_of(g, _collector_nic(g))["inputs"]["securityRules"].append({
+        "name": "deny-vxlan", "priority": 150, "protocol": "Udp", "access": "Deny",
+        "direction": "Inbound", "sourceAddressPrefix": "VirtualNetwork", "sourcePortRange": "*",
+        "destinationAddressPrefix": "*", "destinationPortRange": "4789"})
+
+
+def _m_tcp_only_lb(g):
+    for r in _pls_lb(g)["inputs"]["loadBalancingRules"]:
+        r["protocol"] = "Tcp"
+
+
+def _m_no_probe(g):
+    for r in _pls_lb(g)["inputs"]["loadBalancingRules"]:
+        r.pop("probe", None)
+
+
+def _m_password(g):
+    vm = _by_type(g, rules.T_VM)[0]
+    vm["inputs"]["osProfile"]["linuxConfiguration"]["disablePasswordAuthentication"] = False
+
+
+def _m_dc_nat_count(g):
+    _by_type(g, rules.T_PLS)[0]["inputs"]["ipConfigurations"].pop()
+
+
+def _m_dc_dynamic_destination(g):
+    dest = _by_type(g, rules.T_PLS)[0]["inputs"]["destinationIPAddress"]
+    nic = next(e for e in _by_type(g, rules.T_NIC)
+               if e["inputs"]["ipConfigurations"][0].get("privateIPAddress") == dest)
+    nic["inputs"]["ipConfigurations"][0]["privateIPAllocationMethod"] = "Dynamic"
+
+
+REAL_MUTATIONS = {
+    "vTAP at the PE's NIC": ("b2", {"VTAP001"}, _m_pe_nic_destination),
+    "vTAP at a firewall": ("b2", {"VTAP002"}, _m_firewall_destination),
+    "IP-based pool behind the PLS": ("b2", {"VTAP005"}, _m_ip_pool_behind_pls),
+    "vTAP across unpeered VNets": ("b2", {"VTAP006"}, _m_destination_across_vnets),
+    "region without vTAP": ("b2", {"VTAP007"}, lambda g: _set_all_locations(g, "westeurope")),
+    "eleven vTAPs": ("b2", {"VTAP009"}, _m_eleven_vtaps),
+    "NSG drops VXLAN at the collector": ("b2", {"VTAP021"}, _m_deny_vxlan_at_collector),
+    "PLS's ILB without a UDP rule": ("b2", {"VTAP022"}, _m_tcp_only_lb),
+    "ILB rule without a probe": ("b2", {"VTAP023"}, _m_no_probe),
+    "password login": ("b2", {"VTAP041"}, _m_password),
+    "Direct Connect outside its regions": ("a", {"VTAP010"},
+                                           lambda g: _set_all_locations(g, "uksouth")),
+    "Direct Connect with 1 NAT IP": ("a", {"VTAP011"}, _m_dc_nat_count),
+    "Direct Connect to a dynamic IP": ("a", {"VTAP012"}, _m_dc_dynamic_destination),
+}
+
+
+@pytest.mark.parametrize("what", sorted(REAL_MUTATIONS))
+def test_each_rule_fires_on_the_programs_own_graph(what, stack_graphs):
+    stack, want, mutate = REAL_MUTATIONS[what]
+    if stack not in STACKS:
+        pytest.skip(f"no Pulumi.{stack}.yaml")
+    graph = copy.deepcopy(stack_graphs[stack])
+    assert check.evaluate(graph, stack=stack, scenarios=[stack]).findings == []
+    mutate(graph)
+    found = {f.rule for f in check.evaluate(graph, stack=stack, scenarios=[stack]).findings}
+    assert found == want, what

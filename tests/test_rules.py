@@ -461,6 +461,18 @@ def test_proxy_nic_without_forwarding():
     assert ids(rules.run_rules(g)) == ["VTAP020"]
 
 
+def test_a_vtap_destination_in_the_pe_vnet_is_a_proxy_even_outside_proxynat():
+    g = b2_graph()
+    proxy_vm = next(e for e in g if e["type"] == "vtaplab:index:LinuxVm" and e["name"] == "proxy")
+    proxy_vm["parent"] = None  # no ProxyNat ancestor any more
+    node(g, "proxy-nic")["inputs"]["enableIPForwarding"] = False
+    assert ids(rules.run_rules(g)) == ["VTAP020"]
+    # Without a PE in its VNet it is a plain destination (a collector), no forwarding needed.
+    node(g, "b2-pe")["inputs"]["subnet"]["id"] = arm_id("virtualNetworks", "col-vnet",
+                                                        "subnets", "snet-pls")
+    assert rules.run_rules(g) == []
+
+
 def test_nsg_deny_before_allow_blocks_vxlan():
     g = b2_graph()
     node(g, "proxy-nsg")["inputs"]["securityRules"].append(
@@ -472,6 +484,24 @@ def test_nsg_deny_before_allow_blocks_vxlan():
     g = b2_graph()
     node(g, "proxy-nsg")["inputs"]["securityRules"].append(
         _nsg_rule("deny-all", 4000, "*", "*", "*", access="Deny"))
+    assert rules.run_rules(g) == []
+
+
+def test_nsg_rules_apply_only_to_their_destination():
+    g = b2_graph()
+    deny = _nsg_rule("deny-other", 105, "Udp", "4789", "VirtualNetwork", access="Deny")
+    deny["destinationAddressPrefix"] = "10.30.9.0/24"  # not the proxy's address
+    node(g, "proxy-nsg")["inputs"]["securityRules"].append(deny)
+    assert rules.run_rules(g) == []
+    deny["destinationAddressPrefix"] = "10.30.4.0/24"  # the proxy's subnet
+    assert ids(rules.run_rules(g)) == ["VTAP021"]
+    # An allow aimed elsewhere does not let VXLAN in: the deny after it decides.
+    g = b2_graph()
+    rules_ = node(g, "proxy-nsg")["inputs"]["securityRules"]
+    rules_[1]["destinationAddressPrefix"] = "10.30.9.9"
+    rules_.append(_nsg_rule("deny-all", 300, "*", "*", "*", access="Deny"))
+    assert ids(rules.run_rules(g)) == ["VTAP021"]
+    rules_[1]["destinationAddressPrefix"] = "10.30.4.4"
     assert rules.run_rules(g) == []
 
 

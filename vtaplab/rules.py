@@ -1002,12 +1002,16 @@ def _vtap_delivery_nics(g: Graph) -> list[Node]:
 
 def _proxy_nics(g: Graph) -> list[Node]:
     """NICs that must rewrite and forward VXLAN: the ProxyNat component's, and any vTAP
-    delivery NIC in a stack that goes on to a Private Endpoint."""
+    delivery NIC that shares its VNet with a Private Endpoint (it can only be there to
+    forward to it)."""
     out = {n.urn: n for n in g.of_type(T_NIC)
            if any(a.type.endswith(":ProxyNat") for a in g.ancestors(n))}
-    if g.of_type(T_PE):
-        out.update({n.urn: n for n in _vtap_delivery_nics(g)
-                    if g.private_endpoint_nic_owner(n.azure_name or n.name) is None})
+    pe_vnets = {g.vnet_of_subnet_ref(get(pe.inputs, "subnet")) for pe in g.of_type(T_PE)}
+    pe_vnets.discard(None)
+    for nic in _vtap_delivery_nics(g):
+        if g.private_endpoint_nic_owner(nic.azure_name or nic.name) is None and \
+                g.vnet_of_nic(nic) in pe_vnets:
+            out[nic.urn] = nic
     return list(out.values())
 
 
@@ -1079,30 +1083,59 @@ def _sources(rule_: Mapping[str, Any]) -> list[str]:
     return [str(s).strip().lower() for s in srcs]
 
 
-def _blocks_udp(rule_: Mapping[str, Any], port: int) -> bool | None:
-    """Inbound verdict of one rule for UDP/``port`` from inside Azure's VNet address space:
-    True (denies), False (allows), None (does not match, or can't tell)."""
+def _destinations(rule_: Mapping[str, Any]) -> list[str]:
+    dests = items(rule_, "destinationAddressPrefixes") or (
+        [d] if (d := text(rule_, "destinationAddressPrefix")) else [])
+    return [str(d).strip().lower() for d in dests]
+
+
+def _covers(prefix: str, addresses: Sequence[str]) -> bool | None:
+    """Does an NSG address prefix surely cover one of ``addresses``? None: can't tell."""
+    if prefix in _VNET_SOURCE:
+        return True
+    try:
+        net = ipaddress.ip_network(prefix, strict=False)
+    except ValueError:
+        return None  # another service tag, an application security group...
+    known = [a for a in addresses if a]
+    if not known:
+        return None
+    try:
+        return any(ipaddress.ip_address(a) in net for a in known)
+    except ValueError:
+        return None
+
+
+def _blocks_udp(rule_: Mapping[str, Any], port: int, addresses: Sequence[str]) -> bool | None:
+    """Inbound verdict of one rule for UDP/``port`` from inside the VNet address space to
+    ``addresses``: True (denies), False (allows), None (does not apply, or can't tell)."""
     if (text(rule_, "direction") or "").lower() != "inbound":
         return None
     proto = (text(rule_, "protocol") or "").lower()
     ports = _ports(rule_)
     srcs = _sources(rule_)
+    dests = _destinations(rule_)
     access = (text(rule_, "access") or "").lower()
     if proto not in {"udp", "*"} or ports is None or not srcs or access not in {"allow", "deny"}:
         return None
     if not _port_matches(ports, port):
         return None
+    covers = [_covers(d, addresses) for d in dests] or [True]  # no destination given: any
     if access == "deny":
-        # Only a deny that surely covers the sender counts: never a false finding.
-        return True if any(s in _VNET_SOURCE for s in srcs) else None
-    return False
+        # Only a deny that surely covers sender and receiver counts: never a false finding.
+        surely = any(s in _VNET_SOURCE for s in srcs) and any(c is True for c in covers)
+        return True if surely else None
+    # An allow counts unless it surely misses the receiver.
+    return None if all(c is False for c in covers) else False
 
 
 def _udp_blocked(g: Graph, nic: Node, port: int) -> Node | None:
     """The NSG that surely drops inbound UDP/``port`` to ``nic``, if one does."""
     nsgs = _nsgs_of_nic(g, nic)
+    addresses = g.nic_ip_addresses(nic)
     for nsg in nsgs or []:
-        decided = [(number(r, "priority"), _blocks_udp(r, port)) for r in _security_rules(g, nsg)]
+        decided = [(number(r, "priority"), _blocks_udp(r, port, addresses))
+                   for r in _security_rules(g, nsg)]
         decided = [(p, b) for p, b in decided if b is not None]
         if any(p is None for p, _ in decided):
             continue  # an unknown priority: the order can't be told
