@@ -58,14 +58,16 @@ def test_a_changed_program_fails_with_a_readable_diff():
 
 def test_normalise_drops_pickles_and_digests_long_strings():
     graph = [{"urn": "b", "type": "t", "name": "n", "parent": None,
-              "inputs": {"__provider": "gASV" * 10, "customData": "A" * 1000, "x": "short"}},
+              "inputs": {"__provider": "gASV" * 10, "userData": "A" * 1000, "x": "short",
+                         "osProfile": {"customData": "I2Nsb3VkLWNvbmZpZw=="}}},
              {"urn": "a", "type": "t", "name": "m", "parent": None, "inputs": {}}]
     out = snapshots.normalise(graph)
     assert [e["urn"] for e in out] == ["a", "b"]
     assert "__provider" not in out[1]["inputs"] and out[1]["inputs"]["x"] == "short"
-    assert out[1]["inputs"]["customData"].startswith("<1000 chars, sha256 ")
-    other = snapshots.normalise([{**graph[0], "inputs": {"customData": "A" * 999 + "B"}}])
-    assert other[0]["inputs"]["customData"] != out[1]["inputs"]["customData"]
+    assert out[1]["inputs"]["userData"].startswith("<1000 chars, sha256 ")
+    other = snapshots.normalise([{**graph[0], "inputs": {"userData": "A" * 999 + "B"}}])
+    assert other[0]["inputs"]["userData"] != out[1]["inputs"]["userData"]
+    assert out[1]["inputs"]["osProfile"]["customData"] == snapshots.CUSTOM_DATA
 
 
 def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):

@@ -10,8 +10,10 @@ Rewrite both after an intended change::
     python -m vtaplab.snapshots --update        # (or: python -m vtaplab graph --update-snapshots)
 
 Snapshots are normalised so that they say what matters and stay small: a dynamic provider's
-pickled code (``__provider``) is dropped, and any long string (cloud-init user data) is kept
-as its length and SHA-256, so a change to it still shows.
+pickled code (``__provider``) is dropped; a VM's ``customData`` (cloud-init rendered from
+``cloudinit/``) is replaced by a fixed marker — those files are reviewed as their own diffs
+and tested by tests/test_cloudinit.py, and every edit to a VM script would otherwise stale
+every snapshot; any other long string is kept as its length and SHA-256, so a change shows.
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ LONG = 200  # strings longer than this are kept as length + digest
 UPDATE_COMMAND = "python -m vtaplab.snapshots --update"
 
 
+CUSTOM_DATA = "<cloud-init user data: cloudinit/, tests/test_cloudinit.py>"
+
+
 def _normalise(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _normalise(v) for k, v in value.items() if k != "__provider"}
+        return {str(k): CUSTOM_DATA if k == "customData" and v else _normalise(v)
+                for k, v in value.items() if k != "__provider"}
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     if isinstance(value, str) and len(value) > LONG:
