@@ -91,3 +91,19 @@ def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):
     node(g, "proxy-nic")["inputs"]["enableIPForwarding"] = False
     assert snapshots.main(["--root", str(tmp_path)]) == 1
     assert snapshots.main(["--root", str(tmp_path), "nope"]) == 2
+
+
+def test_readme_embedded_diagram_is_kept_current(tmp_path, monkeypatch):
+    from vtaplab import graph as graph_module
+
+    g = b2_graph()
+    monkeypatch.setattr(graph_module, "build_graph", lambda stack, root=None: g)
+    monkeypatch.setattr(graph_module, "stack_names", lambda root=None: ["b2"])
+    monkeypatch.setattr(graph_module, "to_mermaid", lambda graph: "flowchart LR\n  new\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n\n<!-- graph b2 -->\n```mermaid\nflowchart LR\n  old\n```\n\nend\n")
+    assert "README.md embeds an outdated diagram of b2" in snapshots.stale("b2", g, tmp_path)
+    assert tmp_path / "README.md" in snapshots.update(tmp_path)
+    assert readme.read_text() == ("intro\n\n<!-- graph b2 -->\n```mermaid\nflowchart LR\n"
+                                  "  new\n```\n\nend\n")
+    assert snapshots.stale("b2", g, tmp_path) == []
