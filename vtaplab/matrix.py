@@ -1,0 +1,847 @@
+"""``python -m vtaplab matrix``: run the scenario matrix, write evidence/RESULTS.md, watch Azure.
+
+On Azure (the default), per stack through Pulumi's Automation API: ``create_or_select_stack``
+with ``work_dir`` = the project root (so the committed ``Pulumi.<stack>.yaml`` is the config),
+``vtaplab:expiresOn`` set for the run (the stack file is restored right after ``up``: the
+committed file never changes), preview, up — each with a live progress line per resource from
+the engine events — the outputs, then the scenarios' verdicts, and ``destroy`` in ``finally``
+unless ``--keep`` (retried once; Ctrl-C during the run still destroys). A failure becomes a
+verdict with the error kept as evidence (``evidence/<stack>/matrix/``): the ``CommandError``
+kind (``ConcurrentUpdateError``, ``StackNotFoundError``, ...), and ARM's codes found in the
+engine's diagnostic events — an expected code (r1, b1) is that scenario's ``rejected``.
+
+``--offline`` needs no Azure (but root, for the emulator): the data-path scenarios (b2, b3 and
+b3 with one proxy down, msp) are run by the emulator (``python -m vtaplab emulate``) into
+``evidence/offline/<scenario>/``; the control-plane ones are predicted by the preflight rules
+(``vtaplab.check``) on the program's graph: r1 and b1 (with the attempts the program makes), c1
+(a vTAP pointed at an Azure Firewall: rule VTAP002 says no vTAP can express it), and a (the
+rules on stack a's graph; whether Direct Connect carries vTAP's VXLAN is ``unknown`` until it
+is measured — the emulator's b2 is not a model of it). Every row says how it was obtained.
+
+Exit status (the platform-change watch): 0 every outcome as expected; 1 an outcome differs from
+the expected one or from the previous run's (what changed is printed); 3 something could not
+be measured or a destroy failed (resources may be left); 130 interrupted; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from vtaplab import facts
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STACKS = ("uksouth",)
+EXPIRES_KEY = "vtaplab:expiresOn"
+# The fixed rule for the expires-on tag: the run's start plus this, rounded up to the hour.
+EXPIRY_HOURS = 8
+EMULATED = ("b2", "b3", "msp")
+PREDICTED = ("r1", "b1", "a", "c1")
+LABEL_AZURE, LABEL_EMULATED, LABEL_PREDICTED = "measured on Azure", "emulated", "predicted"
+EMULATE_TIMEOUT_S = 300
+EVIDENCE_TIMEOUT_S = 3600
+
+# ARM error codes in engine output, in the forms the azure-native provider prints them.
+_ARM_CODE_PATTERNS = (
+    re.compile(r'Code="(?P<code>[A-Za-z][A-Za-z0-9_.]*)"'
+               r'(?:\s+Message="(?P<message>(?:[^"\\]|\\.)*)")?'),
+    re.compile(r"ERROR CODE:\s*(?P<code>[A-Za-z][A-Za-z0-9_.]*)"),
+    re.compile(r'"code"\s*:\s*"(?P<code>[A-Za-z][A-Za-z0-9_.]*)"'
+               r'(?:\s*,\s*"message"\s*:\s*"(?P<message>(?:[^"\\]|\\.)*)")?'),
+)
+
+
+def arm_errors_in(text: str) -> list[dict[str, str]]:
+    """ARM ``{code, message}`` pairs in a diagnostic message, first occurrence per code."""
+    found: dict[str, str] = {}
+    for pattern in _ARM_CODE_PATTERNS:
+        for match in pattern.finditer(text):
+            code = match.group("code")
+            message = (match.groupdict().get("message") or "").replace('\\"', '"')
+            if code not in found or (message and not found[code]):
+                found[code] = message
+    return [{"code": c, "message": m or text.strip()[:500]} for c, m in found.items()]
+
+
+def expires_on(now: dt.datetime, hours: int = EXPIRY_HOURS) -> str:
+    """``now + hours``, rounded up to the whole hour, UTC: ``2026-11-26T15:00Z``."""
+    end = now.astimezone(dt.UTC) + dt.timedelta(hours=hours)
+    if end.minute or end.second or end.microsecond:
+        end = end.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    return end.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _urn_name(urn: str | None) -> str:
+    return (urn or "").rsplit("::", 1)[-1]
+
+
+def scenario_of(urn: str | None, code: str | None, scenarios: Sequence[str]) -> str | None:
+    """Which of the stack's scenarios an engine error belongs to: by the resource's name
+    (every scenario's resources are named ``<scenario>-...``), else by an expected ARM code."""
+    name = _urn_name(urn)
+    for s in scenarios:
+        if name == s or name.startswith(f"{s}-"):
+            return s
+    for s in scenarios:
+        if code and code in facts.SCENARIOS[s].expected_arm_codes:
+            return s
+    return None
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """The live display of one stack's phase, from Automation API engine events: a line per
+    resource step as it starts and ends, warnings and errors as they come, the summary."""
+
+    def __init__(self, stack: str, phase: str, out: TextIO, records: list[dict[str, Any]]) -> None:
+        self.stack, self.phase, self.out, self.records = stack, phase, out, records
+        self.started: dict[str, float] = {}
+        self.done = 0
+        self.failed = 0
+
+    def _print(self, text: str) -> None:
+        print(f"[{self.stack} {self.phase}] {text}", file=self.out, flush=True)
+
+    def __call__(self, event: Any) -> None:
+        record: dict[str, Any] = {"phase": self.phase, "sequence": getattr(event, "sequence", None)}
+        pre = getattr(event, "resource_pre_event", None)
+        outs = getattr(event, "res_outputs_event", None)
+        failed = getattr(event, "res_op_failed_event", None)
+        diag = getattr(event, "diagnostic_event", None)
+        summary = getattr(event, "summary_event", None)
+        if pre is not None:
+            meta = pre.metadata
+            self.started[meta.urn] = time.monotonic()
+            record.update(kind="pre", op=_op(meta.op), urn=meta.urn, type=meta.type)
+            if _op(meta.op) != "same":
+                self._print(f"{_op(meta.op):<8} {meta.type} {_urn_name(meta.urn)} ...")
+        elif outs is not None:
+            meta = outs.metadata
+            took = time.monotonic() - self.started.pop(meta.urn, time.monotonic())
+            self.done += 1
+            record.update(kind="done", op=_op(meta.op), urn=meta.urn, type=meta.type)
+            if _op(meta.op) != "same":
+                self._print(f"{_op(meta.op):<8} {meta.type} {_urn_name(meta.urn)} ok "
+                            f"({took:.0f}s; {self.done} done)")
+        elif failed is not None:
+            meta = failed.metadata
+            self.failed += 1
+            record.update(kind="failed", op=_op(meta.op), urn=meta.urn, type=meta.type)
+            self._print(f"FAILED   {meta.type} {_urn_name(meta.urn)}")
+        elif diag is not None:
+            record.update(kind="diagnostic", severity=diag.severity, urn=diag.urn,
+                          message=diag.message)
+            if diag.severity in ("warning", "error"):
+                first = diag.message.strip().splitlines()[0] if diag.message.strip() else ""
+                self._print(f"{diag.severity}: {_urn_name(diag.urn) or '-'}: {first[:160]}")
+        elif summary is not None:
+            changes = {_op(k): v for k, v in (summary.resource_changes or {}).items()}
+            record.update(kind="summary", changes=changes,
+                          duration_seconds=summary.duration_seconds)
+            self._print("summary: " + (", ".join(f"{k} {v}" for k, v in changes.items())
+                                       or "no changes")
+                        + f" in {summary.duration_seconds}s")
+        else:
+            return
+        self.records.append(record)
+
+
+def _op(op: Any) -> str:
+    return str(getattr(op, "value", op))
+
+
+# --------------------------------------------------------------------------- one stack on Azure
+
+
+@dataclass
+class StackResult:
+    stack: str
+    scenarios: tuple[str, ...]
+    started: float
+    phase: str = "select"
+    error: dict[str, Any] | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    destroyed: bool | None = None          # None: --keep (or nothing to destroy)
+    destroy_errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    records: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[Path] = field(default_factory=list)
+
+    def arm_errors(self) -> list[dict[str, Any]]:
+        """ARM errors in this run's error diagnostics, each with the urn it was about."""
+        out: list[dict[str, Any]] = []
+        for r in self.records:
+            if r.get("kind") == "diagnostic" and r.get("severity") == "error":
+                for err in arm_errors_in(str(r.get("message") or "")):
+                    if not any(e["code"] == err["code"] and e["urn"] == r.get("urn")
+                               for e in out):
+                        out.append({**err, "urn": r.get("urn"), "phase": r.get("phase")})
+        if self.error:
+            for err in arm_errors_in(self.error.get("message", "")):
+                if not any(e["code"] == err["code"] for e in out):
+                    out.append({**err, "urn": None, "phase": self.error.get("phase")})
+        return out
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """A second Ctrl-C must not skip the destroy (the Pulumi CLI gets its own SIGINT)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class AzureMatrix:
+    """Drives stacks through ``auto`` — ``pulumi.automation`` or a test's fake providing the
+    same calls: ``create_or_select_stack(stack_name=, work_dir=)``, ``ConfigValue(value=)``,
+    the error classes, and on the stack ``set_config``, ``preview``, ``up``, ``outputs``,
+    ``destroy`` (each with ``on_event``)."""
+
+    def __init__(self, *, auto: Any = None, root: Path = REPO, evidence: Path | None = None,
+                 keep: bool = False, out: TextIO | None = None,
+                 now: Callable[[], dt.datetime] | None = None,
+                 collect_evidence: Callable[[str, Path], None] | None = None) -> None:
+        if auto is None:
+            import pulumi.automation as auto_module
+
+            auto = auto_module
+        self.auto = auto
+        self.root = Path(root)
+        self.evidence = Path(evidence) if evidence is not None else self.root / "evidence"
+        self.keep = keep
+        self.out = out or sys.stdout
+        self.now = now or (lambda: dt.datetime.now(dt.UTC))
+        self.collect_evidence = collect_evidence or _run_evidence_command
+
+    def _command_error(self) -> type[BaseException]:
+        return self.auto.CommandError
+
+    def run_stack(self, stack: str, scenarios: Sequence[str]) -> StackResult:
+        result = StackResult(stack, tuple(scenarios), time.time())
+        stack_file = self.root / f"Pulumi.{stack}.yaml"
+        original = stack_file.read_bytes() if stack_file.is_file() else None
+        handle: Any = None
+        print(f"[{stack}] scenarios {', '.join(scenarios)}; "
+              f"{'kept after the run' if self.keep else 'destroyed after the run'}",
+              file=self.out, flush=True)
+        try:
+            handle = self.auto.create_or_select_stack(stack_name=stack, work_dir=str(self.root))
+            result.phase = "config"
+            handle.set_config(EXPIRES_KEY, self.auto.ConfigValue(value=expires_on(self.now())))
+            result.phase = "preview"
+            handle.preview(on_event=Progress(stack, "preview", self.out, result.records))
+            result.phase = "up"
+            handle.up(on_event=Progress(stack, "up", self.out, result.records))
+            _restore(stack_file, original)
+            result.phase = "outputs"
+            result.outputs = {k: ("[secret]" if getattr(v, "secret", False) else v.value)
+                              for k, v in handle.outputs().items()}
+            result.phase = "evidence"
+            missing = [s for s in scenarios if facts.SCENARIOS[s].carries_traffic
+                       and self._fresh_verdict(stack, s, result) is None]
+            if missing:
+                self.collect_evidence(stack, self.root)
+            result.phase = "done"
+        except KeyboardInterrupt:
+            result.interrupted = True
+            print(f"[{stack}] interrupted during {result.phase}", file=self.out, flush=True)
+        except self._command_error() as exc:
+            result.error = {"kind": getattr(exc, "name", type(exc).__name__),
+                            "phase": result.phase, "message": str(exc)[-8000:]}
+            print(f"[{stack}] {result.error['kind']} during {result.phase}: "
+                  f"{_first_line(str(exc))}", file=self.out, flush=True)
+        except Exception as exc:  # the evidence step, a broken outputs value: still destroy
+            result.error = {"kind": type(exc).__name__, "phase": result.phase,
+                            "message": str(exc)[-8000:]}
+            print(f"[{stack}] {type(exc).__name__} during {result.phase}: "
+                  f"{_first_line(str(exc))}", file=self.out, flush=True)
+        finally:
+            _restore(stack_file, original)
+            if handle is not None and not self.keep:
+                with _sigint_ignored():
+                    self._destroy(handle, result)
+            self._write_run(result)
+            result.verdicts = self._verdicts(result)
+        return result
+
+    def _destroy(self, handle: Any, result: StackResult) -> None:
+        for attempt in (1, 2):
+            try:
+                handle.destroy(on_event=Progress(result.stack, f"destroy#{attempt}", self.out,
+                                                 result.records))
+                result.destroyed = True
+                return
+            except (self._command_error(), KeyboardInterrupt) as exc:
+                kind = getattr(exc, "name", type(exc).__name__)
+                result.destroy_errors.append(f"{kind}: {_first_line(str(exc))}")
+                print(f"[{result.stack}] destroy attempt {attempt} failed: {kind}: "
+                      f"{_first_line(str(exc))}", file=self.out, flush=True)
+        result.destroyed = False
+        print(f"[{result.stack}] RESOURCES MAY BE LEFT: run 'pulumi destroy -s {result.stack}'",
+              file=self.out, flush=True)
+
+    def _dir(self, stack: str) -> Path:
+        return self.evidence / stack / "matrix"
+
+    def _write_run(self, result: StackResult) -> None:
+        where = self._dir(result.stack)
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "events.jsonl").write_text(
+            "".join(json.dumps(r, default=str) + "\n" for r in result.records), encoding="utf-8")
+        summary = {"stack": result.stack, "scenarios": list(result.scenarios),
+                   "phase": result.phase, "error": result.error,
+                   "arm_errors": result.arm_errors(), "interrupted": result.interrupted,
+                   "destroyed": result.destroyed, "destroy_errors": result.destroy_errors,
+                   "outputs": result.outputs}
+        (where / "run.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
+                                        encoding="utf-8")
+
+    def _fresh_verdict(self, stack: str, scenario: str, result: StackResult) -> Path | None:
+        path = self.evidence / stack / scenario / "verdict.json"
+        try:
+            return path if path.stat().st_mtime >= result.started - 1 else None
+        except OSError:
+            return None
+
+    def _verdicts(self, result: StackResult) -> list[Path]:
+        from vtaplab.verdict import load_verdict, verdict_from_summary, write_verdict
+
+        run_files = [self._dir(result.stack) / "run.json",
+                     self._dir(result.stack) / "events.jsonl"]
+        errors = result.arm_errors()
+        paths: list[Path] = []
+        for s in result.scenarios:
+            out_dir = self.evidence / result.stack / s
+            fresh = self._fresh_verdict(result.stack, s, result)
+            tried = f"pulumi up of stack {result.stack} (Automation API)"
+            if fresh is not None:
+                verdict = load_verdict(fresh)
+            else:
+                mine = [e for e in errors if scenario_of(e["urn"], e["code"], result.scenarios)
+                        == s]
+                others = [e for e in errors if e not in mine]
+                if mine:
+                    verdict = verdict_from_summary(scenario=s, summary=None, files=run_files,
+                                                   arm_error={k: mine[0][k] for k in
+                                                              ("code", "message", "urn")},
+                                                   root=self.root)
+                else:
+                    if result.interrupted:
+                        why = f"interrupted during {result.phase}: nothing measured"
+                    elif result.error:
+                        why = (f"{result.error['kind']} during {result.error['phase']}: "
+                               f"{_first_line(result.error['message'])}")
+                    else:
+                        why = "the run wrote no verdict for this scenario: nothing measured"
+                    verdict = verdict_from_summary(scenario=s, summary=None, files=run_files,
+                                                   root=self.root, reason=why)
+                if others:
+                    verdict["arm_errors"] = others
+            verdict.update(label=LABEL_AZURE, stack=result.stack, tried=tried)
+            if result.error:
+                verdict["run_error"] = {k: result.error[k] for k in ("kind", "phase")}
+            if result.destroyed is False:
+                verdict["destroy_errors"] = result.destroy_errors
+            paths.append(write_verdict(out_dir, verdict))
+        return paths
+
+
+def _restore(path: Path, original: bytes | None) -> None:
+    """Put the committed stack file back as it was (``set_config`` rewrites it)."""
+    if original is None:
+        return
+    try:
+        if path.read_bytes() != original:
+            path.write_bytes(original)
+    except OSError:
+        path.write_bytes(original)
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else "")[:200]
+
+
+def _run_evidence_command(stack: str, root: Path) -> None:
+    """``python -m vtaplab evidence STACK`` — traffic and captures over SSH — when that
+    command exists; its verdicts are then picked up like the program's own."""
+    import importlib.util
+
+    if importlib.util.find_spec("vtaplab.evidence") is None:
+        return
+    log = root / "evidence" / stack / "matrix" / "evidence.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as handle:
+        subprocess.run([sys.executable, "-m", "vtaplab", "evidence", stack], cwd=root,
+                       stdout=handle, stderr=subprocess.STDOUT, timeout=EVIDENCE_TIMEOUT_S,
+                       check=False)
+
+
+# --------------------------------------------------------------------------- offline
+
+
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+class OfflineMatrix:
+    """The same table without Azure: emulator verdicts and the rules' predictions."""
+
+    def __init__(self, *, root: Path = REPO, evidence: Path | None = None,
+                 out: TextIO | None = None, requests: int = 5,
+                 run: Runner = subprocess.run) -> None:
+        self.root = Path(root)
+        self.evidence = Path(evidence) if evidence is not None else self.root / "evidence"
+        self.base = self.evidence / "offline"
+        self.out = out or sys.stdout
+        self.requests = requests
+        self.run_command = run
+        self._graphs: dict[str, list[dict]] = {}
+
+    def run(self, scenarios: Sequence[str]) -> list[Path]:
+        paths: list[Path] = []
+        needed = {self._stack_for(s) for s in scenarios if s in PREDICTED}
+        self._build_graphs(sorted(x for x in needed if x))
+        for s in scenarios:
+            started = time.monotonic()
+            if s in EMULATED:
+                path = self.emulate(s)
+            elif s == "c1":
+                path = self.predict_c1()
+            elif s == "a":
+                path = self.predict_a()
+            else:
+                path = self.predict_rejection(s)
+            from vtaplab.verdict import load_verdict
+
+            v = load_verdict(path)
+            print(f"[offline] {s:<4} {v.get('label'):<10} {v.get('outcome'):<14} "
+                  f"({time.monotonic() - started:.1f}s) {_first_line(str(v.get('reason')))}",
+                  file=self.out, flush=True)
+            paths.append(path)
+        return paths
+
+    # -- the emulator
+
+    def _emulate_once(self, scenario: str, out_dir: Path, extra: Sequence[str]) -> tuple[
+            int, list[str]]:
+        argv = [sys.executable, "-m", "vtaplab", "emulate", scenario, "--proxy-mode",
+                "stateless", "--requests", str(self.requests), "--out", str(out_dir), *extra]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = out_dir / "emulate.log"
+        with log.open("w", encoding="utf-8") as handle:
+            try:
+                done = self.run_command(argv, cwd=self.root, stdout=handle,
+                                        stderr=subprocess.STDOUT, timeout=EMULATE_TIMEOUT_S,
+                                        check=False)
+                rc = done.returncode
+            except subprocess.TimeoutExpired:
+                rc = -1
+                handle.write(f"\nmatrix: timed out after {EMULATE_TIMEOUT_S}s\n")
+        shown = ["python", "-m", "vtaplab", *argv[3:]]
+        try:  # the command as a reader would type it, from the project root
+            shown[shown.index(str(out_dir))] = str(out_dir.resolve().relative_to(
+                self.root.resolve()))
+        except ValueError:
+            pass
+        return rc, shown
+
+    def emulate(self, scenario: str) -> Path:
+        from vtaplab.verdict import load_verdict, write_verdict
+
+        out_dir = self.base / scenario
+        rc, argv = self._emulate_once(scenario, out_dir, [])
+        verdict = self._emulated_verdict(scenario, out_dir, rc, argv)
+        if scenario == "b3":
+            # "delivered, and still delivered with one proxy down": both runs decide.
+            down_dir = out_dir / "proxy-down"
+            rc2, argv2 = self._emulate_once(scenario, down_dir, ["--fault", "proxy-down"])
+            down = self._emulated_verdict(scenario, down_dir, rc2, argv2)
+            write_verdict(down_dir, down)
+            verdict["variants"] = [{"name": "proxy-down", "outcome": down["outcome"],
+                                    "reason": down.get("reason"),
+                                    "verdict": str(down_dir / "verdict.json")}]
+            verdict["tried"] = f"{verdict['tried']}; then {' '.join(argv2)}"
+            verdict["files"] = [*verdict.get("files", []), str(down_dir / "verdict.json")]
+            if verdict["outcome"] == "delivered" and down["outcome"] != "delivered":
+                verdict.update(outcome="not-delivered", matches_expected=False,
+                               reason=f"delivered with both proxies, but with one proxy down: "
+                                      f"{down['outcome']} ({down.get('reason')})")
+        path = write_verdict(out_dir, verdict)
+        load_verdict(path)
+        return path
+
+    def _emulated_verdict(self, scenario: str, out_dir: Path, rc: int,
+                          argv: Sequence[str]) -> dict[str, Any]:
+        from vtaplab.verdict import load_verdict, verdict_from_summary
+
+        log = out_dir / "emulate.log"
+        try:
+            verdict = load_verdict(out_dir)
+        except ValueError:
+            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:] \
+                if log.exists() else []
+            verdict = verdict_from_summary(
+                scenario=scenario, summary=None, files=[log], root=None,
+                reason=f"the emulator wrote no verdict (exit {rc}): {' / '.join(tail)}")
+        verdict["files"] = [*verdict.get("files", []), str(log)]
+        verdict.update(label=LABEL_EMULATED, stack="emulator", tried=" ".join(argv),
+                       emulator_exit=rc)
+        return verdict
+
+    # -- the rules' predictions
+
+    def _stack_for(self, scenario: str) -> str | None:
+        if scenario == "c1":
+            scenario = "b2"  # c1 is b2's tap pointed at a firewall
+        if (self.root / f"Pulumi.{scenario}.yaml").is_file():
+            return scenario
+        from vtaplab.check import stack_scenarios
+        from vtaplab.graph import stack_names
+
+        for stack in stack_names(self.root):
+            if scenario in stack_scenarios(stack, self.root):
+                return stack
+        return None
+
+    def _build_graphs(self, stacks: Sequence[str]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from vtaplab.graph import build_graph
+
+        todo = [s for s in stacks if s not in self._graphs]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 2))) as pool:
+            for stack, g in zip(todo, pool.map(lambda s: build_graph(s, root=self.root), todo),
+                                strict=True):
+                self._graphs[stack] = g
+
+    def _graph(self, scenario: str) -> tuple[str, list[dict]]:
+        stack = self._stack_for(scenario)
+        if stack is None:
+            raise ValueError(f"no committed stack runs scenario {scenario!r}")
+        self._build_graphs([stack])
+        return stack, [dict(e) for e in self._graphs[stack]]
+
+    def _prediction_files(self, out_dir: Path, graph: list[dict], report: Any) -> list[Path]:
+        from vtaplab.check import render
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = [out_dir / "graph.json", out_dir / "check.json", out_dir / "check.txt"]
+        files[0].write_text(json.dumps(graph, indent=1, default=str) + "\n", encoding="utf-8")
+        files[1].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        files[2].write_text(render(report), encoding="utf-8")
+        return files
+
+    def _error(self, scenario: str, why: str) -> Path:
+        from vtaplab.verdict import verdict_from_summary, write_verdict
+
+        verdict = verdict_from_summary(scenario=scenario, summary=None, files=[], reason=why)
+        verdict.update(label=LABEL_PREDICTED, stack="preflight", tried="python -m vtaplab check")
+        return write_verdict(self.base / scenario, verdict)
+
+    def predict_rejection(self, scenario: str) -> Path:
+        """r1, b1: the rules on the stack's graph with the attempts the program makes."""
+        from vtaplab import check
+        from vtaplab.verdict import verdict_from_summary, write_verdict
+
+        try:
+            stack, graph = self._graph(scenario)
+        except Exception as exc:  # a graph that doesn't build is this row's error
+            return self._error(scenario, f"the stack's graph did not build: {exc}")
+        note = ""
+        if not [e for e in graph if "RejectedAttempt" in str(e.get("type"))
+                and (e.get("inputs") or {}).get("scenario") == scenario]:
+            graph = with_attempts(graph, scenario)
+            note = ("; with the attempts of vtaplab.attempts added to the graph (the "
+                    "program declares none yet)")
+        report = check.evaluate(graph, stack=stack, scenarios=[scenario])
+        pred = check.prediction(report, scenario)
+        out_dir = self.base / scenario
+        files = self._prediction_files(out_dir, graph, report)
+        found = [f for f in report.findings if f.scenario == scenario or f.scenario is None]
+        coded = [f for f in found if f.arm_code]
+        tried = f"python -m vtaplab check {stack}{note}"
+        if pred["predicted"]:
+            first = coded[0] if coded else found[0]
+            verdict = verdict_from_summary(
+                scenario=scenario, summary=None, files=files,
+                arm_error={"code": first.arm_code or "(no ARM code: documented as unsupported)",
+                           "message": first.message, "rule": first.rule, "predicted": True})
+            verdict["arm_errors"] = [{"code": f.arm_code, "message": f.message, "rule": f.rule,
+                                      "predicted": True} for f in coded[1:]]
+            verdict["matches_expected"] = bool(pred["matches"])
+            verdict["reason"] = ("the preflight rules predict ARM's refusal: " + "; ".join(
+                f"{p['rule']} {p['arm_code'] or '(unsupported)'} on {p['resource']}"
+                for p in pred["predicted"]))
+        else:
+            verdict = verdict_from_summary(scenario=scenario, summary=None, files=files)
+            verdict.update(outcome="accepted", matches_expected=False,
+                           reason="no rule predicts a refusal: ARM would accept it, if the "
+                                  "rules are right")
+        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried, prediction=pred)
+        return write_verdict(out_dir, verdict)
+
+    def predict_c1(self) -> Path:
+        """c1: b2's tap with an Azure Firewall's ip-configuration as destination."""
+        from vtaplab import check, rules
+        from vtaplab.verdict import verdict_from_summary, write_verdict
+
+        try:
+            stack, graph = self._graph("c1")
+        except Exception as exc:
+            return self._error("c1", f"b2's graph did not build: {exc}")
+        taps = [e for e in graph if e.get("type") == rules.T_TAP]
+        if not taps:
+            return self._error("c1", f"stack {stack}'s graph has no vTAP to point at a firewall")
+        tap = dict(taps[0])
+        inputs = dict(tap.get("inputs") or {})
+        group = inputs.get("resourceGroupName") or "rg"
+        firewall_ipconfig = (f"/subscriptions/00000000-0000-0000-0000-000000000000/"
+                             f"resourceGroups/{group}/providers/Microsoft.Network/"
+                             "azureFirewalls/c1-firewall/ipConfigurations/fw-ipconfig")
+        inputs.pop("destinationLoadBalancerFrontEndIPConfiguration", None)
+        inputs["destinationNetworkInterfaceIPConfiguration"] = {"id": firewall_ipconfig}
+        tap["inputs"] = inputs
+        graph = [tap if e is taps[0] else e for e in graph]
+        report = check.evaluate(graph, stack=stack, scenarios=["c1"])
+        out_dir = self.base / "c1"
+        files = self._prediction_files(out_dir, graph, report)
+        hits = [f for f in report.findings if f.rule == "VTAP002" and f.urn == tap.get("urn")]
+        tried = (f"python -m vtaplab check on stack {stack}'s graph with its vTAP's destination "
+                 "set to an Azure Firewall ip-configuration")
+        if hits:
+            verdict = verdict_from_summary(scenario="c1", summary=None, files=files)
+            verdict["reason"] = f"rule VTAP002: {hits[0].message}"
+        else:
+            verdict = verdict_from_summary(scenario="c1", summary=None, files=files)
+            verdict.update(outcome="accepted", matches_expected=False,
+                           reason="no rule objects to an Azure Firewall as vTAP destination")
+        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried)
+        return write_verdict(out_dir, verdict)
+
+    def predict_a(self) -> Path:
+        """a: the rules on stack a's graph; the data path over Direct Connect stays unknown."""
+        from vtaplab import check, rules
+        from vtaplab.verdict import verdict_from_summary, write_verdict
+
+        try:
+            stack, graph = self._graph("a")
+        except Exception as exc:
+            return self._error("a", f"stack a's graph did not build: {exc}")
+        report = check.evaluate(graph, stack=stack, scenarios=["a"])
+        out_dir = self.base / "a"
+        files = self._prediction_files(out_dir, graph, report)
+        refusals = [f for f in report.findings if f.severity == rules.MANDATORY]
+        verdict = verdict_from_summary(scenario="a", summary=None, files=files)
+        if refusals:
+            first = refusals[0]
+            verdict.update(outcome="rejected" if first.arm_code else "error",
+                           arm_error={"code": first.arm_code, "message": first.message,
+                                      "rule": first.rule, "predicted": True} if first.arm_code
+                           else None,
+                           reason=f"the rules object to stack {stack}: " + "; ".join(
+                               f"{f.rule} on {f.resource}" for f in refusals))
+        else:
+            verdict.update(outcome="unknown", reason=(
+                f"the preflight rules find nothing ARM refuses in stack {stack}'s graph "
+                f"({len(report.findings)} advisory finding(s)); whether a Direct Connect PLS "
+                "carries vTAP's VXLAN is only measurable on Azure (centralus). The emulator's "
+                "b2 is not a measurement of a."))
+        verdict.update(matches_expected=None, label=LABEL_PREDICTED, stack=stack,
+                       tried=f"python -m vtaplab check {stack}")
+        return write_verdict(out_dir, verdict)
+
+
+def with_attempts(graph: Sequence[Mapping[str, Any]], scenario: str) -> list[dict]:
+    """``graph`` plus the ``RejectedAttempt`` entries for ``scenario`` as the program declares
+    them (vtaplab.attempts), with ids formed by the graph's mocks."""
+    from vtaplab import attempts, rules
+    from vtaplab.graph import azure_id
+
+    def the(typ: str, suffix: str) -> Mapping[str, Any]:
+        hits = [e for e in graph if e.get("type") == typ
+                and str(e.get("name")).startswith(scenario) and str(e.get("name")).endswith(suffix)]
+        if len(hits) != 1:
+            raise ValueError(f"{scenario}: expected one {typ} named {scenario}...{suffix}, "
+                             f"found {len(hits)}")
+        return hits[0]
+
+    pe = the(rules.T_PE, "-pe")
+    pe_id = azure_id(str(pe["type"]), str(pe["name"]), pe["inputs"])
+    group = pe["inputs"]["resourceGroupName"]
+    prefix = f"/subscriptions/{pe_id.split('/')[2]}/resourceGroups/{group}/providers/"
+    targets: dict[str, str] = {}
+    for attempt in attempts.SCENARIO_ATTEMPTS.get(scenario, ()):
+        if attempt == "vtap-pe-destination":
+            targets[attempt] = prefix + f"Microsoft.Network/virtualNetworkTaps/{scenario}-vtap"
+        else:
+            lb = the(rules.T_LB, "-ilb")
+            lb_id = azure_id(str(lb["type"]), str(lb["name"]), lb["inputs"])
+            targets[attempt] = f"{lb_id}/backendAddressPools/" + (
+                "be" if attempt == "nic-pool" else "pe-ip")
+    typ = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
+    stack_urn = str(pe.get("urn", "")).split("::")[0]
+    extra = [{"urn": f"{stack_urn}::vtaplab::{typ}::{scenario}-{attempt}", "type": typ,
+              "name": f"{scenario}-{attempt}", "parent": None,
+              "inputs": {"scenario": scenario, "attempt": attempt, "stack": scenario,
+                         "private_endpoint_id": pe_id, "target_id": target,
+                         "location": pe["inputs"].get("location"), "port": facts.VXLAN_PORT,
+                         "tags": {}, "evidence_root": "evidence"}}
+             for attempt, target in targets.items()]
+    return [*(dict(e) for e in graph), *extra]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        self.exit(2, f"matrix: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m vtaplab matrix",
+                description="Run the scenario matrix (Azure via the Pulumi Automation API, or "
+                            "--offline: emulator + preflight predictions) and write "
+                            "evidence/RESULTS.md and evidence/results.json.")
+    p.add_argument("--stacks", default=None,
+                   help="comma-separated stacks (Pulumi.<stack>.yaml); default uksouth. "
+                        "With --offline: scenarios (or stacks, read as their scenarios); "
+                        "default all")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--destroy", dest="keep", action="store_false",
+                      help="destroy every stack after its run (the default)")
+    mode.add_argument("--keep", dest="keep", action="store_true",
+                      help="leave the stacks deployed (they cost money: see 'vtaplab cost')")
+    p.add_argument("--offline", action="store_true",
+                   help="no Azure: emulator verdicts (needs root) and the rules' predictions")
+    p.add_argument("--evidence", type=Path, default=None, help="evidence directory")
+    p.add_argument("--requests", default="5",
+                   help="--offline: emulator request rounds per scenario (1-100, default 5)")
+    p.add_argument("--readme", type=Path, nargs="?", const=REPO / "README.md", default=None,
+                   help="also rewrite the README's results block (default README.md)")
+    p.set_defaults(keep=False)
+    return p
+
+
+def _offline_scenarios(text: str | None, root: Path) -> list[str]:
+    if text is None:
+        return list(facts.SCENARIOS)
+    from vtaplab.check import stack_scenarios
+
+    out: list[str] = []
+    for name in (t.strip() for t in text.split(",") if t.strip()):
+        if name in facts.SCENARIOS:
+            chosen: Sequence[str] = [name]
+        elif (root / f"Pulumi.{name}.yaml").is_file():
+            chosen = stack_scenarios(name, root)
+        else:
+            raise ValueError(f"--stacks: {name!r} is neither a scenario nor a committed stack; "
+                             f"accepted: {', '.join(facts.SCENARIOS)}")
+        out += [s for s in chosen if s not in out]
+    return out
+
+
+def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ...]]]:
+    from vtaplab.check import stack_scenarios
+    from vtaplab.graph import stack_names
+
+    committed = stack_names(root)
+    names = [t.strip() for t in (text or ",".join(DEFAULT_STACKS)).split(",") if t.strip()]
+    bad = [n for n in names if n not in committed]
+    if bad or not names:
+        raise ValueError(f"--stacks: {', '.join(bad) or '(none)'} not committed; accepted: "
+                         f"{', '.join(committed)}")
+    return [(n, stack_scenarios(n, root)) for n in names]
+
+
+def main(argv: list[str], *, auto: Any = None, root: Path = REPO,
+         out: TextIO | None = None) -> int:
+    from vtaplab import results
+
+    out = out or sys.stdout
+    args = _parser().parse_args(argv)
+    evidence = args.evidence or root / "evidence"
+    previous = results.load_previous(evidence / "results.json")
+    interrupted = False
+    left_behind = False
+    try:
+        if args.offline:
+            scenarios = _offline_scenarios(args.stacks, root)
+            try:
+                requests = int(args.requests)
+            except ValueError:
+                requests = 0
+            if not 1 <= requests <= 100:
+                raise ValueError(f"--requests {args.requests!r}; accepted: 1..100")
+            if any(s in EMULATED for s in scenarios) and os.geteuid() != 0:
+                print("matrix --offline: the emulator needs root (network namespaces); "
+                      "accepted: run as root, or --stacks r1,b1,a,c1 for the predictions only",
+                      file=sys.stderr)
+                return 2
+            paths = OfflineMatrix(root=root, evidence=evidence, out=out,
+                                  requests=requests).run(scenarios)
+        else:
+            stacks = _azure_stacks(args.stacks, root)
+            runner = AzureMatrix(auto=auto, root=root, evidence=evidence, keep=args.keep,
+                                 out=out)
+            paths = []
+            for stack, scenarios_of_stack in stacks:
+                result = runner.run_stack(stack, scenarios_of_stack)
+                paths += result.verdicts
+                left_behind |= result.destroyed is False
+                if result.interrupted:
+                    interrupted = True
+                    break
+    except ValueError as exc:
+        print(f"matrix: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("matrix: interrupted", file=sys.stderr)
+        return 130
+    rows = results.collect(paths, root=root)
+    md, js = results.write(rows, evidence)
+    print(file=out)
+    print(results.render_readme_block(rows), file=out)
+    print(f"matrix: {len(rows)} row(s) -> {md}, {js}", file=out)
+    if args.readme is not None:
+        try:
+            changed = results.update_readme(
+                args.readme, rows, command="python -m vtaplab matrix"
+                + (" --offline" if args.offline else ""))
+            print(f"matrix: {args.readme} {'updated' if changed else 'already current'}",
+                  file=out)
+        except (OSError, results.ReadmeBlockMissing) as exc:
+            print(f"matrix: --readme {args.readme}: {exc}", file=sys.stderr)
+            return 2
+    changed_lines = results.changes(rows, previous)
+    if changed_lines:
+        print("matrix: CHANGED — the platform answered differently:", file=out)
+        for line in changed_lines:
+            print(f"  {line}", file=out)
+    if interrupted:
+        return 130
+    if changed_lines:
+        return 1
+    if left_behind or any(r["outcome"] == "error" for r in rows):
+        return 3
+    return 0
