@@ -55,7 +55,8 @@ class LinuxVmArgs:
     operator_cidr: str
     """The only source SSH is admitted from."""
     cloud_init: Input[str]
-    """cloud-init user data as text; base64-encoded here into ``customData``."""
+    """cloud-init user data as text; base64-encoded here into ``customData`` (a secret:
+    it holds the VM's private host key, see ``vtaplab.cloudinit.with_host_key``)."""
     tags: Mapping[str, str]
     inbound_rules: Sequence[NsgRule] = ()
     enable_ip_forwarding: bool = False
@@ -187,9 +188,10 @@ class LinuxVm(pulumi.ComponentResource):
     def _vm(
         name: str, args: LinuxVmArgs, nic: network.NetworkInterface, opts: ResourceOptions
     ) -> compute.VirtualMachine:
-        custom_data = Output.from_input(args.cloud_init).apply(
+        # Always a secret: the user data carries the VM's private SSH host key.
+        custom_data = Output.secret(Output.from_input(args.cloud_init).apply(
             lambda text: base64.b64encode(text.encode()).decode()
-        )
+        ))
         return compute.VirtualMachine(
             f"{name}-vm",
             vm_name=name,

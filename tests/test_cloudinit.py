@@ -284,3 +284,59 @@ def test_proxy_boot_command_works_with_its_script(tmp_path):
         assert "set 0x2a" in status.stdout  # VNI 42 stamped
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
+
+
+# ----------------------------------------------------------------------------- host keys
+
+
+def _with_key(role: str) -> tuple[str, object]:
+    from vtaplab import ssh
+
+    pair = ssh.host_key_for("a test seed of thirty-two characters!", f"b2-{role}")
+    return cloudinit.with_host_key(render(role, **PARAMS[role]), private_pem=pair.private_pem,
+                                   public_line=pair.public_line), pair
+
+
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian's cloud-init not installed")
+@pytest.mark.parametrize("role", cloudinit.ROLES)
+def test_user_data_with_host_key_passes_cloud_init_schema(role, tmp_path):
+    require_scripts(role)
+    text, _pair = _with_key(role)
+    path = tmp_path / f"{role}.yaml"
+    path.write_text(text)
+    result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Valid cloud-config" in output, output
+    assert "deprecat" not in output.lower()
+
+
+@pytest.mark.parametrize("role", cloudinit.ROLES)
+def test_host_key_lands_where_cloud_init_reads_it(role):
+    require_scripts(role)
+    text, pair = _with_key(role)
+    doc = yaml.safe_load(text)
+    assert doc["ssh_deletekeys"] is True and doc["ssh_genkeytypes"] == ["ed25519"]
+    assert doc["ssh_keys"]["ed25519_private"].strip() == pair.private_pem.strip()
+    assert doc["ssh_keys"]["ed25519_public"] == pair.public_line
+    # the rest of the document is untouched
+    assert {k: v for k, v in doc.items() if k not in cloudinit.HOST_KEY_KEYS} == yaml.safe_load(
+        render(role, **PARAMS[role]))
+    assert len(text.encode()) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
+
+
+def test_host_key_input_errors_are_one_line():
+    from vtaplab import ssh
+
+    pair = ssh.generate_host_key()
+    base = render("src")
+    with pytest.raises(cloudinit.CloudInitError, match="not an OpenSSH private key") as caught:
+        cloudinit.with_host_key(base, private_pem="secret-text", public_line=pair.public_line)
+    assert "secret-text" not in str(caught.value)
+    with pytest.raises(cloudinit.CloudInitError, match="not an Ed25519 public key"):
+        cloudinit.with_host_key(base, private_pem=pair.private_pem, public_line="ssh-rsa x")
+    once = cloudinit.with_host_key(base, private_pem=pair.private_pem,
+                                   public_line=pair.public_line)
+    with pytest.raises(cloudinit.CloudInitError, match="already sets ssh_deletekeys"):
+        cloudinit.with_host_key(once, private_pem=pair.private_pem,
+                                public_line=pair.public_line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -26,6 +27,7 @@ ED25519_KEY = "ssh-ed25519 " + _ssh_blob(b"ssh-ed25519", bytes(range(32))) + " o
 RSA_2048_KEY = "ssh-rsa " + _ssh_blob(b"ssh-rsa", b"\x01\x00\x01", b"\x00" + b"\xc1" * 256)
 RSA_1024_KEY = "ssh-rsa " + _ssh_blob(b"ssh-rsa", b"\x01\x00\x01", b"\x00" + b"\xc1" * 128)
 OPERATOR = "203.0.113.7/32"
+SEED = "0123456789abcdef" * 4  # a test host-key seed (64 hex characters)
 GOOD: dict[str, object] = {
     "vtaplab:scenarios": ["b2"],
     "vtaplab:operatorCidr": OPERATOR,
@@ -171,17 +173,18 @@ def test_the_expected_stack_files_exist():
     assert {"Pulumi.uksouth.yaml", "Pulumi.r1.yaml", "Pulumi.b1.yaml", "Pulumi.b2.yaml",
             "Pulumi.a.yaml"} <= names
     uksouth = config.read_stack_file(ROOT / "Pulumi.uksouth.yaml")
-    assert uksouth["vtaplab:scenarios"] == ["r1", "b1", "b2"]
+    # the uksouth matrix starts with r1, b1, b2 (later issues append scenarios)
+    assert uksouth["vtaplab:scenarios"][:3] == ["r1", "b1", "b2"]
     assert config.read_stack_file(ROOT / "Pulumi.a.yaml")["vtaplab:location"] == "centralus"
 
 
 def test_stack_values_convert_to_what_pulumi_hands_the_program():
     values = config.read_stack_file(ROOT / "Pulumi.uksouth.yaml")
     as_pulumi = config.as_pulumi_config(values)
-    assert as_pulumi["vtaplab:scenarios"] == '["r1", "b1", "b2"]'
+    assert as_pulumi["vtaplab:scenarios"] == json.dumps(values["vtaplab:scenarios"])
     assert as_pulumi["azure-native:location"] == "uksouth"
     assert from_values({**as_pulumi, **GOOD, "vtaplab:scenarios": as_pulumi["vtaplab:scenarios"]},
-                       stack="uksouth").scenarios == ("r1", "b1", "b2")
+                       stack="uksouth").scenarios == tuple(values["vtaplab:scenarios"])
 
 
 def test_project_file_declares_every_key_with_the_loaders_default():
@@ -432,8 +435,11 @@ def test_unknown_key_suggests_the_close_one():
 def pulumi_config():
     from pulumi.runtime import config as runtime_config
 
-    def set_values(values: dict[str, object]) -> None:
-        runtime_config.set_all_config(config.as_pulumi_config(values))
+    def set_values(values: dict[str, object], secret: tuple[str, ...] = ()) -> None:
+        if "vtaplab:hostKeySeed" not in values:
+            values = {**values, "vtaplab:hostKeySeed": SEED}
+            secret = (*secret, "vtaplab:hostKeySeed")
+        runtime_config.set_all_config(config.as_pulumi_config(values), list(secret))
 
     yield set_values
     runtime_config.set_all_config({})
@@ -444,10 +450,78 @@ def test_load_reads_the_stack_config_pulumi_hands_the_program(pulumi_config, tmp
                    "vtaplab:operatorCidr": OPERATOR, "vtaplab:mspTenants": 3})
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "id_ed25519.pub").write_text(ED25519_KEY + "\n")
+    (tmp_path / ".ssh" / "id_ed25519").write_text("not read by load\n")
     cfg = config.load(stack="uksouth", home=tmp_path, environ={})
-    assert cfg.scenarios == ("r1", "b1", "b2")
+    assert cfg.scenarios[:3] == ("r1", "b1", "b2")
     assert cfg.msp_tenants == 3
     assert cfg.ssh_public_key == ED25519_KEY
+    assert cfg.host_key_seed == SEED and SEED not in repr(cfg)
+    assert cfg.ssh_private_key_file == str(tmp_path / ".ssh" / "id_ed25519")
+    assert cfg.run_id == "1"
+
+
+# ----------------------------------------------------------------------------- run secrets
+
+
+def test_load_without_a_host_key_seed_says_how_to_set_one(pulumi_config):
+    pulumi_config({**GOOD, "vtaplab:hostKeySeed": ""})
+    with pytest.raises(ConfigError) as caught:
+        config.load(stack="b2", environ={})
+    message = str(caught.value)
+    assert "vtaplab:hostKeySeed is not set" in message
+    assert "pulumi config set --secret vtaplab:hostKeySeed" in message and "\n" not in message
+
+
+def test_load_refuses_a_seed_stored_in_clear(pulumi_config, tmp_path):
+    pulumi_config({**GOOD, "vtaplab:hostKeySeed": SEED})  # not in the secret keys
+    with pytest.raises(ConfigError, match="hostKeySeed is stored in clear") as caught:
+        config.load(stack="b2", environ={}, home=tmp_path)
+    assert SEED not in str(caught.value)
+
+
+def test_short_seed_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError, match="too short") as caught:
+        from_values({**GOOD, "vtaplab:hostKeySeed": "abc123"}, stack="b2")
+    assert "abc123" not in str(caught.value)
+
+
+def test_traffic_stack_needs_a_private_key(pulumi_config, tmp_path):
+    pulumi_config(GOOD)
+    with pytest.raises(ConfigError, match="sshPrivateKeyFile is not set") as caught:
+        config.load(stack="b2", environ={}, home=tmp_path)
+    assert "~/.ssh/id_ed25519" in str(caught.value)
+    # r1 makes no SSH step: no private key needed
+    pulumi_config({**GOOD, "vtaplab:scenarios": ["r1"]})
+    assert config.load(stack="r1", environ={}, home=tmp_path).ssh_private_key_file == ""
+
+
+def test_private_key_text_must_be_secret_and_a_key(pulumi_config, tmp_path):
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    pulumi_config({**GOOD, "vtaplab:sshPrivateKey": pem}, secret=("vtaplab:sshPrivateKey",))
+    cfg = config.load(stack="b2", environ={}, home=tmp_path)
+    assert cfg.ssh_private_key == pem + "\n" and "PRIVATE" not in repr(cfg)
+    pulumi_config({**GOOD, "vtaplab:sshPrivateKey": pem})
+    with pytest.raises(ConfigError, match="sshPrivateKey is stored in clear"):
+        config.load(stack="b2", environ={}, home=tmp_path)
+    with pytest.raises(ConfigError, match="not a private key") as caught:
+        from_values({**GOOD, "vtaplab:sshPrivateKey": "hunter2-password"}, stack="b2")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_private_key_file_missing_is_one_line(pulumi_config, tmp_path):
+    pulumi_config({**GOOD, "vtaplab:sshPrivateKeyFile": str(tmp_path / "nope")})
+    with pytest.raises(ConfigError, match="is not a readable file"):
+        config.load(stack="b2", environ={}, home=tmp_path)
+    assert from_values({**GOOD, "vtaplab:sshPrivateKeyFile": "~/k"}, stack="b2",
+                       home=tmp_path).ssh_private_key_file == str(tmp_path / "k")
+
+
+@pytest.mark.parametrize("run_id", ["", "a b", "x" * 33, "1;rm"])
+def test_bad_run_id(run_id):
+    if run_id == "":
+        assert from_values({**GOOD, "vtaplab:runId": ""}, stack="b2").run_id == "1"
+        return
+    rejects("runId", run_id, "1-32 characters")
 
 
 def test_load_catches_a_misspelt_key(pulumi_config):

@@ -26,7 +26,17 @@ def test_json_lists_every_registered_resource_with_its_inputs(graph_of):
     assert child.returncode == 0, child.stderr
     resources = json.loads(child.stdout)
     assert resources == graph_of("b2")
-    assert all(set(r) == {"urn", "type", "name", "parent", "inputs"} for r in resources)
+    # "dependencies": what each waits for; "secrets": input paths sent as secrets (if any)
+    assert all({"urn", "type", "name", "parent", "inputs", "dependencies"} <= set(r)
+               <= {"urn", "type", "name", "parent", "inputs", "dependencies", "secrets"}
+               for r in resources)
+    urns = {r["urn"] for r in resources}
+    assert all(set(r["dependencies"]) <= urns for r in resources)
+    vm = next(r for r in resources if r["type"] == "azure-native:compute:VirtualMachine")
+    # the engine marks the whole osProfile secret when customData inside it is one
+    assert any("osProfile.customData".startswith(p) for p in vm["secrets"])
+    assert any(d.endswith("NetworkInterface::b2-src-nic") for d in
+               next(r for r in resources if r["name"] == "b2-src-vm")["dependencies"])
     tap = next(r for r in resources if r["type"] == "azure-native:network:VirtualNetworkTap")
     # wire names, as the program sent them to the engine
     assert "destinationNetworkInterfaceIPConfiguration" in tap["inputs"]

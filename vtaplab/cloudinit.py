@@ -186,3 +186,47 @@ def custom_data(user_data: str) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+
+
+HOST_KEY_KEYS = ("ssh_deletekeys", "ssh_genkeytypes", "ssh_keys")
+
+
+def with_host_key(user_data: str, *, private_pem: str, public_line: str) -> str:
+    """``user_data`` plus cloud-init's ``ssh_keys``: the VM boots with exactly this Ed25519
+    host key (the image's keys deleted, none generated), so the lab can pin it before the VM
+    exists (``vtaplab.ssh.host_key_for``). The result holds a private key: keep it secret."""
+    if not user_data.startswith("#cloud-config\n"):
+        raise CloudInitError("with_host_key: user data is not a #cloud-config document")
+    for key in HOST_KEY_KEYS:
+        if any(line.startswith(f"{key}:") for line in user_data.splitlines()):
+            raise CloudInitError(f"with_host_key: user data already sets {key}; accepted: "
+                                 "a template without SSH host key settings")
+    pem = private_pem.strip()
+    if not (pem.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+            and pem.endswith("-----END OPENSSH PRIVATE KEY-----")):
+        raise CloudInitError("with_host_key: private_pem is not an OpenSSH private key "
+                             "(value not shown); accepted: vtaplab.ssh.HostKeyPair.private_pem")
+    fields = public_line.split()
+    if len(fields) < 2 or fields[0] != "ssh-ed25519" or not re_b64(fields[1]):
+        raise CloudInitError(f"with_host_key: public_line {public_line[:40]!r} is not an "
+                             "Ed25519 public key; accepted: 'ssh-ed25519 AAAA...'")
+    indented = "\n".join("    " + line for line in pem.splitlines())
+    block = (
+        "# The SSH host key the lab pins (derived from vtaplab:hostKeySeed): the image's keys\n"
+        "# are deleted and none generated, so the first connection is already verified.\n"
+        "ssh_deletekeys: true\n"
+        # Generation is skipped when ssh_keys is given (cc_ssh); the schema wants >= 1 type.
+        "ssh_genkeytypes: [ed25519]\n"
+        "ssh_keys:\n"
+        "  ed25519_private: |\n"
+        f"{indented}\n"
+        f"  ed25519_public: {fields[0]} {fields[1]}\n"
+    )
+    return user_data.rstrip("\n") + "\n" + block
+
+
+def re_b64(text: str) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) > 0
+    except ValueError:
+        return False

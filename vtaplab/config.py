@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 NAMESPACE = "vtaplab"
 # Where ``sshPublicKey`` falls back to, in order, relative to the user's home.
 SSH_KEY_FALLBACKS: tuple[str, ...] = (".ssh/id_ed25519.pub", ".ssh/id_rsa.pub")
+# The private halves, in the same order: what the SSH steps of a run log in with.
+SSH_PRIVATE_KEY_FALLBACKS: tuple[str, ...] = (".ssh/id_ed25519", ".ssh/id_rsa")
+# Keys whose value must be stored encrypted (pulumi config set --secret).
+SECRET_KEYS: tuple[str, ...] = ("hostKeySeed", "sshPrivateKey")
+HOST_KEY_SEED_MIN = 32
+HOST_KEY_SEED_HINT = 'pulumi config set --secret vtaplab:hostKeySeed "$(openssl rand -hex 32)"'
+# Scenarios whose run logs in to the VMs (capture, traffic, fetch): they need a private key.
+TRAFFIC_SCENARIOS: tuple[str, ...] = ("b2", "a", "b3", "msp")
+_RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 # The operator CIDR may also come from the environment, so one `export` serves every stack
 # and no stack file ever has to carry somebody's address.
 OPERATOR_CIDR_ENV = "VTAPLAB_OPERATOR_CIDR"
@@ -125,6 +134,15 @@ class LabConfig:
     capture_seconds: int
     traffic_requests: int
     msp_tenants: int
+    # Secrets: never in a repr, a log line or a traceback.
+    host_key_seed: str = field(default="", repr=False)
+    """Derives every VM's SSH host key (vtaplab.ssh.host_key_for); empty: not set."""
+    ssh_private_key: str = field(default="", repr=False)
+    """PEM text from vtaplab:sshPrivateKey; empty: use ``ssh_private_key_file``."""
+    ssh_private_key_file: str = ""
+    """Path of the private key file the run's SSH steps use; empty: none found."""
+    run_id: str = "1"
+    """Changing it re-runs capture, traffic and fetch without touching the VMs."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +217,19 @@ KEYS: tuple[Key, ...] = (
         f"Tenants (consumer VNets) in scenario msp, {MSP_TENANTS_RANGE[0]}-"
         f"{MSP_TENANTS_RANGE[1]} (vTAP preview allows about "
         f"{facts.MAX_VTAPS_PER_SUBSCRIPTION} per subscription)."),
+    Key("hostKeySeed", "string", "",
+        "SECRET, required: derives every VM's SSH host key, so host keys are pinned before "
+        f"the VMs exist. Set once per stack: {HOST_KEY_SEED_HINT}"),
+    Key("sshPrivateKey", "string", "",
+        "SECRET, optional: the private key (PEM/OpenSSH text) of sshPublicKey, for the run's "
+        "SSH steps (pulumi config set --secret vtaplab:sshPrivateKey < ~/.ssh/id_ed25519). "
+        "Empty: sshPrivateKeyFile."),
+    Key("sshPrivateKeyFile", "string", "",
+        "Path of the private key of sshPublicKey, for the run's SSH steps. Empty: "
+        "~/.ssh/id_ed25519, then ~/.ssh/id_rsa."),
+    Key("runId", "string", "1",
+        "Change it (e.g. 2) to re-run capture, traffic and fetch on the next pulumi up "
+        "without touching the VMs."),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
 
@@ -644,7 +675,83 @@ def from_values(
         capture_seconds=_int(values, "captureSeconds", CAPTURE_SECONDS_RANGE),
         traffic_requests=_int(values, "trafficRequests", TRAFFIC_REQUESTS_RANGE),
         msp_tenants=msp_tenants,
+        host_key_seed=_host_key_seed(values),
+        ssh_private_key=_ssh_private_key(values),
+        ssh_private_key_file=_ssh_private_key_file(values, home),
+        run_id=_run_id(values),
     )
+
+
+def _host_key_seed(values: Mapping[str, object]) -> str:
+    seed = _text(values, "hostKeySeed")
+    if seed and len(seed) < HOST_KEY_SEED_MIN:
+        # Never echo a secret, not even a bad one.
+        raise ConfigError(
+            f"{NAMESPACE}:hostKeySeed: {len(seed)} characters is too short to keep host keys "
+            f"unguessable; accepted: {HOST_KEY_SEED_MIN} or more, e.g. {HOST_KEY_SEED_HINT}")
+    return seed
+
+
+def _ssh_private_key(values: Mapping[str, object]) -> str:
+    text = _text(values, "sshPrivateKey")
+    if text and not ("-----BEGIN" in text and "PRIVATE KEY-----" in text):
+        raise ConfigError(
+            f"{NAMESPACE}:sshPrivateKey: not a private key (value not shown); accepted: the "
+            "text of an unencrypted OpenSSH/PEM private key file, set with --secret")
+    return text + "\n" if text else ""
+
+
+def _ssh_private_key_file(values: Mapping[str, object], home: Path | None) -> str:
+    text = _text(values, "sshPrivateKeyFile")
+    if text:
+        if text.startswith("~") and home is not None:
+            text = str(home / text[1:].lstrip("/"))
+        return text
+    if home is None:
+        return ""
+    for relative in SSH_PRIVATE_KEY_FALLBACKS:
+        if (home / relative).is_file():
+            return str(home / relative)
+    return ""
+
+
+def _run_id(values: Mapping[str, object]) -> str:
+    run_id = _text(values, "runId")
+    if not _RUN_ID.match(run_id):
+        raise _fail("runId", run_id, "is not a run id", "1-32 characters of A-Z a-z 0-9 . _ -")
+    return run_id
+
+
+def require_run_secrets(cfg: LabConfig, *, is_secret: Callable[[str], bool]) -> None:
+    """What a real ``pulumi up`` needs beyond ``from_values``: the host-key seed (always:
+    every VM gets pinned host keys), stored encrypted; and, for a stack that runs traffic, a
+    private key. ``is_secret(key)`` says whether ``vtaplab:<key>`` is stored as a secret."""
+    if not cfg.host_key_seed:
+        raise ConfigError(
+            f"{NAMESPACE}:hostKeySeed is not set: every VM's SSH host key derives from it "
+            f"(pinned, never trusted on first use); accepted: a secret of "
+            f"{HOST_KEY_SEED_MIN}+ characters, set once per stack: {HOST_KEY_SEED_HINT}")
+    for key in SECRET_KEYS:
+        value = cfg.host_key_seed if key == "hostKeySeed" else cfg.ssh_private_key
+        if value and not is_secret(key):
+            raise ConfigError(
+                f"{NAMESPACE}:{key} is stored in clear in the stack file; accepted: an "
+                f"encrypted value: pulumi config rm vtaplab:{key}, then set it again with "
+                "pulumi config set --secret")
+    if any(s in TRAFFIC_SCENARIOS for s in cfg.scenarios) and not (
+            cfg.ssh_private_key or cfg.ssh_private_key_file):
+        tried = ", ".join(f"~/{p}" for p in SSH_PRIVATE_KEY_FALLBACKS)
+        raise ConfigError(
+            f"{NAMESPACE}:sshPrivateKeyFile is not set and no key file was found (tried: "
+            f"{tried}); scenarios {', '.join(cfg.scenarios)} log in to the VMs to run "
+            "traffic and fetch evidence; accepted: pulumi config set vtaplab:sshPrivateKeyFile "
+            "PATH, or pulumi config set --secret vtaplab:sshPrivateKey < PATH")
+    if cfg.ssh_private_key_file and not cfg.ssh_private_key and any(
+            s in TRAFFIC_SCENARIOS for s in cfg.scenarios) and not Path(
+            cfg.ssh_private_key_file).is_file():
+        raise ConfigError(
+            f"{NAMESPACE}:sshPrivateKeyFile: {cfg.ssh_private_key_file!r} is not a readable "
+            "file; accepted: the path of the private key of sshPublicKey")
 
 
 def _all_set_keys() -> list[str]:
@@ -679,13 +786,16 @@ def load(
     provider_location = pulumi.Config("azure-native").get("location")
     if provider_location:
         values["azure-native:location"] = provider_location
-    return from_values(
+    cfg = from_values(
         values,
         stack=stack or pulumi.get_stack(),
         project=config.name,
         home=home if home is not None else Path.home(),
         environ=environ if environ is not None else os.environ,
     )
+    require_run_secrets(
+        cfg, is_secret=lambda key: pulumi.runtime.is_config_secret(f"{config.name}:{key}"))
+    return cfg
 
 
 # ----------------------------------------------------------------------------- stack files

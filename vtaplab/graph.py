@@ -43,6 +43,17 @@ TEST_SSH_PUBLIC_KEY = (
     + " vtaplab-mock"
 )
 TEST_OPERATOR_CIDR = "203.0.113.0/24"
+# The secrets a stack file can't carry in clear: test values, handed to the program as secrets
+# (so a test can check they reach no registered input except as a secret).
+TEST_HOST_KEY_SEED = "vtaplab-mock-host-key-seed-" + hashlib.sha256(b"seed").hexdigest()[:32]
+SECRET_CONFIG_KEYS = ("hostKeySeed", "sshPrivateKey")
+
+
+def test_ssh_private_key() -> str:
+    """A fixed Ed25519 private key standing in for the operator's under mocks."""
+    from vtaplab.ssh import host_key_from_seed
+
+    return host_key_from_seed(hashlib.sha256(b"vtaplab mock user key").digest()).private_pem
 # Public IPs the mocks hand out: TEST-NET-2 (RFC 5737), never a real host.
 MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("198.51.100.0/24")
 
@@ -278,10 +289,19 @@ def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
     # Encrypted values can't be read here; the test values stand in for them.
     values = {k: v for k, v in values.items() if not (isinstance(v, dict) and "secure" in v)}
     for key, test_value in ((f"{namespace}:sshPublicKey", TEST_SSH_PUBLIC_KEY),
-                            (f"{namespace}:operatorCidr", TEST_OPERATOR_CIDR)):
+                            (f"{namespace}:operatorCidr", TEST_OPERATOR_CIDR),
+                            (f"{namespace}:hostKeySeed", TEST_HOST_KEY_SEED)):
         if not values.get(key):
             values[key] = test_value
+    if not values.get(f"{namespace}:sshPrivateKey") and not values.get(
+            f"{namespace}:sshPrivateKeyFile"):
+        values[f"{namespace}:sshPrivateKey"] = test_ssh_private_key()
     return config.as_pulumi_config(values)
+
+
+def secret_keys(settings: Mapping[str, str]) -> list[str]:
+    """The keys of ``settings`` the program receives as secrets."""
+    return [k for k in settings if k.split(":", 1)[-1] in SECRET_CONFIG_KEYS]
 
 
 def run_here(stack: str, root: Path | None = None) -> GraphRun:
@@ -304,19 +324,27 @@ def run_here(stack: str, root: Path | None = None) -> GraphRun:
         def RegisterResource(self, request: Any) -> Any:
             response = super().RegisterResource(request)
             if request.type != "pulumi:pulumi:Stack":
-                records.append({
+                inputs, secret_paths = _reveal(rpc.deserialize_properties(request.object))
+                record = {
                     "urn": response.urn,
                     "type": request.type,
                     "name": request.name,
                     "parent": request.parent or None,
-                    "inputs": rpc.deserialize_properties(request.object),
-                })
+                    "inputs": inputs,
+                    # What it waits for: depends_on plus every resource an input came from.
+                    "dependencies": sorted({*request.dependencies, *(
+                        urn for deps in request.propertyDependencies.values()
+                        for urn in deps.urns)}),
+                }
+                if secret_paths:
+                    record["secrets"] = secret_paths
+                records.append(record)
             return response
 
     class Mocks(AzureMocks, mocks.Mocks):
         pass
 
-    pulumi.runtime.set_all_config(settings)
+    pulumi.runtime.set_all_config(settings, secret_keys(settings))
     monitor = RecordingMonitor(Mocks())
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False,
                              monitor=monitor)
@@ -340,6 +368,27 @@ def run_here(stack: str, root: Path | None = None) -> GraphRun:
         sys.path.remove(str(root))
     records.sort(key=lambda r: r["urn"])
     return GraphRun(resources=_plain(records), outputs=_plain(outputs))
+
+
+def _reveal(inputs: Any) -> tuple[Any, list[str]]:
+    """Inputs with Pulumi's secret wrappers taken off (the graph shows what the program sent),
+    and the dotted paths that were secrets (``osProfile.customData``), so a test can tell a
+    value sent as a secret from one sent in clear."""
+    from pulumi.runtime import rpc
+
+    paths: list[str] = []
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, dict):
+            if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+                paths.append(path)
+                return walk(value.get("value"), path)
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    return walk(inputs, ""), sorted(paths)
 
 
 def _plain(value: Any) -> Any:
