@@ -440,6 +440,13 @@ class OfflineMatrix:
             paths.append(path)
         return paths
 
+    def _rel(self, path: Path) -> str:
+        """A path as verdicts write it: relative to the project root when under it."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
     # -- the emulator
 
     def _emulate_once(self, scenario: str, out_dir: Path, extra: Sequence[str]) -> tuple[
@@ -479,9 +486,10 @@ class OfflineMatrix:
             write_verdict(down_dir, down)
             verdict["variants"] = [{"name": "proxy-down", "outcome": down["outcome"],
                                     "reason": down.get("reason"),
-                                    "verdict": str(down_dir / "verdict.json")}]
+                                    "verdict": self._rel(down_dir / "verdict.json")}]
             verdict["tried"] = f"{verdict['tried']}; then {' '.join(argv2)}"
-            verdict["files"] = [*verdict.get("files", []), str(down_dir / "verdict.json")]
+            verdict["files"] = [*verdict.get("files", []),
+                                self._rel(down_dir / "verdict.json")]
             if verdict["outcome"] == "delivered" and down["outcome"] != "delivered":
                 verdict.update(outcome="not-delivered", matches_expected=False,
                                reason=f"delivered with both proxies, but with one proxy down: "
@@ -501,9 +509,9 @@ class OfflineMatrix:
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:] \
                 if log.exists() else []
             verdict = verdict_from_summary(
-                scenario=scenario, summary=None, files=[log], root=None,
+                scenario=scenario, summary=None, files=[], root=None,
                 reason=f"the emulator wrote no verdict (exit {rc}): {' / '.join(tail)}")
-        verdict["files"] = [*verdict.get("files", []), str(log)]
+        verdict["files"] = [*verdict.get("files", []), self._rel(log)]
         verdict.update(label=LABEL_EMULATED, stack="emulator", tried=" ".join(argv),
                        emulator_exit=rc)
         return verdict
@@ -549,7 +557,7 @@ class OfflineMatrix:
         files[0].write_text(json.dumps(graph, indent=1, default=str) + "\n", encoding="utf-8")
         files[1].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         files[2].write_text(render(report), encoding="utf-8")
-        return files
+        return [Path(self._rel(f)) for f in files]
 
     def _error(self, scenario: str, why: str) -> Path:
         from vtaplab.verdict import verdict_from_summary, write_verdict
