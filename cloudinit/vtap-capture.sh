@@ -3,8 +3,13 @@
 # cloud-init and run unchanged by the local emulator (`ip netns exec NS vtap-capture.sh ...`).
 #
 #   vtap-capture.sh start --out FILE [--duration S] [--port 4789] [--iface any] [--snaplen N]
-#                         [--pidfile FILE] [--direction in|out|inout]
-#   vtap-capture.sh stop --pidfile FILE
+#                         [--pidfile FILE | --unit NAME] [--direction in|out|inout]
+#   vtap-capture.sh stop --pidfile FILE | --unit NAME
+#
+# Two ways to keep the capture running: a detached process group recorded in --pidfile (the
+# emulator), or --unit NAME: a transient systemd unit (systemd-run), so the capture outlives
+# the SSH session that started it and systemd ends it after --duration (RuntimeMaxSec; SIGTERM,
+# tcpdump flushes). The VMs use --unit.
 #
 # Captures UDP to/from the VXLAN port *and every non-first IP fragment*: an outer packet over
 # 1500 bytes arrives fragmented, and only its first fragment carries the UDP port, so a plain
@@ -17,11 +22,15 @@ set -euo pipefail
 die() { echo "vtap-capture: $*" >&2; exit 2; }
 usage() {
   echo "usage: vtap-capture.sh start --out FILE [--duration S] [--port 4789] [--iface any]" \
-    "[--snaplen N] [--pidfile FILE] [--direction in|out|inout]" >&2
-  echo "       vtap-capture.sh stop --pidfile FILE" >&2
+    "[--snaplen N] [--pidfile FILE | --unit NAME] [--direction in|out|inout]" >&2
+  echo "       vtap-capture.sh stop --pidfile FILE | --unit NAME" >&2
   exit 2
 }
 is_uint() { [[ $1 =~ ^[0-9]{1,9}$ ]]; }
+check_unit() {
+  [[ $1 =~ ^[A-Za-z0-9_.-]{1,64}$ && $1 != *.service ]] \
+    || die "--unit '$1' is not accepted; accepted: 1-64 characters of A-Z a-z 0-9 _ . - (no .service)"
+}
 
 # Running and not a zombie: the capture runs detached, so after it exits it stays a zombie until
 # init reaps it, which may take a while.
@@ -55,7 +64,7 @@ stop_watchdog() {
 cmd_start() {
   # snaplen 9216: whole jumbo frames, yet small ring slots. (libpcap sizes each slot of its
   # ring by the snap length when the NIC has offloads, so 256 KiB would leave 128 slots.)
-  local out="" duration=600 port=4789 iface=any snaplen=9216 pidfile="" direction=inout
+  local out="" duration=600 port=4789 iface=any snaplen=9216 pidfile="" direction=inout unit=""
   while (($#)); do
     case $1 in
       --out) out=${2-}; shift 2 || usage ;;
@@ -65,7 +74,8 @@ cmd_start() {
       --snaplen) snaplen=${2-}; shift 2 || usage ;;
       --pidfile) pidfile=${2-}; shift 2 || usage ;;
       --direction) direction=${2-}; shift 2 || usage ;;
-      *) die "unknown option '$1'; accepted: --out --duration --port --iface --snaplen --pidfile --direction" ;;
+      --unit) unit=${2-}; shift 2 || usage ;;
+      *) die "unknown option '$1'; accepted: --out --duration --port --iface --snaplen --pidfile --unit --direction" ;;
     esac
   done
   [[ -n $out ]] || die "--out FILE is required (where the pcap goes)"
@@ -80,6 +90,12 @@ cmd_start() {
   case $direction in in|out|inout) ;; *)
     die "--direction '$direction' is not accepted; accepted: in, out, inout" ;;
   esac
+  if [[ -n $unit ]]; then
+    [[ -z $pidfile ]] || die "--unit and --pidfile are not accepted together; accepted: one of them"
+    check_unit "$unit"
+    start_unit "$unit" "$out" "$duration" "$port" "$iface" "$snaplen" "$direction"
+    return
+  fi
   [[ -n $pidfile ]] || pidfile="$out.pid"
 
   local pid
@@ -123,15 +139,68 @@ cmd_start() {
   die "tcpdump did not start listening within 10 s: $(tr '\n' ' ' <"$errlog")"
 }
 
+# The same tcpdump as a transient systemd unit; same readiness wait, same messages.
+start_unit() {
+  local unit=$1 out=$2 duration=$3 port=$4 iface=$5 snaplen=$6 direction=$7
+  if systemctl is-active --quiet -- "$unit"; then
+    echo "vtap-capture: already running (unit $unit)"
+    return 0
+  fi
+  # A failed unit of the same name (an earlier run that hit an error) would block systemd-run.
+  systemctl reset-failed -- "$unit" >/dev/null 2>&1 || true
+  local errlog="$out.log"
+  : >"$errlog"
+  local filter="udp port $((10#$port)) or (ip[6:2] & 0x1fff != 0)"
+  # --collect: the unit is gone once it ends, even after RuntimeMaxSec (a "timeout" failure).
+  systemd-run --quiet --collect --unit "$unit" \
+    -p "RuntimeMaxSec=$((10#$duration))" -p "StandardError=file:$errlog" \
+    -p "StandardOutput=file:$errlog" -- \
+    tcpdump -n --immediate-mode -B 32768 -Z root -i "$iface" -Q "$direction" \
+    -s "$((10#$snaplen))" -w "$out" "$filter" \
+    || die "systemd-run could not start unit $unit"
+  local i
+  for ((i = 0; i < 200; i++)); do
+    if grep -q 'listening on' "$errlog" 2>/dev/null; then
+      echo "vtap-capture: capturing on $iface to $out for ${duration}s (unit $unit)"
+      return 0
+    fi
+    if ! systemctl is-active --quiet -- "$unit"; then
+      die "tcpdump exited at start (unit $unit): $(tr '\n' ' ' <"$errlog")"
+    fi
+    sleep 0.05
+  done
+  systemctl stop -- "$unit" >/dev/null 2>&1 || true
+  die "tcpdump did not start listening within 10 s (unit $unit): $(tr '\n' ' ' <"$errlog")"
+}
+
+stop_unit() {
+  local unit=$1
+  check_unit "$unit"
+  if ! systemctl is-active --quiet -- "$unit"; then
+    systemctl reset-failed -- "$unit" >/dev/null 2>&1 || true
+    echo "vtap-capture: not running (unit $unit)"
+    return 0
+  fi
+  # systemd sends SIGTERM (tcpdump flushes and closes the file) and waits for the exit.
+  systemctl stop -- "$unit" || die "systemctl stop $unit failed"
+  echo "vtap-capture: stopped (unit $unit)"
+}
+
 cmd_stop() {
-  local pidfile=""
+  local pidfile="" unit=""
   while (($#)); do
     case $1 in
       --pidfile) pidfile=${2-}; shift 2 || usage ;;
-      *) die "unknown option '$1'; accepted: --pidfile" ;;
+      --unit) unit=${2-}; shift 2 || usage ;;
+      *) die "unknown option '$1'; accepted: --pidfile --unit" ;;
     esac
   done
-  [[ -n $pidfile ]] || die "--pidfile FILE is required (the one given to start)"
+  if [[ -n $unit ]]; then
+    [[ -z $pidfile ]] || die "--unit and --pidfile are not accepted together; accepted: one of them"
+    stop_unit "$unit"
+    return
+  fi
+  [[ -n $pidfile ]] || die "--pidfile FILE is required (the one given to start), or --unit NAME"
   local pid i
   stop_watchdog "$pidfile"
   if ! pid=$(running_pid "$pidfile"); then
