@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(iproute2 iptables nftables tcpdump tshark conntrack ethtool
-              openssh-server openssh-client cloud-init shellcheck procps python3-venv curl)
+              openssh-server openssh-client cloud-init shellcheck procps python3-venv curl
+              gcc libc6-dev)  # gcc, libc6-dev: bench proxy builds its packet generator (C)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -4,11 +4,20 @@
 # reach a Private Link Service. Installed on the proxy VM by cloud-init and run unchanged by
 # the local emulator (`ip netns exec NS vtap-proxy.sh ...`).
 #
-#   vtap-proxy.sh apply  --mode conntrack|stateless --target PE_IP [--port 4789] [--vni N]
+#   vtap-proxy.sh apply  --mode netdev|stateless|conntrack --target PE_IP [--port 4789] [--vni N]
 #   vtap-proxy.sh remove [--port 4789]
 #   vtap-proxy.sh status            (exit 0 when a rewrite is applied, 1 when none is)
 #
-# Modes:
+# Modes (fastest first; `python -m vtaplab bench proxy` measures them against plain routing):
+#   netdev     nftables netdev-family ingress hook on every interface with an IPv4 address:
+#              the destination is rewritten as the packet comes off the driver and the packet
+#              is sent straight out (`fwd`) to the next hop that the route to the target had
+#              at `apply` time - before defragmentation, connection tracking, routing and
+#              any host firewall, so nothing is tracked and every fragment is forwarded as it
+#              came (the non-first fragments, which carry no UDP header, are matched by their
+#              fragment offset as in stateless, with the same limitation). TTL is decremented.
+#              "Addressed to this host" means the host's IPv4 addresses at `apply` time, and
+#              the next hop is the one routing had then: run `apply` again if either changes.
 #   conntrack  iptables DNAT, as the reference lab does. Connection tracking reassembles IP
 #              fragments before NAT and the forward path re-fragments, so every fragment of a
 #              >1500-byte outer packet is forwarded.
@@ -21,7 +30,7 @@
 #              checksum is set to 0, which IPv4 allows), so a collector behind one PLS can tell
 #              tenants apart.
 #
-# Idempotent: `apply` replaces whatever an earlier `apply` (in either mode) installed, in one
+# Idempotent: `apply` replaces whatever an earlier `apply` (in any mode) installed, in one
 # nftables transaction / one dedicated iptables chain; `remove` deletes both and the conntrack
 # entries of the port (so a removed rule stops forwarding at once, also for flows conntrack
 # already knows). Forwarding, rp_filter=0 and send_redirects=0 stay set after `remove`.
@@ -32,7 +41,7 @@ readonly IPT_CHAIN=VTAPLAB_PROXY
 
 die() { echo "vtap-proxy: $*" >&2; exit 2; }
 usage() {
-  echo "usage: vtap-proxy.sh apply --mode conntrack|stateless --target PE_IP [--port 4789] [--vni N]" >&2
+  echo "usage: vtap-proxy.sh apply --mode netdev|stateless|conntrack --target PE_IP [--port 4789] [--vni N]" >&2
   echo "       vtap-proxy.sh remove [--port 4789] | status" >&2
   exit 2
 }
@@ -70,9 +79,12 @@ remove_iptables() {
 
 remove_nft() {
   command -v nft >/dev/null || return 0
-  if nft list table ip "$NFT_TABLE" >/dev/null 2>&1; then
-    nft delete table ip "$NFT_TABLE"
-  fi
+  local family
+  for family in ip netdev; do
+    if nft list table "$family" "$NFT_TABLE" >/dev/null 2>&1; then
+      nft delete table "$family" "$NFT_TABLE"
+    fi
+  done
 }
 
 flush_conntrack() {
@@ -100,6 +112,57 @@ table ip $NFT_TABLE {
     type filter hook prerouting priority raw; policy accept;
     fib daddr type local udp dport $port ${stamp}notrack ip daddr set $target counter accept comment "vxlan: whole datagrams and first fragments"
     fib daddr type local ip protocol udp ip frag-off & 0x1fff != 0 notrack ip daddr set $target counter accept comment "vxlan: non-first fragments carry no UDP port"
+  }
+}
+EOF
+}
+
+# Line 1: the interfaces that hold an IPv4 address (not lo), quoted for nft ("eth0", "eth1");
+# line 2: those addresses (10.0.0.4, 10.0.1.4). For the netdev mode.
+local_devices_and_addresses() {
+  local dev cidr devs="" addrs=""
+  while read -r dev cidr; do
+    dev=${dev%%@*}
+    [[ $dev == lo ]] && continue
+    [[ $devs == *"\"$dev\""* ]] || devs+="${devs:+, }\"$dev\""
+    addrs+="${addrs:+, }${cidr%/*}"
+  done < <(ip -4 -o addr show | awk '{print $2, $4}')
+  [[ -n $devs ]] || die "netdev mode: no interface (other than lo) has an IPv4 address to hook"
+  printf '%s\n%s\n' "$devs" "$addrs"
+}
+
+# "via GW dev DEV" or "dev DEV" (on-link): how the kernel routes to the target now.
+route_to() {
+  local target=$1 route
+  route=$(ip -4 -o route get "$target" 2>/dev/null) \
+    || die "netdev mode: no route to --target $target"
+  [[ $route != local* && $route != *" dev lo "* ]] \
+    || die "netdev mode: --target $target is an address of this host"
+  awk '{ for (i = 1; i < NF; i++) if ($i == "via" || $i == "dev") printf "%s %s ", $i, $(i + 1) }' \
+    <<<"$route"
+}
+
+apply_netdev() {
+  local target=$1 port=$2 vni=$3 stamp found devs addrs route nexthop outdev
+  stamp=$(vni_statement "$vni")
+  found=$(local_devices_and_addresses)
+  devs=$(sed -n 1p <<<"$found")
+  addrs=$(sed -n 2p <<<"$found")
+  route=$(route_to "$target")
+  nexthop=$target
+  [[ $route =~ via\ ([0-9.]+) ]] && nexthop=${BASH_REMATCH[1]}
+  [[ $route =~ dev\ ([^ ]+) ]] || die "netdev mode: no output interface in the route to $target"
+  outdev=${BASH_REMATCH[1]}
+  # fwd: out of OUTDEV to the next hop the route names (neighbour resolution as usual, TTL
+  # decremented); the packet never enters the IP stack of this host.
+  nft -f - <<EOF
+table netdev $NFT_TABLE
+delete table netdev $NFT_TABLE
+table netdev $NFT_TABLE {
+  chain ingress {
+    type filter hook ingress devices = { $devs } priority filter; policy accept;
+    ip daddr { $addrs } udp dport $port ${stamp}ip daddr set $target fwd ip to $nexthop device "$outdev" comment "vxlan: whole datagrams and first fragments"
+    ip daddr { $addrs } ip frag-off & 0x1fff != 0 ip daddr set $target fwd ip to $nexthop device "$outdev" comment "vxlan: non-first fragments carry no UDP port"
   }
 }
 EOF
@@ -139,8 +202,8 @@ cmd_apply() {
       *) die "unknown option '$1'; accepted: --mode --target --port --vni" ;;
     esac
   done
-  [[ $mode == conntrack || $mode == stateless ]] \
-    || die "--mode '$mode' is not accepted; accepted: conntrack, stateless"
+  [[ $mode == netdev || $mode == stateless || $mode == conntrack ]] \
+    || die "--mode '$mode' is not accepted; accepted: netdev, stateless, conntrack"
   is_ipv4 "$target" || die "--target '$target' is not an IPv4 address (the PE IP, e.g. 10.30.3.4)"
   { is_uint "$port" && ((10#$port >= 1 && 10#$port <= 65535)); } \
     || die "--port '$port' is not accepted; accepted: 1..65535"
@@ -155,7 +218,9 @@ cmd_apply() {
   # Replace whatever was there, in either mode.
   remove_iptables
   remove_nft
-  if [[ $mode == stateless ]]; then
+  if [[ $mode == netdev ]]; then
+    apply_netdev "$target" "$port" "$vni"
+  elif [[ $mode == stateless ]]; then
     apply_stateless "$target" "$port" "$vni"
   else
     apply_conntrack "$target" "$port" "$vni"
@@ -193,6 +258,13 @@ cmd_status() {
     echo "mode=conntrack"
     echo "$listing"
     applied=0
+  fi
+  if command -v nft >/dev/null && listing=$(nft list table netdev "$NFT_TABLE" 2>/dev/null); then
+    if [[ $listing == *"daddr set"* ]]; then
+      echo "mode=netdev"
+      applied=0
+    fi
+    echo "$listing"
   fi
   if command -v nft >/dev/null && listing=$(nft list table ip "$NFT_TABLE" 2>/dev/null); then
     if [[ $listing == *"daddr set"* ]]; then

@@ -57,33 +57,58 @@ def sh(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[s
     return proc
 
 
-def ruleset(ns: str) -> tuple[str, str]:
-    """(nft table of the proxy or "", the proxy's iptables nat rules), counters stripped."""
-    nft = sh(ns, "nft", "list", "table", "ip", "vtaplab_proxy", check=False)
-    table = "" if nft.returncode else "\n".join(
+def nft_table(ns: str, family: str) -> str:
+    """The proxy's nft table of ``family`` or "", counters stripped."""
+    nft = sh(ns, "nft", "list", "table", family, "vtaplab_proxy", check=False)
+    return "" if nft.returncode else "\n".join(
         line.split(" counter")[0] for line in nft.stdout.splitlines())
+
+
+def ruleset(ns: str) -> tuple[str, str, str]:
+    """(the proxy's nft ip table, its iptables nat rules, its nft netdev table); "" if none."""
     ipt = sh(ns, "iptables", "-t", "nat", "-S").stdout
     nat = "\n".join(line for line in ipt.splitlines() if "VTAPLAB" in line)
-    return table, nat
+    return nft_table(ns, "ip"), nat, nft_table(ns, "netdev")
+
+
+NONE = ("", "", "")
+
+
+def proxy_with_nic(lab: Lab) -> str:
+    """A proxy namespace with one addressed NIC (10.30.4.5/24, via 10.30.4.1 to the PE's)."""
+    ns, peer = lab.add_ns("prx"), lab.add_ns("gw")
+    lab.add_veth(ns, lab.ifname("prx"), peer, lab.ifname("gw"))
+    lab.add_addr(ns, lab.ifname("prx"), "10.30.4.5/24")
+    lab.up(ns, lab.ifname("prx"))
+    lab.add_route(ns, "10.30.3.0/24", "10.30.4.1")
+    return ns
 
 
 # --- vtap-proxy.sh ------------------------------------------------------------------------------
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_proxy_apply_twice_leaves_one_set_of_rules(lab, mode):
-    ns = lab.add_ns("prx")
+    ns = proxy_with_nic(lab)
     apply = [str(PROXY), "apply", "--mode", mode, "--target", "10.30.3.4"]
     sh(ns, *apply)
     once = ruleset(ns)
     sh(ns, *apply)
     assert ruleset(ns) == once
-    table, nat = once
-    if mode == "stateless":
+    table, nat, netdev = once
+    if mode == "netdev":
+        # Hooked on the NIC, for the host's address, out to the route's next hop.
+        assert table == "" and nat == ""
+        assert f'hook ingress device "{lab.ifname("prx")}"' in netdev, netdev
+        assert netdev.count("ip daddr 10.30.4.5 ") == 2, netdev
+        assert netdev.count(f'ip daddr set 10.30.3.4 fwd ip to 10.30.4.1 device '
+                            f'"{lab.ifname("prx")}"') == 2, netdev
+        assert "frag-off" in netdev
+    elif mode == "stateless":
         assert table.count("ip daddr set 10.30.3.4") == 2      # datagrams + later fragments
         assert "notrack" in table and "frag-off" in table
-        assert nat == ""
+        assert nat == "" and netdev == ""
     else:
-        assert table == ""
+        assert table == "" and netdev == ""
         assert nat.count("-j VTAPLAB_PROXY") == 1
         assert nat.count("--to-destination 10.30.3.4") == 1
     assert sh(ns, str(PROXY), "status").stdout.count(f"mode={mode}") == 1
@@ -97,18 +122,25 @@ def test_proxy_apply_twice_leaves_one_set_of_rules(lab, mode):
 
 @needs_root
 def test_proxy_mode_switch_and_remove(lab):
-    ns = lab.add_ns("prx")
+    ns = proxy_with_nic(lab)
     sh(ns, str(PROXY), "apply", "--mode", "conntrack", "--target", "10.30.3.4")
     sh(ns, str(PROXY), "apply", "--mode", "stateless", "--target", "10.30.3.5")
-    table, nat = ruleset(ns)
+    table, nat, netdev = ruleset(ns)
     assert "10.30.3.5" in table and "10.30.3.4" not in table
-    assert nat == ""
+    assert nat == "" and netdev == ""
+    sh(ns, str(PROXY), "apply", "--mode", "netdev", "--target", "10.30.3.6")
+    table, nat, netdev = ruleset(ns)
+    assert table == "" and nat == "" and "10.30.3.6" in netdev and "10.30.3.5" not in netdev
+    assert sh(ns, str(PROXY), "status").stdout.count("mode=") == 1
+    sh(ns, str(PROXY), "apply", "--mode", "stateless", "--target", "10.30.3.5")
+    assert ruleset(ns)[2] == ""
+    sh(ns, str(PROXY), "apply", "--mode", "netdev", "--target", "10.30.3.6")
     sh(ns, str(PROXY), "remove")
-    assert ruleset(ns) == ("", "")
+    assert ruleset(ns) == NONE
     status = sh(ns, str(PROXY), "status", check=False)
     assert status.returncode == 1 and "no rewrite applied" in status.stdout
     sh(ns, str(PROXY), "remove", "--port", "4789")     # removing twice is fine
-    assert ruleset(ns) == ("", "")
+    assert ruleset(ns) == NONE
 
 
 @needs_root
@@ -121,13 +153,28 @@ def test_proxy_mode_switch_and_remove(lab):
      "--vni '16777216'"),
     (["apply", "--frobnicate"], "unknown option '--frobnicate'"),
     (["restart"], "unknown action 'restart'"),
+    # A namespace with only lo: nothing to hook, and no route to the target.
+    (["apply", "--mode", "netdev", "--target", "10.30.3.4"], "no interface (other than lo)"),
 ])
 def test_proxy_bad_input_is_one_line(lab, args, needle):
     ns = lab.add_ns("prx")
     proc = sh(ns, str(PROXY), *args, check=False)
     assert proc.returncode == 2
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert ruleset(ns) == ("", "")
+    assert ruleset(ns) == NONE
+
+
+@needs_root
+@pytest.mark.parametrize(("target", "needle"), [
+    ("10.30.4.5", "is an address of this host"),
+    ("192.0.2.9", "no route to --target 192.0.2.9"),
+])
+def test_proxy_netdev_needs_a_route_to_a_remote_target(lab, target, needle):
+    ns = proxy_with_nic(lab)
+    proc = sh(ns, str(PROXY), "apply", "--mode", "netdev", "--target", target, check=False)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert ruleset(ns) == NONE
 
 
 # A UDP receiver/sender pair, run inside the namespaces (python3 of this venv).
@@ -187,7 +234,7 @@ def send_through(snd: str, rcv: str, sizes: list[int]) -> list[tuple[int, str, s
 
 
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_proxy_forwards_every_fragment_of_large_datagrams(lab, mode):
     snd, prx, rcv = proxy_path(lab)
     sh(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2")
@@ -199,7 +246,7 @@ def test_proxy_forwards_every_fragment_of_large_datagrams(lab, mode):
 
 
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_stateless_mode_tracks_nothing_even_with_conntrack_loaded(lab, mode):
     """As on a VM where a stateful firewall loaded connection tracking (and defragmentation)."""
     snd, prx, rcv = proxy_path(lab)
@@ -209,7 +256,7 @@ def test_stateless_mode_tracks_nothing_even_with_conntrack_loaded(lab, mode):
     got = send_through(snd, rcv, [200, 3000, 8000])
     assert got == [(size, "000001", "10.99.0.2") for size in (200, 3000, 8000)]
     entries = int(sh(prx, "conntrack", "-C").stdout.strip())
-    if mode == "stateless":
+    if mode in ("netdev", "stateless"):
         assert entries == 0
     else:
         assert entries > 0
@@ -229,7 +276,7 @@ def test_a_port_only_stateless_rule_loses_every_fragmented_datagram(lab):
 
 
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_proxy_stamps_the_vni(lab, mode):
     snd, prx, rcv = proxy_path(lab)
     sh(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2", "--vni", "4242")
