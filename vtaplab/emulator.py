@@ -46,7 +46,7 @@ PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
 CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
 TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
 
-PROXY_MODES = ("conntrack", "stateless", "both")
+PROXY_MODES = ("conntrack", "stateless", "netdev", "both")
 # "both" runs these in this order: the lab's default mode first (its evidence is the scenario's).
 PROXY_MODES_ORDER = ("stateless", "conntrack")
 FAULTS: dict[str, str] = {
