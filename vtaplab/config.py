@@ -43,6 +43,10 @@ HOST_KEY_SEED_HINT = 'pulumi config set --secret vtaplab:hostKeySeed "$(openssl 
 # Scenarios whose run logs in to the VMs (capture, traffic, fetch): they need a private key.
 TRAFFIC_SCENARIOS: tuple[str, ...] = ("b2", "a", "b3", "msp")
 _RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+# Auto-shutdown (HHMM, UTC) and the expires-on tag's UTC time (vtaplab matrix writes it).
+_SHUTDOWN_TIME = re.compile(r"^([01][0-9]|2[0-3])[0-5][0-9]$")
+AUTO_SHUTDOWN_OFF = "off"
+_EXPIRES_ON = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\dZ$")
 # The operator CIDR may also come from the environment, so one `export` serves every stack
 # and no stack file ever has to carry somebody's address.
 OPERATOR_CIDR_ENV = "VTAPLAB_OPERATOR_CIDR"
@@ -143,6 +147,10 @@ class LabConfig:
     """Path of the private key file the run's SSH steps use; empty: none found."""
     run_id: str = "1"
     """Changing it re-runs capture, traffic and fetch without touching the VMs."""
+    auto_shutdown_time: str = "1900"
+    """Daily VM shutdown, HHMM UTC, or "off" (components/shutdown.py)."""
+    expires_on: str = ""
+    """The expires-on tag's value (YYYY-MM-DDTHH:MMZ); empty: not set (tag "unset")."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,13 @@ KEYS: tuple[Key, ...] = (
     Key("runId", "string", "1",
         "Change it (e.g. 2) to re-run capture, traffic and fetch on the next pulumi up "
         "without touching the VMs."),
+    Key("autoShutdownTime", "string", "1900",
+        "Daily auto-shutdown of every VM, HHMM in UTC (a DevTest Labs schedule "
+        "shutdown-computevm-<vm>); off: none. A stopped VM bills no compute."),
+    Key("expiresOn", "string", "",
+        "When the lab may be deleted, UTC YYYY-MM-DDTHH:MMZ: the expires-on tag of every VM "
+        "and its NIC, NSG, public IP and schedule. python -m vtaplab matrix sets it for its "
+        "run (start + 8 h, rounded up to the hour); empty: the tag says unset."),
 )
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
 
@@ -679,7 +694,25 @@ def from_values(
         ssh_private_key=_ssh_private_key(values),
         ssh_private_key_file=_ssh_private_key_file(values, home),
         run_id=_run_id(values),
+        auto_shutdown_time=shutdown_settings(values)[0],
+        expires_on=shutdown_settings(values)[1],
     )
+
+
+def shutdown_settings(values: Mapping[str, object]) -> tuple[str, str]:
+    """(autoShutdownTime, expiresOn) validated; pure (components/shutdown.py calls it too)."""
+    values = _strip_namespace(values)
+    time = _text(values, "autoShutdownTime")
+    if time.lower() == AUTO_SHUTDOWN_OFF:
+        time = AUTO_SHUTDOWN_OFF
+    elif not _SHUTDOWN_TIME.match(time):
+        raise _fail("autoShutdownTime", time, "is not a time of day",
+                    f"HHMM in UTC from 0000 to 2359, e.g. 1900, or {AUTO_SHUTDOWN_OFF}")
+    expires = _text(values, "expiresOn")
+    if expires and not _EXPIRES_ON.match(expires):
+        raise _fail("expiresOn", expires, "is not a UTC time",
+                    "YYYY-MM-DDTHH:MMZ, e.g. 2026-11-27T07:00Z, or empty")
+    return time, expires
 
 
 def _host_key_seed(values: Mapping[str, object]) -> str:
