@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import secrets
@@ -617,3 +618,105 @@ def test_interim_and_bodiless_responses(tmp_path):
                            "HTTP/1.1 304 Not Modified": 1}
     assert {(b["request"], b["length"]) for b in s.bodies} == {("POST /up", 6), ("GET /", 612)}
     assert s.incomplete_body_count == 0
+
+
+# --- rings: several files decoded as one capture, in tcpdump's rotation order -------------------
+def _split_into_ring(tmp_path: Path, frames: list[bytes], order: list[int],
+                     prefix: str = "ring.pcap") -> list[Path]:
+    """Write ``frames`` as len(order) consecutive parts; part k goes to file PREFIX<order[k]>.
+
+    order [2, 0, 1]: the ring wrapped (the oldest part is in file 2, the newest in file 1).
+    """
+    size = -(-len(frames) // len(order))
+    paths = []
+    for part, index in enumerate(order):
+        chunk = frames[part * size:(part + 1) * size]
+        path = tmp_path / f"{prefix}{index}"
+        # Continuous timestamps across the parts (write_capture numbers frames from 1).
+        pcapgen.write_capture(path, chunk, start=1_700_000_000.0 + part * size * 0.0001)
+        paths.append(path)
+    return paths
+
+
+def _comparable(summary: decode.CaptureSummary) -> dict[str, object]:
+    got = summary.to_dict()
+    got.pop("files", None)
+    return got
+
+
+def test_a_wrapped_ring_decodes_like_the_whole_capture(tmp_path):
+    # A 200 kB body: its segments and outer fragments straddle every rotation.
+    frames = frames_of((Outer(vni=5), b2_exchange(messages=[(http_get("/big.bin"), BIG)])),
+                       (Outer(vni=6, sport=40000), b2_exchange()))
+    whole = decode.decode_capture(write(tmp_path, frames, name="whole.pcap"))
+    assert whole.delivered and whole.fragments["reassembled"] > 0
+    paths = _split_into_ring(tmp_path, frames, order=[2, 0, 1])
+    ring = decode.decode_capture(tmp_path / "ring.pcap")
+    assert ring.files == [str(p) for p in paths]        # file 2, then 0, then 1
+    assert _comparable(ring) == _comparable(whole)
+    assert ring.to_dict()["files"] == ring.files
+    assert [b["length"] for b in ring.bodies if b["request"] == "GET /big.bin"] == [200_000]
+    # Named one by one, in any order: the same stream.
+    shuffled = decode.decode_capture([paths[1], paths[2], paths[0]])
+    assert shuffled.files == ring.files and _comparable(shuffled) == _comparable(whole)
+    # Read in index order instead, the body would be cut: the order is what joins it.
+    naive = decode.Decoder()
+    for path in sorted(paths):
+        naive.run(decode.read_records(path, decode.ReadState()))
+    assert naive.finish(tmp_path / "x", decode.ReadState()).to_dict() != whole.to_dict()
+
+
+def test_ring_names_padded_and_an_empty_newest_file_goes_last(tmp_path):
+    frames = frames_of((Outer(), b2_exchange()))
+    paths = _split_into_ring(tmp_path, frames, order=[8, 9, 10], prefix="c.pcap")
+    # tcpdump -W 12 pads to two digits; a file just opened holds only its header.
+    padded = []
+    for path in paths:
+        new = path.with_name(f"c.pcap{int(path.name[6:]):02d}")
+        path.rename(new)
+        padded.append(new)
+    header_only = tmp_path / "c.pcap00"
+    pcapgen.write_capture(header_only, [])
+    (tmp_path / "c.pcap.log").write_text("tcpdump: listening\n")   # not a member
+    (tmp_path / "c.pcapx1").write_text("nor this")
+    assert decode.ring_members(tmp_path / "c.pcap") == [header_only, *padded]
+    s = decode.decode_capture(tmp_path / "c.pcap")
+    assert s.files == [str(p) for p in (*padded, header_only)]
+    assert s.delivered and s.frames == len(frames) and s.path == str(tmp_path / "c.pcap")
+
+
+def test_a_bad_ring_member_is_a_capture_error_naming_it(tmp_path):
+    frames = frames_of((Outer(), b2_exchange()))
+    _split_into_ring(tmp_path, frames, order=[0, 1])
+    (tmp_path / "ring.pcap2").write_text("not a capture")
+    with pytest.raises(decode.CaptureError, match=r"ring\.pcap2: not a capture"):
+        decode.decode_capture(tmp_path / "ring.pcap")
+    with pytest.raises(decode.CaptureError, match=r"no such file, nor a ring nothing\.pcap0"):
+        decode.decode_capture(tmp_path / "nothing.pcap")
+    with pytest.raises(decode.CaptureError, match="no capture files given"):
+        decode.decode_capture([])
+
+
+def test_a_truncated_member_marks_the_ring_truncated_and_says_which(tmp_path):
+    frames = frames_of((Outer(), b2_exchange()))
+    paths = _split_into_ring(tmp_path, frames, order=[0, 1])
+    paths[1].write_bytes(paths[1].read_bytes()[:-20])
+    s = decode.decode_capture(tmp_path / "ring.pcap")
+    assert s.truncated
+    assert any(note.startswith("ring.pcap1: ") and "truncated" in note for note in s.notes)
+
+
+def test_cli_reads_a_ring_prefix_and_several_files(tmp_path):
+    frames = frames_of((Outer(vni=9), b2_exchange()))
+    paths = _split_into_ring(tmp_path, frames, order=[1, 0])
+    for argv in ([str(tmp_path / "ring.pcap")], [str(paths[1]), str(paths[0])]):
+        proc = subprocess.run([sys.executable, "-m", "vtaplab", "decode", *argv, "--json"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["outcome"] == "delivered"
+        assert result["capture"]["frames"] == len(frames)
+        assert result["capture"]["files"] == [str(p) for p in paths]
+    proc = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(tmp_path / "none")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -12,6 +12,11 @@ One pass over the file, constant memory in the number of packets:
 Headers are read with ``struct``/indexing on the raw bytes: no per-layer objects. A dpkt
 per-layer parse runs at about 0.65x tshark's time; this keeps the common path (an inner ACK,
 a body segment) to a few dozen bytecodes so ``bench decode`` can compare.
+
+A capture may be several files: a ring written by ``tcpdump -w PREFIX -C MB -W N`` (files
+PREFIX0..PREFIX<N-1>, zero-padded to the width of N-1) or files named one by one. They are
+decoded as one stream, in tcpdump's rotation order (by each file's first packet), so flows,
+fragments and HTTP messages that span a rotation are still joined.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import re
 import struct
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -349,6 +354,7 @@ class CaptureSummary:
     incomplete_body_count: int = 0
     largest_vxlan_gap: dict[str, float] | None = None
     timeline: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)   # decoded in this order
 
     @property
     def delivered(self) -> bool:
@@ -391,7 +397,7 @@ class CaptureSummary:
             },
             "largest_vxlan_gap": self.largest_vxlan_gap,
             "timeline": self.timeline,
-        }
+        } | ({"files": self.files} if len(self.files) > 1 else {})
 
 
 def _ip_sort_key(text: str) -> tuple[int, ...]:
@@ -1141,17 +1147,97 @@ def _reverse_key(key: bytes) -> bytes:
     return key[4:8] + key[0:4] + key[10:12] + key[8:10] + key[12:]
 
 
-def decode_capture(path: Path, *, port: int = 4789) -> CaptureSummary:
-    """Decode ``path`` in one streaming pass; raise CaptureError if it isn't a capture."""
-    path = Path(path)
-    state = ReadState()
-    decoder = Decoder(port)
+def ring_members(prefix: Path) -> list[Path]:
+    """The files tcpdump -C/-W wrote for ``-w PREFIX``: PREFIX + digits, in index order."""
+    prefix = Path(prefix)
+    pattern = re.compile(re.escape(prefix.name) + r"(\d+)")
     try:
-        decoder.run(read_records(path, state))
-    except OSError as exc:  # EIO and friends, mid-file
+        entries = list(prefix.parent.iterdir()) if prefix.parent.is_dir() else []
+    except OSError:
+        entries = []
+    members = []
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if found and entry.is_file():
+            members.append((int(found.group(1)), entry))
+    return [entry for _index, entry in sorted(members)]
+
+
+def _first_timestamp(path: Path) -> float | None:
+    records = read_records(path, ReadState())
+    try:
+        for ts, _linktype, _data in records:
+            return ts
+    except OSError as exc:
         raise CaptureError(f"{path}: read failed "
                            f"({exc.strerror or exc}); accepted: {ACCEPTED}") from None
-    return decoder.finish(path, state)
+    finally:
+        records.close()
+    return None
+
+
+def capture_files(path: Path | Sequence[Path]) -> list[Path]:
+    """The files to decode as one capture, in order; raise CaptureError when there are none.
+
+    A file is itself. A path that is no file but the prefix of a tcpdump ring (``-w PREFIX
+    -C MB -W N``) is the ring's members. Several paths are those files. More than one file are
+    put in tcpdump's rotation order: by the timestamp of each file's first packet (a ring that
+    wrapped starts after the newest file), files without packets last, ties in index order.
+    Modification times are not used: they are lost when files are copied off a VM.
+    """
+    if isinstance(path, (str, Path)):
+        one = Path(path)
+        if one.exists():
+            return [one]
+        files = ring_members(one)
+        if not files:
+            raise CaptureError(f"{one}: cannot read (no such file, nor a ring {one.name}0, "
+                               f"{one.name}1, ... as tcpdump -w {one.name} -C MB -W N "
+                               f"writes); accepted: {ACCEPTED}")
+    else:
+        files = [Path(p) for p in path]
+        if not files:
+            raise CaptureError(f"no capture files given; accepted: {ACCEPTED}")
+    if len(files) == 1:
+        return files
+    keyed = []
+    for index, member in enumerate(files):
+        ts = _first_timestamp(member)
+        keyed.append((ts is None, ts if ts is not None else 0.0, index, member))
+    return [member for *_key, member in sorted(keyed, key=lambda k: k[:3])]
+
+
+def _merge_state(into: ReadState, part: ReadState, path: Path, *, several: bool) -> None:
+    into.format = into.format if into.format not in ("", "empty") else part.format
+    into.linktypes |= part.linktypes
+    into.truncated = into.truncated or part.truncated
+    into.snapped += part.snapped
+    into.notes += [f"{path.name}: {note}" if several else note for note in part.notes]
+
+
+def decode_capture(path: Path | Sequence[Path], *, port: int = 4789) -> CaptureSummary:
+    """Decode a capture in one streaming pass; raise CaptureError if it isn't one.
+
+    ``path`` is a capture file, the prefix of a tcpdump ring, or a sequence of files; several
+    files are decoded as one stream in rotation order (see ``capture_files``).
+    """
+    files = capture_files(path)
+    several = len(files) > 1
+    state = ReadState()
+    decoder = Decoder(port)
+    for member in files:
+        # One run() per file: the decoder's state carries over, the hot loop stays as it is.
+        part = ReadState()
+        try:
+            decoder.run(read_records(member, part))
+        except OSError as exc:  # EIO and friends, mid-file
+            raise CaptureError(f"{member}: read failed "
+                               f"({exc.strerror or exc}); accepted: {ACCEPTED}") from None
+        _merge_state(state, part, member, several=several)
+    label = Path(path) if isinstance(path, (str, Path)) else files[0]
+    summary = decoder.finish(label, state)
+    summary.files = [str(member) for member in files]
+    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -1174,7 +1260,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vtaplab decode",
         description="Decode a collector capture (pcap or pcapng) into a verdict.")
-    parser.add_argument("pcap", type=Path, help="capture file (pcap or pcapng)")
+    parser.add_argument("pcap", type=Path, nargs="+",
+                        help="capture file (pcap or pcapng); several files, or the prefix of "
+                             "a tcpdump ring (-w PREFIX -C MB -W N), are read as one capture "
+                             "in rotation order")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     parser.add_argument("--port", type=_port, default=facts.VXLAN_PORT,
                         help="VXLAN UDP port (default 4789)")
@@ -1183,15 +1272,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--traffic-log", type=Path, metavar="FILE",
                         help="the run's traffic log (# vtap-traffic v1), for the loss figures")
     args = parser.parse_args(argv)
+    capture = args.pcap[0] if len(args.pcap) == 1 else args.pcap
     try:
-        summary = decode_capture(args.pcap, port=args.port)
+        summary = decode_capture(capture, port=args.port)
     except CaptureError as exc:
         print(f"vtaplab decode: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"vtaplab decode: interrupted while reading {args.pcap}", file=sys.stderr)
+        print(f"vtaplab decode: interrupted while reading {' '.join(map(str, args.pcap))}",
+              file=sys.stderr)
         return 130
-    files = [args.pcap] + ([args.traffic_log] if args.traffic_log else [])
+    files = [Path(f) for f in summary.files] + ([args.traffic_log] if args.traffic_log else [])
     result = verdict.verdict_from_summary(scenario=args.scenario, summary=summary, files=files,
                                           traffic_log=args.traffic_log)
     text = json.dumps(result, indent=2) if args.json else verdict.format_table(result)
