@@ -16,6 +16,7 @@ from pulumi_azure_native import network
 
 from components.tags import component_tags
 from vtaplab import facts
+from vtaplab.arm_bodies import VtapParams, vtap_resource_kwargs
 
 
 @dataclass
@@ -47,22 +48,20 @@ class VtapAttachment(pulumi.ComponentResource):
                 f"{name}: give exactly one vTAP destination: a NIC ip-configuration id "
                 "or an internal LB frontend id"
             )
-        destination: dict[str, object] = (
-            {"destination_network_interface_ip_configuration": {
-                "id": args.destination_ip_configuration_id}}
-            if args.destination_ip_configuration_id is not None
-            else {"destination_load_balancer_front_end_ip_configuration": {
-                "id": args.destination_lb_frontend_id}}
-        )
+        # The same builder r1's rejected attempt PUTs (vtaplab.attempts): the vTAP this
+        # resource declares and the one r1 tries differ only in the destination.
         tap = network.VirtualNetworkTap(
             f"{name}-vtap",
             tap_name=f"{name}-vtap",
             resource_group_name=args.resource_group_name,
-            location=args.location,
-            destination_port=args.destination_port,
-            tags=component_tags(args.tags, "vtap-attachment"),
             opts=ResourceOptions(parent=self, depends_on=list(args.depends_on)),
-            **destination,  # type: ignore[arg-type]
+            **vtap_resource_kwargs(VtapParams(
+                location=args.location,
+                destination_nic_ip_configuration_id=args.destination_ip_configuration_id,
+                destination_lb_frontend_ip_configuration_id=args.destination_lb_frontend_id,
+                port=args.destination_port,
+                tags=component_tags(args.tags, "vtap-attachment"),
+            )),
         )
         configs = [
             network.NetworkInterfaceTapConfiguration(

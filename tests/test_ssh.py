@@ -355,3 +355,44 @@ def test_fetch_scenario_unreadable_collector_file_is_error(sshd, keys, tmp_path)
                                        connect=_connect(sshd, keys), root=tmp_path)
     assert verdict["outcome"] == "error", verdict
     assert "collector.pcap" in verdict["missing"]
+
+
+def test_derived_host_key_text_is_byte_for_byte_stable(tmp_path):
+    # cloud-init user data carries it: a different text each run would replace the VM
+    first = ssh.host_key_for("a stack secret of enough length....", "b2-src")
+    again = ssh.host_key_for("a stack secret of enough length....", "b2-src")
+    assert first.private_pem == again.private_pem
+    assert first.private_pem != ssh.host_key_for("a stack secret of enough length....",
+                                                 "b2-client").private_pem
+    path = tmp_path / "key"
+    path.write_text(first.private_pem)
+    path.chmod(0o600)
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(path)], capture_output=True,
+                             text=True, timeout=30, check=False)
+    assert derived.returncode == 0, derived.stderr
+    assert derived.stdout.strip() == first.public_line  # OpenSSH reads it as the same key
+
+
+def test_fetch_cli_takes_pinned_keys_inline(sshd, keys, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "traffic.log").write_text("# vtap-traffic v1\n")
+    key_file = tmp_path / "id"
+    key_file.write_text(keys["client"].private_pem)
+    base = ["--stack", "b2", "--scenario", "b2", "--user", "root", "--port", str(sshd.port),
+            "--key-file", str(key_file),
+            "--file", f"collector.pcap=127.0.0.1:{remote}/none.pcap",
+            "--file", f"traffic.log=127.0.0.1:{remote}/traffic.log"]
+    rc = fetch_mod.main([*base, "--known-host", f"127.0.0.1={keys['host'].public_line}"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["files"] == ["evidence/b2/b2/traffic.log"]
+    assert summary["outcome"] == "not-delivered"  # looked, and no capture was there
+    other = ssh.generate_host_key().public_line
+    assert fetch_mod.main([*base, "--known-host", f"127.0.0.1={other}"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["outcome"] == "error" and "host key mismatch" in summary["reason"]
+    assert fetch_mod.main(base) == 2
+    assert "no pinned host key" in capsys.readouterr().err

@@ -26,6 +26,10 @@ from dataclasses import asdict, dataclass, field
 
 from vtaplab.arm import COMPUTE_API, ArmClient, ArmError
 
+# Wait for cloud-init; exit 2 ("done, with recoverable errors", e.g. a deprecation notice on
+# newer cloud-init) still means the VM finished booting; 1 (an error) does not.
+READY_COMMAND = "cloud-init status --wait >/dev/null || [ $? -eq 2 ]"
+
 _VM_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
     r"virtualMachines/[^/]+$", re.IGNORECASE)
@@ -91,7 +95,7 @@ def _wait_ready(ready: Callable[[], object], timeout: float, interval: float,
         return Step("ready", round(clock() - started, 3), tries=tries)
 
 
-def ssh_ready(session_factory: Callable[[], object], command: str = "cloud-init status --wait"
+def ssh_ready(session_factory: Callable[[], object], command: str = READY_COMMAND
               ) -> Callable[[], None]:
     """A readiness probe: connect over SSH (the session's own bounded retries) and run
     ``command`` (default: wait for cloud-init), which must exit 0."""

@@ -157,8 +157,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--user", default="azureuser")
     parser.add_argument("--port", type=int, default=22)
     parser.add_argument("--key-file", help=f"private key file (else PEM text in ${KEY_ENV})")
-    parser.add_argument("--known-hosts", required=True,
+    parser.add_argument("--known-hosts",
                         help='JSON file {"HOST": "ssh-ed25519 AAAA..."}')
+    parser.add_argument("--known-host", action="append", default=[],
+                        metavar="HOST=KEYLINE",
+                        help="a pinned host key (public), e.g. '20.0.0.1=ssh-ed25519 AAAA...'")
     parser.add_argument("--file", action="append", default=[], metavar="NAME=HOST:PATH")
     parser.add_argument("--connect-seconds", type=float, default=300.0)
     args = parser.parse_args(argv)
@@ -169,11 +172,21 @@ def main(argv: list[str]) -> int:
         key: str | None = args.key_file or os.environ.get(KEY_ENV)
         if not key:
             raise ValueError(f"--key-file: none given and ${KEY_ENV} is empty")
-        try:
-            known = json.loads(Path(args.known_hosts).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"--known-hosts {args.known_hosts}: {exc}; accepted: a JSON "
-                             'object {"HOST": "ssh-ed25519 AAAA..."}') from None
+        known: dict[str, str] = {}
+        if args.known_hosts:
+            try:
+                known.update(json.loads(Path(args.known_hosts).read_text()))
+            except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
+                raise ValueError(f"--known-hosts {args.known_hosts}: {exc}; accepted: a JSON "
+                                 'object {"HOST": "ssh-ed25519 AAAA..."}') from None
+        for spec in args.known_host:
+            host, sep, line = spec.partition("=")
+            if not sep or not host or len(line.split()) < 2:
+                raise ValueError(f"--known-host {spec[:60]!r}: accepted: HOST=TYPE BASE64")
+            known[host] = line
+        if not known:
+            raise ValueError("no pinned host key: give --known-host HOST=KEYLINE or "
+                             "--known-hosts FILE (the lab never trusts a host on first use)")
 
         def connect(host: str) -> SshSession:
             return SshSession(host, username=args.user, private_key=key, known_hosts=known,

@@ -47,6 +47,7 @@ TEST_OPERATOR_CIDR = "203.0.113.0/24"
 # (so a test can check they reach no registered input except as a secret).
 TEST_HOST_KEY_SEED = "vtaplab-mock-host-key-seed-" + hashlib.sha256(b"seed").hexdigest()[:32]
 SECRET_CONFIG_KEYS = ("hostKeySeed", "sshPrivateKey")
+MOCK_PRIVATE_KEY_FILE = "tests/fixtures/ssh/mock_operator_ed25519"
 
 
 def test_ssh_private_key() -> str:
@@ -99,6 +100,9 @@ AZURE_TYPES: dict[str, AzureType] = {
         "Microsoft.Network/networkInterfaces", taggable=False),
     "azure-native:compute:VirtualMachine": AzureType(
         "vmName", "Microsoft.Compute/virtualMachines"),
+    # A VM's auto-shutdown (components/shutdown.py).
+    "azure-native:devtestlab:GlobalSchedule": AzureType(
+        "name", "Microsoft.DevTestLab/schedules"),
 }
 # Sub-resources ARM gives an id inside their parent's id.
 _SUB_RESOURCES: dict[str, tuple[str, ...]] = {
@@ -295,7 +299,9 @@ def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
             values[key] = test_value
     if not values.get(f"{namespace}:sshPrivateKey") and not values.get(
             f"{namespace}:sshPrivateKeyFile"):
-        values[f"{namespace}:sshPrivateKey"] = test_ssh_private_key()
+        # A committed key nobody uses (test_ssh_private_key(), tests check they agree):
+        # a relative path, so the graph is the same on every machine.
+        values[f"{namespace}:sshPrivateKeyFile"] = MOCK_PRIVATE_KEY_FILE
     return config.as_pulumi_config(values)
 
 

@@ -108,12 +108,37 @@ def generate_host_key() -> HostKeyPair:
 
 
 def _pair(key: Ed25519PrivateKey) -> HostKeyPair:
-    private = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    public_raw = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH).decode()
-    return HostKeyPair(private, public)
+    return HostKeyPair(_openssh_private_pem(seed, public_raw), public)
+
+
+def _openssh_private_pem(seed: bytes, public_raw: bytes) -> str:
+    """The ``openssh-key-v1`` file of an Ed25519 key, byte for byte the same for the same key.
+
+    (``cryptography`` fills the two "check" integers with random bytes, so its text differs
+    on every call; cloud-init user data built from it would change on every ``pulumi up``,
+    and Azure replaces a VM whose customData changes.) The check integers only let a reader
+    detect a wrong passphrase; here they derive from the key."""
+    def string(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    key_type = b"ssh-ed25519"
+    public_blob = string(key_type) + string(public_raw)
+    check = hashlib.sha256(b"vtaplab-openssh-check:" + seed).digest()[:4]
+    private = (check + check + string(key_type) + string(public_raw)
+               + string(seed + public_raw) + string(b""))
+    private += bytes(range(1, 1 + (-len(private)) % 8))  # pad to the cipher block size 8
+    blob = (b"openssh-key-v1\0" + string(b"none") + string(b"none") + string(b"")
+            + (1).to_bytes(4, "big") + string(public_blob) + string(private))
+    text = base64.b64encode(blob).decode()
+    lines = [text[i:i + 70] for i in range(0, len(text), 70)]
+    return ("-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(lines)
+            + "\n-----END OPENSSH PRIVATE KEY-----\n")
 
 
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey,

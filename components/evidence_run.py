@@ -1,0 +1,242 @@
+"""``EvidenceRun``: one scenario's run on Azure, in dependency order, with pulumi-command.
+
+    readiness (per VM) ─┐
+    tap configuration(s)┴─> fastpath restart (per tapped VM, local: ARM deallocate + start,
+                            then SSH readiness) ─> capture start (collector, every proxy)
+                            ─> traffic (vm-client -> vm-src) ─> capture stop ─> fetch + verdict
+
+- Readiness: ``cloud-init status --wait`` on each VM with unlimited dial retries and a create
+  timeout; every other command on that VM depends on it.
+- The captures run ``vtap-capture.sh --unit`` (a transient systemd unit: it outlives the SSH
+  session and ends by itself after ``capture_seconds``); the traffic is ``vtap-traffic.sh``.
+  Both are the files in ``cloudinit/`` cloud-init installed — the ones the emulator runs.
+- Fetch is a local ``python -m vtaplab.fetch``: SFTP with pinned host keys into
+  ``evidence/<stack>/<scenario>/``, the verdict computed by the project's decoder; its stdout
+  is one small JSON line, parsed into :attr:`EvidenceRun.summary` for the stack outputs.
+
+Secrets: the private key reaches remote commands only as ``connection.private_key`` (a secret
+Output), local commands only as a file path; host keys are public halves. No command's
+``create`` string or ``environment`` carries a secret. ``run_id`` is in the ``triggers`` of
+capture, traffic and fetch: changing it re-runs them without touching the VMs.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi import Input, Output, ResourceOptions
+from pulumi_command import local, remote
+
+from vtaplab import facts
+from vtaplab.fastpath import READY_COMMAND
+
+# The project's interpreter: Pulumi.yaml's virtualenv, unless the operator says otherwise.
+PYTHON = '"${VTAPLAB_PYTHON:-venv/bin/python}"'
+REMOTE_DIR = "/var/lib/vtaplab"
+# Long enough for a fresh Ubuntu VM's apt work; a booting VM refuses SSH for a while.
+READY_TIMEOUT = "30m"
+FASTPATH_TIMEOUT = "40m"
+# Mirrored packets in flight when the client's last request returns.
+DRAIN_SECONDS = 5
+
+
+@dataclass
+class RunVm:
+    """One VM the run logs in to."""
+
+    name: str
+    """The VM's name (resource names derive from it)."""
+    host: Input[str]
+    """Its SSH address (public IP)."""
+    user: str
+    host_key: str
+    """Its pinned public host key, ``ssh-ed25519 AAAA...`` (``vtaplab.ssh.host_key_for``)."""
+    wait_for: Sequence[pulumi.Resource] = field(default_factory=list)
+    """What creates the VM: readiness waits for it."""
+    vm_id: Input[str] | None = None
+    """The VM's ARM id; needed for a tapped VM (the fastpath restart)."""
+
+
+@dataclass
+class EvidenceRunArgs:
+    stack: str
+    scenario: str
+    collector: RunVm
+    client: RunVm
+    tapped: Sequence[RunVm]
+    """The vTAP's source VMs: fastpath-restarted once their tap configuration exists."""
+    proxies: Sequence[RunVm]
+    """Captured on both sides of the rewrite (proxy.pcap, proxy2.pcap, ...)."""
+    target_ip: Input[str]
+    """vm-src's private IP: the client requests http://IP/ and http://IP/big.bin."""
+    tap_configurations: Sequence[pulumi.Resource]
+    private_key: Input[str]
+    """The operator's private key text, a secret Output: only ever a connection.private_key."""
+    private_key_file: str
+    """The same key as a file path, for the local commands (fastpath, fetch)."""
+    capture_seconds: int
+    request_count: int
+    run_id: str = "1"
+    after: Sequence[pulumi.Resource] = field(default_factory=list)
+    """Runs to finish first (e.g. another scenario's on the same collector): the captures
+    start after them."""
+
+
+class EvidenceRun(pulumi.ComponentResource):
+    """The commands of one scenario's run. :attr:`summary` is the fetch's small JSON, parsed
+    (``{}`` until the fetch ran, e.g. in a preview)."""
+
+    summary: Output[dict[str, Any]]
+    ready: dict[str, remote.Command]
+    done: local.Command
+    """The last step (the fetch): what a later run waits for."""
+
+    def __init__(self, name: str, args: EvidenceRunArgs,
+                 opts: ResourceOptions | None = None) -> None:
+        super().__init__("vtaplab:index:EvidenceRun", name, None, opts)
+        if args.scenario not in facts.SCENARIOS:
+            raise ValueError(f"{name}: scenario {args.scenario!r}; accepted: "
+                             f"{', '.join(facts.SCENARIOS)}")
+        if not args.tapped or any(vm.vm_id is None for vm in args.tapped):
+            raise ValueError(f"{name}: give the tapped VMs with their vm_id (fastpath restart)")
+        self._name, self._args = name, args
+        self._remote_dir = f"{REMOTE_DIR}/{args.scenario}"
+        self._unit = f"vtaplab-capture-{args.scenario}"
+        vms = {vm.name: vm for vm in [args.collector, args.client, *args.tapped, *args.proxies]}
+
+        self.ready = {vm_name: self._ready(vm) for vm_name, vm in vms.items()}
+        fastpath = [self._fastpath(vm) for vm in args.tapped]
+        captured = [(args.collector, "collector.pcap")] + [
+            (proxy, "proxy.pcap" if i == 0 else f"proxy{i + 1}.pcap")
+            for i, proxy in enumerate(args.proxies)]
+        starts = [self._capture_start(vm, file_name, [*fastpath, *args.after])
+                  for vm, file_name in captured]
+        traffic = self._traffic(starts, fastpath)
+        stops = [self._capture_stop(vm, file_name, traffic) for vm, file_name in captured]
+        fetch = self._fetch(captured, stops)
+
+        self.done = fetch
+        self.summary = fetch.stdout.apply(parse_summary)
+        self.register_outputs({"summary": self.summary})
+
+    # --- pieces ------------------------------------------------------------------------------
+
+    def _connection(self, vm: RunVm) -> remote.ConnectionArgs:
+        return remote.ConnectionArgs(
+            host=vm.host, user=vm.user, private_key=Output.secret(self._args.private_key),
+            host_key=vm.host_key,
+            # A booting VM refuses connections for minutes: retry without a count limit;
+            # the create timeout bounds the wait.
+            dial_error_limit=-1, per_dial_timeout=15)
+
+    def _opts(self, depends_on: Sequence[pulumi.Resource], timeout: str | None = None
+              ) -> ResourceOptions:
+        return ResourceOptions(
+            parent=self, depends_on=list(depends_on),
+            custom_timeouts=pulumi.CustomTimeouts(create=timeout) if timeout else None)
+
+    def _ready(self, vm: RunVm) -> remote.Command:
+        return remote.Command(
+            f"{self._name}-ready-{vm.name}",
+            connection=self._connection(vm),
+            create=READY_COMMAND,
+            opts=self._opts(vm.wait_for, READY_TIMEOUT))
+
+    def _fastpath(self, vm: RunVm) -> local.Command:
+        a = self._args
+        create = Output.all(vm.vm_id, vm.host).apply(lambda v: " ".join([
+            PYTHON, "-m", "vtaplab.fastpath", shlex.quote(str(v[0])),
+            "--ssh-host", shlex.quote(str(v[1])), "--ssh-user", shlex.quote(vm.user),
+            "--host-key", shlex.quote(vm.host_key),
+            "--ssh-key-file", shlex.quote(a.private_key_file)]))
+        return local.Command(
+            f"{self._name}-fastpath-{vm.name}",
+            create=create,
+            # Once per VM: deallocating again on a re-run would cut the source for nothing.
+            opts=self._opts([*a.tap_configurations, self.ready[vm.name]], FASTPATH_TIMEOUT))
+
+    def _capture_start(self, vm: RunVm, file_name: str,
+                       after: Sequence[pulumi.Resource]) -> remote.Command:
+        a = self._args
+        out = f"{self._remote_dir}/{file_name}"
+        create = " && ".join([
+            f"sudo mkdir -p {self._remote_dir}",
+            # A capture of an earlier run ends first: its file is replaced, never appended.
+            f"sudo vtap-capture.sh stop --unit {self._unit} >/dev/null",
+            f"sudo rm -f {out} {out}.log",
+            f"sudo vtap-capture.sh start --out {out} --duration {int(a.capture_seconds)} "
+            f"--port {facts.VXLAN_PORT} --unit {self._unit}"])
+        return remote.Command(
+            f"{self._name}-capture-start-{vm.name}",
+            connection=self._connection(vm), create=create, triggers=[a.run_id],
+            opts=self._opts([self.ready[vm.name], *after]))
+
+    def _traffic(self, starts: Sequence[pulumi.Resource],
+                 after: Sequence[pulumi.Resource]) -> remote.Command:
+        a = self._args
+        log = f"{self._remote_dir}/traffic.log"
+        create = Output.from_input(a.target_ip).apply(lambda ip: " && ".join([
+            f"sudo mkdir -p {self._remote_dir}",
+            # Exit 1 (some requests failed) is evidence for the verdict, not a failed step;
+            # 2 (bad input) is.
+            f"{{ sudo vtap-traffic.sh --url http://{ip}/ --url http://{ip}/big.bin "
+            f"--count {int(a.request_count)} --log {log} --timeout 10 || [ $? -eq 1 ]; }}",
+            f"sleep {DRAIN_SECONDS}"]))
+        return remote.Command(
+            f"{self._name}-traffic",
+            connection=self._connection(a.client), create=create, triggers=[a.run_id],
+            opts=self._opts([self.ready[a.client.name],
+                             *[self.ready[vm.name] for vm in a.tapped], *starts, *after]))
+
+    def _capture_stop(self, vm: RunVm, file_name: str, traffic: pulumi.Resource
+                      ) -> remote.Command:
+        return remote.Command(
+            f"{self._name}-capture-stop-{vm.name}",
+            connection=self._connection(vm),
+            create=f"sudo vtap-capture.sh stop --unit {self._unit}",
+            triggers=[self._args.run_id],
+            opts=self._opts([self.ready[vm.name], traffic]))
+
+    def _fetch(self, captured: Sequence[tuple[RunVm, str]],
+               stops: Sequence[pulumi.Resource]) -> local.Command:
+        a = self._args
+        sources = [*captured, (a.client, "traffic.log")]
+        hosts = Output.all(*[vm.host for vm, _ in sources])
+
+        def command(addresses: list[str]) -> str:
+            argv = [PYTHON, "-m", "vtaplab.fetch", "--stack", shlex.quote(a.stack),
+                    "--scenario", shlex.quote(a.scenario), "--user",
+                    shlex.quote(a.client.user), "--key-file", shlex.quote(a.private_key_file)]
+            pinned: dict[str, str] = {}
+            for (vm, file_name), host in zip(sources, addresses, strict=True):
+                pinned[str(host)] = vm.host_key
+                argv += ["--file", shlex.quote(f"{file_name}={host}:"
+                                               f"{self._remote_dir}/{file_name}")]
+            for host, key in sorted(pinned.items()):
+                argv += ["--known-host", shlex.quote(f"{host}={key}")]
+            return " ".join(argv)
+
+        return local.Command(
+            f"{self._name}-fetch",
+            create=hosts.apply(command), triggers=[a.run_id],
+            opts=self._opts(stops))
+
+
+def parse_summary(stdout: str | None) -> dict[str, Any]:
+    """The fetch's JSON line as a dict; ``{}`` before it ran. Only the keys the stack outputs
+    need are kept (outputs stay small whatever the fetch printed)."""
+    if not stdout:
+        return {}
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return {"outcome": "error", "reason": "the fetch printed no JSON summary"}
+    if not isinstance(data, dict):
+        return {"outcome": "error", "reason": "the fetch's summary is not a JSON object"}
+    keep = ("outcome", "matches_expected", "reason", "verdict", "files")
+    return {k: data[k] for k in keep if k in data}
