@@ -4,12 +4,19 @@
 #
 #   vtap-capture.sh start --out FILE [--duration S] [--port 4789] [--iface any] [--snaplen N]
 #                         [--pidfile FILE | --unit NAME] [--direction in|out|inout]
+#                         [--ring-files N --ring-mb M]
 #   vtap-capture.sh stop --pidfile FILE | --unit NAME
 #
 # Two ways to keep the capture running: a detached process group recorded in --pidfile (the
 # emulator), or --unit NAME: a transient systemd unit (systemd-run), so the capture outlives
 # the SSH session that started it and systemd ends it after --duration (RuntimeMaxSec; SIGTERM,
 # tcpdump flushes). The VMs use --unit.
+#
+# --ring-files N --ring-mb M: a ring buffer for long runs (tcpdump -C M -W N): FILE0, FILE1, ...
+# (zero-padded to the width of N-1), each up to M MB (10^6 bytes); once N files are full the
+# oldest is overwritten, so the capture never takes more than about N x M MB. The decoder reads
+# the ring in rotation order from the prefix: `python -m vtaplab decode FILE`.
+# --snaplen N keeps the first N bytes of each packet (default 9216: whole jumbo frames).
 #
 # Captures UDP to/from the VXLAN port *and every non-first IP fragment*: an outer packet over
 # 1500 bytes arrives fragmented, and only its first fragment carries the UDP port, so a plain
@@ -22,7 +29,8 @@ set -euo pipefail
 die() { echo "vtap-capture: $*" >&2; exit 2; }
 usage() {
   echo "usage: vtap-capture.sh start --out FILE [--duration S] [--port 4789] [--iface any]" \
-    "[--snaplen N] [--pidfile FILE | --unit NAME] [--direction in|out|inout]" >&2
+    "[--snaplen N] [--pidfile FILE | --unit NAME] [--direction in|out|inout]" \
+    "[--ring-files N --ring-mb M]" >&2
   echo "       vtap-capture.sh stop --pidfile FILE | --unit NAME" >&2
   exit 2
 }
@@ -65,6 +73,7 @@ cmd_start() {
   # snaplen 9216: whole jumbo frames, yet small ring slots. (libpcap sizes each slot of its
   # ring by the snap length when the NIC has offloads, so 256 KiB would leave 128 slots.)
   local out="" duration=600 port=4789 iface=any snaplen=9216 pidfile="" direction=inout unit=""
+  local ring_files="" ring_mb=""
   while (($#)); do
     case $1 in
       --out) out=${2-}; shift 2 || usage ;;
@@ -75,7 +84,9 @@ cmd_start() {
       --pidfile) pidfile=${2-}; shift 2 || usage ;;
       --direction) direction=${2-}; shift 2 || usage ;;
       --unit) unit=${2-}; shift 2 || usage ;;
-      *) die "unknown option '$1'; accepted: --out --duration --port --iface --snaplen --pidfile --unit --direction" ;;
+      --ring-files) ring_files=${2-}; shift 2 || usage ;;
+      --ring-mb) ring_mb=${2-}; shift 2 || usage ;;
+      *) die "unknown option '$1'; accepted: --out --duration --port --iface --snaplen --pidfile --unit --direction --ring-files --ring-mb" ;;
     esac
   done
   [[ -n $out ]] || die "--out FILE is required (where the pcap goes)"
@@ -90,10 +101,23 @@ cmd_start() {
   case $direction in in|out|inout) ;; *)
     die "--direction '$direction' is not accepted; accepted: in, out, inout" ;;
   esac
+  local -a ring=()
+  local target=$out
+  if [[ -n $ring_files || -n $ring_mb ]]; then
+    [[ -n $ring_files && -n $ring_mb ]] \
+      || die "--ring-files and --ring-mb go together; accepted: both (a ring of N files of M MB) or neither"
+    { is_uint "$ring_files" && ((10#$ring_files >= 2 && 10#$ring_files <= 10000)); } \
+      || die "--ring-files '$ring_files' is not accepted; accepted: 2..10000"
+    { is_uint "$ring_mb" && ((10#$ring_mb >= 1 && 10#$ring_mb <= 100000)); } \
+      || die "--ring-mb '$ring_mb' is not accepted; accepted: 1..100000 (MB of 10^6 bytes)"
+    ring=(-C "$((10#$ring_mb))" -W "$((10#$ring_files))")
+    target="$out ring (${out}0.., $((10#$ring_files)) files x $((10#$ring_mb)) MB)"
+  fi
   if [[ -n $unit ]]; then
     [[ -z $pidfile ]] || die "--unit and --pidfile are not accepted together; accepted: one of them"
     check_unit "$unit"
-    start_unit "$unit" "$out" "$duration" "$port" "$iface" "$snaplen" "$direction"
+    start_unit "$unit" "$out" "$duration" "$port" "$iface" "$snaplen" "$direction" "$target" \
+      "${ring[@]}"
     return
   fi
   [[ -n $pidfile ]] || pidfile="$out.pid"
@@ -112,7 +136,7 @@ cmd_start() {
   # speed) are not dropped; -Z root: keep writing where root put the file.
   # setsid: a Ctrl-C in the caller's terminal must not end the capture behind its back.
   setsid tcpdump -n --immediate-mode -B 32768 -Z root -i "$iface" -Q "$direction" \
-    -s "$((10#$snaplen))" -w "$out" "$filter" </dev/null >"$errlog" 2>&1 &
+    -s "$((10#$snaplen))" "${ring[@]}" -w "$out" "$filter" </dev/null >"$errlog" 2>&1 &
   pid=$!
   # The watchdog ends the capture after --duration (SIGTERM: tcpdump flushes and closes).
   # shellcheck disable=SC2016  # $1/$2 belong to the inner bash
@@ -123,7 +147,7 @@ cmd_start() {
   local i
   for ((i = 0; i < 200; i++)); do
     if grep -q 'listening on' "$errlog" 2>/dev/null; then
-      echo "vtap-capture: capturing on $iface to $out for ${duration}s (pid $pid)"
+      echo "vtap-capture: capturing on $iface to $target for ${duration}s (pid $pid)"
       return 0
     fi
     if ! alive "$pid"; then
@@ -140,8 +164,10 @@ cmd_start() {
 }
 
 # The same tcpdump as a transient systemd unit; same readiness wait, same messages.
+# Arguments after the 8th are the ring options for tcpdump (-C M -W N), if any.
 start_unit() {
-  local unit=$1 out=$2 duration=$3 port=$4 iface=$5 snaplen=$6 direction=$7
+  local unit=$1 out=$2 duration=$3 port=$4 iface=$5 snaplen=$6 direction=$7 target=$8
+  shift 8
   if systemctl is-active --quiet -- "$unit"; then
     echo "vtap-capture: already running (unit $unit)"
     return 0
@@ -156,12 +182,12 @@ start_unit() {
     -p "RuntimeMaxSec=$((10#$duration))" -p "StandardError=file:$errlog" \
     -p "StandardOutput=file:$errlog" -- \
     tcpdump -n --immediate-mode -B 32768 -Z root -i "$iface" -Q "$direction" \
-    -s "$((10#$snaplen))" -w "$out" "$filter" \
+    -s "$((10#$snaplen))" "$@" -w "$out" "$filter" \
     || die "systemd-run could not start unit $unit"
   local i
   for ((i = 0; i < 200; i++)); do
     if grep -q 'listening on' "$errlog" 2>/dev/null; then
-      echo "vtap-capture: capturing on $iface to $out for ${duration}s (unit $unit)"
+      echo "vtap-capture: capturing on $iface to $target for ${duration}s (unit $unit)"
       return 0
     fi
     if ! systemctl is-active --quiet -- "$unit"; then
