@@ -32,17 +32,14 @@ import pulumi
 from pulumi import Input, Output, ResourceOptions
 from pulumi_command import local, remote
 
-from vtaplab import facts
+from vtaplab import facts, runsteps
 from vtaplab.fastpath import READY_COMMAND
 
 # The project's interpreter: Pulumi.yaml's virtualenv, unless the operator says otherwise.
 PYTHON = '"${VTAPLAB_PYTHON:-venv/bin/python}"'
-REMOTE_DIR = "/var/lib/vtaplab"
 # Long enough for a fresh Ubuntu VM's apt work; a booting VM refuses SSH for a while.
 READY_TIMEOUT = "30m"
 FASTPATH_TIMEOUT = "40m"
-# Mirrored packets in flight when the client's last request returns.
-DRAIN_SECONDS = 5
 
 
 @dataclass
@@ -105,15 +102,13 @@ class EvidenceRun(pulumi.ComponentResource):
         if not args.tapped or any(vm.vm_id is None for vm in args.tapped):
             raise ValueError(f"{name}: give the tapped VMs with their vm_id (fastpath restart)")
         self._name, self._args = name, args
-        self._remote_dir = f"{REMOTE_DIR}/{args.scenario}"
-        self._unit = f"vtaplab-capture-{args.scenario}"
+        self._remote_dir = runsteps.remote_dir(args.scenario)
         vms = {vm.name: vm for vm in [args.collector, args.client, *args.tapped, *args.proxies]}
 
         self.ready = {vm_name: self._ready(vm) for vm_name, vm in vms.items()}
         fastpath = [self._fastpath(vm) for vm in args.tapped]
-        captured = [(args.collector, "collector.pcap")] + [
-            (proxy, "proxy.pcap" if i == 0 else f"proxy{i + 1}.pcap")
-            for i, proxy in enumerate(args.proxies)]
+        captured = list(zip([args.collector, *args.proxies],
+                            runsteps.captured_files(len(args.proxies)), strict=True))
         starts = [self._capture_start(vm, file_name, [*fastpath, *args.after])
                   for vm, file_name in captured]
         traffic = self._traffic(starts, fastpath)
@@ -163,14 +158,7 @@ class EvidenceRun(pulumi.ComponentResource):
     def _capture_start(self, vm: RunVm, file_name: str,
                        after: Sequence[pulumi.Resource]) -> remote.Command:
         a = self._args
-        out = f"{self._remote_dir}/{file_name}"
-        create = " && ".join([
-            f"sudo mkdir -p {self._remote_dir}",
-            # A capture of an earlier run ends first: its file is replaced, never appended.
-            f"sudo vtap-capture.sh stop --unit {self._unit} >/dev/null",
-            f"sudo rm -f {out} {out}.log",
-            f"sudo vtap-capture.sh start --out {out} --duration {int(a.capture_seconds)} "
-            f"--port {facts.VXLAN_PORT} --unit {self._unit}"])
+        create = runsteps.capture_start(a.scenario, file_name, a.capture_seconds)
         return remote.Command(
             f"{self._name}-capture-start-{vm.name}",
             connection=self._connection(vm), create=create, triggers=[a.run_id],
@@ -179,14 +167,8 @@ class EvidenceRun(pulumi.ComponentResource):
     def _traffic(self, starts: Sequence[pulumi.Resource],
                  after: Sequence[pulumi.Resource]) -> remote.Command:
         a = self._args
-        log = f"{self._remote_dir}/traffic.log"
-        create = Output.from_input(a.target_ip).apply(lambda ip: " && ".join([
-            f"sudo mkdir -p {self._remote_dir}",
-            # Exit 1 (some requests failed) is evidence for the verdict, not a failed step;
-            # 2 (bad input) is.
-            f"{{ sudo vtap-traffic.sh --url http://{ip}/ --url http://{ip}/big.bin "
-            f"--count {int(a.request_count)} --log {log} --timeout 10 || [ $? -eq 1 ]; }}",
-            f"sleep {DRAIN_SECONDS}"]))
+        create = Output.from_input(a.target_ip).apply(
+            lambda ip: runsteps.traffic(a.scenario, ip, a.request_count))
         return remote.Command(
             f"{self._name}-traffic",
             connection=self._connection(a.client), create=create, triggers=[a.run_id],
@@ -198,7 +180,7 @@ class EvidenceRun(pulumi.ComponentResource):
         return remote.Command(
             f"{self._name}-capture-stop-{vm.name}",
             connection=self._connection(vm),
-            create=f"sudo vtap-capture.sh stop --unit {self._unit}",
+            create=runsteps.capture_stop(self._args.scenario),
             triggers=[self._args.run_id],
             opts=self._opts([self.ready[vm.name], traffic]))
 

@@ -1,0 +1,260 @@
+"""``python -m vtaplab evidence`` against "VMs" that are real OpenSSH servers on loopback.
+
+Three sshd (collector, proxy, vm-client), each on its own 127.x address with its own pinned
+host key, run the real commands ``pulumi up`` sends (``vtaplab.runsteps``): the real
+``vtap-capture.sh --unit`` and ``vtap-traffic.sh`` from ``cloudinit/``. What is stood in for:
+``systemd-run``/``systemctl`` (this machine's PID 1 is not systemd; the stand-ins of
+tests/test_capture_unit.py), ``sudo`` (the sessions are root already; real sudo would reset
+PATH), and the vTAP itself: "vm-src" is an HTTP server on a 127.x address that, for each
+request it answers, sends that exchange as VXLAN (UDP/4789) to 127.0.0.1, where the captures
+listen. The verdict is then computed by the project's decoder from what was captured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from test_capture_unit import SYSTEMCTL, SYSTEMD_RUN
+from test_ssh import SSHD, Sshd, free_port
+
+from vtaplab import evidence, pcapgen, ssh
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(SSHD) and os.geteuid() == 0 and shutil.which("tcpdump")
+         and shutil.which("curl")),
+    reason="needs root, openssh-server, tcpdump and curl")
+BIG = 20_000
+VNI = 4242
+
+
+class VmSshd(Sshd):
+    """An sshd on its own loopback address whose sessions see the stand-in tools first."""
+
+    def __init__(self, tmp: Path, client_public: str, host_key: ssh.HostKeyPair,
+                 address: str, port: int, tools: Path) -> None:
+        super().__init__(tmp, client_public, host_key)
+        self.address, self.port = address, port
+        state = tmp / "systemd-state"
+        state.mkdir()
+        text = self.config.read_text().splitlines()
+        text = [f"ListenAddress {address}:{port}" if line.startswith("ListenAddress") else line
+                for line in text]
+        text.append(f"SetEnv PATH={tools}:/usr/sbin:/usr/bin:/sbin:/bin STUB_STATE={state}")
+        self.config.write_text("\n".join(text) + "\n")
+
+    def wait_listening(self, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            try:
+                with socket.create_connection((self.address, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"sshd not listening:\n{self.log()}")
+
+
+def tools_dir(tmp: Path) -> Path:
+    """What cloud-init installs in /usr/local/sbin (the real scripts) plus the stand-ins."""
+    import sys
+
+    tools = tmp / "tools"
+    tools.mkdir()
+    for name in ("vtap-capture.sh", "vtap-traffic.sh"):
+        (tools / name).symlink_to(REPO / "cloudinit" / name)
+    for name, text in (("systemd-run", SYSTEMD_RUN), ("systemctl", SYSTEMCTL)):
+        (tools / name).write_text(text.replace("PYTHON", sys.executable, 1))
+    (tools / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    for path in tools.iterdir():
+        if not path.is_symlink():
+            path.chmod(0o755)
+    return tools
+
+
+class MirroringServer:
+    """vm-src's nginx plus the vTAP: each answered request is also sent, as the VXLAN the
+    collector would receive, to 127.0.0.1:4789."""
+
+    def __init__(self, address: str) -> None:
+        self.sent = 0
+        outer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        owner = self
+        counter = iter(range(40000, 60000))
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                body = {"/": b"<p>vtaplab</p>\n", "/big.bin": b"v" * BIG}.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                exchange = pcapgen.HttpExchange(
+                    client_port=next(counter),
+                    messages=[(pcapgen.http_get(self.path), pcapgen.http_ok(body))])
+                for frame in exchange.frames():
+                    outer.sendto(pcapgen.vxlan(VNI, frame), ("127.0.0.1", 4789))
+                    owner.sent += 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((address, 80), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._outer = outer
+
+    def __enter__(self) -> MirroringServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._outer.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    base = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}"
+    addresses = {role: f"{base}.{n}" for n, role in
+                 enumerate(("collector", "proxy", "vm_client", "vm_src"), start=10)}
+    client_key = ssh.generate_host_key()
+    key_file = tmp_path / "operator_key"
+    key_file.write_text(client_key.private_pem)
+    key_file.chmod(0o600)
+    tools = tools_dir(tmp_path)
+    port = free_port()
+    servers, host_keys = [], {}
+    try:
+        for role in ("collector", "proxy", "vm_client"):
+            host_keys[role] = ssh.host_key_for(os.urandom(16), role)
+            directory = tmp_path / role
+            directory.mkdir()
+            server = VmSshd(directory, client_key.public_line, host_keys[role],
+                            addresses[role], port, tools)
+            server.start()
+            servers.append(server)
+        for server in servers:
+            server.wait_listening()
+        outputs = {"scenarios": {"b2": {
+            "collector": {"ip": "10.40.3.4", "ssh": f"root@{addresses['collector']}"},
+            "proxy": {"ip": "10.30.4.4", "ssh": f"root@{addresses['proxy']}",
+                      "mode": "stateless"},
+            "vm_client": {"ip": "10.30.1.5", "ssh": f"root@{addresses['vm_client']}"},
+            "vm_src": {"ip": addresses["vm_src"], "ssh": "root@192.0.2.1"},
+            "host_keys": {role: pair.public_line for role, pair in host_keys.items()},
+        }, "r1": {"result": {"outcome": None}}}}
+        outputs_file = tmp_path / "outputs.json"
+        outputs_file.write_text(json.dumps(outputs))
+        yield {"port": port, "key": key_file, "outputs": outputs_file, "data": outputs,
+               "addresses": addresses, "host_keys": host_keys}
+    finally:
+        for server in servers:
+            server.stop()
+        _cleanup_remote_dir()
+
+
+def _cleanup_remote_dir() -> None:
+    # The "VMs" share this machine's /var/lib/vtaplab/b2: remove what the run left there.
+    remote = Path("/var/lib/vtaplab/b2")
+    for name in ("collector.pcap", "collector.pcap.log", "proxy.pcap", "proxy.pcap.log",
+                 "traffic.log"):
+        (remote / name).unlink(missing_ok=True)
+    for directory in (remote, remote.parent):
+        try:
+            directory.rmdir()
+        except OSError:
+            pass
+
+
+def run_cli(lab: dict, tmp_path: Path, *extra: str) -> int:
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        return evidence.main(["b2", "--outputs", str(lab["outputs"]), "--key-file",
+                              str(lab["key"]), "--port", str(lab["port"]), "--requests", "3",
+                              "--capture-seconds", "30", "--connect-seconds", "10", *extra])
+    finally:
+        os.chdir(cwd)
+
+
+def test_evidence_reruns_capture_traffic_fetch_and_decodes(lab, tmp_path, capsys):
+    if Path("/var/lib/vtaplab/b2").exists():
+        pytest.skip("/var/lib/vtaplab/b2 exists on this machine: not ours to overwrite")
+    with MirroringServer(lab["addresses"]["vm_src"]) as mirror:
+        rc = run_cli(lab, tmp_path, "--json")
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    [summary] = json.loads(out.out)
+    assert summary["scenario"] == "b2" and summary["outcome"] == "delivered", summary
+    assert summary["matches_expected"] is True
+    evidence_dir = tmp_path / "evidence" / "b2" / "b2"
+    verdict = json.loads((evidence_dir / "verdict.json").read_text())
+    assert verdict["outcome"] == "delivered"
+    assert VNI in verdict["vnis"]
+    assert "GET /" in verdict["inner_http"]["requests"]
+    assert "HTTP/1.1 200 OK" in verdict["inner_http"]["responses"]
+    assert set(verdict["fetched"]) == {"collector.pcap", "proxy.pcap", "traffic.log"}
+    # the traffic really ran: 3 rounds of / and /big.bin, every one a 200 of the right size
+    lines = (evidence_dir / "traffic.log").read_text().splitlines()
+    assert lines[0] == "# vtap-traffic v1" and len(lines) == 7
+    rows = [line.split("\t") for line in lines[1:]]
+    assert {r[2] for r in rows} == {"200"}
+    assert sorted({int(r[3]) for r in rows}) == [15, BIG]
+    assert mirror.sent > 0
+    # nothing of the key went to the terminal; the captures were stopped
+    assert "PRIVATE" not in out.out + out.err
+    assert "capture stop on collector" in out.err
+
+
+def test_a_vm_with_another_host_key_is_refused(lab, tmp_path, capsys):
+    data = json.loads(lab["outputs"].read_text())
+    data["scenarios"]["b2"]["host_keys"]["collector"] = ssh.generate_host_key().public_line
+    lab["outputs"].write_text(json.dumps(data))
+    rc = run_cli(lab, tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "host key mismatch" in err and "refusing" in err
+    assert not (tmp_path / "evidence").exists()  # nothing was run, nothing claimed
+
+
+@pytest.mark.parametrize(("mutate", "needle"), [
+    (lambda d: d["scenarios"]["b2"]["host_keys"].pop("proxy"), "no pinned host key for proxy"),
+    (lambda d: d["scenarios"]["b2"]["vm_client"].update(ssh="nobody"), "is not user@address"),
+    (lambda d: d.pop("scenarios"), "no 'scenarios' map"),
+])
+def test_bad_outputs_are_one_line(lab, tmp_path, capsys, mutate, needle):
+    data = json.loads(lab["outputs"].read_text())
+    mutate(data)
+    lab["outputs"].write_text(json.dumps(data))
+    assert run_cli(lab, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_scenario_without_traffic_is_named(lab, tmp_path, capsys):
+    assert run_cli(lab, tmp_path, "--scenario", "r1") == 2
+    assert "runs no traffic" in capsys.readouterr().err
+    assert run_cli(lab, tmp_path, "--scenario", "zz") == 2
+    assert "accepted: b2, r1" in capsys.readouterr().err
+
+
+def test_without_the_cli_or_a_file_says_what_to_do(monkeypatch, capsys):
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    assert evidence.main(["b2"]) == 2
+    err = capsys.readouterr().err
+    assert "pulumi CLI is not on PATH" in err and "--outputs FILE" in err
