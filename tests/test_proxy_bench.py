@@ -49,6 +49,8 @@ def test_summary_ratios_use_medians_and_the_best_mode_must_be_safe():
     assert modes["stateless"]["ratio_to_plain"] == 0.8
     assert modes["netdev"]["median_pps_per_cpu_second"] == 900
     assert modes["netdev"]["fragment_safe"] is False
+    # Round by round against plain routing of the same round.
+    assert modes["stateless"]["ratio_per_round"] == [0.8, 0.818, 0.395]
     # conntrack keeps entries, netdev lost a fragment: stateless is the best that qualifies.
     assert summary["best_fragment_safe_stateless_mode"] == "stateless"
     assert summary["best_ratio"] == 0.8 and summary["goal_met"] is False
