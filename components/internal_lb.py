@@ -1,6 +1,7 @@
 """A Standard internal load balancer: one static frontend, one backend pool, optionally one
-UDP rule with its health probe. Used by the provider (UDP/4789 to the collector, fronting the
-PLS) and by the consumer side of b1/b3 (a vTAP destination in the source VNet)."""
+rule with its health probe. Used by the provider (UDP/4789 to the collector, fronting the PLS),
+by b1 (an empty pool: the attempt's vTAP destination) and by b3 (an HA-ports rule: the vTAP's
+destination in the source VNet, spreading the mirror over two proxies)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ BACKEND_POOL = "be"
 PROBE = "probe-tcp"
 # Azure can't probe UDP; the probe asks the backend's sshd (TCP/22), which is up exactly
 # when the VM is, and the AzureLoadBalancer tag is admitted by every NSG's default rules.
+# What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy.
 PROBE_PORT = 22
+# An HA-ports rule: protocol All, frontend and backend port 0 (internal Standard LB only).
+ALL_PORTS = 0
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,13 @@ def internal_lb(
     udp_port: int | None,
     tags: Mapping[str, str],
     opts: ResourceOptions,
+    all_ports: bool = False,
 ) -> InternalLb:
-    """Declare the LB ``name`` (also its Azure name); with ``udp_port``, a rule on that port."""
+    """Declare the LB ``name`` (also its Azure name); with ``udp_port``, a UDP rule on that
+    port; with ``all_ports``, an HA-ports rule instead (every protocol and port, and so every
+    IP fragment: a non-first fragment carries no UDP header a port rule could match)."""
+    if all_ports and udp_port is not None:
+        raise ValueError(f"{name}: give udp_port or all_ports, not both")
     # A rule names its frontend, pool and probe by id, and those ids live inside the LB being
     # declared: they are written out from the LB's own (deterministic) Azure id.
     lb_id = Output.all(subscription_id, resource_group_name).apply(
@@ -49,7 +58,7 @@ def internal_lb(
     probe_ref = {"id": Output.concat(lb_id, "/probes/", PROBE)}
     probes: list[dict[str, object]] = []
     rules: list[dict[str, object]] = []
-    if udp_port is not None:
+    if udp_port is not None or all_ports:
         probes.append(
             {
                 "name": PROBE,
@@ -62,10 +71,10 @@ def internal_lb(
         )
         rules.append(
             {
-                "name": f"udp-{udp_port}",
-                "protocol": "Udp",
-                "frontend_port": udp_port,
-                "backend_port": udp_port,
+                "name": "ha-ports" if all_ports else f"udp-{udp_port}",
+                "protocol": "All" if all_ports else "Udp",
+                "frontend_port": ALL_PORTS if all_ports else udp_port,
+                "backend_port": ALL_PORTS if all_ports else udp_port,
                 "frontend_ip_configuration": frontend_ref,
                 "backend_address_pool": pool_ref,
                 "probe": probe_ref,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pulumi
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import compute, network
+
+from components.shutdown import AutoShutdown, daily_shutdown, from_config, with_expiry
 
 # Canonical's Ubuntu 24.04 LTS (Gen2) image.
 UBUNTU_2404 = {
@@ -62,6 +64,8 @@ class LinuxVmArgs:
     enable_ip_forwarding: bool = False
     public_ip: bool = True
     backend_pool_ids: Sequence[Input[str]] = field(default_factory=list)
+    auto_shutdown: AutoShutdown | None = None
+    """Daily shutdown time and expires-on tag; None: the stack's config."""
 
 
 class LinuxVm(pulumi.ComponentResource):
@@ -80,6 +84,9 @@ class LinuxVm(pulumi.ComponentResource):
     ) -> None:
         super().__init__("vtaplab:index:LinuxVm", name, None, opts)
         child = ResourceOptions(parent=self)
+        # Cost guardrails: everything of the VM carries expires-on; the VM stops daily.
+        shutdown = args.auto_shutdown or from_config()
+        args = replace(args, tags=with_expiry(args.tags, shutdown))
 
         nsg = self._nsg(name, args, child)
         pip = None
@@ -121,6 +128,8 @@ class LinuxVm(pulumi.ComponentResource):
             opts=child,
         )
         vm = self._vm(name, args, nic, child)
+        daily_shutdown(name, vm.id, resource_group_name=args.resource_group_name,
+                       location=args.location, tags=args.tags, settings=shutdown, opts=child)
 
         self.nic_id = nic.id
         self.nic_name = nic.name

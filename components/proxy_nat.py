@@ -1,4 +1,5 @@
-"""``ProxyNat``: the proxy VM in a consumer VNet that makes b2 work.
+"""``ProxyNat``: the proxy VM in a consumer VNet that makes b2 work (b3: one of two behind
+the consumer LB; msp: one per tenant, stamping the tenant's VNI).
 
 The vTAP mirrors to the proxy NIC (Azure accepts a VM NIC as destination, not the PE's), and
 the proxy rewrites UDP/4789 to the Private Endpoint's IP: NIC IP forwarding here, kernel
@@ -7,8 +8,8 @@ forwarding / rp_filter / the rewrite itself in ``cloudinit/vtap-proxy.sh`` run b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi import Input, Output, ResourceOptions
@@ -33,6 +34,8 @@ class ProxyNatArgs:
     ssh_public_key: str
     operator_cidr: str
     tags: Mapping[str, str]
+    backend_pool_ids: Sequence[Input[str]] = field(default_factory=list)
+    """LB backend pools the proxy's NIC joins (b3: the consumer LB the vTAP points at)."""
 
 
 class ProxyNat(pulumi.ComponentResource):
@@ -67,6 +70,7 @@ class ProxyNat(pulumi.ComponentResource):
                 ],
                 # Without it Azure drops what the proxy sends on with a source not its own.
                 enable_ip_forwarding=True,
+                backend_pool_ids=list(args.backend_pool_ids),
             ),
             opts=ResourceOptions(parent=self),
         )

@@ -2,7 +2,9 @@
 
 Its own VNet with snet-src / snet-ilb / snet-pe / snet-proxy, the tapped VM (nginx), an
 optional traffic client, the Private Endpoint to the provider's PLS and, for b1/b3, an internal
-LB in snet-ilb. Address spaces may repeat between consumers: nothing is ever peered.
+LB in snet-ilb (b3's with an HA-ports rule and a probe: the vTAP's destination, in front of
+the proxies that join its pool). Address spaces may repeat between consumers: nothing is
+ever peered.
 
 Seams for the scenarios that try something ARM may refuse (r1, b1): the PE's NIC id and its
 ip-configuration id (r1's vTAP destination), the consumer LB's frontend and empty backend pool
@@ -48,6 +50,9 @@ class SourceVnetArgs:
     with_ilb: bool
     """True: an internal LB in snet-ilb with an empty backend pool (b1, b3)."""
     tags: Mapping[str, str]
+    ilb_all_ports: bool = False
+    """With ``with_ilb``: give the LB an HA-ports rule and a probe (b3's proxy pool); without,
+    the LB has no rule (b1's attempt only needs its frontend and pool)."""
 
 
 class SourceVnet(pulumi.ComponentResource):
@@ -152,6 +157,7 @@ class SourceVnet(pulumi.ComponentResource):
                 subnet_id=subnets["snet-ilb"].id,
                 frontend_ip=str(plan.ilb_ip),
                 udp_port=None,
+                all_ports=args.ilb_all_ports,
                 tags=tags,
                 opts=child,
             )

@@ -86,7 +86,7 @@ def test_defaults_come_from_the_address_plan():
     assert cfg.operator_cidr == OPERATOR
     assert cfg.ssh_public_key == ED25519_KEY
     assert cfg.proxy_mode == "stateless"
-    assert (cfg.capture_seconds, cfg.traffic_requests, cfg.msp_tenants) == (60, 20, 2)
+    assert (cfg.capture_seconds, cfg.traffic_requests, cfg.msp_tenants) == (60, 20, 3)
 
 
 def test_config_is_frozen():

@@ -221,7 +221,7 @@ KEYS: tuple[Key, ...] = (
     Key("trafficRequests", "integer", 20,
         f"HTTP requests vm-client makes to vm-src per run, {TRAFFIC_REQUESTS_RANGE[0]}-"
         f"{TRAFFIC_REQUESTS_RANGE[1]}."),
-    Key("mspTenants", "integer", 2,
+    Key("mspTenants", "integer", 3,
         f"Tenants (consumer VNets) in scenario msp, {MSP_TENANTS_RANGE[0]}-"
         f"{MSP_TENANTS_RANGE[1]} (vTAP preview allows about "
         f"{facts.MAX_VTAPS_PER_SUBSCRIPTION} per subscription)."),

@@ -32,3 +32,14 @@ PROVIDER_ILB_IP = "10.40.2.4"
 # PLS NAT ip-configurations: the provider sees these as the source of everything.
 PLS_NAT_IPS: tuple[str, ...] = ("10.40.2.5", "10.40.2.6")
 VM_COL_IP = "10.40.3.4"
+
+# msp: tenant i (1, 2, ...) is told apart at the collector by the VXLAN VNI its proxy stamps.
+# The program (each tenant's proxy cloud-init) and the emulator both number tenants with it.
+MSP_VNI_BASE = 1000
+
+
+def tenant_vni(tenant: int) -> int:
+    """The VNI tenant ``tenant`` (1-based) stamps: 1001, 1002, ... (never the vTAP's own 1)."""
+    if tenant < 1:
+        raise ValueError(f"tenant {tenant!r} is not accepted; accepted: 1, 2, ...")
+    return MSP_VNI_BASE + tenant

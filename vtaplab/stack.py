@@ -11,18 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vtaplab import facts
+from vtaplab import facts, plan
 
 if TYPE_CHECKING:
     import pulumi
 
-    from components import CollectorService, SourceVnet
+    from components import CollectorService, ProxyNat, SourceVnet
     from vtaplab.config import LabConfig
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
 # What this program builds today; the others come with later issues.
-BUILT_SCENARIOS = ("r1", "b1", "b2", "a")
+BUILT_SCENARIOS = ("r1", "b1", "b2", "a", "b3", "msp")
 
 
 class StackError(ValueError):
@@ -95,6 +95,8 @@ def build(cfg: LabConfig) -> dict[str, object]:
         "b1": _consumer_only,
         "b2": _proxied,
         "a": _proxied,
+        "b3": _ha_proxied,
+        "msp": _msp,
     }
     return {
         "resource_group": group.name,
@@ -109,14 +111,17 @@ def build(cfg: LabConfig) -> dict[str, object]:
     }
 
 
-def _source_vnet(shared: Shared, scenario: str, *, with_client: bool) -> SourceVnet:
+def _source_vnet(
+    shared: Shared, scenario: str, *, with_client: bool, name: str | None = None
+) -> SourceVnet:
+    """The consumer VNet ``name`` (default: the scenario's id) of ``scenario``."""
     from components import SourceVnet, SourceVnetArgs
     from components.tags import base_tags
     from vtaplab import cloudinit
 
     cfg = shared.cfg
     return SourceVnet(
-        scenario,
+        name or scenario,
         SourceVnetArgs(
             resource_group_name=shared.resource_group_name,
             location=cfg.location,
@@ -129,8 +134,10 @@ def _source_vnet(shared: Shared, scenario: str, *, with_client: bool) -> SourceV
             operator_cidr=cfg.operator_cidr,
             src_cloud_init=cloudinit.render("src"),
             client_cloud_init=cloudinit.render("client") if with_client else None,
-            # b1's attempt points a vTAP at an LB in the source VNet.
-            with_ilb=scenario == "b1",
+            # b1's attempt points a vTAP at an LB in the source VNet; b3's vTAP does, too,
+            # and that LB spreads the mirror over the proxies.
+            with_ilb=scenario in ("b1", "b3"),
+            ilb_all_ports=scenario == "b3",
             tags=base_tags(cfg.project, cfg.stack, scenario),
         ),
     )
@@ -162,26 +169,35 @@ def _consumer_only(shared: Shared, scenario: str) -> dict[str, object]:
     return outputs
 
 
-def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
-    """b2 (and a, against a Direct Connect PLS): vTAP -> proxy NIC -> DNAT to the PE."""
-    from components import ProxyNat, ProxyNatArgs, VtapAttachment, VtapAttachmentArgs
+def _proxy(
+    shared: Shared,
+    scenario: str,
+    consumer: SourceVnet,
+    name: str,
+    proxy_ip: str,
+    *,
+    vni: int | None = None,
+    backend_pool_ids: list[pulumi.Output[str]] | None = None,
+) -> ProxyNat:
+    """A proxy VM in ``consumer``'s snet-proxy rewriting UDP/4789 to its PE (stamping ``vni``)."""
+    from components import ProxyNat, ProxyNatArgs
     from components.tags import base_tags
     from vtaplab import cloudinit
 
     cfg = shared.cfg
-    consumer = _source_vnet(shared, scenario, with_client=True)
     mode = cfg.proxy_mode
+    extra = {"vni": str(vni)} if vni is not None else {}
 
     def proxy_user_data(pe_ip: str) -> str:
-        return cloudinit.render("proxy", pe_ip=pe_ip, mode=mode)
+        return cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra)
 
-    proxy = ProxyNat(
-        f"{scenario}-proxy",
+    return ProxyNat(
+        name,
         ProxyNatArgs(
             resource_group_name=shared.resource_group_name,
             location=cfg.location,
             subnet_id=consumer.subnet_ids["snet-proxy"],
-            proxy_ip=str(cfg.consumer.proxy_ip),
+            proxy_ip=proxy_ip,
             pe_ip=consumer.pe_ip,
             cloud_init=proxy_user_data,
             vm_size=cfg.proxy_vm_size,
@@ -189,8 +205,23 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
             tags=base_tags(cfg.project, cfg.stack, scenario),
+            backend_pool_ids=backend_pool_ids or [],
         ),
     )
+
+
+def _proxy_outputs(proxy: ProxyNat, mode: str) -> dict[str, object]:
+    return {"ip": proxy.private_ip, "ssh": proxy.ssh_host, "mode": mode}
+
+
+def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
+    """b2 (and a, against a Direct Connect PLS): vTAP -> proxy NIC -> DNAT to the PE."""
+    from components import VtapAttachment, VtapAttachmentArgs
+    from components.tags import base_tags
+
+    cfg = shared.cfg
+    consumer = _source_vnet(shared, scenario, with_client=True)
+    proxy = _proxy(shared, scenario, consumer, f"{scenario}-proxy", str(cfg.consumer.proxy_ip))
     tap = VtapAttachment(
         f"{scenario}-tap",
         VtapAttachmentArgs(
@@ -206,6 +237,84 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
     )
     outputs = _common_outputs(shared, consumer)
     outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
-    outputs["proxy"] = {"ip": proxy.private_ip, "ssh": proxy.ssh_host, "mode": mode}
+    outputs["proxy"] = _proxy_outputs(proxy, cfg.proxy_mode)
     outputs["tap_id"] = tap.tap_id
     return outputs
+
+
+def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
+    """b3: vTAP -> the consumer LB's frontend (HA ports, TCP/22 probe) -> two proxies in its
+    backend pool, each rewriting to the PE: one proxy down and the LB sends it nothing."""
+    from components import VtapAttachment, VtapAttachmentArgs
+    from components.tags import base_tags
+
+    cfg = shared.cfg
+    consumer = _source_vnet(shared, scenario, with_client=True)
+    assert consumer.ilb_frontend_id is not None and consumer.ilb_backend_pool_id is not None
+    proxies = [
+        _proxy(shared, scenario, consumer, f"{scenario}-proxy{index}", str(ip),
+               backend_pool_ids=[consumer.ilb_backend_pool_id])
+        for index, ip in enumerate((cfg.consumer.proxy_ip, cfg.consumer.proxy2_ip), 1)
+    ]
+    tap = VtapAttachment(
+        f"{scenario}-tap",
+        VtapAttachmentArgs(
+            resource_group_name=shared.resource_group_name,
+            location=cfg.location,
+            source_nic_names=[consumer.src_nic_name],
+            destination_lb_frontend_id=consumer.ilb_frontend_id,
+            destination_port=facts.VXLAN_PORT,
+            tags=base_tags(cfg.project, cfg.stack, scenario),
+            depends_on=[consumer, *proxies],
+        ),
+    )
+    outputs = _common_outputs(shared, consumer)
+    outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
+    outputs["ilb"] = {"ip": str(cfg.consumer.ilb_ip), "frontend_id": consumer.ilb_frontend_id}
+    outputs["proxies"] = [_proxy_outputs(p, cfg.proxy_mode) for p in proxies]
+    outputs["tap_id"] = tap.tap_id
+    return outputs
+
+
+def _msp(shared: Shared, scenario: str) -> dict[str, object]:
+    """msp: ``mspTenants`` consumers, each its own VNet with the *same* address plan, its proxy
+    stamping the tenant's VNI (``plan.tenant_vni``), its vTAP and its PE, all into the stack's
+    one PLS and collector, which can tell tenants apart only by that VNI."""
+    from components import VtapAttachment, VtapAttachmentArgs
+    from components.tags import base_tags
+
+    cfg = shared.cfg
+    tenants: list[dict[str, object]] = []
+    for tenant in range(1, cfg.msp_tenants + 1):
+        name = f"{scenario}-t{tenant}"
+        vni = plan.tenant_vni(tenant)
+        consumer = _source_vnet(shared, scenario, with_client=True, name=name)
+        proxy = _proxy(shared, scenario, consumer, f"{name}-proxy", str(cfg.consumer.proxy_ip),
+                       vni=vni)
+        tap = VtapAttachment(
+            f"{name}-tap",
+            VtapAttachmentArgs(
+                resource_group_name=shared.resource_group_name,
+                location=cfg.location,
+                source_nic_names=[consumer.src_nic_name],
+                destination_ip_configuration_id=proxy.ip_configuration_id,
+                destination_port=facts.VXLAN_PORT,
+                tags=base_tags(cfg.project, cfg.stack, scenario),
+                depends_on=[consumer, proxy],
+            ),
+        )
+        outputs = _common_outputs(shared, consumer)
+        outputs["tenant"] = tenant
+        outputs["vni"] = vni
+        outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
+        outputs["proxy"] = _proxy_outputs(proxy, cfg.proxy_mode)
+        outputs["tap_id"] = tap.tap_id
+        tenants.append(outputs)
+    return {
+        "pls_alias": shared.collector.pls_alias,
+        "collector": {
+            "ip": shared.collector.collector_ip,
+            "ssh": shared.collector.collector_ssh_host,
+        },
+        "tenants": tenants,
+    }
