@@ -14,6 +14,9 @@ modes measured after it.
 - ``conntrack``, ``stateless``, ``netdev``: ``cloudinit/vtap-proxy.sh apply --mode M`` (the
   script the VMs run) and the generator sends to the proxy's own address, as the vTAP does.
 
+Like the proxy VM, each proxy namespace has one address (on the generator's side); the sink
+is reached by an on-link route, and its MAC is a permanent neighbour entry (no ARP).
+
 The generator is ``vtaplab/csrc/udpgen.c``, compiled here with the machine's ``cc``: whole
 frames through AF_PACKET + sendmmsg, outer UDP source ports cycling over 50,000 values and
 2 source addresses (100,000 flows), as VXLAN senders spread flows. The sink counts with an
