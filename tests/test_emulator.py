@@ -219,12 +219,13 @@ def test_proxy_rule_flushed_and_restored_mid_run_shows_the_gap(runs, mode):
 
 
 # --- b3: an LB over two proxies ----------------------------------------------------------------
-def emulate_scenario(scenario: str, out: Path, *args: str) -> tuple[dict, dict]:
+def emulate_scenario(scenario: str, out: Path, *args: str, requests: int = 4,
+                     rc: int = 0) -> tuple[dict, dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "vtaplab", "emulate", scenario, "--out", str(out),
-         "--requests", "4", *args],
+         "--requests", str(requests), *args],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == rc, proc.stdout + proc.stderr
     prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
     assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
     return (json.loads((out / "verdict.json").read_text()),
@@ -246,21 +247,43 @@ def test_b3_spreads_flows_over_both_proxies(tmp_path):
 
 
 @needs_root
-def test_b3_is_still_delivered_with_one_proxy_down(tmp_path):
-    verdict, facts_ = emulate_scenario("b3", tmp_path, "--fault", "proxy-down")
-    assert verdict["outcome"] == "delivered"
+def test_b3_stopping_a_proxy_mid_run_loses_only_the_failover_window(tmp_path):
+    verdict, facts_ = emulate_scenario("b3", tmp_path, "--fault", "proxy-down",
+                                       "--proxy-mode", "stateless", requests=6)
+    assert verdict["outcome"] == "delivered" and verdict["matches_expected"] is True
+    failover = verdict["failover"]
+    assert failover == facts_["failover"] and failover["backend"] == "p2"
+    # The LB took p2 out (and never put it back) once its probe failed.
     assert facts_["lb_backends"] == {"p1": True, "p2": False}
-    assert hop_of(facts_, "proxy2-out")["vxlan_packets"] == 0
-    assert hop_of(facts_, "proxy1-out")["vxlan_packets"] == verdict["vxlan_packets"]
-    assert verdict["inner_http"]["request_count"] == 8
+    [event] = facts_["lb_events"]
+    assert event["health"] == {"p1": True, "p2": False}
+    assert failover["removed_at"] == event["at"] > failover["down_at"]
+    assert 0 < failover["window_s"] < 5
+    # Before the fault both proxies carried flows; after the window only p1 did.
+    assert sum(failover["steered_before_down"].values()) > 0
+    assert failover["lost_after_window"] == 0 and failover["confined"] is True
+    assert failover["to_healthy_after_window"]["p1"] > 0
+    # What the vTAP sent minus what the collector got is exactly what went to the stopped
+    # proxy inside the window: no loss anywhere else.
+    # (Counted from just before the link went down: a straggler of the first phase may be
+    # counted as lost yet have made it.)
+    vtep, collector = hop_of(facts_, "vtep"), hop_of(facts_, "collector")
+    missing = vtep["vxlan_packets"] - collector["vxlan_packets"]
+    assert failover["lost_in_window"] - 2 <= missing <= failover["lost_in_window"]
+    assert collector["vxlan_packets"] == verdict["vxlan_packets"]
+    # The third phase runs after the failover: every one of its requests arrived.
+    phases = facts_["failover_phases"]["requests_per_phase"]
+    assert verdict["inner_http"]["request_count"] >= 2 * (phases[0] + phases[2])
+    assert "failover" in verdict["reason"] and "none after" in verdict["reason"]
 
 
 # --- msp: tenants with the same address space, told apart by VNI ------------------------------
 @needs_root
 def test_msp_tenants_are_told_apart_by_vni(tmp_path):
+    # The default: three tenants.
     proc = subprocess.run(
-        [sys.executable, "-m", "vtaplab", "emulate", "msp", "--tenants", "3", "--out",
-         str(tmp_path), "--requests", "2"],
+        [sys.executable, "-m", "vtaplab", "emulate", "msp", "--out", str(tmp_path),
+         "--requests", "2", "--proxy-mode", "stateless"],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
@@ -268,7 +291,8 @@ def test_msp_tenants_are_told_apart_by_vni(tmp_path):
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     facts_ = json.loads((tmp_path / "emulator.json").read_text())
     assert verdict["outcome"] == "delivered" and verdict["matches_expected"] is True
-    assert verdict["vnis"] == [1001, 1002, 1003]
+    assert verdict["vnis"] == [1001, 1002, 1003] == [plan.tenant_vni(i) for i in (1, 2, 3)]
+    assert verdict["tenants_told_apart"] is True
     # One NAT IP for all: the source address can't tell the tenants apart, the VNI does.
     assert verdict["outer_sources"] == [plan.PLS_NAT_IPS[0]]
     for i in (1, 2, 3):
@@ -276,9 +300,30 @@ def test_msp_tenants_are_told_apart_by_vni(tmp_path):
         assert sent_by_client["requests"] == sent_by_client["ok"] == 4
         tenant = verdict["tenants"][str(1000 + i)]
         assert (tenant["requests"], tenant["responses"]) == (4, 4)
+        row = verdict["tenant_table"][i - 1]
+        assert (row["tenant"], row["vni"], row["sent"], row["requests"]) == (
+            f"t{i}", 1000 + i, 4, 4)
+    # The per-tenant table is printed.
+    assert re.search(r"^t2\s+1002\s+4\s+4\s+4\s+\d+\s+yes", proc.stdout, re.M), proc.stdout
     # Every tenant's consumer side uses the same addresses.
     topo = facts_["topology"]
     assert {f["server_ip"] for f in topo["flows"]} == {plan.VM_SRC_IP}
+    src_addrs = {tuple(link["a"]["addrs"]) for link in topo["links"]
+                 if re.fullmatch(r"s\d", link["a"]["node"])}
+    assert len(src_addrs) == 1
+
+
+@needs_root
+def test_msp_tenants_on_one_vni_cannot_be_told_apart(tmp_path):
+    verdict, _facts = emulate_scenario("msp", tmp_path, "--fault", "shared-vni",
+                                       "--proxy-mode", "stateless", requests=2)
+    # Everything arrived, all of it on tenant 1's VNI: delivered traffic, no separation.
+    assert verdict["vnis"] == [1001]
+    assert verdict["inner_http"]["request_count"] == 12
+    assert verdict["outcome"] == "not-delivered" and verdict["matches_expected"] is False
+    assert verdict["tenants_told_apart"] is False
+    assert "can't be told apart" in verdict["reason"]
+    assert [row["delivered"] for row in verdict["tenant_table"]] == [True, False, False]
 
 
 # --- teardown, interruption, bad input ----------------------------------------------------------
@@ -376,6 +421,7 @@ def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
     (["r1"], "scenario 'r1'"),
     (["b2", "--tenants", "2"], "--tenants '2'"),
     (["b2", "--fault", "proxy-down"], "--fault 'proxy-down'"),
+    (["b3", "--fault", "shared-vni"], "--fault 'shared-vni'"),
     (["msp", "--tenants", "10"], "--tenants '10'"),
     (["msp", "--proxy-vni", "5"], "--proxy-vni '5'"),
     (["nosuch"], "scenario 'nosuch'"),

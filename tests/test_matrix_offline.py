@@ -69,7 +69,7 @@ def test_emulated_verdicts_come_from_the_emulator(offline_run):
         assert v["tried"].startswith(f"python -m vtaplab emulate {s} ")
         assert v["emulator_exit"] == 0 and v["vxlan_packets"] > 0
     msp = json.loads((evidence / "offline" / "msp" / "verdict.json").read_text())
-    assert len(msp["vnis"]) == 2
+    assert len(msp["vnis"]) == 3   # the default tenants, in the emulator as in the program
 
 
 def test_readme_results_block_is_this_runs_output(offline_run):

@@ -12,7 +12,9 @@ the collector running ``cloudinit/vtap-capture.sh``. The verdict comes from
 The topology is data (:class:`Topology`): nodes, links, NAT rules, taps, proxies, flows,
 capture points. A scenario is a function returning one: ``b2``; ``b3`` (b2 with the proxy
 replaced by an internal-LB stand-in over two health-probed proxies, fault ``proxy-down``);
-``msp`` (N tenants with the same addresses, each proxy stamping its VNI, one PLS/collector).
+``msp`` (N tenants with the same addresses, each proxy stamping its VNI, one PLS/collector;
+the verdict says per tenant what arrived on its VNI, and fails when tenants can't be told
+apart: ``vtaplab.tenants``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,8 +58,13 @@ FAULTS: dict[str, str] = {
     "loss-2pct": "2% of the packets from the proxy towards the PE are dropped (nftables numgen)",
     "late-capture": "the collector's capture starts only after the traffic",
     "flap-proxy-rule": "the proxy's rewrite is removed for the middle third of the traffic",
-    "proxy-down": "b3: the second proxy VM is down (its NIC); the LB's probe takes it out",
+    "proxy-down": "b3: the second proxy goes down (its NIC) mid-run; the LB's probe takes it "
+                  "out, and the loss must stay within that failover window",
+    "shared-vni": "msp: every tenant's proxy stamps the same VNI, so the collector can't tell "
+                  "them apart (the verdict must fail)",
 }
+# Faults a scenario must still end delivered under (a run ending otherwise exits 1).
+FAULTS_STILL_DELIVERED = ("none", "proxy-down")
 # Emulator-only addresses: the "Azure host" side of vTAP, which no plan describes. Azure's own
 # outer source address is not documented; captures from Azure show what it really is.
 VTEP_LINK_FABRIC = "100.64.0.1/30"
@@ -67,9 +75,17 @@ SMALL_PAGE = "index.html"
 LARGE_FILE = "big.bin"
 LARGE_FILE_BYTES = 200 * 1024
 HTTP_PORT = 80
-# msp: tenant i's proxy stamps VNI MSP_VNI_BASE + i (the vTAP itself sends VXLAN_ID).
-MSP_VNI_BASE = 1000
+# msp: tenant i's proxy stamps VNI plan.tenant_vni(i) (the vTAP itself sends VXLAN_ID), the
+# numbering the Pulumi program uses too. Default tenants as the program's mspTenants default.
 MSP_TENANTS = (1, 9)
+MSP_DEFAULT_TENANTS = 3
+# b3's LB stand-in probes like the program's LB (TCP connect to sshd's port, one failure takes
+# a backend out: probe_threshold 1), only more often than Azure's 5 s: a shorter failover
+# window, the same logic. Bounded: a prober never outlives this.
+PROBE_INTERVAL_S = 0.2
+PROBE_TIMEOUT_S = "0.5"
+PROBER_MAX_S = 600.0
+FAILOVER_WAIT_S = 10.0
 PR_SET_CHILD_SUBREAPER = 36   # prctl(2)
 CAPTURE_SNAPLEN = 2048        # > 1514 + a VLAN tag; every link here has MTU 1500
 
@@ -244,7 +260,7 @@ def b2_topology() -> Topology:
     )
 
 
-def msp_topology(tenants: int = 2) -> Topology:
+def msp_topology(tenants: int = MSP_DEFAULT_TENANTS) -> Topology:
     """msp: N tenants, each a copy of b2's consumer side with the *same* addresses (their own
     namespaces, as their own VNets), each proxy stamping its tenant's VNI, each PE towards one
     shared PLS (SNAT to one NAT IP) -> ILB -> one collector, which tells tenants apart by VNI.
@@ -271,7 +287,8 @@ def msp_topology(tenants: int = 2) -> Topology:
             Node(fab, f"tenant {i} VNet fabric", forwarding=True,
                  bridges=(("br", (cidr(gw(src_net), src_net),)),)),
             Node(vtp, f"tenant {i} vTAP VTEP", gateway=VTEP_LINK_FABRIC.split("/")[0]),
-            Node(prx, f"tenant {i} vm-proxy (--vni {MSP_VNI_BASE + i})", gateway=gw(proxy_net)),
+            Node(prx, f"tenant {i} vm-proxy (--vni {plan.tenant_vni(i)})",
+                 gateway=gw(proxy_net)),
             Node(pe, f"tenant {i} Private Endpoint (DNAT to ILB)", forwarding=True,
                  gateway=pls_pe.split("/")[0]),
         ]
@@ -289,7 +306,7 @@ def msp_topology(tenants: int = 2) -> Topology:
                          plan.PROVIDER_ILB_IP)))
         taps.append(Tap(source=src, fabric=fab, vtep=vtp, vtep_ip=vtep_ip,
                         remote=plan.VM_PROXY_IP))
-        proxies.append(Proxy(prx, plan.PE_IP, vni=MSP_VNI_BASE + i))
+        proxies.append(Proxy(prx, plan.PE_IP, vni=plan.tenant_vni(i)))
         flows.append(Flow(client=cli, server=src, server_ip=plan.VM_SRC_IP, tenant=str(i)))
         hops.append(Hop(f"proxy{i}-out", prx, fab, "out"))
     nodes += [
@@ -374,8 +391,56 @@ class RunOptions:
     out: Path = field(default_factory=lambda: Path("evidence/emulator/b2"))
     keep: bool = False
     proxy_vni: int | None = None
-    tenants: int = 2
+    tenants: int = MSP_DEFAULT_TENANTS
     verbose: bool = False
+
+
+class LbProber(threading.Thread):
+    """The LB stand-in's health probe, running while the traffic does: every
+    ``PROBE_INTERVAL_S`` it probes each backend and, when the healthy set changes, reprograms
+    the LB and records when, and how many datagrams it had sent to each backend by then."""
+
+    def __init__(self, emu: Emulation, lb: LoadBalancer, health: dict[str, bool]) -> None:
+        super().__init__(name="lb-prober", daemon=True)
+        self.emu, self.lb, self.health = emu, lb, dict(health)
+        self.events: list[dict[str, Any]] = []
+        self.error: str | None = None
+        self.halt = threading.Event()
+        self.changed = threading.Condition()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + PROBER_MAX_S
+        try:
+            while not self.halt.is_set() and time.monotonic() < deadline:
+                health = self.emu.probe_backends(self.lb)
+                if health != self.health and not self.halt.is_set():
+                    self.emu.program_lb(self.lb, health)
+                    event = {"at": time.time(), "health": health,
+                             "steered": self.emu.lb_steering(self.lb)}
+                    with self.changed:
+                        self.events.append(event)
+                        self.health = health
+                        self.changed.notify_all()
+                self.halt.wait(PROBE_INTERVAL_S)
+        except (NetnsError, OSError) as exc:   # e.g. torn down under it: recorded, not raised
+            self.error = str(exc)
+
+    def wait_for(self, node: str, healthy: bool, timeout: float) -> dict[str, Any] | None:
+        """The first event that set ``node`` to ``healthy`` (waiting up to ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                found = next((e for e in self.events if e["health"].get(node) is healthy),
+                             None)
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0 or not self.is_alive():
+                    return found
+                self.changed.wait(min(left, 0.5))
+
+    def stop(self) -> None:
+        self.halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
 
 
 class Emulation:
@@ -391,6 +456,8 @@ class Emulation:
         self.pidfiles: list[tuple[str, Path]] = []     # (namespace, pidfile) of our captures
         self.timings: dict[str, float] = {}
         self.facts: dict[str, Any] = {}
+        self.prober: LbProber | None = None
+        self.failover: dict[str, Any] = {}
 
     # names ------------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -469,6 +536,8 @@ class Emulation:
             argv = [str(PROXY_SCRIPT), "apply", "--mode", self.opts.proxy_mode,
                     "--target", proxy.target]
             vni = self.opts.proxy_vni if self.opts.proxy_vni is not None else proxy.vni
+            if self.opts.fault == "shared-vni" and vni is not None:
+                vni = plan.tenant_vni(1)   # every tenant's proxy: tenant 1's VNI
             if vni is not None:
                 argv += ["--vni", str(vni)]
             self.lab.exec(self.ns(proxy.node), argv)
@@ -493,30 +562,70 @@ class Emulation:
         for node, ip in lb.backends:
             self._start_http(node, ip, lb.probe_port)
 
-    def program_lb(self, lb: LoadBalancer) -> None:
-        """Probe every backend from the LB, then hash flows over the healthy ones only."""
-        healthy = []
+    def probe_backends(self, lb: LoadBalancer) -> dict[str, bool]:
+        """One round of the LB's probe, run from the LB's namespace: backend -> healthy."""
+        health = {}
         for node, ip in lb.backends:
             probe = self.lab.exec(
                 self.ns(lb.node),
-                ["timeout", "1", "bash", "-c", f"exec 3<>/dev/tcp/{ip}/{lb.probe_port}"],
+                ["timeout", PROBE_TIMEOUT_S, "bash", "-c",
+                 f"exec 3<>/dev/tcp/{ip}/{lb.probe_port}"],
                 check=False)
-            if probe.returncode == 0:
-                healthy.append((node, ip))
-        self.facts["lb_backends"] = {node: (node, ip) in healthy for node, ip in lb.backends}
+            health[node] = probe.returncode == 0
+        return health
+
+    def program_lb(self, lb: LoadBalancer, health: dict[str, bool]) -> None:
+        """Hash flows over the healthy backends only; forget the flows of the others.
+
+        Azure keeps no flow state for UDP: once a backend fails its probe, the flows it had
+        move to a healthy one. Here the DNAT's connection-tracking entries towards a backend
+        taken out are deleted, so its flows are hashed again over the healthy ones.
+        """
+        healthy = [(node, ip) for node, ip in lb.backends if health.get(node)]
+        self.facts["lb_backends"] = dict(health)
         if healthy:
             mapping = ", ".join(f"{i} : {ip}" for i, (_node, ip) in enumerate(healthy))
             rule = (f"ip daddr {lb.frontend} udp dport {lb.port} "
                     f"dnat to jhash ip saddr . udp sport mod {len(healthy)} map {{ {mapping} }}")
         else:   # no healthy backend: Azure's LB drops the flow
             rule = f"ip daddr {lb.frontend} udp dport {lb.port} drop"
+        # Declared, flushed and filled in one transaction: never a moment without the rule.
         self.lab.nft(self.ns(lb.node), (
+            "table ip vtaplab_ilb\n"
+            "flush table ip vtaplab_ilb\n"
             "table ip vtaplab_ilb {\n"
             "  chain prerouting {\n"
             "    type nat hook prerouting priority dstnat; policy accept;\n"
             f"    {rule}\n"
             "  }\n"
             "}\n"))
+        for node, ip in lb.backends:
+            if not health.get(node):
+                self.lab.exec(self.ns(lb.node),
+                              ["conntrack", "-D", "-p", "udp", "--orig-dst", lb.frontend,
+                               "--reply-src", ip], check=False)
+
+    def count_lb_steering(self, lb: LoadBalancer) -> None:
+        """Named counters of the datagrams the LB sends to each backend (after its DNAT, in a
+        table of their own that reprogramming the LB never touches)."""
+        counters = "".join(f"  counter to_{node} {{}}\n" for node, _ip in lb.backends)
+        rules = "".join(f'    ip daddr {ip} udp dport {lb.port} counter name "to_{node}"\n'
+                        for node, ip in lb.backends)
+        self.lab.nft(self.ns(lb.node), (
+            "table ip vtaplab_ilbstat {\n"
+            f"{counters}"
+            "  chain postrouting {\n"
+            "    type filter hook postrouting priority filter; policy accept;\n"
+            f"{rules}"
+            "  }\n"
+            "}\n"))
+
+    def lb_steering(self, lb: LoadBalancer) -> dict[str, int]:
+        """Datagrams the LB has sent to each backend so far."""
+        proc = self.lab.exec(self.ns(lb.node), ["nft", "list", "counters", "table", "ip",
+                                                "vtaplab_ilbstat"], check=False)
+        found = dict(re.findall(r"counter to_(\w+) \{\s*packets (\d+)", proc.stdout))
+        return {node: int(found.get(node, 0)) for node, _ip in lb.backends}
 
     def loss_counter(self) -> int | None:
         """Packets the injected loss rule dropped (its nftables counter)."""
@@ -650,24 +759,34 @@ class Emulation:
         from vtaplab.verdict import parse_traffic_log
 
         fault, n = self.opts.fault, self.opts.requests
-        if fault == "flap-proxy-rule":
-            # Thirds: rule on, rule removed, rule restored.
+        if fault in ("flap-proxy-rule", "proxy-down"):
+            # Thirds: rule on, rule removed, rule restored; or both proxies up, one down
+            # until the LB's probe takes it out, after the failover.
             phases = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
-            self.facts["flap"] = {"requests_per_phase": phases,
-                                  "phases": ["rule on", "rule removed", "rule restored"]}
+            names = (["rule on", "rule removed", "rule restored"] if fault == "flap-proxy-rule"
+                     else ["both proxies up", "one proxy down, still in the LB",
+                           "after the failover"])
+            self.facts["flap" if fault == "flap-proxy-rule" else "failover_phases"] = {
+                "requests_per_phase": phases, "phases": names}
         else:
             phases = [n]
         parts: list[tuple[Flow, Path]] = []
         for i, count in enumerate(phases):
             if len(phases) == 3 and i == 1:
-                self.remove_proxy()
+                if fault == "flap-proxy-rule":
+                    self.remove_proxy()
+                else:
+                    self.stop_backend()
             for flow in self.topo.flows:
                 part = self.out / f".traffic-{i}-{flow.client}.log"
                 if count:
                     self.run_traffic(flow, count, part)
                     parts.append((flow, part))
             if len(phases) == 3 and i == 1:
-                self.apply_proxy()
+                if fault == "flap-proxy-rule":
+                    self.apply_proxy()
+                else:
+                    self.await_failover()
         # One log, renumbered, in the order the requests were made.
         lines = ["# vtap-traffic v1"]
         per_client: dict[str, list[str]] = {}
@@ -687,6 +806,54 @@ class Emulation:
             part.unlink()
         self.facts["traffic_per_client"] = summaries
 
+    def stop_backend(self) -> None:
+        """proxy-down: the LB's last backend loses its NIC (the VM stopped) mid-traffic."""
+        lb = self.topo.lb
+        assert lb is not None
+        node = lb.backends[-1][0]
+        self.failover = {"backend": node, "steered_at_down": self.lb_steering(lb),
+                         "down_at": time.time()}
+        self.lab.runner.run(["ip", "link", "set", self.ifname(node, "fa"), "down"],
+                            ns=self.ns(node))
+
+    def await_failover(self) -> None:
+        """Wait (bounded) until the LB's probe has taken the stopped backend out."""
+        if self.prober is not None and self.failover:
+            self.failover["event"] = self.prober.wait_for(
+                self.failover["backend"], False, FAILOVER_WAIT_S)
+
+    def failover_facts(self) -> dict[str, Any]:
+        """What the proxy-down run shows: when the LB took the proxy out, and where the loss
+        fell. Datagrams the LB sent the stopped proxy are lost; "confined" means every one of
+        them was sent inside the failover window (none after the LB took it out)."""
+        lb = self.topo.lb
+        assert lb is not None and self.failover
+        node = self.failover["backend"]
+        at_down = self.failover["steered_at_down"]
+        event = self.failover.get("event")
+        end = self.lb_steering(lb)
+        result: dict[str, Any] = {
+            "backend": node, "probe_interval_s": PROBE_INTERVAL_S,
+            "down_at": round(self.failover["down_at"], 6),
+            "steered_before_down": at_down,
+        }
+        if event is None:
+            result.update(removed_at=None, window_s=None, confined=False,
+                          lost_in_window=end[node] - at_down[node],
+                          lost_after_window=None,
+                          why=f"the LB never took {node} out within {FAILOVER_WAIT_S:.0f} s")
+            return result
+        removed = event["steered"]
+        result.update(
+            removed_at=round(event["at"], 6),
+            window_s=round(event["at"] - self.failover["down_at"], 3),
+            lost_in_window=removed[node] - at_down[node],
+            lost_after_window=end[node] - removed[node],
+            to_healthy_after_window={n: end[n] - removed[n] for n in end if n != node},
+        )
+        result["confined"] = result["lost_after_window"] == 0
+        return result
+
     def run(self) -> dict[str, Any]:
         opts, topo = self.opts, self.topo
         t0 = time.monotonic()
@@ -697,11 +864,11 @@ class Emulation:
             self.inject_loss()
         if topo.lb is not None:
             self.start_probe_listeners(topo.lb)
-            if opts.fault == "proxy-down":
-                node = topo.lb.backends[-1][0]
-                self.lab.runner.run(["ip", "link", "set", self.ifname(node, "fa"), "down"],
-                                    ns=self.ns(node))
-            self.program_lb(topo.lb)
+            health = self.probe_backends(topo.lb)
+            self.program_lb(topo.lb, health)
+            self.count_lb_steering(topo.lb)
+            self.prober = LbProber(self, topo.lb, health)
+            self.prober.start()
         self.timings["build_s"] = time.monotonic() - t0
 
         t1 = time.monotonic()
@@ -718,6 +885,17 @@ class Emulation:
         self.settle(collector_pcap)
         self.stop_captures()
         self.timings["traffic_s"] = time.monotonic() - t1
+        if self.prober is not None:
+            self.prober.stop()
+            self.facts["lb_events"] = [
+                {"at": round(e["at"], 6), "health": e["health"], "steered": e["steered"]}
+                for e in self.prober.events]
+            if self.prober.error:
+                self.facts["lb_prober_error"] = self.prober.error
+            assert topo.lb is not None
+            self.facts["lb_steered"] = self.lb_steering(topo.lb)
+        if opts.fault == "proxy-down":
+            self.facts["failover"] = self.failover_facts()
         if opts.fault == "loss-2pct":
             self.facts["injected_loss_packets"] = self.loss_counter()
         self.facts["conntrack_entries"] = {
@@ -766,14 +944,49 @@ class Emulation:
                                 collector_pcap=collector if collector.exists() else None,
                                 files=[f for f in files if f.exists() or f == emulator_json],
                                 traffic_log=self.out / "traffic.log", root=root)
+        if self.topo.scenario == "msp":
+            self.judge_tenants(verdict)
+        if "failover" in self.facts:
+            self.judge_failover(verdict, self.facts["failover"])
         write_verdict(self.out, verdict)
         self.timings["decode_s"] = time.monotonic() - t2
         self.facts["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         emulator_json.write_text(json.dumps(self.facts, indent=2) + "\n")
         return verdict
 
+    def judge_tenants(self, verdict: dict[str, Any]) -> None:
+        """msp: per tenant, what arrived on the VNI its proxy is configured to stamp."""
+        from vtaplab.tenants import separate_tenants
+
+        vnis = {f"t{flow.tenant}": proxy.vni for flow, proxy in
+                zip(self.topo.flows, self.topo.proxies, strict=True) if proxy.vni is not None}
+        per_client = self.facts.get("traffic_per_client", {})
+        sent = {f"t{flow.tenant}": int(per_client.get(flow.client, {}).get("requests", 0))
+                for flow in self.topo.flows}
+        separate_tenants(verdict, vnis, sent)
+
+    @staticmethod
+    def judge_failover(verdict: dict[str, Any], failover: dict[str, Any]) -> None:
+        """b3 proxy-down: the failover in the verdict; loss outside its window fails it."""
+        verdict["failover"] = failover
+        if failover["confined"]:
+            note = (f"failover: {failover['backend']} out of the LB {failover['window_s']} s "
+                    f"after it went down; {failover['lost_in_window']} datagrams lost in that "
+                    "window, none after")
+        else:
+            note = "failover: " + (failover.get("why") or (
+                f"{failover['lost_after_window']} datagrams sent to the stopped "
+                f"{failover['backend']} after the LB took it out"))
+            if verdict.get("outcome") == "delivered":
+                verdict["outcome"] = "not-delivered"
+                if verdict.get("matches_expected") is not None:
+                    verdict["matches_expected"] = False
+        verdict["reason"] = f"{verdict.get('reason') or ''}; {note}".lstrip("; ")
+
     def teardown(self) -> list[str]:
         t3 = time.monotonic()
+        if self.prober is not None:
+            self.prober.stop()
         self.stop_captures()
         self.stop_servers()
         _reap_orphans()
@@ -845,8 +1058,9 @@ def _parser() -> argparse.ArgumentParser:
                                                              FAULTS.items()))
     p.add_argument("--proxy-vni", default=None, help="have the proxy stamp this VXLAN VNI")
     p.add_argument("--tenants", default=None,
-                   help=f"msp only: tenants (default 2; {MSP_TENANTS[0]}..{MSP_TENANTS[1]}); "
-                        f"tenant i's proxy stamps VNI {MSP_VNI_BASE}+i")
+                   help=f"msp only: tenants (default {MSP_DEFAULT_TENANTS}; "
+                        f"{MSP_TENANTS[0]}..{MSP_TENANTS[1]}); tenant i's proxy stamps VNI "
+                        f"{plan.MSP_VNI_BASE}+i")
     p.add_argument("--keep", action="store_true",
                    help="leave the namespaces for inspection (delete with --teardown PREFIX)")
     p.add_argument("--teardown", metavar="PREFIX", default=None,
@@ -888,6 +1102,9 @@ def _options(argv: list[str]) -> RunOptions | str:
                          f"{', '.join(PROXY_MODES)}")
     if args.fault not in FAULTS:
         raise ValueError(f"--fault {args.fault!r} is not accepted; accepted: {', '.join(FAULTS)}")
+    if args.fault == "shared-vni" and args.scenario != "msp":
+        raise ValueError(f"--fault 'shared-vni' is not accepted with {args.scenario}; "
+                         "accepted: with msp (the scenario with tenants)")
     if args.fault == "proxy-down" and args.scenario != "b3":
         raise ValueError(f"--fault 'proxy-down' is not accepted with {args.scenario}; "
                          "accepted: with b3 (the scenario with two proxies)")
@@ -903,8 +1120,8 @@ def _options(argv: list[str]) -> RunOptions | str:
     if args.tenants is not None and args.scenario != "msp":
         raise ValueError(f"--tenants {args.tenants!r} is not accepted with {args.scenario}; "
                          "accepted: --tenants with msp only")
-    tenants = 2 if args.tenants is None else _int_option("--tenants", args.tenants,
-                                                         *MSP_TENANTS)
+    tenants = MSP_DEFAULT_TENANTS if args.tenants is None else _int_option(
+        "--tenants", args.tenants, *MSP_TENANTS)
     out = args.out if args.out is not None else Path("evidence/emulator") / args.scenario
     return RunOptions(scenario=args.scenario, proxy_mode=args.proxy_mode, fault=args.fault,
                       requests=requests, out=out, keep=args.keep, proxy_vni=vni,
@@ -939,6 +1156,24 @@ def _print_hops(facts_: dict[str, Any]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_failover(failover: dict[str, Any]) -> None:
+    rows = [("failover", f"{failover['backend']} stopped; probe every "
+                         f"{failover['probe_interval_s']} s")]
+    if failover.get("removed_at") is None:
+        rows.append(("window", str(failover.get("why"))))
+    else:
+        rows.append(("window", f"{failover['window_s']:.3f} s from down to out of the LB"))
+        rows.append(("lost in window", f"{failover['lost_in_window']} datagrams sent to "
+                                       f"{failover['backend']}"))
+        rows.append(("lost after window", str(failover["lost_after_window"])))
+        rows.append(("after the window", ", ".join(
+            f"{n}: {c} datagrams" for n, c in failover["to_healthy_after_window"].items())))
+    rows.append(("confined", "yes" if failover["confined"] else "NO"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
 
 
 def main(argv: list[str]) -> int:
@@ -1016,6 +1251,14 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
         (opts.out / "emulator.json").write_text(json.dumps(emu.facts, indent=2) + "\n")
         print(format_table(verdict))
         print()
+        if "tenant_table" in verdict:
+            from vtaplab.tenants import format_tenant_table
+
+            print(format_tenant_table(verdict["tenant_table"]))
+            print()
+        if "failover" in verdict:
+            _print_failover(verdict["failover"])
+            print()
         _print_hops(emu.facts)
         print()
     if opts.keep:
@@ -1032,7 +1275,7 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
     print(f"verdict: {verdict['outcome']} -> {opts.out / 'verdict.json'}")
     if left:
         return 3, verdict["outcome"]
-    if opts.fault == "none" and verdict.get("matches_expected") is False:
+    if opts.fault in FAULTS_STILL_DELIVERED and verdict.get("matches_expected") is False:
         return 1, verdict["outcome"]
     return 0, verdict["outcome"]
 

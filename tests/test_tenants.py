@@ -1,0 +1,65 @@
+"""vtaplab.tenants: when can the collector tell msp's tenants apart? (Pure: verdict dicts.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vtaplab import plan
+from vtaplab.tenants import format_tenant_table, separate_tenants, separation_problems
+
+VNIS = {f"t{i}": plan.tenant_vni(i) for i in (1, 2, 3)}
+SENT = {"t1": 4, "t2": 4, "t3": 4}
+
+
+def verdict(per_vni: dict[int, tuple[int, int]], outcome: str = "delivered") -> dict[str, Any]:
+    """A verdict whose capture held ``per_vni``: VNI -> (requests, responses)."""
+    return {
+        "outcome": outcome, "matches_expected": outcome == "delivered", "reason": "r",
+        "tenants": {str(v): {"packets": 10 * (q + r), "requests": q, "responses": r,
+                             "delivered": q > 0 and r > 0, "outer_sources": ["10.40.2.5"]}
+                    for v, (q, r) in per_vni.items()},
+    }
+
+
+def test_each_tenant_on_its_own_vni_is_told_apart():
+    v = separate_tenants(verdict({1001: (4, 4), 1002: (4, 4), 1003: (4, 4)}), VNIS, SENT)
+    assert v["outcome"] == "delivered" and v["tenants_told_apart"] is True
+    assert [(r["tenant"], r["vni"], r["sent"], r["requests"]) for r in v["tenant_table"]] == [
+        ("t1", 1001, 4, 4), ("t2", 1002, 4, 4), ("t3", 1003, 4, 4)]
+
+
+def test_all_tenants_on_one_vni_fail():
+    v = separate_tenants(verdict({1001: (12, 12)}), VNIS, SENT)
+    assert v["outcome"] == "not-delivered" and v["matches_expected"] is False
+    assert "can't be told apart" in v["reason"]
+    assert "VNI 1001 carries 12 requests, tenant t1 sent 4" in v["reason"]
+    assert [r["delivered"] for r in v["tenant_table"]] == [True, False, False]
+
+
+def test_two_tenants_configured_with_one_vni_fail_even_if_counts_add_up():
+    problems = separation_problems(verdict({1001: (4, 4)}), {"t1": 1001, "t2": 1001})
+    assert problems and "tenants t1, t2 all stamp VNI 1001" in problems[0]
+
+
+def test_a_vni_of_no_tenant_fails():
+    v = separate_tenants(verdict({1001: (4, 4), 1002: (4, 4), 1003: (4, 4), 1: (1, 1)}),
+                         VNIS, SENT)
+    assert v["outcome"] == "not-delivered" and "VNI(s) 1 belong to no tenant" in v["reason"]
+
+
+def test_unknown_sent_counts_judge_on_vnis_alone():
+    v = separate_tenants(verdict({1001: (3, 3), 1002: (4, 4), 1003: (5, 5)}), VNIS, None)
+    assert v["tenants_told_apart"] is True and v["tenant_table"][0]["sent"] is None
+
+
+def test_an_undelivered_verdict_stays_as_it_was():
+    v = separate_tenants(verdict({}, outcome="not-delivered"), VNIS, SENT)
+    assert v["outcome"] == "not-delivered" and v["reason"] == "r"
+    assert v["tenants_told_apart"] is False
+
+
+def test_the_table_has_a_row_per_tenant():
+    v = separate_tenants(verdict({1001: (4, 4), 1002: (4, 4)}), VNIS, SENT)
+    lines = format_tenant_table(v["tenant_table"]).splitlines()
+    assert lines[0].split()[:4] == ["tenant", "vni", "sent", "requests"]
+    assert lines[3].split()[:7] == ["t3", "1003", "4", "0", "0", "0", "NO"]

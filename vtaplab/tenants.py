@@ -1,0 +1,90 @@
+"""msp: can the collector tell the tenants apart? Judged from a verdict and what each sent.
+
+Private Link hides every tenant behind the same PLS NAT IP, and msp's tenants use the same
+inner addresses, so the VXLAN VNI each tenant's proxy stamps (``plan.tenant_vni``) is the only
+thing that separates them. A verdict is "told apart" when every tenant's VNI arrived with a
+whole exchange, no VNI outside the tenants' arrived, and each VNI carries exactly the requests
+its own tenant sent (when that is known): two tenants on one VNI show up as one VNI carrying
+both tenants' requests, and fail. The emulator and an Azure evidence run both call
+``separate_tenants``; it adds ``tenant_table`` to the verdict and, when the tenants can't be
+told apart, turns a ``delivered`` outcome into ``not-delivered`` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def tenant_table(verdict: Mapping[str, Any], vnis: Mapping[str, int],
+                 sent: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """One row per tenant (``vnis``: tenant name -> VNI): what arrived on its VNI."""
+    per_vni = verdict.get("tenants") or {}
+    rows = []
+    for tenant, vni in vnis.items():
+        seen = per_vni.get(str(vni)) or {}
+        rows.append({
+            "tenant": tenant,
+            "vni": vni,
+            "sent": None if sent is None else sent.get(tenant),
+            "packets": int(seen.get("packets", 0)),
+            "requests": int(seen.get("requests", 0)),
+            "responses": int(seen.get("responses", 0)),
+            "delivered": bool(seen.get("delivered", False)),
+            "outer_sources": list(seen.get("outer_sources", [])),
+        })
+    return rows
+
+
+def separation_problems(verdict: Mapping[str, Any], vnis: Mapping[str, int],
+                        sent: Mapping[str, int] | None = None) -> list[str]:
+    """Why the tenants can't be told apart (empty: they can)."""
+    problems: list[str] = []
+    shared = sorted({v for v in vnis.values() if list(vnis.values()).count(v) > 1})
+    for vni in shared:
+        names = [t for t, v in vnis.items() if v == vni]
+        problems.append(f"tenants {', '.join(names)} all stamp VNI {vni}")
+    rows = tenant_table(verdict, vnis, sent)
+    for row in rows:
+        if not row["delivered"]:
+            problems.append(f"tenant {row['tenant']}'s VNI {row['vni']} carried no whole "
+                            f"exchange ({row['requests']} requests, {row['responses']} "
+                            "responses)")
+        elif row["sent"] is not None and row["requests"] != row["sent"]:
+            problems.append(f"VNI {row['vni']} carries {row['requests']} requests, tenant "
+                            f"{row['tenant']} sent {row['sent']}")
+    expected = {str(v) for v in vnis.values()}
+    strays = sorted(v for v in (verdict.get("tenants") or {}) if v not in expected)
+    if strays:
+        problems.append(f"VNI(s) {', '.join(strays)} belong to no tenant")
+    return problems
+
+
+def separate_tenants(verdict: dict[str, Any], vnis: Mapping[str, int],
+                     sent: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Add ``tenant_table`` (and ``tenants_told_apart``) to ``verdict``; a delivered verdict
+    whose tenants can't be told apart becomes not-delivered. Returns ``verdict``."""
+    verdict["tenant_table"] = tenant_table(verdict, vnis, sent)
+    problems = separation_problems(verdict, vnis, sent)
+    verdict["tenants_told_apart"] = not problems
+    if problems and verdict.get("outcome") == "delivered":
+        verdict["outcome"] = "not-delivered"
+        verdict["reason"] = "the tenants can't be told apart: " + "; ".join(problems)
+        if verdict.get("matches_expected") is not None:
+            verdict["matches_expected"] = False
+    return verdict
+
+
+def format_tenant_table(rows: list[dict[str, Any]]) -> str:
+    """The per-tenant table the emulator prints (tenant, VNI, sent, requests, ...)."""
+    table = [("tenant", "vni", "sent", "requests", "responses", "packets", "delivered",
+              "outer sources")]
+    for row in rows:
+        table.append((row["tenant"], str(row["vni"]),
+                      "-" if row["sent"] is None else str(row["sent"]),
+                      str(row["requests"]), str(row["responses"]), str(row["packets"]),
+                      "yes" if row["delivered"] else "NO",
+                      ", ".join(row["outer_sources"]) or "-"))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in table)
