@@ -303,6 +303,9 @@ def test_msp_tenants_are_told_apart_by_vni(tmp_path):
         row = verdict["tenant_table"][i - 1]
         assert (row["tenant"], row["vni"], row["sent"], row["requests"]) == (
             f"t{i}", 1000 + i, 4, 4)
+        # The collector's decap interface for the VNI got exactly that VNI's packets.
+        assert row["decap_interface"] == f"vtap{1000 + i}"
+        assert row["decap_packets"] == tenant["packets"] > 0
     # The per-tenant table is printed.
     assert re.search(r"^t2\s+1002\s+4\s+4\s+4\s+\d+\s+yes", proc.stdout, re.M), proc.stdout
     # Every tenant's consumer side uses the same addresses.
@@ -324,6 +327,7 @@ def test_msp_tenants_on_one_vni_cannot_be_told_apart(tmp_path):
     assert verdict["tenants_told_apart"] is False
     assert "can't be told apart" in verdict["reason"]
     assert [row["delivered"] for row in verdict["tenant_table"]] == [True, False, False]
+    assert [row["decap_packets"] > 0 for row in verdict["tenant_table"]] == [True, False, False]
 
 
 # --- teardown, interruption, bad input ----------------------------------------------------------

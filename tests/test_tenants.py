@@ -63,3 +63,13 @@ def test_the_table_has_a_row_per_tenant():
     lines = format_tenant_table(v["tenant_table"]).splitlines()
     assert lines[0].split()[:4] == ["tenant", "vni", "sent", "requests"]
     assert lines[3].split()[:7] == ["t3", "1003", "4", "0", "0", "0", "NO"]
+
+
+def test_decap_columns_when_the_collector_has_decap_interfaces():
+    v = separate_tenants(verdict({1001: (4, 4), 1002: (4, 4), 1003: (4, 4)}), VNIS, SENT,
+                         decap={1001: ("vtap1001", 80), 1002: ("vtap1002", 80)})
+    rows = v["tenant_table"]
+    assert [(r["decap_interface"], r["decap_packets"]) for r in rows] == [
+        ("vtap1001", 80), ("vtap1002", 80), (None, 0)]
+    header = format_tenant_table(rows).splitlines()[0]
+    assert "decap interface" in header and "decap packets" in header

@@ -14,7 +14,8 @@ capture points. A scenario is a function returning one: ``b2``; ``b3`` (b2 with 
 replaced by an internal-LB stand-in over two health-probed proxies, fault ``proxy-down``);
 ``msp`` (N tenants with the same addresses, each proxy stamping its VNI, one PLS/collector;
 the verdict says per tenant what arrived on its VNI, and fails when tenants can't be told
-apart: ``vtaplab.tenants``).
+apart: ``vtaplab.tenants``; the collector runs ``cloudinit/vtap-decap.sh``, one decap
+interface per tenant VNI, and the table shows what each received).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ SCRIPTS = REPO / "cloudinit"
 PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
 CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
 TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
+DECAP_SCRIPT = SCRIPTS / "vtap-decap.sh"
 
 PROXY_MODES = ("conntrack", "stateless", "netdev", "both")
 # "both" runs these in this order: the lab's default mode first (its evidence is the scenario's).
@@ -182,6 +184,8 @@ class Topology:
     hops: tuple[Hop, ...]
     loss_link: tuple[str, str, str]                  # (router node, from node, to ip)
     lb: LoadBalancer | None = None                   # b3: the vTAP's destination is an ILB
+    # msp: the collector's decap interfaces (vtap-decap.sh), one per tenant VNI.
+    decap_vnis: tuple[int, ...] = ()
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -329,7 +333,8 @@ def msp_topology(tenants: int = MSP_DEFAULT_TENANTS) -> Topology:
     return Topology(
         scenario="msp", nodes=tuple(nodes), links=tuple(links), nat=tuple(nat),
         taps=tuple(taps), proxies=tuple(proxies), flows=tuple(flows), collector=("col", "fb"),
-        hops=(*hops, Hop("pls", "pls", "fb", "out")), loss_link=("a1", "p1", plan.PE_IP))
+        hops=(*hops, Hop("pls", "pls", "fb", "out")), loss_link=("a1", "p1", plan.PE_IP),
+        decap_vnis=tuple(p.vni for p in proxies if p.vni is not None))
 
 
 def b3_topology() -> Topology:
@@ -508,6 +513,10 @@ class Emulation:
             lab.iptables(self.ns(node_name), *argv)
         for tap in self.topo.taps:
             self._build_tap(tap)
+        if self.topo.decap_vnis:
+            self.lab.exec(self.ns(self.topo.collector[0]),
+                          [str(DECAP_SCRIPT), "apply", "--vni",
+                           ",".join(str(v) for v in self.topo.decap_vnis)])
 
     def _build_tap(self, tap: Tap) -> None:
         lab = self.lab
@@ -896,6 +905,11 @@ class Emulation:
             self.facts["lb_steered"] = self.lb_steering(topo.lb)
         if opts.fault == "proxy-down":
             self.facts["failover"] = self.failover_facts()
+        if topo.decap_vnis:
+            status = self.lab.exec(self.ns(topo.collector[0]), [str(DECAP_SCRIPT), "status"],
+                                   check=False).stdout
+            self.facts["decap"] = {int(vni): [name, int(rx)] for name, vni, rx in
+                                   (line.split() for line in status.splitlines())}
         if opts.fault == "loss-2pct":
             self.facts["injected_loss_packets"] = self.loss_counter()
         self.facts["conntrack_entries"] = {
@@ -963,7 +977,8 @@ class Emulation:
         per_client = self.facts.get("traffic_per_client", {})
         sent = {f"t{flow.tenant}": int(per_client.get(flow.client, {}).get("requests", 0))
                 for flow in self.topo.flows}
-        separate_tenants(verdict, vnis, sent)
+        decap = {vni: (name, rx) for vni, (name, rx) in self.facts.get("decap", {}).items()}
+        separate_tenants(verdict, vnis, sent, decap if decap else None)
 
     @staticmethod
     def judge_failover(verdict: dict[str, Any], failover: dict[str, Any]) -> None:

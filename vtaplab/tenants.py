@@ -17,8 +17,10 @@ from typing import Any
 
 
 def tenant_table(verdict: Mapping[str, Any], vnis: Mapping[str, int],
-                 sent: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
-    """One row per tenant (``vnis``: tenant name -> VNI): what arrived on its VNI."""
+                 sent: Mapping[str, int] | None = None,
+                 decap: Mapping[int, tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+    """One row per tenant (``vnis``: tenant name -> VNI): what arrived on its VNI; with
+    ``decap`` (VNI -> (decap interface, packets it received)), those two as well."""
     per_vni = verdict.get("tenants") or {}
     rows = []
     for tenant, vni in vnis.items():
@@ -33,6 +35,9 @@ def tenant_table(verdict: Mapping[str, Any], vnis: Mapping[str, int],
             "delivered": bool(seen.get("delivered", False)),
             "outer_sources": list(seen.get("outer_sources", [])),
         })
+        if decap is not None:
+            interface, received = decap.get(vni, (None, 0))
+            rows[-1].update(decap_interface=interface, decap_packets=received)
     return rows
 
 
@@ -61,10 +66,11 @@ def separation_problems(verdict: Mapping[str, Any], vnis: Mapping[str, int],
 
 
 def separate_tenants(verdict: dict[str, Any], vnis: Mapping[str, int],
-                     sent: Mapping[str, int] | None = None) -> dict[str, Any]:
+                     sent: Mapping[str, int] | None = None,
+                     decap: Mapping[int, tuple[str, int]] | None = None) -> dict[str, Any]:
     """Add ``tenant_table`` (and ``tenants_told_apart``) to ``verdict``; a delivered verdict
     whose tenants can't be told apart becomes not-delivered. Returns ``verdict``."""
-    verdict["tenant_table"] = tenant_table(verdict, vnis, sent)
+    verdict["tenant_table"] = tenant_table(verdict, vnis, sent, decap)
     problems = separation_problems(verdict, vnis, sent)
     verdict["tenants_told_apart"] = not problems
     if problems and verdict.get("outcome") == "delivered":
@@ -77,13 +83,17 @@ def separate_tenants(verdict: dict[str, Any], vnis: Mapping[str, int],
 
 def format_tenant_table(rows: list[dict[str, Any]]) -> str:
     """The per-tenant table the emulator prints (tenant, VNI, sent, requests, ...)."""
+    with_decap = any("decap_interface" in row for row in rows)
     table = [("tenant", "vni", "sent", "requests", "responses", "packets", "delivered",
+              *(("decap interface", "decap packets") if with_decap else ()),
               "outer sources")]
     for row in rows:
+        decap = ((row.get("decap_interface") or "-", str(row.get("decap_packets", 0)))
+                 if with_decap else ())
         table.append((row["tenant"], str(row["vni"]),
                       "-" if row["sent"] is None else str(row["sent"]),
                       str(row["requests"]), str(row["responses"]), str(row["packets"]),
-                      "yes" if row["delivered"] else "NO",
+                      "yes" if row["delivered"] else "NO", *decap,
                       ", ".join(row["outer_sources"]) or "-"))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
