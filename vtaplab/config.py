@@ -703,7 +703,8 @@ def shutdown_settings(values: Mapping[str, object]) -> tuple[str, str]:
     """(autoShutdownTime, expiresOn) validated; pure (components/shutdown.py calls it too)."""
     values = _strip_namespace(values)
     time = _text(values, "autoShutdownTime")
-    if time.lower() == AUTO_SHUTDOWN_OFF:
+    # YAML 1.1 readers (PyYAML) turn an unquoted off into false: both mean off.
+    if time.lower() in (AUTO_SHUTDOWN_OFF, "false"):
         time = AUTO_SHUTDOWN_OFF
     elif not _SHUTDOWN_TIME.match(time):
         raise _fail("autoShutdownTime", time, "is not a time of day",
