@@ -345,3 +345,27 @@ def test_errors_are_attributed_by_resource_name_then_code():
     assert matrix.scenario_of(stack_urn("x", "t", "provider-pls"), facts.ARM_MODIFY_PE_NIC,
                               scenarios) == "b1"
     assert matrix.scenario_of(stack_urn("x", "t", "provider-pls"), "Other", scenarios) is None
+
+
+def test_no_verdict_after_up_runs_the_evidence_step_with_the_outputs(root):
+    from vtaplab.verdict import verdict_from_summary, write_verdict
+
+    seen: list[tuple[str, dict]] = []
+
+    def collect(stack: str, where: Path, outputs_file: Path) -> None:
+        outputs = json.loads(outputs_file.read_text())
+        seen.append((stack, outputs))
+        out = where / "evidence" / stack / "b2"
+        v = verdict_from_summary(scenario="b2", summary=None, files=[out / "collector.pcap"])
+        write_verdict(out, v)  # no capture arrived: not-delivered
+
+    runner = matrix.AzureMatrix(auto=FakeAuto(lambda s, e: None), root=root, out=io.StringIO(),
+                                now=lambda: NOW, collect_evidence=collect)
+    result = runner.run_stack("b2", ["b2"])
+    assert seen == [("b2", {"resource_group": "rg-vtaplab-b2", "key": "[secret]"})]
+    assert result.destroyed is True
+    v = verdict_of(root, "b2", "b2")
+    assert (v["outcome"], v["matches_expected"], v["label"]) == (
+        "not-delivered", False, "measured on Azure")
+    set_config = next(c for c in runner.auto.calls if c[1] == "set_config")
+    assert set_config[3] == "2026-11-26T15:00Z"  # NOW + 8 h, rounded up

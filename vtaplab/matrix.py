@@ -220,7 +220,7 @@ class AzureMatrix:
     def __init__(self, *, auto: Any = None, root: Path = REPO, evidence: Path | None = None,
                  keep: bool = False, out: TextIO | None = None,
                  now: Callable[[], dt.datetime] | None = None,
-                 collect_evidence: Callable[[str, Path], None] | None = None) -> None:
+                 collect_evidence: Callable[[str, Path, Path], None] | None = None) -> None:
         if auto is None:
             import pulumi.automation as auto_module
 
@@ -260,7 +260,13 @@ class AzureMatrix:
             missing = [s for s in scenarios if facts.SCENARIOS[s].carries_traffic
                        and self._fresh_verdict(stack, s, result) is None]
             if missing:
-                self.collect_evidence(stack, self.root)
+                # The program's own run left no verdict: `vtaplab evidence` runs capture and
+                # traffic again over SSH, from these outputs.
+                outputs_file = self._dir(stack) / "outputs.json"
+                outputs_file.parent.mkdir(parents=True, exist_ok=True)
+                outputs_file.write_text(json.dumps(result.outputs, indent=2, default=str) + "\n",
+                                        encoding="utf-8")
+                self.collect_evidence(stack, self.root, outputs_file)
             result.phase = "done"
         except KeyboardInterrupt:
             result.interrupted = True
@@ -382,17 +388,18 @@ def _first_line(text: str) -> str:
     return (lines[0] if lines else "")[:200]
 
 
-def _run_evidence_command(stack: str, root: Path) -> None:
-    """``python -m vtaplab evidence STACK`` — traffic and captures over SSH — when that
-    command exists; its verdicts are then picked up like the program's own."""
+def _run_evidence_command(stack: str, root: Path, outputs_file: Path) -> None:
+    """``python -m vtaplab evidence STACK --outputs FILE`` — traffic and captures over SSH —
+    when that command exists; its verdicts are then picked up like the program's own."""
     import importlib.util
 
     if importlib.util.find_spec("vtaplab.evidence") is None:
         return
-    log = root / "evidence" / stack / "matrix" / "evidence.log"
+    log = outputs_file.parent / "evidence.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w", encoding="utf-8") as handle:
-        subprocess.run([sys.executable, "-m", "vtaplab", "evidence", stack], cwd=root,
+        subprocess.run([sys.executable, "-m", "vtaplab", "evidence", stack, "--outputs",
+                        str(outputs_file)], cwd=root,
                        stdout=handle, stderr=subprocess.STDOUT, timeout=EVIDENCE_TIMEOUT_S,
                        check=False)
 
@@ -476,7 +483,8 @@ class OfflineMatrix:
         from vtaplab.verdict import load_verdict, write_verdict
 
         out_dir = self.base / scenario
-        rc, argv = self._emulate_once(scenario, out_dir, [])
+        extra = ["--tenants", str(self._msp_tenants())] if scenario == "msp" else []
+        rc, argv = self._emulate_once(scenario, out_dir, extra)
         verdict = self._emulated_verdict(scenario, out_dir, rc, argv)
         if scenario == "b3":
             # "delivered, and still delivered with one proxy down": both runs decide.
@@ -515,6 +523,22 @@ class OfflineMatrix:
         verdict.update(label=LABEL_EMULATED, stack="emulator", tried=" ".join(argv),
                        emulator_exit=rc)
         return verdict
+
+    def _msp_tenants(self) -> int:
+        """As many tenants as the committed msp stack deploys (its mspTenants, or the
+        default), so the emulated row is the same shape as the Azure one."""
+        from vtaplab import config
+
+        values: dict[str, object] = {}
+        stack_file = self.root / "Pulumi.msp.yaml"
+        if stack_file.is_file():
+            values = config.read_stack_file(stack_file)
+        raw = values.get(f"{config.NAMESPACE}:mspTenants",
+                         config.KEYS_BY_NAME["mspTenants"].default)
+        try:
+            return int(str(raw))
+        except ValueError:
+            return 2
 
     # -- the rules' predictions
 
