@@ -31,7 +31,7 @@
 #              tenants apart.
 #
 # Idempotent: `apply` replaces whatever an earlier `apply` (in any mode) installed, in one
-# nftables transaction / one dedicated iptables chain; `remove` deletes both and the conntrack
+# nftables transaction / one dedicated iptables chain; `remove` deletes all of it and the conntrack
 # entries of the port (so a removed rule stops forwarding at once, also for flows conntrack
 # already knows). Forwarding, rp_filter=0 and send_redirects=0 stay set after `remove`.
 set -euo pipefail
