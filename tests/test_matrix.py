@@ -137,7 +137,7 @@ def write_program_verdict(stack: FakeStack, scenario: str, outcome: str,
 
 def run(fake: FakeAuto, root: Path, *argv: str) -> tuple[int, str]:
     out = io.StringIO()
-    rc = matrix.main(list(argv), auto=fake, root=root, out=out)
+    rc = matrix.main(list(argv), auto=fake, root=root, out=out, retry_delay=0)
     return rc, out.getvalue()
 
 
@@ -360,7 +360,7 @@ def test_no_verdict_after_up_runs_the_evidence_step_with_the_outputs(root):
         write_verdict(out, v)  # no capture arrived: not-delivered
 
     runner = matrix.AzureMatrix(auto=FakeAuto(lambda s, e: None), root=root, out=io.StringIO(),
-                                now=lambda: NOW, collect_evidence=collect)
+                                now=lambda: NOW, collect_evidence=collect, retry_delay=0)
     result = runner.run_stack("b2", ["b2"])
     assert seen == [("b2", {"resource_group": "rg-vtaplab-b2", "key": "[secret]"})]
     assert result.destroyed is True
@@ -369,3 +369,19 @@ def test_no_verdict_after_up_runs_the_evidence_step_with_the_outputs(root):
         "not-delivered", False, "measured on Azure")
     set_config = next(c for c in runner.auto.calls if c[1] == "set_config")
     assert set_config[3] == "2026-11-26T15:00Z"  # NOW + 8 h, rounded up
+
+
+def test_sigterm_during_up_is_handled_like_ctrl_c(root):
+    import os
+    import signal
+
+    def up(stack: FakeStack, on_event: Callable) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # a cancelled CI job
+        raise AssertionError("SIGTERM did not interrupt the run")
+
+    fake = FakeAuto(up)
+    before = signal.getsignal(signal.SIGTERM)
+    rc, out = run(fake, root, "--stacks", "r1")
+    assert rc == 130, out
+    assert fake.ops("r1")[-1] == "destroy"
+    assert signal.getsignal(signal.SIGTERM) == before  # handler restored

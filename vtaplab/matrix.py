@@ -5,10 +5,13 @@ with ``work_dir`` = the project root (so the committed ``Pulumi.<stack>.yaml`` i
 ``vtaplab:expiresOn`` set for the run (the stack file is restored right after ``up``: the
 committed file never changes), preview, up — each with a live progress line per resource from
 the engine events — the outputs, then the scenarios' verdicts, and ``destroy`` in ``finally``
-unless ``--keep`` (retried once; Ctrl-C during the run still destroys). A failure becomes a
-verdict with the error kept as evidence (``evidence/<stack>/matrix/``): the ``CommandError``
-kind (``ConcurrentUpdateError``, ``StackNotFoundError``, ...), and ARM's codes found in the
-engine's diagnostic events — an expected code (r1, b1) is that scenario's ``rejected``.
+unless ``--keep`` (retried once, 30 s later; Ctrl-C or SIGTERM during the run still destroy).
+If the program's own run (its attempts, its evidence steps) left no verdict for a traffic
+scenario, ``python -m vtaplab evidence STACK`` is run with the stack's outputs. A failure
+becomes a verdict with the error kept as evidence (``evidence/<stack>/matrix/``): the
+``CommandError`` kind (``ConcurrentUpdateError``, ``StackNotFoundError``, ...), and ARM's
+codes found in the engine's diagnostic events — an expected code (r1, b1) is that
+scenario's ``rejected``.
 
 ``--offline`` needs no Azure (but root, for the emulator): the data-path scenarios (b2, b3 and
 b3 with one proxy down, msp) are run by the emulator (``python -m vtaplab emulate``) into
@@ -199,16 +202,36 @@ class StackResult:
 
 @contextmanager
 def _sigint_ignored() -> Iterator[None]:
-    """A second Ctrl-C must not skip the destroy (the Pulumi CLI gets its own SIGINT)."""
+    """A second Ctrl-C (or a CI runner's SIGTERM) must not skip the destroy; the Pulumi CLI
+    gets its own signal from the terminal and cancels on its side."""
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job) stops the run like Ctrl-C: the destroy still runs."""
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class AzureMatrix:
@@ -220,7 +243,8 @@ class AzureMatrix:
     def __init__(self, *, auto: Any = None, root: Path = REPO, evidence: Path | None = None,
                  keep: bool = False, out: TextIO | None = None,
                  now: Callable[[], dt.datetime] | None = None,
-                 collect_evidence: Callable[[str, Path, Path], None] | None = None) -> None:
+                 collect_evidence: Callable[[str, Path, Path], None] | None = None,
+                 retry_delay: float = 30.0) -> None:
         if auto is None:
             import pulumi.automation as auto_module
 
@@ -232,6 +256,8 @@ class AzureMatrix:
         self.out = out or sys.stdout
         self.now = now or (lambda: dt.datetime.now(dt.UTC))
         self.collect_evidence = collect_evidence or _run_evidence_command
+        # Before the second destroy: an interrupted CLI may still hold the stack's lock.
+        self.retry_delay = retry_delay
 
     def _command_error(self) -> type[BaseException]:
         return self.auto.CommandError
@@ -292,6 +318,8 @@ class AzureMatrix:
 
     def _destroy(self, handle: Any, result: StackResult) -> None:
         for attempt in (1, 2):
+            if attempt == 2 and self.retry_delay > 0:
+                time.sleep(self.retry_delay)
             try:
                 handle.destroy(on_event=Progress(result.stack, f"destroy#{attempt}", self.out,
                                                  result.records))
@@ -807,7 +835,7 @@ def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ..
 
 
 def main(argv: list[str], *, auto: Any = None, root: Path = REPO,
-         out: TextIO | None = None) -> int:
+         out: TextIO | None = None, retry_delay: float = 30.0) -> int:
     from vtaplab import results
 
     out = out or sys.stdout
@@ -835,15 +863,16 @@ def main(argv: list[str], *, auto: Any = None, root: Path = REPO,
         else:
             stacks = _azure_stacks(args.stacks, root)
             runner = AzureMatrix(auto=auto, root=root, evidence=evidence, keep=args.keep,
-                                 out=out)
+                                 out=out, retry_delay=retry_delay)
             paths = []
-            for stack, scenarios_of_stack in stacks:
-                result = runner.run_stack(stack, scenarios_of_stack)
-                paths += result.verdicts
-                left_behind |= result.destroyed is False
-                if result.interrupted:
-                    interrupted = True
-                    break
+            with _sigterm_interrupts():
+                for stack, scenarios_of_stack in stacks:
+                    result = runner.run_stack(stack, scenarios_of_stack)
+                    paths += result.verdicts
+                    left_behind |= result.destroyed is False
+                    if result.interrupted:
+                        interrupted = True
+                        break
     except ValueError as exc:
         print(f"matrix: {exc}", file=sys.stderr)
         return 2
