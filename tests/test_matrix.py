@@ -385,3 +385,11 @@ def test_sigterm_during_up_is_handled_like_ctrl_c(root):
     assert rc == 130, out
     assert fake.ops("r1")[-1] == "destroy"
     assert signal.getsignal(signal.SIGTERM) == before  # handler restored
+
+
+def test_without_the_pulumi_cli_says_so_before_anything(root, monkeypatch, capsys):
+    monkeypatch.setattr(matrix.shutil, "which", lambda name: None)
+    rc = matrix.main(["--stacks", "r1"], root=root, out=io.StringIO())  # the real API
+    err = capsys.readouterr().err
+    assert rc == 2 and "the Pulumi CLI is not installed" in err and "--offline" in err
+    assert not (root / "evidence").exists()

@@ -33,6 +33,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -862,6 +863,10 @@ def main(argv: list[str], *, auto: Any = None, root: Path = REPO,
                                   requests=requests).run(scenarios)
         else:
             stacks = _azure_stacks(args.stacks, root)
+            if auto is None and shutil.which("pulumi") is None:
+                raise ValueError("the Pulumi CLI is not installed (the Automation API drives "
+                                 "it); accepted: install it (https://www.pulumi.com/docs/"
+                                 "install/), or --offline for the table without Azure")
             runner = AzureMatrix(auto=auto, root=root, evidence=evidence, keep=args.keep,
                                  out=out, retry_delay=retry_delay)
             paths = []
