@@ -393,3 +393,10 @@ def test_without_the_pulumi_cli_says_so_before_anything(root, monkeypatch, capsy
     err = capsys.readouterr().err
     assert rc == 2 and "the Pulumi CLI is not installed" in err and "--offline" in err
     assert not (root / "evidence").exists()
+
+
+def test_offline_without_root_is_one_line(root, monkeypatch, capsys):
+    monkeypatch.setattr(matrix.os, "geteuid", lambda: 1000)
+    rc = matrix.main(["--offline", "--stacks", "b2"], root=root, out=io.StringIO())
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "needs root" in err
