@@ -7,9 +7,10 @@ them against the stack's single ``CollectorService`` — the MSP shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vtaplab import facts, plan
 
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
     import pulumi
 
     from components import CollectorService, ProxyNat, SourceVnet
+    from components.evidence_run import EvidenceRun
     from vtaplab.config import LabConfig
+    from vtaplab.ssh import HostKeyPair
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
@@ -37,6 +40,18 @@ class Shared:
     resource_group_name: pulumi.Output[str]
     subscription_id: pulumi.Output[str]
     collector: CollectorService
+    keys: RunKeys | None = None
+    """The operator's private key, for stacks whose scenarios run traffic."""
+    runs: list[EvidenceRun] = field(default_factory=list)
+    """The runs declared so far: one collector captures one run at a time."""
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    private_key: pulumi.Output[str]
+    """The key's text, a secret: only ever a pulumi-command connection.private_key."""
+    private_key_file: str
+    """The same key as a file, for the local commands (fastpath, fetch)."""
 
 
 def check_composable(cfg: LabConfig) -> None:
@@ -85,11 +100,11 @@ def build(cfg: LabConfig) -> dict[str, object]:
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            cloud_init=cloudinit.render("collector"),
+            cloud_init=user_data(cfg, f"provider-{COLLECTOR_ROLE}", cloudinit.render("collector")),
             tags=stack_tags,
         ),
     )
-    shared = Shared(cfg, group.name, subscription_id, collector)
+    shared = Shared(cfg, group.name, subscription_id, collector, keys=_run_keys(cfg))
     builders: dict[str, Callable[[Shared, str], dict[str, object]]] = {
         "r1": _consumer_only,
         "b1": _consumer_only,
@@ -132,8 +147,10 @@ def _source_vnet(
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            src_cloud_init=cloudinit.render("src"),
-            client_cloud_init=cloudinit.render("client") if with_client else None,
+            src_cloud_init=user_data(cfg, f"{name or scenario}-src", cloudinit.render("src")),
+            client_cloud_init=(
+                user_data(cfg, f"{name or scenario}-client", cloudinit.render("client"))
+                if with_client else None),
             # b1's attempt points a vTAP at an LB in the source VNet; b3's vTAP does, too,
             # and that LB spreads the mirror over the proxies.
             with_ilb=scenario in ("b1", "b3"),
@@ -166,7 +183,76 @@ def _consumer_only(shared: Shared, scenario: str) -> dict[str, object]:
     if consumer.ilb_frontend_id is not None:
         outputs["ilb_frontend_id"] = consumer.ilb_frontend_id
         outputs["ilb_backend_pool_id"] = consumer.ilb_backend_pool_id
+    outputs.update(_rejected_attempts(shared, scenario, consumer))
     return outputs
+
+
+def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
+                       ) -> dict[str, object]:
+    """r1/b1: the ARM request the scenario is about, as ``RejectedAttempt`` resources (the
+    bodies built by ``vtaplab.arm_bodies``, as the real resources'); ARM's answer becomes the
+    evidence and these outputs. A ``warning`` (ARM accepted: the platform changed) is logged."""
+    import pulumi
+    from pulumi import Output, ResourceOptions
+
+    from components.tags import base_tags
+    from vtaplab.attempt_provider import RejectedAttempt
+    from vtaplab.attempts import SCENARIO_ATTEMPTS
+
+    cfg = shared.cfg
+    targets: dict[str, Any] = {}
+    if scenario == "r1":
+        targets["vtap-pe-destination"] = Output.concat(
+            "/subscriptions/", shared.subscription_id, "/resourceGroups/",
+            shared.resource_group_name, "/providers/Microsoft.Network/virtualNetworkTaps/",
+            f"{scenario}-vtap")
+    else:
+        pool = consumer.ilb_backend_pool_id
+        if pool is None:
+            raise StackError(f"{scenario}: the attempts need the consumer's internal LB")
+        targets["nic-pool"] = pool
+        # A pool of its own: the IP-based attempt must not touch the NIC-based pool.
+        targets["ip-pool"] = Output.from_input(pool).apply(
+            lambda p: p.rsplit("/backendAddressPools/", 1)[0] + "/backendAddressPools/pe-ip")
+    declared: list[RejectedAttempt] = []
+    for attempt in SCENARIO_ATTEMPTS[scenario]:
+        declared.append(RejectedAttempt(
+            f"{scenario}-{attempt}", scenario=scenario, attempt=attempt, stack=cfg.stack,
+            private_endpoint_id=consumer.pe_id, target_id=targets[attempt],
+            location=cfg.location, tags=base_tags(cfg.project, cfg.stack, scenario),
+            # One at a time: each rewrites the scenario's verdict from all records so far.
+            opts=ResourceOptions(depends_on=declared[-1:])))
+    for resource, attempt in zip(declared, SCENARIO_ATTEMPTS[scenario], strict=True):
+        resource.warning.apply(
+            lambda text, a=attempt: pulumi.log.warn(f"{scenario} {a}: {text}") if text else None)
+    attempts = {
+        attempt: {"outcome": r.outcome, "matches_expected": r.matches_expected,
+                  "arm_code": r.arm_code, "evidence": r.evidence_path, "warning": r.warning}
+        for attempt, r in zip(SCENARIO_ATTEMPTS[scenario], declared, strict=True)}
+    outcomes = Output.all(*[r.outcome for r in declared])
+    return {
+        "attempts": attempts,
+        "result": {
+            "outcome": outcomes.apply(combined_outcome),
+            "matches_expected": Output.all(*[r.matches_expected for r in declared]).apply(
+                lambda flags: bool(flags) and all(f is True for f in flags)),
+            "arm_codes": Output.all(*[r.arm_code for r in declared]).apply(
+                lambda codes: [c for c in codes if c]),
+            # The last attempt's verdict covers them all.
+            "verdict": declared[-1].verdict_path,
+            "files": Output.all(*[r.evidence_path for r in declared]).apply(
+                lambda paths: [p for p in paths if p]),
+        },
+    }
+
+
+def combined_outcome(outcomes: Sequence[str | None]) -> str | None:
+    """One outcome for a scenario of several attempts: the most alarming one wins (an error
+    is never hidden behind a rejection, nor an acceptance)."""
+    for worst in ("error", "accepted", "rejected"):
+        if worst in outcomes:
+            return worst
+    return None
 
 
 def _proxy(
@@ -189,7 +275,8 @@ def _proxy(
     extra = {"vni": str(vni)} if vni is not None else {}
 
     def proxy_user_data(pe_ip: str) -> str:
-        return cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra)
+        # ProxyNat's VM carries the component's name.
+        return user_data(cfg, name, cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra))
 
     return ProxyNat(
         name,
@@ -235,10 +322,14 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
             depends_on=[consumer, proxy],
         ),
     )
+    run = evidence_run(shared, scenario, consumer=(scenario, consumer),
+                       proxies=[(f"{scenario}-proxy", proxy)], tap=tap)
     outputs = _common_outputs(shared, consumer)
     outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
     outputs["proxy"] = _proxy_outputs(proxy, cfg.proxy_mode)
     outputs["tap_id"] = tap.tap_id
+    outputs["host_keys"] = run_host_keys(cfg, scenario, [f"{scenario}-proxy"])
+    outputs["result"] = run.summary
     return outputs
 
 
@@ -268,11 +359,16 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
             depends_on=[consumer, *proxies],
         ),
     )
+    proxy_names = [f"{scenario}-proxy{index}" for index in range(1, len(proxies) + 1)]
+    run = evidence_run(shared, scenario, consumer=(scenario, consumer),
+                       proxies=list(zip(proxy_names, proxies, strict=True)), tap=tap)
     outputs = _common_outputs(shared, consumer)
     outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
     outputs["ilb"] = {"ip": str(cfg.consumer.ilb_ip), "frontend_id": consumer.ilb_frontend_id}
     outputs["proxies"] = [_proxy_outputs(p, cfg.proxy_mode) for p in proxies]
     outputs["tap_id"] = tap.tap_id
+    outputs["host_keys"] = run_host_keys(cfg, scenario, proxy_names)
+    outputs["result"] = run.summary
     return outputs
 
 
@@ -318,3 +414,125 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
         },
         "tenants": tenants,
     }
+
+
+# --- the run: host keys, private key, evidence -----------------------------------------------
+
+COLLECTOR_ROLE = "col"  # CollectorService names its VM "<name>-col"
+
+
+def host_key(cfg: LabConfig, vm_name: str) -> HostKeyPair:
+    """``vm_name``'s SSH host key, derived from the stack's secret ``hostKeySeed``."""
+    from vtaplab.ssh import host_key_for
+
+    if not cfg.host_key_seed:
+        raise StackError("vtaplab:hostKeySeed is not set; accepted: "
+                         'pulumi config set --secret vtaplab:hostKeySeed "$(openssl rand -hex 32)"')
+    return host_key_for(cfg.host_key_seed, vm_name)
+
+
+def user_data(cfg: LabConfig, vm_name: str, text: str) -> str:
+    """``text`` with the VM's pinned host key installed by cloud-init (LinuxVm keeps
+    customData secret: this holds the private half)."""
+    from vtaplab import cloudinit
+
+    pair = host_key(cfg, vm_name)
+    return cloudinit.with_host_key(text, private_pem=pair.private_pem,
+                                   public_line=pair.public_line)
+
+
+def run_host_keys(cfg: LabConfig, consumer_name: str, proxy_names: Sequence[str]
+                  ) -> dict[str, str]:
+    """The public host keys of a run's VMs by role (stack outputs: ``python -m vtaplab
+    evidence`` pins them)."""
+    keys = {"collector": host_key(cfg, f"provider-{COLLECTOR_ROLE}").public_line,
+            "vm_src": host_key(cfg, f"{consumer_name}-src").public_line,
+            "vm_client": host_key(cfg, f"{consumer_name}-client").public_line}
+    for index, name in enumerate(proxy_names):
+        keys["proxy" if index == 0 else f"proxy{index + 1}"] = host_key(cfg, name).public_line
+    return keys
+
+
+# Where a private key given only as text (vtaplab:sshPrivateKey) is written for the local
+# commands, which take a file (never the key itself in a command line or environment).
+KEY_DIR = Path(".vtaplab") / "keys"
+
+
+def _run_keys(cfg: LabConfig) -> RunKeys | None:
+    import os
+
+    from pulumi import Output
+
+    from vtaplab.config import TRAFFIC_SCENARIOS
+
+    if not any(s in TRAFFIC_SCENARIOS for s in cfg.scenarios):
+        return None
+    text, path = cfg.ssh_private_key, cfg.ssh_private_key_file
+    if not text:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StackError(f"vtaplab:sshPrivateKeyFile: {path!r}: {exc.strerror}; accepted: "
+                             "a readable private key file") from None
+    else:
+        key_file = KEY_DIR / cfg.stack
+        if not key_file.is_file() or key_file.read_text(encoding="utf-8") != text:
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        path = str(key_file)
+    return RunKeys(private_key=Output.secret(text), private_key_file=path)
+
+
+def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVnet],
+                 proxies: Sequence[tuple[str, ProxyNat]], tap: pulumi.Resource,
+                 name: str | None = None) -> EvidenceRun:
+    """Declare one scenario's run (readiness, fastpath restart, captures, traffic, fetch):
+    ``consumer`` and ``proxies`` as (name the component was given, component). Runs on the
+    stack's one collector are chained, so no capture holds another scenario's traffic."""
+    from pulumi import Output
+
+    from components.evidence_run import EvidenceRun, EvidenceRunArgs, RunVm
+
+    cfg = shared.cfg
+    if shared.keys is None:
+        raise StackError(f"{scenario}: a run needs the operator's private key")
+    consumer_name, vnet = consumer
+
+    def address(ssh_host: pulumi.Output[str] | None, vm_name: str) -> pulumi.Output[str]:
+        if ssh_host is None:
+            raise StackError(f"{vm_name}: no public IP, so the run can't reach it over SSH")
+        return ssh_host.apply(lambda text: text.split("@", 1)[-1])
+
+    def vm(vm_name: str, ssh_host: pulumi.Output[str] | None,
+           component: pulumi.Resource, tapped: bool = False) -> RunVm:
+        vm_id = Output.concat(
+            "/subscriptions/", shared.subscription_id, "/resourceGroups/",
+            shared.resource_group_name, "/providers/Microsoft.Compute/virtualMachines/",
+            vm_name) if tapped else None
+        return RunVm(name=vm_name, host=address(ssh_host, vm_name), user=cfg.admin_username,
+                     host_key=host_key(cfg, vm_name).public_line, wait_for=[component],
+                     vm_id=vm_id)
+
+    run = EvidenceRun(
+        name or f"{scenario}-run",
+        EvidenceRunArgs(
+            stack=cfg.stack, scenario=scenario,
+            collector=vm(f"provider-{COLLECTOR_ROLE}", shared.collector.collector_ssh_host,
+                         shared.collector),
+            client=vm(f"{consumer_name}-client", vnet.client_ssh_host, vnet),
+            tapped=[vm(f"{consumer_name}-src", vnet.src_ssh_host, vnet, tapped=True)],
+            proxies=[vm(proxy_name, proxy.ssh_host, proxy) for proxy_name, proxy in proxies],
+            target_ip=vnet.src_ip,
+            tap_configurations=[tap],
+            private_key=shared.keys.private_key,
+            private_key_file=shared.keys.private_key_file,
+            capture_seconds=cfg.capture_seconds,
+            request_count=cfg.traffic_requests,
+            run_id=cfg.run_id,
+            after=[r.done for r in shared.runs],
+        ),
+    )
+    shared.runs.append(run)
+    return run

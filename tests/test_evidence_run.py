@@ -1,0 +1,306 @@
+"""The run on Azure as the program declares it, under mocks: the command chain, its inputs,
+no secret in clear, and the rejected attempts of r1/b1.
+
+The mocks record each registration's dependencies (``depends_on`` plus the resources its
+inputs came from: ``RegisterResourceRequest.dependencies``/``propertyDependencies``) and the
+input paths sent as secrets; nothing here runs a command.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.evidence_run import parse_summary
+from vtaplab import graph
+from vtaplab.ssh import host_key_for
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAFFIC_STACKS = [s for s in ("b2", "a", "b3") if (ROOT / f"Pulumi.{s}.yaml").is_file()]
+PROXIES = {"b2": ["b2-proxy"], "a": ["a-proxy"], "b3": ["b3-proxy1", "b3-proxy2"]}
+LOCAL, REMOTE = "command:local:Command", "command:remote:Command"
+
+
+class Graph:
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        self.resources = resources
+        self.by_urn = {r["urn"]: r for r in resources}
+        self.by_name = {r["name"]: r for r in resources if r["type"] != "vtaplab:index:LinuxVm"}
+
+    def deps(self, name: str) -> set[str]:
+        return {self.by_urn[u]["name"] for u in self.by_name[name]["dependencies"]}
+
+    def reaches(self, start: str, goal: str) -> bool:
+        """``start`` waits, directly or through others, for ``goal``."""
+        seen, todo = set(), [start]
+        while todo:
+            name = todo.pop()
+            if name == goal:
+                return True
+            if name not in seen:
+                seen.add(name)
+                todo.extend(self.deps(name))
+        return False
+
+    def commands(self, run: str, typ: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["type"] in (typ or LOCAL, typ or REMOTE)
+                and r["name"].startswith(run + "-")]
+
+
+@pytest.fixture(params=TRAFFIC_STACKS)
+def traffic(request, graph_of) -> tuple[str, Graph]:
+    return request.param, Graph(graph_of(request.param))
+
+
+def test_the_chain_readiness_tap_fastpath_capture_traffic_stop_fetch(traffic):
+    scenario, g = traffic
+    run = f"{scenario}-run"
+    src, col, client = f"{scenario}-src", "provider-col", f"{scenario}-client"
+    fastpath = f"{run}-fastpath-{src}"
+    tap_configs = [r["name"] for r in g.resources
+                   if r["type"] == "azure-native:network:NetworkInterfaceTapConfiguration"]
+    assert tap_configs
+    # readiness -> (tap configuration) -> fastpath restart
+    assert f"{run}-ready-{src}" in g.deps(fastpath)
+    assert set(tap_configs) <= g.deps(fastpath)
+    assert g.by_name[fastpath]["type"] == LOCAL
+    # fastpath -> capture start on the collector and on every proxy
+    starts = [f"{run}-capture-start-{vm}" for vm in (col, *PROXIES[scenario])]
+    for start in starts:
+        assert fastpath in g.deps(start)
+    # capture start (both) -> traffic on the client
+    traffic_cmd = f"{run}-traffic"
+    assert set(starts) <= g.deps(traffic_cmd)
+    assert f"{run}-ready-{client}" in g.deps(traffic_cmd)
+    # traffic -> capture stop (both) -> fetch
+    stops = [f"{run}-capture-stop-{vm}" for vm in (col, *PROXIES[scenario])]
+    for stop in stops:
+        assert traffic_cmd in g.deps(stop)
+    assert set(stops) <= g.deps(f"{run}-fetch")
+    assert g.by_name[f"{run}-fetch"]["type"] == LOCAL
+    # and transitively the whole way
+    assert g.reaches(f"{run}-fetch", f"{run}-ready-{src}")
+    assert g.reaches(f"{run}-fetch", tap_configs[0])
+    # never backwards
+    assert not g.reaches(fastpath, traffic_cmd)
+    assert not g.reaches(starts[0], stops[0])
+
+
+def test_every_remote_command_waits_for_its_vms_readiness(traffic):
+    scenario, g = traffic
+    run = f"{scenario}-run"
+    remote = g.commands(run, REMOTE)
+    ready = {r["inputs"]["connection"]["host"]: r["name"] for r in remote
+             if r["name"].startswith(f"{run}-ready-")}
+    # collector, the proxies, vm-src, vm-client
+    assert len(ready) == 3 + len(PROXIES[scenario])
+    for command in remote:
+        host = command["inputs"]["connection"]["host"]
+        if command["name"] != ready[host]:
+            assert ready[host] in g.deps(command["name"]), command["name"]
+    for host, name in ready.items():
+        vm_name = name[len(f"{run}-ready-"):]
+        # readiness waits for the VM itself, and checks what cloud-init said
+        assert f"{vm_name}-vm" in g.deps(name)
+        inputs = g.by_name[name]["inputs"]
+        assert inputs["create"].startswith("cloud-init status --wait")
+        assert inputs["connection"]["dialErrorLimit"] == -1
+        assert host.count(".") == 3  # an address, not user@address
+
+
+def test_connections_pin_the_host_keys_derived_from_the_seed(traffic):
+    scenario, g = traffic
+    run = f"{scenario}-run"
+    remote = g.commands(run, REMOTE)
+    vm_of = {r["inputs"]["connection"]["host"]: r["name"][len(f"{run}-ready-"):]
+             for r in remote if r["name"].startswith(f"{run}-ready-")}
+    for command in remote:
+        vm_name = vm_of[command["inputs"]["connection"]["host"]]
+        pinned = command["inputs"]["connection"]["hostKey"]
+        assert pinned == host_key_for(graph.TEST_HOST_KEY_SEED, vm_name).public_line
+        assert command["inputs"]["connection"]["user"] == "azureuser"
+    fetch = g.by_name[f"{scenario}-run-fetch"]["inputs"]["create"]
+    # the hosts it fetches from: collector, the proxies, client (traffic.log)
+    assert fetch.count("--known-host ") == 2 + len(PROXIES[scenario])
+    assert "ssh-ed25519 AAAA" in fetch
+
+
+def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+        if path.endswith("customData"):
+            yield path, base64.b64decode(value).decode(errors="replace")
+
+
+@pytest.mark.parametrize("stack", [*TRAFFIC_STACKS, "r1", "b1"])
+def test_no_secret_reaches_an_input_in_clear(stack, graph_of):
+    resources = graph_of(stack)
+    fake_key = (ROOT / graph.MOCK_PRIVATE_KEY_FILE).read_text()
+    host_keys = [host_key_for(graph.TEST_HOST_KEY_SEED, r["name"][:-len("-vm")]).private_pem
+                 for r in resources if r["type"] == "azure-native:compute:VirtualMachine"]
+    # compared without whitespace: cloud-init's YAML indents the PEM lines
+    secrets = {what: "".join(text.split()) for what, text in (
+        ("operator private key", fake_key), ("host key seed", graph.TEST_HOST_KEY_SEED),
+        *((f"host key {i}", k) for i, k in enumerate(host_keys)))}
+    found_as_secret = set()
+    for resource in resources:
+        secret_paths = resource.get("secrets", [])
+        for path, text in _strings(resource["inputs"]):
+            squeezed = "".join(text.split())
+            for what, secret in secrets.items():
+                if secret in squeezed:
+                    assert any(path == p or path.startswith(p + ".") or
+                               path.startswith(p + "[") for p in secret_paths), (
+                        f"{what} in clear in {resource['name']} {path}")
+                    found_as_secret.add(what)
+            if resource["type"] in (LOCAL, REMOTE) and (
+                    path.startswith("create") or path.startswith("environment")):
+                assert "PRIVATE KEY" not in text and graph.TEST_HOST_KEY_SEED not in text
+    # every VM got its host key (in its secret user data); the seed itself goes nowhere
+    assert {f"host key {i}" for i in range(len(host_keys))} <= found_as_secret
+    assert "host key seed" not in found_as_secret
+    if stack in TRAFFIC_STACKS:
+        assert "operator private key" in found_as_secret  # as connection.privateKey only
+
+
+def test_secret_paths_are_the_connection_and_the_user_data(traffic):
+    _scenario, g = traffic
+    for resource in g.resources:
+        for path in resource.get("secrets", []):
+            assert path in {"connection", "osProfile", "__provider"}, (resource["name"], path)
+        if resource["type"] == REMOTE:
+            assert "connection" in resource["secrets"]
+        if resource["type"] == LOCAL:
+            assert "secrets" not in resource
+            assert "environment" not in resource["inputs"]
+
+
+def test_run_id_triggers_only_capture_traffic_and_fetch(traffic):
+    scenario, g = traffic
+    for command in g.commands(f"{scenario}-run"):
+        step = command["name"][len(f"{scenario}-run-"):]
+        if step.startswith(("ready-", "fastpath-")):
+            assert not command["inputs"].get("triggers"), step  # the VMs are left alone
+        else:
+            assert command["inputs"]["triggers"] == ["1"], step
+
+
+def test_fastpath_and_fetch_call_the_projects_modules(traffic):
+    scenario, g = traffic
+    fastpath = g.by_name[f"{scenario}-run-fastpath-{scenario}-src"]["inputs"]["create"]
+    assert " -m vtaplab.fastpath /subscriptions/" in fastpath
+    assert f"/virtualMachines/{scenario}-src " in fastpath
+    assert f"--ssh-key-file {graph.MOCK_PRIVATE_KEY_FILE}" in fastpath
+    fetch = g.by_name[f"{scenario}-run-fetch"]["inputs"]["create"]
+    assert f"-m vtaplab.fetch --stack {scenario} --scenario {scenario}" in fetch
+    names = ["collector.pcap", "proxy.pcap", "traffic.log"]
+    if len(PROXIES[scenario]) == 2:
+        names.append("proxy2.pcap")
+    for name in names:
+        assert f"--file {name}=" in fetch and f"/var/lib/vtaplab/{scenario}/{name}" in fetch
+    traffic_cmd = g.by_name[f"{scenario}-run-traffic"]["inputs"]["create"]
+    assert "vtap-traffic.sh --url http://10.30.1.4/ --url http://10.30.1.4/big.bin" in traffic_cmd
+    assert "--count 20" in traffic_cmd
+    start = g.by_name[f"{scenario}-run-capture-start-provider-col"]["inputs"]["create"]
+    assert f"--unit vtaplab-capture-{scenario}" in start and "--duration 60" in start
+
+
+def test_stack_outputs_per_scenario(run_of):
+    for stack in TRAFFIC_STACKS:
+        out = run_of(stack).outputs["scenarios"][stack]
+        assert out["result"] == {}  # the fetch has not run under mocks
+        proxies = {"proxy", "proxy2"} if stack == "b3" else {"proxy"}
+        assert set(out["host_keys"]) == {"collector", "vm_src", "vm_client", *proxies}
+        assert all(v.startswith("ssh-ed25519 ") for v in out["host_keys"].values())
+    for stack in ("r1", "b1"):
+        out = run_of(stack).outputs["scenarios"][stack]
+        assert set(out["result"]) == {"outcome", "matches_expected", "arm_codes", "verdict",
+                                      "files"}
+        attempts = {"r1": {"vtap-pe-destination"}, "b1": {"nic-pool", "ip-pool"}}[stack]
+        assert set(out["attempts"]) == attempts
+
+
+def test_rejected_attempts_are_declared_with_the_consumers_ids(graph_of):
+    r1 = [r for r in graph_of("r1") if "dynamic" in r["type"]]
+    assert [r["inputs"]["attempt"] for r in r1] == ["vtap-pe-destination"]
+    assert r1[0]["inputs"]["target_id"].endswith("/virtualNetworkTaps/r1-vtap")
+    assert r1[0]["inputs"]["private_endpoint_id"].endswith("/privateEndpoints/r1-pe")
+    b1 = {r["inputs"]["attempt"]: r for r in graph_of("b1") if "dynamic" in r["type"]}
+    assert set(b1) == {"nic-pool", "ip-pool"}
+    assert b1["nic-pool"]["inputs"]["target_id"].endswith("/backendAddressPools/be")
+    assert b1["ip-pool"]["inputs"]["target_id"].endswith("/backendAddressPools/pe-ip")
+    # one at a time: each rewrites the scenario's verdict
+    assert b1["nic-pool"]["urn"] in b1["ip-pool"]["dependencies"]
+
+
+def test_the_vtap_comes_from_the_shared_arm_body_builder(graph_of):
+    from vtaplab.arm_bodies import VtapParams, vtap_body
+
+    tap = next(r for r in graph_of("b2") if r["type"] == "azure-native:network:VirtualNetworkTap")
+    body = vtap_body(VtapParams(
+        location="uksouth", port=4789, tags=tap["inputs"]["tags"],
+        destination_nic_ip_configuration_id=tap["inputs"][
+            "destinationNetworkInterfaceIPConfiguration"]["id"]))
+    assert body["properties"] == {k: tap["inputs"][k] for k in body["properties"]}
+    assert body["location"] == tap["inputs"]["location"] and body["tags"] == tap["inputs"]["tags"]
+
+
+def test_parse_summary_keeps_outputs_small():
+    assert parse_summary(None) == {} and parse_summary("") == {}
+    line = ('{"scenario": "b2", "outcome": "delivered", "matches_expected": true, '
+            '"reason": null, "verdict": "evidence/b2/b2/verdict.json", "files": ["a"], '
+            '"fetched": {"huge": 1}}')
+    assert parse_summary("noise\n" + line) == {
+        "outcome": "delivered", "matches_expected": True, "reason": None,
+        "verdict": "evidence/b2/b2/verdict.json", "files": ["a"]}
+    assert parse_summary("not json")["outcome"] == "error"
+
+
+def test_mock_operator_key_is_the_derived_test_key():
+    assert (ROOT / graph.MOCK_PRIVATE_KEY_FILE).read_text() == graph.test_ssh_private_key()
+
+
+def test_private_key_text_is_written_0600_for_the_local_commands(tmp_path, monkeypatch,
+                                                                  lab_config_of):
+    import dataclasses
+
+    from vtaplab import stack
+
+    pem = graph.test_ssh_private_key()
+    cfg = dataclasses.replace(lab_config_of("b2"), ssh_private_key=pem, ssh_private_key_file="")
+    monkeypatch.chdir(tmp_path)
+    keys = stack._run_keys(cfg)
+    assert keys is not None and keys.private_key_file == ".vtaplab/keys/b2"
+    written = tmp_path / ".vtaplab" / "keys" / "b2"
+    assert written.read_text() == pem and written.stat().st_mode & 0o777 == 0o600
+    # a stack without traffic needs no key at all
+    assert stack._run_keys(dataclasses.replace(cfg, scenarios=("r1",))) is None
+
+
+def test_combined_outcome_never_hides_an_error():
+    from vtaplab.stack import combined_outcome
+
+    assert combined_outcome(["rejected", "rejected"]) == "rejected"
+    assert combined_outcome(["rejected", "accepted"]) == "accepted"
+    assert combined_outcome(["accepted", "error"]) == "error"
+    assert combined_outcome([None]) is None
+
+
+def test_runs_on_one_collector_take_turns(graph_of):
+    g = Graph(graph_of("uksouth"))
+    runs = [r["name"][:-len("-run-fetch")] for r in g.resources
+            if r["name"].endswith("-run-fetch")]
+    assert sorted(runs) == ["b2", "b3"]
+    # b3's captures start only after b2's evidence is fetched: no capture mixes the two
+    assert "b2-run-fetch" in g.deps("b3-run-capture-start-provider-col")
+    assert not g.reaches("b2-run-fetch", "b3-run-fetch")
