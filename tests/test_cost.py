@@ -38,7 +38,8 @@ def test_every_committed_stack_is_priced(stack, graph_of):
     assert est.hourly == pytest.approx(want)
     assert vms and est.hourly > 0
     text = cost.render(est)
-    assert f"{cost.PRICE_REGION} on {cost.PRICE_DATE}" in text and "approximate" in text
+    assert f"{cost.PRICE_REGION}, table dated {cost.PRICE_DATE}" in text
+    assert "approximate" in text and "not a quote" in text
 
 
 def test_unknown_types_are_listed_not_counted_free():

@@ -26,8 +26,9 @@ from typing import Any
 PRICE_REGION = "uksouth"
 PRICE_DATE = "2026-11-26"
 CURRENCY = "USD"
-SOURCE = ("approximate Azure pay-as-you-go list prices (Linux VMs), recorded by hand for "
-          f"{PRICE_REGION} on {PRICE_DATE}; not fetched, not a quote — check "
+SOURCE = (f"approximate Azure pay-as-you-go list prices (Linux VMs) for {PRICE_REGION}, table "
+          f"dated {PRICE_DATE}; written down by hand, not fetched, not checked against "
+          "Azure's current price list, not a quote — check "
           "https://azure.microsoft.com/pricing/calculator/")
 HOURS_PER_MONTH = 730
 
