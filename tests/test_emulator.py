@@ -305,9 +305,10 @@ def test_msp_tenants_are_told_apart_by_vni(tmp_path):
         row = verdict["tenant_table"][i - 1]
         assert (row["tenant"], row["vni"], row["sent"], row["requests"]) == (
             f"t{i}", 1000 + i, 4, 4)
-        # The collector's decap interface for the VNI got exactly that VNI's packets.
+        # The collector's decap interface for the VNI got that VNI's packets (its counter is
+        # read after the capture stopped: a late straggler may be counted there only).
         assert row["decap_interface"] == f"vtap{1000 + i}"
-        assert row["decap_packets"] == tenant["packets"] > 0
+        assert 0 < tenant["packets"] <= row["decap_packets"] <= tenant["packets"] + 3
     # The per-tenant table is printed.
     assert re.search(r"^t2\s+1002\s+4\s+4\s+4\s+\d+\s+yes", proc.stdout, re.M), proc.stdout
     # Every tenant's consumer side uses the same addresses.
