@@ -73,3 +73,8 @@ def test_decap_columns_when_the_collector_has_decap_interfaces():
         ("vtap1001", 80), ("vtap1002", 80), (None, 0)]
     header = format_tenant_table(rows).splitlines()[0]
     assert "decap interface" in header and "decap packets" in header
+
+
+def test_fewer_requests_than_sent_is_loss_not_mixing():
+    v = separate_tenants(verdict({1001: (3, 3), 1002: (4, 4), 1003: (4, 4)}), VNIS, SENT)
+    assert v["outcome"] == "delivered" and v["tenants_told_apart"] is True
