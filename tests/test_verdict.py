@@ -217,3 +217,13 @@ def test_a_truncated_capture_says_so_in_the_reason(tmp_path):
     assert v["outcome"] == "delivered" and v["reason"].endswith("(capture truncated)")
     assert v["capture"]["truncated"] and "file truncated" in v["capture"]["notes"][0]
     assert "TRUNCATED" in verdict.format_table(v)
+
+
+def test_a_ring_prefix_is_a_capture_when_its_members_exist(tmp_path):
+    # tcpdump -w collector.pcap -C M -W N writes collector.pcap0, collector.pcap1, ...
+    capture(tmp_path, get_ok(), name="collector.pcap0")
+    prefix = tmp_path / "collector.pcap"
+    v = verdict.build_verdict(scenario="b2", collector_pcap=prefix, files=[prefix],
+                              root=tmp_path)
+    assert v["outcome"] == "delivered", v.get("reason")
+    assert v["inner_http"]["requests"] == ["GET /"]

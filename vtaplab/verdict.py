@@ -222,12 +222,14 @@ def build_verdict(*, scenario: str | None, collector_pcap: Path | None, files: S
     An unreadable capture gives outcome ``error`` with the reason; a missing one
     ``not-delivered`` for a traffic scenario.
     """
-    from vtaplab.decode import CaptureError, decode_capture
+    from vtaplab.decode import CaptureError, decode_capture, ring_members
 
     summary = None
     reason = None
     if collector_pcap is not None and arm_error is None:
-        if not Path(collector_pcap).exists():
+        # A ring capture (tcpdump -C/-W) is named by its prefix: present when a member is.
+        pcap = Path(collector_pcap)
+        if not pcap.exists() and not ring_members(pcap):
             reason_missing = f"collector capture {collector_pcap} does not exist"
             result = verdict_from_summary(scenario=scenario, summary=None, files=files,
                                           traffic_log=traffic_log, root=root)
@@ -235,7 +237,7 @@ def build_verdict(*, scenario: str | None, collector_pcap: Path | None, files: S
                 result["reason"] = reason_missing
             return result
         try:
-            summary = decode_capture(Path(collector_pcap), port=port)
+            summary = decode_capture(pcap, port=port)
         except CaptureError as exc:
             reason = f"collector capture unreadable: {exc}"
     return verdict_from_summary(scenario=scenario, summary=summary, files=files,
