@@ -461,6 +461,7 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
     edges: list[str] = []
     vm_by_nic: dict[str, str] = {}
     vm_user_data: dict[str, str] = {}
+    vnet_of: dict[str, str | None] = {}  # node -> its VNet's name (a rewrite stays in its VNet)
 
     def place(subnet_id: object, line: str) -> None:
         members.setdefault(_segment(subnet_id, "virtualNetworks") or "?", []).append(line)
@@ -478,6 +479,8 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
               f'{_node("vm", name)}["VM {name}<br/>{config.get("privateIPAddress", "")}'
               f' {size}{forwarding}"]')
         vm_by_nic[str(nic_name)] = _node("vm", name)
+        vnet_of[_node("vm", name)] = _segment((config.get("subnet") or {}).get("id"),
+                                              "virtualNetworks")
         custom = (inputs(vm).get("osProfile") or {}).get("customData") or ""
         try:
             vm_user_data[_node("vm", name)] = base64.b64decode(custom).decode(errors="replace")
@@ -503,6 +506,8 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
         name = str(inputs(pe).get("privateEndpointName") or pe["name"])
         ip = ((inputs(pe).get("ipConfigurations") or [{}])[0]).get("privateIPAddress", "")
         pe_ips[_node("pe", name)] = str(ip)
+        vnet_of[_node("pe", name)] = _segment((inputs(pe).get("subnet") or {}).get("id"),
+                                              "virtualNetworks")
         place((inputs(pe).get("subnet") or {}).get("id"),
               f'{_node("pe", name)}(["PE {name}<br/>{ip}"])')
         for connection in inputs(pe).get("privateLinkServiceConnections") or []:
@@ -546,10 +551,11 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
                             "virtualNetworkTaps")
         if source and tap_name in taps:
             edges.append(f"{source} {taps[tap_name]}")
-    # The proxy's rewrite lives in its cloud-init: draw it only where the user data names a PE.
+    # The proxy's rewrite lives in its cloud-init: draw it only where the user data names a PE
+    # of the proxy's own VNet (msp tenants share addresses: every tenant's PE has the same IP).
     for vm_node, user_data in vm_user_data.items():
         for pe_node, ip in pe_ips.items():
-            if ip and f"--target {ip}" in user_data:
+            if ip and f"--target {ip}" in user_data and vnet_of.get(vm_node) == vnet_of[pe_node]:
                 edges.append(f"{vm_node} -->|UDP/4789 rewritten to {ip}| {pe_node}")
 
     lines = ["flowchart LR"]
