@@ -137,7 +137,7 @@ def proxy_exec_start(doc: dict) -> str:
     return lines[0][len("ExecStart="):]
 
 
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_proxy_applies_the_rewrite_to_the_pe_ip_given(mode):
     require_scripts("proxy")
     doc = parsed("proxy", pe_ip="10.77.3.9", mode=mode)

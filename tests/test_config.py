@@ -85,7 +85,7 @@ def test_defaults_come_from_the_address_plan():
     assert cfg.admin_username == "azureuser"
     assert cfg.operator_cidr == OPERATOR
     assert cfg.ssh_public_key == ED25519_KEY
-    assert cfg.proxy_mode == "stateless"
+    assert cfg.proxy_mode == "netdev"
     assert (cfg.capture_seconds, cfg.traffic_requests, cfg.msp_tenants) == (60, 20, 3)
 
 
@@ -397,7 +397,7 @@ def test_bad_ssh_key(value, problem):
 
 
 def test_bad_proxy_mode():
-    rejects("proxyMode", "dnat", "conntrack or stateless")
+    rejects("proxyMode", "dnat", "netdev or stateless or conntrack")
 
 
 @pytest.mark.parametrize(("key", "value"), [

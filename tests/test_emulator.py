@@ -1,4 +1,4 @@
-"""The emulator end to end: b2 in both proxy modes, the faults, teardown, bad input.
+"""The emulator end to end: b2 in every proxy mode, the faults, teardown, bad input.
 
 Each run builds its own namespaces (per-run prefix), sends traffic only between them, and
 must leave none behind. A run takes a few seconds; the module stays well under a minute.
@@ -92,9 +92,11 @@ def runs(tmp_path_factory) -> dict[str, Run]:
         def __missing__(self, key: str) -> Run:
             mode, _, fault = key.partition("/")
             if not fault:
-                # The README's command: no --proxy-mode runs stateless, then conntrack.
-                stateless, conntrack = emulate(tmp_path_factory.mktemp("both"))
-                self["stateless"], self["conntrack"] = stateless, conntrack
+                # The README's command: no --proxy-mode runs netdev (the default: its evidence
+                # in OUT), then stateless and conntrack (in OUT/<mode>).
+                every = emulate(tmp_path_factory.mktemp("all"))
+                assert [r.out.name for r in every[1:]] == ["stateless", "conntrack"]
+                self["netdev"], self["stateless"], self["conntrack"] = every
                 return self[key]
             out = tmp_path_factory.mktemp(key.replace("/", "-"))
             (self[key],) = emulate(out, "--proxy-mode", mode, "--fault", fault)
@@ -105,19 +107,20 @@ def runs(tmp_path_factory) -> dict[str, Run]:
 
 # --- end to end -------------------------------------------------------------------------------
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
-def test_b2_delivers_in_both_proxy_modes(runs, mode):
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
+def test_b2_delivers_in_every_proxy_mode(runs, mode):
     run = runs[mode]
     assert run.rc == 0, run.stderr
     verdict = run.verdict
     assert verdict["outcome"] == "delivered"
     assert verdict["matches_expected"] is True
     assert "delivered" in run.stdout and "took" in run.stdout
-    assert "both proxy modes: stateless delivered, conntrack delivered" in run.stdout
+    assert ("every proxy mode: netdev delivered, stateless delivered, conntrack delivered"
+            in run.stdout)
 
 
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_inner_http_counts_equal_what_the_client_sent(runs, mode):
     run = runs[mode]
     gets, ok = sent(run)
@@ -130,7 +133,7 @@ def test_inner_http_counts_equal_what_the_client_sent(runs, mode):
 
 
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_the_200kB_body_reassembles_at_the_collector(runs, mode):
     run = runs[mode]
     served = run.emulator["served"]["/big.bin"]
@@ -146,7 +149,7 @@ def test_the_200kB_body_reassembles_at_the_collector(runs, mode):
 
 
 @needs_root
-@pytest.mark.parametrize("mode", ["stateless", "conntrack"])
+@pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_outer_source_at_the_collector_is_the_nat_ip(runs, mode):
     run = runs[mode]
     assert run.verdict["outer_sources"] == [plan.PLS_NAT_IPS[0]]
@@ -155,7 +158,8 @@ def test_outer_source_at_the_collector_is_the_nat_ip(runs, mode):
 
 
 @needs_root
-def test_stateless_proxy_keeps_no_connection_tracking_entries(runs):
+def test_stateless_proxies_keep_no_connection_tracking_entries(runs):
+    assert runs["netdev"].emulator["conntrack_entries"] == {"prx": 0}
     assert runs["stateless"].emulator["conntrack_entries"] == {"prx": 0}
     # The measure can see entries: the conntrack mode leaves some.
     assert runs["conntrack"].emulator["conntrack_entries"]["prx"] > 0
@@ -415,7 +419,7 @@ def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
     proc = subprocess.run([sys.executable, "-c", FAILING_BUILD, "b2", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
     prefixes = re.findall(r"run (vl[0-9a-f]{4})", proc.stdout)
-    assert len(prefixes) == 2            # each proxy mode failed on its own, and cleaned up
+    assert len(prefixes) == 3            # each proxy mode failed on its own, and cleaned up
     assert proc.returncode == 3
     assert "NOSUCHTARGET" in proc.stderr and "Traceback" not in proc.stderr
     for prefix in prefixes:

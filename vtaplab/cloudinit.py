@@ -25,7 +25,7 @@ ROLES: tuple[str, ...] = ("src", "client", "proxy", "collector")
 SCRIPT_PREFIX = "script_"
 # Azure's limit on customData: at most 65535 bytes once its base64 is decoded.
 AZURE_CUSTOM_DATA_LIMIT = 65535
-PROXY_MODES: tuple[str, ...] = ("conntrack", "stateless")
+PROXY_MODES: tuple[str, ...] = ("netdev", "stateless", "conntrack")
 VNI_MAX = 2**24 - 1
 
 
@@ -131,7 +131,8 @@ def render(role: str, **params: str) -> str:
     """The user data (``#cloud-config`` text) for ``role``, with ``params`` filled in.
 
     Roles and their parameters: ``src``, ``client``, ``collector``: none; ``proxy``:
-    ``pe_ip`` (the Private Endpoint's IPv4), ``mode`` (conntrack|stateless), optional ``vni``.
+    ``pe_ip`` (the Private Endpoint's IPv4), ``mode`` (netdev|stateless|conntrack), optional
+    ``vni``.
     Raises ``CloudInitError`` on an unknown role, a missing, unknown or malformed parameter,
     or a template placeholder nothing provides.
     """

@@ -57,7 +57,7 @@ OPERATOR_CIDR_HINT = (
 )
 # Shorter than this, an SSH rule stops being "the operator" and becomes "a continent".
 OPERATOR_MIN_PREFIX = 8
-PROXY_MODES: tuple[str, ...] = ("conntrack", "stateless")
+PROXY_MODES: tuple[str, ...] = ("netdev", "stateless", "conntrack")
 # Inclusive bounds: generous enough for any real run, tight enough to catch a typo (60000 s).
 CAPTURE_SECONDS_RANGE = (10, 3600)
 TRAFFIC_REQUESTS_RANGE = (1, 10000)
@@ -212,9 +212,10 @@ KEYS: tuple[Key, ...] = (
     Key("sshPublicKey", "string", "",
         "OpenSSH public key (ssh-ed25519, or ssh-rsa >= 2048 bits) for adminUsername. "
         "Empty: read from ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub."),
-    Key("proxyMode", "string", "stateless",
-        "How vm-proxy rewrites UDP/4789 to the PE: stateless (nftables) or conntrack "
-        "(iptables DNAT)."),
+    Key("proxyMode", "string", "netdev",
+        "How vm-proxy rewrites UDP/4789 to the PE: netdev (nftables ingress + fwd, fastest, "
+        "no conntrack), stateless (nftables, no conntrack) or conntrack (iptables DNAT, as the "
+        "reference lab)."),
     Key("captureSeconds", "integer", 60,
         f"How long the collector captures, {CAPTURE_SECONDS_RANGE[0]}-"
         f"{CAPTURE_SECONDS_RANGE[1]} s."),
