@@ -3,7 +3,13 @@
     readiness (per VM) ─┐
     tap configuration(s)┴─> fastpath restart (per tapped VM, local: ARM deallocate + start,
                             then SSH readiness) ─> capture start (collector, every proxy)
-                            ─> traffic (vm-client -> vm-src) ─> capture stop ─> fetch + verdict
+                            ─> traffic (vm-client -> vm-src; msp: every tenant's client to
+                            its own vm-src) ─> capture stop ─> fetch + verdict
+
+msp: one run over all tenants (``EvidenceRunArgs.tenants``): one collector capture, every
+tenant's client runs its traffic between capture start and stop into ``traffic-<tenant>.log``,
+every tenant's vm-src is fastpath-restarted, and the fetch judges the tenants apart by the VNI
+each one's proxy stamps (``vtaplab.tenants.separate_tenants``, as the emulator does).
 
 - Readiness: ``cloud-init status --wait`` on each VM with unlimited dial retries and a create
   timeout; every other command on that VM depends on it.
@@ -39,6 +45,7 @@ from vtaplab.fastpath import READY_COMMAND
 PYTHON = '"${VTAPLAB_PYTHON:-venv/bin/python}"'
 # Long enough for a fresh Ubuntu VM's apt work; a booting VM refuses SSH for a while.
 READY_TIMEOUT = "30m"
+VNI_MAX = 2**24 - 1
 FASTPATH_TIMEOUT = "40m"
 
 
@@ -51,8 +58,8 @@ class RunVm:
     host: Input[str]
     """Its SSH address (public IP)."""
     user: str
-    host_key: str
-    """Its pinned public host key, ``ssh-ed25519 AAAA...`` (``vtaplab.ssh.host_key_for``)."""
+    host_key: Input[str]
+    """Its pinned public host key, ``ssh-ed25519 AAAA...`` (``LinuxVm.host_key``)."""
     wait_for: Sequence[pulumi.Resource] = field(default_factory=list)
     """What creates the VM: readiness waits for it."""
     vm_id: Input[str] | None = None
@@ -60,17 +67,35 @@ class RunVm:
 
 
 @dataclass
+class RunTenant:
+    """msp: one tenant's traffic: its client requests its own vm-src, its proxy stamps ``vni``."""
+
+    name: str
+    """The tenant's label in the evidence (``t1``, ``t2``...): ``traffic-<name>.log``."""
+    vni: int
+    """The VNI its proxy stamps (``vtaplab.plan.tenant_vni``)."""
+    client: RunVm
+    target_ip: Input[str]
+
+
+@dataclass(kw_only=True)
 class EvidenceRunArgs:
     stack: str
     scenario: str
     collector: RunVm
-    client: RunVm
+    client: RunVm | None = None
+    """The one traffic client (b2, a, b3); msp gives ``tenants`` instead."""
+    tenants: Sequence[RunTenant] = ()
+    """msp: one client per tenant, all running their traffic during the one capture."""
     tapped: Sequence[RunVm]
     """The vTAP's source VMs: fastpath-restarted once their tap configuration exists."""
     proxies: Sequence[RunVm]
     """Captured on both sides of the rewrite (proxy.pcap, proxy2.pcap, ...)."""
-    target_ip: Input[str]
+    target_ip: Input[str] | None = None
     """vm-src's private IP: the client requests http://IP/ and http://IP/big.bin."""
+    proxy_files: Sequence[str] = ()
+    """The proxies' capture file names (default ``runsteps.captured_files``: proxy.pcap,
+    proxy2.pcap, ...)."""
     tap_configurations: Sequence[pulumi.Resource]
     private_key: Input[str]
     """The operator's private key text, a secret Output: only ever a connection.private_key."""
@@ -103,15 +128,21 @@ class EvidenceRun(pulumi.ComponentResource):
             raise ValueError(f"{name}: give the tapped VMs with their vm_id (fastpath restart)")
         self._name, self._args = name, args
         self._remote_dir = runsteps.remote_dir(args.scenario)
-        vms = {vm.name: vm for vm in [args.collector, args.client, *args.tapped, *args.proxies]}
+        self._clients = _traffic_clients(name, args)
+        vms = {vm.name: vm for vm in [args.collector, *(c.client for c in self._clients),
+                                      *args.tapped, *args.proxies]}
 
         self.ready = {vm_name: self._ready(vm) for vm_name, vm in vms.items()}
         fastpath = [self._fastpath(vm) for vm in args.tapped]
+        proxy_files = list(args.proxy_files) or runsteps.captured_files(len(args.proxies))[1:]
+        if len(proxy_files) != len(args.proxies):
+            raise ValueError(f"{name}: {len(proxy_files)} proxy capture file names for "
+                             f"{len(args.proxies)} proxies; accepted: one per proxy")
         captured = list(zip([args.collector, *args.proxies],
-                            runsteps.captured_files(len(args.proxies)), strict=True))
+                            [runsteps.captured_files(0)[0], *proxy_files], strict=True))
         starts = [self._capture_start(vm, file_name, [*fastpath, *args.after])
                   for vm, file_name in captured]
-        traffic = self._traffic(starts, fastpath)
+        traffic = [self._traffic(client, starts, fastpath) for client in self._clients]
         stops = [self._capture_stop(vm, file_name, traffic) for vm, file_name in captured]
         fetch = self._fetch(captured, stops)
 
@@ -144,10 +175,10 @@ class EvidenceRun(pulumi.ComponentResource):
 
     def _fastpath(self, vm: RunVm) -> local.Command:
         a = self._args
-        create = Output.all(vm.vm_id, vm.host).apply(lambda v: " ".join([
+        create = Output.all(vm.vm_id, vm.host, vm.host_key).apply(lambda v: " ".join([
             PYTHON, "-m", "vtaplab.fastpath", shlex.quote(str(v[0])),
             "--ssh-host", shlex.quote(str(v[1])), "--ssh-user", shlex.quote(vm.user),
-            "--host-key", shlex.quote(vm.host_key),
+            "--host-key", shlex.quote(str(v[2])),
             "--ssh-key-file", shlex.quote(a.private_key_file)]))
         return local.Command(
             f"{self._name}-fastpath-{vm.name}",
@@ -164,49 +195,87 @@ class EvidenceRun(pulumi.ComponentResource):
             connection=self._connection(vm), create=create, triggers=[a.run_id],
             opts=self._opts([self.ready[vm.name], *after]))
 
-    def _traffic(self, starts: Sequence[pulumi.Resource],
+    def _traffic(self, client: _Client, starts: Sequence[pulumi.Resource],
                  after: Sequence[pulumi.Resource]) -> remote.Command:
         a = self._args
-        create = Output.from_input(a.target_ip).apply(
-            lambda ip: runsteps.traffic(a.scenario, ip, a.request_count))
+        create = Output.from_input(client.target_ip).apply(
+            lambda ip: runsteps.traffic(a.scenario, ip, a.request_count,
+                                        log_name=client.log_name))
+        suffix = "" if client.tenant is None else f"-{client.tenant}"
         return remote.Command(
-            f"{self._name}-traffic",
-            connection=self._connection(a.client), create=create, triggers=[a.run_id],
-            opts=self._opts([self.ready[a.client.name],
+            f"{self._name}-traffic{suffix}",
+            connection=self._connection(client.client), create=create, triggers=[a.run_id],
+            opts=self._opts([self.ready[client.client.name],
                              *[self.ready[vm.name] for vm in a.tapped], *starts, *after]))
 
-    def _capture_stop(self, vm: RunVm, file_name: str, traffic: pulumi.Resource
+    def _capture_stop(self, vm: RunVm, file_name: str, traffic: Sequence[pulumi.Resource]
                       ) -> remote.Command:
         return remote.Command(
             f"{self._name}-capture-stop-{vm.name}",
             connection=self._connection(vm),
             create=runsteps.capture_stop(self._args.scenario),
             triggers=[self._args.run_id],
-            opts=self._opts([self.ready[vm.name], traffic]))
+            opts=self._opts([self.ready[vm.name], *traffic]))
 
     def _fetch(self, captured: Sequence[tuple[RunVm, str]],
                stops: Sequence[pulumi.Resource]) -> local.Command:
         a = self._args
-        sources = [*captured, (a.client, "traffic.log")]
+        sources = [*captured, *[(c.client, c.log_name) for c in self._clients]]
         hosts = Output.all(*[vm.host for vm, _ in sources])
+        host_keys = Output.all(*[vm.host_key for vm, _ in sources])
 
-        def command(addresses: list[str]) -> str:
+        def command(addresses: list[str], keys: list[str]) -> str:
             argv = [PYTHON, "-m", "vtaplab.fetch", "--stack", shlex.quote(a.stack),
                     "--scenario", shlex.quote(a.scenario), "--user",
-                    shlex.quote(a.client.user), "--key-file", shlex.quote(a.private_key_file)]
+                    shlex.quote(a.collector.user), "--key-file", shlex.quote(a.private_key_file)]
             pinned: dict[str, str] = {}
-            for (vm, file_name), host in zip(sources, addresses, strict=True):
-                pinned[str(host)] = vm.host_key
+            for (_vm, file_name), host, key in zip(sources, addresses, keys, strict=True):
+                pinned[str(host)] = str(key)
                 argv += ["--file", shlex.quote(f"{file_name}={host}:"
                                                f"{self._remote_dir}/{file_name}")]
             for host, key in sorted(pinned.items()):
                 argv += ["--known-host", shlex.quote(f"{host}={key}")]
+            for tenant in a.tenants:
+                argv += ["--tenant", shlex.quote(f"{tenant.name}={tenant.vni}")]
             return " ".join(argv)
 
         return local.Command(
             f"{self._name}-fetch",
-            create=hosts.apply(command), triggers=[a.run_id],
+            create=Output.all(hosts, host_keys).apply(lambda v: command(v[0], v[1])),
+            triggers=[a.run_id],
             opts=self._opts(stops))
+
+
+@dataclass(frozen=True)
+class _Client:
+    """One traffic step: ``tenant`` None for the single client (``traffic.log``)."""
+
+    tenant: str | None
+    client: RunVm
+    target_ip: Input[str]
+    log_name: str
+
+
+def _traffic_clients(name: str, args: EvidenceRunArgs) -> list[_Client]:
+    """The run's traffic steps: the one client, or one per tenant (checked: names, VNIs)."""
+    if args.tenants:
+        if args.client is not None or args.target_ip is not None:
+            raise ValueError(f"{name}: give either client and target_ip or tenants, not both")
+        names = [t.name for t in args.tenants]
+        vnis = [t.vni for t in args.tenants]
+        if len(set(names)) != len(names) or len(set(vnis)) != len(vnis):
+            raise ValueError(f"{name}: tenants {names} with VNIs {vnis}; accepted: distinct "
+                             "names and distinct VNIs")
+        for tenant in args.tenants:
+            if not 1 <= tenant.vni <= VNI_MAX:
+                raise ValueError(f"{name}: tenant {tenant.name} VNI {tenant.vni}; accepted: "
+                                 f"1..{VNI_MAX}")
+        return [_Client(t.name, t.client, t.target_ip, runsteps.traffic_log_name(t.name))
+                for t in args.tenants]
+    if args.client is None or args.target_ip is None:
+        raise ValueError(f"{name}: no traffic client; accepted: client and target_ip, or "
+                         "tenants")
+    return [_Client(None, args.client, args.target_ip, runsteps.traffic_log_name(None))]
 
 
 def parse_summary(stdout: str | None) -> dict[str, Any]:
@@ -220,5 +289,6 @@ def parse_summary(stdout: str | None) -> dict[str, Any]:
         return {"outcome": "error", "reason": "the fetch printed no JSON summary"}
     if not isinstance(data, dict):
         return {"outcome": "error", "reason": "the fetch's summary is not a JSON object"}
-    keep = ("outcome", "matches_expected", "reason", "verdict", "files")
+    keep = ("outcome", "matches_expected", "reason", "verdict", "files", "tenants",
+            "tenants_told_apart")
     return {k: data[k] for k in keep if k in data}

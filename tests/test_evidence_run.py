@@ -9,6 +9,7 @@ input paths sent as secrets; nothing here runs a command.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from vtaplab.ssh import host_key_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAFFIC_STACKS = [s for s in ("b2", "a", "b3") if (ROOT / f"Pulumi.{s}.yaml").is_file()]
+MSP_STACKS = [s for s in ("msp",) if (ROOT / f"Pulumi.{s}.yaml").is_file()]
 PROXIES = {"b2": ["b2-proxy"], "a": ["a-proxy"], "b3": ["b3-proxy1", "b3-proxy2"]}
 LOCAL, REMOTE = "command:local:Command", "command:remote:Command"
 
@@ -142,7 +144,7 @@ def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield path, base64.b64decode(value).decode(errors="replace")
 
 
-@pytest.mark.parametrize("stack", [*TRAFFIC_STACKS, "r1", "b1"])
+@pytest.mark.parametrize("stack", [*TRAFFIC_STACKS, *MSP_STACKS, "r1", "b1"])
 def test_no_secret_reaches_an_input_in_clear(stack, graph_of):
     resources = graph_of(stack)
     fake_key = (ROOT / graph.MOCK_PRIVATE_KEY_FILE).read_text()
@@ -169,7 +171,7 @@ def test_no_secret_reaches_an_input_in_clear(stack, graph_of):
     # every VM got its host key (in its secret user data); the seed itself goes nowhere
     assert {f"host key {i}" for i in range(len(host_keys))} <= found_as_secret
     assert "host key seed" not in found_as_secret
-    if stack in TRAFFIC_STACKS:
+    if stack in (*TRAFFIC_STACKS, *MSP_STACKS):
         assert "operator private key" in found_as_secret  # as connection.privateKey only
 
 
@@ -304,3 +306,225 @@ def test_runs_on_one_collector_take_turns(graph_of):
     # b3's captures start only after b2's evidence is fetched: no capture mixes the two
     assert "b2-run-fetch" in g.deps("b3-run-capture-start-provider-col")
     assert not g.reaches("b2-run-fetch", "b3-run-fetch")
+
+
+# ----------------------------------------------------------------------------- msp: one run
+# over every tenant (one collector capture, every tenant's client inside it)
+
+
+@pytest.fixture(params=MSP_STACKS)
+def msp(request, graph_of, lab_config_of) -> tuple[int, Graph]:
+    return lab_config_of(request.param).msp_tenants, Graph(graph_of(request.param))
+
+
+def test_msp_chain_readiness_taps_fastpaths_capture_every_tenants_traffic_stop_fetch(msp):
+    tenants, g = msp
+    run = "msp-run"
+    assert tenants >= 2  # else "every tenant" proves nothing
+    labels = [f"t{i}" for i in range(1, tenants + 1)]
+    # one run, one collector capture (plus each tenant's proxy), one fetch
+    assert [r["name"] for r in g.resources if r["name"].endswith("-run-fetch")] == [
+        f"{run}-fetch"]
+    col_start, col_stop = f"{run}-capture-start-provider-col", f"{run}-capture-stop-provider-col"
+    starts = [col_start, *[f"{run}-capture-start-msp-{t}-proxy" for t in labels]]
+    stops = [col_stop, *[f"{run}-capture-stop-msp-{t}-proxy" for t in labels]]
+    assert {r["name"] for r in g.commands(run) if "-capture-start-" in r["name"]} == set(starts)
+    taps = {r["name"]: r for r in g.resources
+            if r["type"] == "azure-native:network:NetworkInterfaceTapConfiguration"}
+    assert len(taps) == tenants
+    fastpaths = []
+    for t in labels:
+        fastpath = f"{run}-fastpath-msp-{t}-src"
+        fastpaths.append(fastpath)
+        assert g.by_name[fastpath]["type"] == LOCAL
+        # readiness -> its tenant's tap configuration -> its fastpath restart
+        assert f"{run}-ready-msp-{t}-src" in g.deps(fastpath)
+        own_tap = [name for name in taps if name.startswith(f"msp-{t}-")]
+        assert len(own_tap) == 1 and own_tap[0] in g.deps(fastpath)
+    # every fastpath -> every capture start
+    for start in starts:
+        assert set(fastpaths) <= g.deps(start)
+    # capture start -> every tenant's traffic (from its own client) -> capture stop -> fetch
+    traffic = [f"{run}-traffic-{t}" for t in labels]
+    assert {r["name"] for r in g.commands(run, REMOTE) if "-traffic" in r["name"]} == set(
+        traffic)
+    for t, cmd in zip(labels, traffic, strict=True):
+        assert set(starts) <= g.deps(cmd)
+        assert f"{run}-ready-msp-{t}-client" in g.deps(cmd)
+    for stop in stops:
+        assert set(traffic) <= g.deps(stop)
+    assert set(stops) <= g.deps(f"{run}-fetch")
+    for tap in taps:
+        assert g.reaches(f"{run}-fetch", tap)
+    # never backwards
+    for cmd in traffic:
+        assert not g.reaches(col_start, cmd) and not g.reaches(cmd, col_stop)
+
+
+def test_msp_each_tenants_client_logs_its_own_traffic_and_the_fetch_judges_by_vni(msp):
+    from vtaplab import plan
+
+    tenants, g = msp
+    run = "msp-run"
+    hosts = {r["inputs"]["connection"]["host"]: r["name"][len(f"{run}-ready-"):]
+             for r in g.commands(run, REMOTE) if r["name"].startswith(f"{run}-ready-")}
+    fetch = g.by_name[f"{run}-fetch"]["inputs"]["create"]
+    assert "-m vtaplab.fetch --stack msp --scenario msp" in fetch
+    for i in range(1, tenants + 1):
+        cmd = g.by_name[f"{run}-traffic-t{i}"]["inputs"]
+        # from the tenant's own client, to its own vm-src (the same address in every tenant)
+        assert hosts[cmd["connection"]["host"]] == f"msp-t{i}-client"
+        assert cmd["connection"]["hostKey"] == host_key_for(
+            graph.TEST_HOST_KEY_SEED, f"msp-t{i}-client").public_line
+        assert "--url http://10.30.1.4/ --url http://10.30.1.4/big.bin" in cmd["create"]
+        assert f"--log /var/lib/vtaplab/msp/traffic-t{i}.log " in cmd["create"]
+        assert cmd["triggers"] == ["1"]
+        assert f"--tenant t{i}={plan.tenant_vni(i)}" in fetch
+        client_ip = cmd["connection"]["host"]
+        assert (f"--file traffic-t{i}.log={client_ip}:/var/lib/vtaplab/msp/traffic-t{i}.log"
+                in fetch)
+        assert f"--file proxy-t{i}.pcap=" in fetch
+    assert fetch.count("--tenant ") == tenants
+    assert fetch.count("--file collector.pcap=") == 1
+    assert fetch.count("--file traffic.log=") == 0
+    # every host fetched from is pinned: collector, each tenant's proxy and client
+    assert fetch.count("--known-host ") == 1 + 2 * tenants
+
+
+def test_msp_outputs_carry_the_run_result_and_every_tenants_host_keys(run_of):
+    for stack in MSP_STACKS:
+        out = run_of(stack).outputs["scenarios"]["msp"]
+        assert out["result"] == {}  # the fetch has not run under mocks
+        for tenant in out["tenants"]:
+            assert set(tenant["host_keys"]) == {"collector", "vm_src", "vm_client", "proxy"}
+
+
+def test_msp_secrets_only_in_connections_and_user_data(msp):
+    _tenants, g = msp
+    for resource in g.resources:
+        for path in resource.get("secrets", []):
+            assert path in {"connection", "osProfile", "__provider"}, (resource["name"], path)
+        if resource["type"] == LOCAL:
+            assert "secrets" not in resource and "environment" not in resource["inputs"]
+
+
+# ----------------------------------------------------------------------------- msp: the fetch
+# judges the tenants apart (vtaplab.tenants.separate_tenants, as the emulator does)
+
+
+class FakeHost:
+    """An "SSH session" serving local files by remote path (missing: RemoteFileMissing)."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+
+    def connect(self) -> FakeHost:
+        return self
+
+    def fetch(self, remote: str, local: Path):
+        import hashlib
+        import shutil
+
+        from vtaplab.ssh import FetchResult, RemoteFileMissing
+
+        if remote not in self.files:
+            raise RemoteFileMissing(f"{remote}: no such file")
+        shutil.copyfile(self.files[remote], local)
+        data = Path(local).read_bytes()
+        return FetchResult(remote, Path(local), len(data), hashlib.sha256(data).hexdigest())
+
+    def close(self) -> None:
+        pass
+
+
+def _traffic_log(path: Path, requests: int) -> Path:
+    rows = ["# vtap-traffic v1"] + [f"{n}\thttp://10.30.1.4/\t200\t612\t0.01"
+                                    for n in range(1, requests + 1)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _msp_capture(path: Path, per_vni: dict[int, int]) -> Path:
+    """A collector capture: ``per_vni`` VNI -> GET exchanges, every tenant with the same inner
+    addresses and the same outer source (the PLS NAT IP): only the VNI tells them apart."""
+    from vtaplab import pcapgen
+
+    pairs = []
+    for vni, count in per_vni.items():
+        for n in range(count):
+            pairs.append((pcapgen.Outer(src="10.50.2.4", dst="10.50.3.4", vni=vni,
+                                        sport=50000 + n),
+                          pcapgen.HttpExchange(client_port=41000 + n, messages=[
+                              (pcapgen.http_get("/"), pcapgen.http_ok(b"x" * 612))])))
+    pcapgen.write_capture(path, pcapgen.http_capture_frames(pairs))
+    return path
+
+
+def _fetch_msp(tmp_path: Path, per_vni: dict[int, int], sent: dict[str, int],
+               tenants: dict[str, int]) -> dict[str, Any]:
+    from vtaplab import fetch
+
+    src = tmp_path / "remote"
+    src.mkdir()
+    col = _msp_capture(src / "collector.pcap", per_vni)
+    hosts = {"203.0.113.1": FakeHost({"/var/lib/vtaplab/msp/collector.pcap": col})}
+    files = [fetch.RemoteFile("collector.pcap", "203.0.113.1",
+                              "/var/lib/vtaplab/msp/collector.pcap")]
+    for i, (tenant, count) in enumerate(sent.items(), 2):
+        remote = f"/var/lib/vtaplab/msp/traffic-{tenant}.log"
+        hosts[f"203.0.113.{i}"] = FakeHost(
+            {remote: _traffic_log(src / f"traffic-{tenant}.log", count)})
+        files.append(fetch.RemoteFile(f"traffic-{tenant}.log", f"203.0.113.{i}", remote))
+    return fetch.fetch_scenario(stack="msp", scenario="msp", files=files,
+                                connect=lambda host: hosts[host],  # type: ignore[arg-type,return-value]
+                                root=tmp_path, tenants=tenants)
+
+
+def test_msp_fetch_tells_tenants_apart_by_vni(tmp_path):
+    from vtaplab import fetch, plan
+
+    tenants = {f"t{i}": plan.tenant_vni(i) for i in (1, 2, 3)}
+    verdict = _fetch_msp(tmp_path, {1001: 2, 1002: 3, 1003: 1}, {"t1": 2, "t2": 3, "t3": 1},
+                         tenants)
+    assert verdict["outcome"] == "delivered" and verdict["tenants_told_apart"] is True
+    assert [(r["tenant"], r["vni"], r["sent"], r["requests"]) for r in verdict["tenant_table"]
+            ] == [("t1", 1001, 2, 2), ("t2", 1002, 3, 3), ("t3", 1003, 1, 1)]
+    out = tmp_path / "evidence" / "msp" / "msp"
+    assert {"traffic-t1.log", "traffic-t2.log", "traffic-t3.log"} <= set(verdict["fetched"])
+    # the tenant logs merged for the loss figures: 6 sent, 6 seen
+    assert verdict["traffic"]["requests"] == 6
+    assert verdict["loss"]["requests_sent"] == 6 and verdict["loss"]["requests_not_seen"] == 0
+    assert (out / "traffic.log").read_text().splitlines()[6].startswith("6\t")
+    assert json.loads((out / "verdict.json").read_text())["tenants_told_apart"] is True
+    summary = fetch.outputs_summary(verdict, stack="msp")
+    assert summary["tenants_told_apart"] is True
+    assert [t["vni"] for t in summary["tenants"]] == [1001, 1002, 1003]
+    assert parse_summary(json.dumps(summary))["tenants"] == summary["tenants"]
+
+
+def test_msp_fetch_fails_when_two_tenants_share_a_vni(tmp_path):
+    # t1's and t2's requests all on VNI 1001 (as if both proxies stamped it): 5 > 2 sent
+    verdict = _fetch_msp(tmp_path, {1001: 5, 1003: 1}, {"t1": 2, "t2": 3, "t3": 1},
+                         {"t1": 1001, "t2": 1002, "t3": 1003})
+    assert verdict["tenants_told_apart"] is False
+    assert verdict["outcome"] == "not-delivered"
+    assert "can't be told apart" in verdict["reason"] and "VNI 1002" in verdict["reason"]
+
+
+def test_msp_fetch_without_a_tenant_log_judges_on_vnis_alone(tmp_path):
+    verdict = _fetch_msp(tmp_path, {1001: 1, 1002: 1}, {"t1": 1},
+                         {"t1": 1001, "t2": 1002})
+    assert verdict["outcome"] == "delivered"
+    assert [r["sent"] for r in verdict["tenant_table"]] == [1, None]
+    assert "traffic-t2.log" not in verdict["fetched"] and "missing" not in verdict
+
+
+@pytest.mark.parametrize("spec", ["t1", "t1=0", "t1=16777216", "t1=x", "=5", "a/b=5"])
+def test_fetch_cli_bad_tenant_is_one_line(spec, capsys, tmp_path):
+    from vtaplab import fetch
+
+    code = fetch.main(["--stack", "msp", "--scenario", "msp", "--key-file", str(tmp_path / "k"),
+                       "--known-host", "1.2.3.4=ssh-ed25519 AAAA",
+                       "--file", "collector.pcap=1.2.3.4:/x", "--tenant", spec])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("vtaplab fetch: --tenant")

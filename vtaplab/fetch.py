@@ -14,6 +14,12 @@ reached (or whose host key is wrong), or a file that is there but cannot be read
 
 prints one small JSON line (outcome and evidence paths; no secrets) for stack outputs. The
 private key may instead come as PEM text in the environment variable ``VTAPLAB_SSH_KEY``.
+
+msp: ``--tenant t1=1001 --tenant t2=1002 ...`` (each tenant's name and the VNI its proxy
+stamps) with one ``--file traffic-<tenant>.log=...`` per tenant. The tenant logs are also
+merged (renumbered, tenant by tenant) into ``traffic.log`` for the verdict's loss figures, and
+``vtaplab.tenants.separate_tenants`` (what the emulator calls) adds the per-tenant table and
+fails a verdict whose tenants can't be told apart.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from vtaplab.ssh import RemoteFileMissing, SshError, SshSession
 COLLECTOR_PCAP = "collector.pcap"
 TRAFFIC_LOG = "traffic.log"
 KEY_ENV = "VTAPLAB_SSH_KEY"
+VNI_MAX = 2**24 - 1
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,11 @@ Connect = Callable[[str], SshSession]
 
 def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
                    connect: Connect, root: Path | None = None,
-                   evidence_base: str = "evidence") -> dict[str, Any]:
+                   evidence_base: str = "evidence",
+                   tenants: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Fetch ``files`` into ``<root>/<evidence_base>/<stack>/<scenario>/``, write and return
-    the verdict (with ``fetched`` and, where something was missing, ``reason``/``missing``)."""
+    the verdict (with ``fetched`` and, where something was missing, ``reason``/``missing``).
+    ``tenants`` (msp: name -> VNI): judge them apart from ``traffic-<name>.log`` each."""
     from vtaplab.verdict import build_verdict, write_verdict
 
     if scenario not in facts.SCENARIOS:
@@ -107,8 +116,20 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     present = [out_dir / name for name in fetched]
     collector = out_dir / COLLECTOR_PCAP if COLLECTOR_PCAP in fetched else None
     traffic = out_dir / TRAFFIC_LOG if TRAFFIC_LOG in fetched else None
+    sent: dict[str, int] = {}
+    if tenants:
+        logs = {t: out_dir / tenant_log_name(t) for t in tenants
+                if tenant_log_name(t) in fetched}
+        sent = _tenant_sent(logs)
+        if traffic is None and logs:
+            traffic = merge_traffic_logs(list(logs.values()), out_dir / TRAFFIC_LOG)
+            present.append(traffic)
     verdict = build_verdict(scenario=scenario, collector_pcap=collector, files=present,
                             traffic_log=traffic, root=root)
+    if tenants:
+        from vtaplab.tenants import separate_tenants
+
+        separate_tenants(verdict, dict(tenants), sent)
     verdict["fetched"] = fetched
     if missing:
         verdict["missing"] = missing
@@ -129,15 +150,58 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     return verdict
 
 
+def tenant_log_name(tenant: str) -> str:
+    """A tenant's traffic log in the evidence directory (``runsteps.traffic_log_name``)."""
+    from vtaplab.runsteps import traffic_log_name
+
+    return traffic_log_name(tenant)
+
+
+def _tenant_sent(logs: Mapping[str, Path]) -> dict[str, int]:
+    """Requests each tenant's client sent (a log that can't be read: not known, left out)."""
+    from vtaplab.verdict import TrafficLogError, parse_traffic_log
+
+    sent: dict[str, int] = {}
+    for tenant, path in logs.items():
+        try:
+            sent[tenant] = int(parse_traffic_log(path)["requests"])
+        except TrafficLogError:
+            continue
+    return sent
+
+
+def merge_traffic_logs(parts: Sequence[Path], out: Path) -> Path:
+    """One ``# vtap-traffic v1`` log from several, renumbered, part by part (a part without
+    the header is left out: the verdict reports the tenant's log separately)."""
+    from vtaplab.verdict import TRAFFIC_LOG_HEADER
+
+    lines = [TRAFFIC_LOG_HEADER]
+    for part in parts:
+        rows = Path(part).read_text(encoding="utf-8", errors="replace").splitlines()
+        if not rows or rows[0].strip() != TRAFFIC_LOG_HEADER:
+            continue
+        for row in rows[1:]:
+            if row.strip() and not row.startswith("#"):
+                lines.append("\t".join([str(len(lines)), *row.split("\t")[1:]]))
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
 def outputs_summary(verdict: dict[str, Any], *, stack: str, root: Path | None = None,
                     evidence_base: str = "evidence") -> dict[str, Any]:
-    """The small JSON a pulumi-command prints for stack outputs."""
+    """The small JSON a pulumi-command prints for stack outputs (msp: per tenant, too)."""
     scenario = verdict["scenario"]
-    return {"scenario": scenario, "outcome": verdict["outcome"],
-            "matches_expected": verdict.get("matches_expected"),
-            "reason": verdict.get("reason"),
-            "verdict": f"{evidence_base}/{stack}/{scenario}/verdict.json",
-            "files": verdict.get("files", [])}
+    summary = {"scenario": scenario, "outcome": verdict["outcome"],
+               "matches_expected": verdict.get("matches_expected"),
+               "reason": verdict.get("reason"),
+               "verdict": f"{evidence_base}/{stack}/{scenario}/verdict.json",
+               "files": verdict.get("files", [])}
+    if "tenant_table" in verdict:
+        summary["tenants_told_apart"] = verdict.get("tenants_told_apart")
+        summary["tenants"] = [{k: row.get(k) for k in ("tenant", "vni", "sent", "requests",
+                                                        "responses", "delivered")}
+                              for row in verdict["tenant_table"]]
+    return summary
 
 
 def _parse_file(spec: str) -> RemoteFile:
@@ -146,6 +210,25 @@ def _parse_file(spec: str) -> RemoteFile:
     if not sep or not sep2 or not host:
         raise ValueError(f"--file {spec!r}: accepted: NAME=HOST:/ABSOLUTE/PATH")
     return RemoteFile(name, host, path)
+
+
+def _parse_tenants(specs: Sequence[str]) -> dict[str, int] | None:
+    tenants: dict[str, int] = {}
+    for spec in specs:
+        name, sep, vni = spec.partition("=")
+        if (not sep or not name or name in tenants or not vni.isdigit()
+                or not 1 <= int(vni) <= VNI_MAX):
+            raise ValueError(f"--tenant {spec!r}: accepted: NAME=VNI, a new name and a VNI "
+                             f"1..{VNI_MAX}")
+        try:
+            tenant_log_name(name)  # a name a file can carry
+        except ValueError as exc:
+            raise ValueError(f"--tenant {spec!r}: {exc}") from None
+        tenants[name] = int(vni)
+    if len(set(tenants.values())) != len(tenants):
+        raise ValueError(f"--tenant: VNIs {sorted(tenants.values())}; accepted: one VNI per "
+                         "tenant")
+    return tenants or None
 
 
 def main(argv: list[str]) -> int:
@@ -163,6 +246,8 @@ def main(argv: list[str]) -> int:
                         metavar="HOST=KEYLINE",
                         help="a pinned host key (public), e.g. '20.0.0.1=ssh-ed25519 AAAA...'")
     parser.add_argument("--file", action="append", default=[], metavar="NAME=HOST:PATH")
+    parser.add_argument("--tenant", action="append", default=[], metavar="NAME=VNI",
+                        help="msp: a tenant and the VNI its proxy stamps, e.g. t1=1001")
     parser.add_argument("--connect-seconds", type=float, default=300.0)
     args = parser.parse_args(argv)
     try:
@@ -193,7 +278,7 @@ def main(argv: list[str]) -> int:
                               port=args.port, connect_total_seconds=args.connect_seconds)
 
         verdict = fetch_scenario(stack=args.stack, scenario=args.scenario, files=files,
-                                 connect=connect)
+                                 connect=connect, tenants=_parse_tenants(args.tenant))
     except (ValueError, SshError) as exc:
         print(f"vtaplab fetch: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ REMOTE_DIR = "/var/lib/vtaplab"
 # Mirrored packets still in flight when the client's last request returns.
 DRAIN_SECONDS = 5
 TRAFFIC_TIMEOUT = 10
+TRAFFIC_LOG = "traffic.log"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -53,17 +54,25 @@ def capture_stop(scenario: str) -> str:
     return f"sudo vtap-capture.sh stop --unit {capture_unit(scenario)}"
 
 
+def traffic_log_name(tenant: str | None = None) -> str:
+    """The traffic log's file name: ``traffic.log``, or ``traffic-<tenant>.log`` (msp: one
+    client per tenant)."""
+    return TRAFFIC_LOG if tenant is None else f"traffic-{_name('tenant', tenant)}.log"
+
+
 def traffic(scenario: str, target_ip: str, count: int, *, base: str = REMOTE_DIR,
-            drain_seconds: int = DRAIN_SECONDS) -> str:
-    """``count`` rounds of GET / and GET /big.bin to vm-src's nginx, logged; then a pause so
-    the last mirrored packets reach the collector before the capture stops. Exit 1 of the
-    script (some requests failed) is evidence for the verdict, not a failed step."""
+            drain_seconds: int = DRAIN_SECONDS, log_name: str = "traffic.log") -> str:
+    """``count`` rounds of GET / and GET /big.bin to vm-src's nginx, logged into
+    ``<dir>/<log_name>``; then a pause so the last mirrored packets reach the collector before
+    the capture stops. Exit 1 of the script (some requests failed) is evidence for the
+    verdict, not a failed step."""
     ip = str(ipaddress.IPv4Address(str(target_ip).strip()))
     directory = remote_dir(scenario, base)
+    log = f"{directory}/{_name('log name', log_name)}"
     return " && ".join([
         f"sudo mkdir -p {directory}",
         f"{{ sudo vtap-traffic.sh --url http://{ip}/ --url http://{ip}/big.bin "
-        f"--count {int(count)} --log {directory}/traffic.log --timeout {TRAFFIC_TIMEOUT} "
+        f"--count {int(count)} --log {log} --timeout {TRAFFIC_TIMEOUT} "
         "|| [ $? -eq 1 ]; }",
         f"sleep {int(drain_seconds)}"])
 

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from components import CollectorService, ProxyNat, SourceVnet
     from components.evidence_run import EvidenceRun
     from vtaplab.config import LabConfig
-    from vtaplab.ssh import HostKeyPair
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
@@ -100,7 +99,7 @@ def build(cfg: LabConfig) -> dict[str, object]:
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            cloud_init=user_data(cfg, f"provider-{COLLECTOR_ROLE}", cloudinit.render("collector")),
+            cloud_init=cloudinit.render("collector"),
             tags=stack_tags,
         ),
     )
@@ -147,10 +146,8 @@ def _source_vnet(
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            src_cloud_init=user_data(cfg, f"{name or scenario}-src", cloudinit.render("src")),
-            client_cloud_init=(
-                user_data(cfg, f"{name or scenario}-client", cloudinit.render("client"))
-                if with_client else None),
+            src_cloud_init=cloudinit.render("src"),
+            client_cloud_init=cloudinit.render("client") if with_client else None,
             # b1's attempt points a vTAP at an LB in the source VNet; b3's vTAP does, too,
             # and that LB spreads the mirror over the proxies.
             with_ilb=scenario in ("b1", "b3"),
@@ -276,7 +273,7 @@ def _proxy(
 
     def proxy_user_data(pe_ip: str) -> str:
         # ProxyNat's VM carries the component's name.
-        return user_data(cfg, name, cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra))
+        return cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra)
 
     return ProxyNat(
         name,
@@ -328,7 +325,7 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
     outputs["proxy"] = _proxy_outputs(proxy, cfg.proxy_mode)
     outputs["tap_id"] = tap.tap_id
-    outputs["host_keys"] = run_host_keys(cfg, scenario, [f"{scenario}-proxy"])
+    outputs["host_keys"] = run_host_keys(shared, consumer, [proxy])
     outputs["result"] = run.summary
     return outputs
 
@@ -367,7 +364,7 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["ilb"] = {"ip": str(cfg.consumer.ilb_ip), "frontend_id": consumer.ilb_frontend_id}
     outputs["proxies"] = [_proxy_outputs(p, cfg.proxy_mode) for p in proxies]
     outputs["tap_id"] = tap.tap_id
-    outputs["host_keys"] = run_host_keys(cfg, scenario, proxy_names)
+    outputs["host_keys"] = run_host_keys(shared, consumer, proxies)
     outputs["result"] = run.summary
     return outputs
 
@@ -381,6 +378,9 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
 
     cfg = shared.cfg
     tenants: list[dict[str, object]] = []
+    run_tenants: list[RunTenantSpec] = []
+    run_proxies: list[tuple[str, ProxyNat]] = []
+    taps: list[pulumi.Resource] = []
     for tenant in range(1, cfg.msp_tenants + 1):
         name = f"{scenario}-t{tenant}"
         vni = plan.tenant_vni(tenant)
@@ -405,7 +405,13 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
         outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
         outputs["proxy"] = _proxy_outputs(proxy, cfg.proxy_mode)
         outputs["tap_id"] = tap.tap_id
+        outputs["host_keys"] = run_host_keys(shared, consumer, [proxy])
         tenants.append(outputs)
+        run_tenants.append(RunTenantSpec(f"t{tenant}", name, consumer, vni))
+        run_proxies.append((f"{name}-proxy", proxy))
+        taps.append(tap)
+    # One run over all tenants: one collector capture, every tenant's traffic inside it.
+    run = evidence_run(shared, scenario, proxies=run_proxies, tap=taps, tenants=run_tenants)
     return {
         "pls_alias": shared.collector.pls_alias,
         "collector": {
@@ -413,6 +419,7 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
             "ssh": shared.collector.collector_ssh_host,
         },
         "tenants": tenants,
+        "result": run.summary,
     }
 
 
@@ -421,35 +428,34 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
 COLLECTOR_ROLE = "col"  # CollectorService names its VM "<name>-col"
 
 
-def host_key(cfg: LabConfig, vm_name: str) -> HostKeyPair:
-    """``vm_name``'s SSH host key, derived from the stack's secret ``hostKeySeed``."""
-    from vtaplab.ssh import host_key_for
+def host_key_of(component: pulumi.Resource, vm_name: str) -> pulumi.Output[str]:
+    """The public SSH host key of ``vm_name`` (one of ``component``'s VMs): LinuxVm's
+    ``tls.PrivateKey``, kept as a secret in the stack state."""
+    from components import CollectorService, ProxyNat, SourceVnet
 
-    if not cfg.host_key_seed:
-        raise StackError("vtaplab:hostKeySeed is not set; accepted: "
-                         'pulumi config set --secret vtaplab:hostKeySeed "$(openssl rand -hex 32)"')
-    return host_key_for(cfg.host_key_seed, vm_name)
-
-
-def user_data(cfg: LabConfig, vm_name: str, text: str) -> str:
-    """``text`` with the VM's pinned host key installed by cloud-init (LinuxVm keeps
-    customData secret: this holds the private half)."""
-    from vtaplab import cloudinit
-
-    pair = host_key(cfg, vm_name)
-    return cloudinit.with_host_key(text, private_pem=pair.private_pem,
-                                   public_line=pair.public_line)
+    key: pulumi.Output[str] | None = None
+    if isinstance(component, CollectorService):
+        key = component.collector_host_key
+    elif isinstance(component, ProxyNat):
+        key = component.host_key
+    elif isinstance(component, SourceVnet):
+        key = component.client_host_key if vm_name.endswith("-client") else component.src_host_key
+    if key is None:
+        raise StackError(f"{vm_name}: {type(component).__name__} has no host key for it")
+    return key
 
 
-def run_host_keys(cfg: LabConfig, consumer_name: str, proxy_names: Sequence[str]
-                  ) -> dict[str, str]:
+def run_host_keys(shared: Shared, consumer: SourceVnet, proxies: Sequence[ProxyNat]
+                  ) -> dict[str, pulumi.Output[str]]:
     """The public host keys of a run's VMs by role (stack outputs: ``python -m vtaplab
     evidence`` pins them)."""
-    keys = {"collector": host_key(cfg, f"provider-{COLLECTOR_ROLE}").public_line,
-            "vm_src": host_key(cfg, f"{consumer_name}-src").public_line,
-            "vm_client": host_key(cfg, f"{consumer_name}-client").public_line}
-    for index, name in enumerate(proxy_names):
-        keys["proxy" if index == 0 else f"proxy{index + 1}"] = host_key(cfg, name).public_line
+    if consumer.client_host_key is None:
+        raise StackError("a run's consumer needs its client VM")
+    keys = {"collector": shared.collector.collector_host_key,
+            "vm_src": consumer.src_host_key,
+            "vm_client": consumer.client_host_key}
+    for index, proxy in enumerate(proxies):
+        keys["proxy" if index == 0 else f"proxy{index + 1}"] = proxy.host_key
     return keys
 
 
@@ -485,20 +491,36 @@ def _run_keys(cfg: LabConfig) -> RunKeys | None:
     return RunKeys(private_key=Output.secret(text), private_key_file=path)
 
 
-def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVnet],
-                 proxies: Sequence[tuple[str, ProxyNat]], tap: pulumi.Resource,
+@dataclass(frozen=True)
+class RunTenantSpec:
+    """msp: one tenant of a run: its label (``t1``), its consumer (name, component), its VNI."""
+
+    label: str
+    consumer_name: str
+    consumer: SourceVnet
+    vni: int
+
+
+def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVnet] | None = None,
+                 proxies: Sequence[tuple[str, ProxyNat]],
+                 tap: pulumi.Resource | Sequence[pulumi.Resource],
+                 tenants: Sequence[RunTenantSpec] = (),
                  name: str | None = None) -> EvidenceRun:
     """Declare one scenario's run (readiness, fastpath restart, captures, traffic, fetch):
-    ``consumer`` and ``proxies`` as (name the component was given, component). Runs on the
-    stack's one collector are chained, so no capture holds another scenario's traffic."""
+    ``consumer`` and ``proxies`` as (name the component was given, component); msp gives
+    ``tenants`` instead of ``consumer`` (every tenant's vm-src tapped, its client sending).
+    Runs on the stack's one collector are chained, so no capture holds another scenario's
+    traffic."""
+    import pulumi
     from pulumi import Output
 
-    from components.evidence_run import EvidenceRun, EvidenceRunArgs, RunVm
+    from components.evidence_run import EvidenceRun, EvidenceRunArgs, RunTenant, RunVm
 
     cfg = shared.cfg
     if shared.keys is None:
         raise StackError(f"{scenario}: a run needs the operator's private key")
-    consumer_name, vnet = consumer
+    if (consumer is None) == (not tenants):
+        raise StackError(f"{scenario}: a run takes one consumer or tenants, not both/neither")
 
     def address(ssh_host: pulumi.Output[str] | None, vm_name: str) -> pulumi.Output[str]:
         if ssh_host is None:
@@ -512,20 +534,29 @@ def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVn
             shared.resource_group_name, "/providers/Microsoft.Compute/virtualMachines/",
             vm_name) if tapped else None
         return RunVm(name=vm_name, host=address(ssh_host, vm_name), user=cfg.admin_username,
-                     host_key=host_key(cfg, vm_name).public_line, wait_for=[component],
+                     host_key=host_key_of(component, vm_name), wait_for=[component],
                      vm_id=vm_id)
 
+    consumers = ([(consumer[0], consumer[1])] if consumer is not None
+                 else [(t.consumer_name, t.consumer) for t in tenants])
     run = EvidenceRun(
         name or f"{scenario}-run",
         EvidenceRunArgs(
             stack=cfg.stack, scenario=scenario,
             collector=vm(f"provider-{COLLECTOR_ROLE}", shared.collector.collector_ssh_host,
                          shared.collector),
-            client=vm(f"{consumer_name}-client", vnet.client_ssh_host, vnet),
-            tapped=[vm(f"{consumer_name}-src", vnet.src_ssh_host, vnet, tapped=True)],
+            client=(vm(f"{consumer[0]}-client", consumer[1].client_ssh_host, consumer[1])
+                    if consumer is not None else None),
+            target_ip=consumer[1].src_ip if consumer is not None else None,
+            tenants=[RunTenant(name=t.label, vni=t.vni,
+                               client=vm(f"{t.consumer_name}-client",
+                                         t.consumer.client_ssh_host, t.consumer),
+                               target_ip=t.consumer.src_ip) for t in tenants],
+            tapped=[vm(f"{consumer_name}-src", vnet.src_ssh_host, vnet, tapped=True)
+                    for consumer_name, vnet in consumers],
             proxies=[vm(proxy_name, proxy.ssh_host, proxy) for proxy_name, proxy in proxies],
-            target_ip=vnet.src_ip,
-            tap_configurations=[tap],
+            proxy_files=[f"proxy-{t.label}.pcap" for t in tenants],
+            tap_configurations=[tap] if isinstance(tap, pulumi.Resource) else list(tap),
             private_key=shared.keys.private_key,
             private_key_file=shared.keys.private_key_file,
             capture_seconds=cfg.capture_seconds,
