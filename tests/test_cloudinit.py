@@ -20,14 +20,14 @@ PARAMS: dict[str, dict[str, str]] = {
     "src": {},
     "client": {},
     "proxy": {"pe_ip": "10.30.3.4", "mode": "stateless"},
-    "collector": {},
+    "collector": {"decap_vnis": "1001,1002,1003"},
 }
 # Where each role's scripts land (contracts.md: /usr/local/sbin, mode 0755).
 SCRIPTS: dict[str, list[str]] = {
     "src": [],
     "client": ["vtap-traffic.sh"],
     "proxy": ["vtap-proxy.sh"],
-    "collector": ["vtap-capture.sh"],
+    "collector": ["vtap-capture.sh", "vtap-decap.sh"],
 }
 
 
@@ -176,6 +176,80 @@ def test_proxy_vni_is_passed_on():
     assert command.endswith("--target 10.30.3.4 --vni 7")
 
 
+# ----------------------------------------------------------------------------- collector decap
+
+DECAP_UNIT = "/etc/systemd/system/vtap-decap.service"
+
+
+def decap_exec_start(doc: dict) -> str:
+    unit = files_of(doc)[DECAP_UNIT]["content"]
+    lines = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == 1, unit
+    return lines[0][len("ExecStart="):]
+
+
+def test_collector_decaps_the_vnis_given_on_every_boot():
+    require_scripts("collector")
+    doc = parsed("collector", decap_vnis="1001,1002,1003")
+    assert decap_exec_start(doc) == "/usr/local/sbin/vtap-decap.sh apply --vni 1001,1002,1003"
+    unit = files_of(doc)[DECAP_UNIT]["content"]
+    assert "WantedBy=multi-user.target" in unit and "Type=oneshot" in unit
+    assert doc["runcmd"][-2:] == [["systemctl", "daemon-reload"],
+                                  ["systemctl", "enable", "--now", "vtap-decap.service"]]
+    # the capture is still there, unchanged
+    assert "/usr/local/sbin/vtap-capture.sh" in files_of(doc)
+    assert cloudinit.scripts_for("collector") == [cloudinit.TEMPLATE_DIR / "vtap-capture.sh",
+                                                  cloudinit.TEMPLATE_DIR / "vtap-decap.sh"]
+
+
+def test_collector_without_decap_vnis_has_no_decap():
+    require_scripts("collector")
+    doc = parsed("collector")
+    assert sorted(p for p in files_of(doc) if p.startswith("/usr/local/sbin/")) == [
+        "/usr/local/sbin/vtap-capture.sh"]
+    assert DECAP_UNIT not in files_of(doc)
+    assert doc["runcmd"] == [["mkdir", "-p", "/var/lib/vtaplab"]]
+    assert "decap" not in render("collector")
+
+
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian's cloud-init not installed")
+def test_collector_without_decap_passes_cloud_init_schema(tmp_path):
+    require_scripts("collector")
+    path = tmp_path / "collector.yaml"
+    path.write_text(render("collector"))
+    result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_decap_unit_passes_systemd_analyze(tmp_path):
+    require_scripts("collector")
+    unit = files_of(parsed("collector", **PARAMS["collector"]))[DECAP_UNIT]["content"]
+    script = str(cloudinit.TEMPLATE_DIR / "vtap-decap.sh")
+    path = tmp_path / "vtap-decap.service"
+    path.write_text(unit.replace("/usr/local/sbin/vtap-decap.sh", script))
+    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "ignoring" not in output and "Unknown" not in output, output
+
+
+@pytest.mark.parametrize("vnis", ["", "0", "16777216", "1001,1001", "1001,", "a",
+                                  "1001;reboot", "1001\nruncmd: [reboot]", "1001, 1002"])
+def test_bad_decap_vnis_are_refused_in_one_line(vnis):
+    with pytest.raises(CloudInitError, match=r"decap_vnis=.* is not a list of VNIs; accepted: "
+                                             r"distinct integers 1\.\.16777215") as info:
+        render("collector", decap_vnis=vnis)
+    assert "\n" not in str(info.value).replace(repr(vnis), "")
+
+
+def test_decap_vnis_are_normalised():
+    require_scripts("collector")
+    assert decap_exec_start(parsed("collector", decap_vnis="01001,7")).endswith("--vni 1001,7")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -242,7 +316,7 @@ def test_stray_dollar_is_named(template_dir):
 def test_templates_use_only_known_placeholders():
     for role in cloudinit.ROLES:
         names = cloudinit.placeholders(cloudinit.template_path(role).read_text())
-        allowed = set(cloudinit.ROLE_PARAMS[role]) | {"vni_args"}
+        allowed = set(cloudinit.ROLE_PARAMS[role]) | set(cloudinit.DERIVED.get(role, ()))
         for name in names:
             assert name.startswith(cloudinit.SCRIPT_PREFIX) or name in allowed, (role, name)
 
@@ -340,3 +414,30 @@ def test_host_key_input_errors_are_one_line():
     with pytest.raises(cloudinit.CloudInitError, match="already sets ssh_deletekeys"):
         cloudinit.with_host_key(once, private_pem=pair.private_pem,
                                 public_line=pair.public_line)
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip")), reason="needs root, iproute2")
+def test_decap_boot_command_works_with_its_script(tmp_path):
+    """Run the rendered decap unit's ExecStart (script from user data) in a namespace of ours:
+    one VXLAN interface per VNI given."""
+    require_scripts("collector")
+    doc = parsed("collector", decap_vnis="1001,1002")
+    script = tmp_path / "vtap-decap.sh"
+    script.write_bytes(base64.b64decode(files_of(doc)["/usr/local/sbin/vtap-decap.sh"]["content"]))
+    script.chmod(0o755)
+    argv = shlex.split(decap_exec_start(doc))
+    assert argv[0] == "/usr/local/sbin/vtap-decap.sh"
+    netns = "vl" + secrets.token_hex(2) + "dc"
+    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
+    try:
+        run = ["ip", "netns", "exec", netns]
+        applied = subprocess.run([*run, str(script), *argv[1:]], capture_output=True, text=True,
+                                 timeout=30)
+        assert applied.returncode == 0, applied.stderr
+        links = subprocess.run([*run, "ip", "-d", "-o", "link", "show", "type", "vxlan"],
+                               capture_output=True, text=True, timeout=10).stdout
+        assert sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()) == [
+            "vtap1001", "vtap1002"]
+        assert "vxlan id 1001 " in links and "vxlan id 1002 " in links
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)

@@ -227,3 +227,28 @@ def test_b3_and_msp_have_committed_stacks():
     assert {"b3", "msp"} <= set(COMMITTED_STACKS)
     assert stacks_with("b3") and stacks_with("msp")
 
+
+
+# ----------------------------------------------------------------------------- msp collector
+
+
+def _collector_user_data(resources: Resources) -> str:
+    vms = [r for r in resources if r["type"] == VM and r["name"] == "provider-col-vm"]
+    assert len(vms) == 1
+    return base64.b64decode(vms[0]["inputs"]["osProfile"]["customData"]).decode()
+
+
+@pytest.mark.parametrize("stack_name", stacks_with("msp"))
+def test_msp_collector_decaps_every_tenants_vni(stack_name, graph_of, lab_config_of):
+    cfg = lab_config_of(stack_name)
+    text = _collector_user_data(graph_of(stack_name))
+    vnis = ",".join(str(plan.tenant_vni(i)) for i in range(1, cfg.msp_tenants + 1))
+    assert cfg.msp_tenants >= 2
+    assert f"ExecStart=/usr/local/sbin/vtap-decap.sh apply --vni {vnis}\n" in text
+    assert "[systemctl, enable, --now, vtap-decap.service]" in text
+
+
+@pytest.mark.parametrize("stack_name", [s for s in ("b2", "b3") if s in COMMITTED_STACKS])
+def test_a_collector_without_msp_has_no_decap(stack_name, graph_of):
+    text = _collector_user_data(graph_of(stack_name))
+    assert "vtap-capture.sh" in text and "vtap-decap" not in text

@@ -60,14 +60,58 @@ def _vni(name: str, value: str) -> str:
     return str(int(value))
 
 
+def _vni_list(name: str, value: str) -> str:
+    """A comma list of distinct VNIs 1..2^24-1 (msp's tenants), e.g. ``1001,1002,1003``."""
+    items = value.split(",")
+    if not (value and all(i.isdigit() and 1 <= int(i) <= VNI_MAX for i in items)
+            and len({int(i) for i in items}) == len(items)):
+        raise CloudInitError(
+            f"cloud-init parameter {name}={value!r} is not a list of VNIs; accepted: distinct "
+            f"integers 1..{VNI_MAX} separated by commas, e.g. 1001,1002,1003"
+        )
+    return ",".join(str(int(i)) for i in items)
+
+
 # role -> {parameter: (validator, required)}; optional parameters feed derived placeholders.
 _Validator = Callable[[str, str], str]
 ROLE_PARAMS: dict[str, dict[str, tuple[_Validator, bool]]] = {
     "src": {},
     "client": {},
     "proxy": {"pe_ip": (_ipv4, True), "mode": (_mode, True), "vni": (_vni, False)},
-    "collector": {},
+    "collector": {"decap_vnis": (_vni_list, False)},
 }
+
+# The collector's decap interfaces (cloudinit/vtap-decap.sh): only with ``decap_vnis``, so a
+# collector without tenants boots exactly as before. A systemd oneshot applies them on every
+# boot (the VM may be deallocated and started again); the capture (vtap-capture.sh) reads
+# the NIC before decapsulation and is unaffected.
+DECAP_SCRIPT = "script_vtap_decap"
+DECAP_UNIT = "vtap-decap.service"
+_DECAP_FILES = """
+  - path: /usr/local/sbin/vtap-decap.sh
+    owner: root:root
+    permissions: "0755"
+    encoding: b64
+    content: {script}
+  - path: /etc/systemd/system/{unit}
+    permissions: "0644"
+    content: |
+      [Unit]
+      Description=vtaplab: one VXLAN decap interface per tenant VNI (vtap<VNI>), for an IDS
+      Wants=network-online.target
+      After=network-online.target
+
+      [Service]
+      Type=oneshot
+      RemainAfterExit=yes
+      ExecStart=/usr/local/sbin/vtap-decap.sh apply --vni {vnis}
+
+      [Install]
+      WantedBy=multi-user.target"""
+_DECAP_RUNCMD = """
+  - [systemctl, daemon-reload]
+  # --now applies it on this first boot; enable makes every later boot apply it again.
+  - [systemctl, enable, --now, {unit}]"""
 
 
 def _derived(role: str, params: Mapping[str, str]) -> dict[str, str]:
@@ -75,7 +119,19 @@ def _derived(role: str, params: Mapping[str, str]) -> dict[str, str]:
     if role == "proxy":
         vni = params.get("vni", "")
         return {"vni_args": f" --vni {vni}" if vni else ""}
+    if role == "collector":
+        vnis = params.get("decap_vnis", "")
+        if not vnis:
+            return {"decap_files": "", "decap_runcmd": ""}
+        return {"decap_files": _DECAP_FILES.format(script=_script_b64(DECAP_SCRIPT),
+                                                   unit=DECAP_UNIT, vnis=vnis),
+                "decap_runcmd": _DECAP_RUNCMD.format(unit=DECAP_UNIT)}
     return {}
+
+
+DERIVED: dict[str, tuple[str, ...]] = {
+    "proxy": ("vni_args",), "collector": ("decap_files", "decap_runcmd")}
+"""The placeholders ``_derived`` fills, per role."""
 
 
 def template_path(role: str) -> Path:
@@ -104,9 +160,13 @@ def placeholders(text: str) -> list[str]:
 
 
 def scripts_for(role: str) -> list[Path]:
-    """The VM scripts a role's template embeds."""
+    """The VM scripts a role's template embeds (the collector's vtap-decap.sh: only when
+    rendered with ``decap_vnis``)."""
     text = _read_template(role)
-    return [script_path(n) for n in placeholders(text) if n.startswith(SCRIPT_PREFIX)]
+    scripts = [script_path(n) for n in placeholders(text) if n.startswith(SCRIPT_PREFIX)]
+    if role == "collector":
+        scripts.append(script_path(DECAP_SCRIPT))
+    return scripts
 
 
 def _read_template(role: str) -> str:
@@ -130,7 +190,8 @@ def _script_b64(placeholder: str) -> str:
 def render(role: str, **params: str) -> str:
     """The user data (``#cloud-config`` text) for ``role``, with ``params`` filled in.
 
-    Roles and their parameters: ``src``, ``client``, ``collector``: none; ``proxy``:
+    Roles and their parameters: ``src``, ``client``: none; ``collector``: optional
+    ``decap_vnis`` (comma list of VNIs: one decap interface each, every boot); ``proxy``:
     ``pe_ip`` (the Private Endpoint's IPv4), ``mode`` (netdev|stateless|conntrack), optional
     ``vni``.
     Raises ``CloudInitError`` on an unknown role, a missing, unknown or malformed parameter,

@@ -77,7 +77,6 @@ def build(cfg: LabConfig) -> dict[str, object]:
 
     from components import CollectorService, CollectorServiceArgs
     from components.tags import base_tags, component_tags
-    from vtaplab import cloudinit
 
     check_composable(cfg)
     stack_tags = base_tags(cfg.project, cfg.stack, "+".join(cfg.scenarios))
@@ -100,7 +99,7 @@ def build(cfg: LabConfig) -> dict[str, object]:
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            cloud_init=user_data(cfg, f"provider-{COLLECTOR_ROLE}", cloudinit.render("collector")),
+            cloud_init=user_data(cfg, f"provider-{COLLECTOR_ROLE}", collector_user_data(cfg)),
             tags=stack_tags,
         ),
     )
@@ -370,6 +369,22 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["host_keys"] = run_host_keys(cfg, scenario, proxy_names)
     outputs["result"] = run.summary
     return outputs
+
+
+def collector_params(cfg: LabConfig) -> dict[str, str]:
+    """The collector's cloud-init parameters: with msp, every tenant's VNI
+    (``plan.tenant_vni``), one decap interface each (``vtap-decap.sh``, every boot)."""
+    if "msp" not in cfg.scenarios:
+        return {}
+    return {"decap_vnis": ",".join(str(plan.tenant_vni(tenant))
+                                   for tenant in range(1, cfg.msp_tenants + 1))}
+
+
+def collector_user_data(cfg: LabConfig) -> str:
+    """The collector's cloud-init (``collector_params``: msp's decap interfaces)."""
+    from vtaplab import cloudinit
+
+    return cloudinit.render("collector", **collector_params(cfg))
 
 
 def _msp(shared: Shared, scenario: str) -> dict[str, object]:
