@@ -50,6 +50,7 @@ class CollectorService(pulumi.ComponentResource):
     vnet_id: Output[str]
     collector_ip: Output[str]
     collector_ssh_host: Output[str] | None
+    collector_host_key: Output[str]
     collector_nic_name: Output[str]
     ilb_frontend_id: Output[str] | None
     pls_id: Output[str]
@@ -126,6 +127,7 @@ class CollectorService(pulumi.ComponentResource):
         self.vnet_id = vnet.id
         self.collector_ip = collector.private_ip
         self.collector_ssh_host = collector.ssh_host
+        self.collector_host_key = collector.host_key
         self.collector_nic_name = collector.nic_name
         self.ilb_frontend_id = lb.frontend_id if lb is not None else None
         self.pls_id = pls.id
@@ -138,6 +140,7 @@ class CollectorService(pulumi.ComponentResource):
                 "vnet_id": self.vnet_id,
                 "collector_ip": self.collector_ip,
                 "collector_ssh_host": self.collector_ssh_host,
+                "collector_host_key": self.collector_host_key,
                 "ilb_frontend_id": self.ilb_frontend_id,
                 "pls_id": self.pls_id,
                 "pls_alias": self.pls_alias,

@@ -58,8 +58,8 @@ class RunVm:
     host: Input[str]
     """Its SSH address (public IP)."""
     user: str
-    host_key: str
-    """Its pinned public host key, ``ssh-ed25519 AAAA...`` (``vtaplab.ssh.host_key_for``)."""
+    host_key: Input[str]
+    """Its pinned public host key, ``ssh-ed25519 AAAA...`` (``LinuxVm.host_key``)."""
     wait_for: Sequence[pulumi.Resource] = field(default_factory=list)
     """What creates the VM: readiness waits for it."""
     vm_id: Input[str] | None = None
@@ -175,10 +175,10 @@ class EvidenceRun(pulumi.ComponentResource):
 
     def _fastpath(self, vm: RunVm) -> local.Command:
         a = self._args
-        create = Output.all(vm.vm_id, vm.host).apply(lambda v: " ".join([
+        create = Output.all(vm.vm_id, vm.host, vm.host_key).apply(lambda v: " ".join([
             PYTHON, "-m", "vtaplab.fastpath", shlex.quote(str(v[0])),
             "--ssh-host", shlex.quote(str(v[1])), "--ssh-user", shlex.quote(vm.user),
-            "--host-key", shlex.quote(vm.host_key),
+            "--host-key", shlex.quote(str(v[2])),
             "--ssh-key-file", shlex.quote(a.private_key_file)]))
         return local.Command(
             f"{self._name}-fastpath-{vm.name}",
@@ -222,14 +222,15 @@ class EvidenceRun(pulumi.ComponentResource):
         a = self._args
         sources = [*captured, *[(c.client, c.log_name) for c in self._clients]]
         hosts = Output.all(*[vm.host for vm, _ in sources])
+        host_keys = Output.all(*[vm.host_key for vm, _ in sources])
 
-        def command(addresses: list[str]) -> str:
+        def command(addresses: list[str], keys: list[str]) -> str:
             argv = [PYTHON, "-m", "vtaplab.fetch", "--stack", shlex.quote(a.stack),
                     "--scenario", shlex.quote(a.scenario), "--user",
                     shlex.quote(a.collector.user), "--key-file", shlex.quote(a.private_key_file)]
             pinned: dict[str, str] = {}
-            for (vm, file_name), host in zip(sources, addresses, strict=True):
-                pinned[str(host)] = vm.host_key
+            for (_vm, file_name), host, key in zip(sources, addresses, keys, strict=True):
+                pinned[str(host)] = str(key)
                 argv += ["--file", shlex.quote(f"{file_name}={host}:"
                                                f"{self._remote_dir}/{file_name}")]
             for host, key in sorted(pinned.items()):
@@ -240,7 +241,8 @@ class EvidenceRun(pulumi.ComponentResource):
 
         return local.Command(
             f"{self._name}-fetch",
-            create=hosts.apply(command), triggers=[a.run_id],
+            create=Output.all(hosts, host_keys).apply(lambda v: command(v[0], v[1])),
+            triggers=[a.run_id],
             opts=self._opts(stops))
 
 

@@ -4,6 +4,11 @@ A NIC with a static private IP (optionally IP forwarding, optionally in LB backe
 NSG on that NIC admitting SSH only from the operator's CIDR plus the caller's rules, a Standard
 static public IP (outbound for apt, since new VNets get no default outbound access, and SSH),
 and an Ubuntu 24.04 LTS VM that accepts SSH keys only and boots with the caller's cloud-init.
+
+Its SSH host key is a ``tls.PrivateKey`` (Ed25519) of its own, generated once and kept in the
+stack state as a secret: cloud-init installs the private half (``ssh_keys``), and
+:attr:`LinuxVm.host_key` (the public half) is what the lab's SSH steps pin, so even the first
+connection is verified and nobody has to hold a seed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import pulumi
+import pulumi_tls as tls
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import compute, network
 
@@ -57,8 +63,9 @@ class LinuxVmArgs:
     operator_cidr: str
     """The only source SSH is admitted from."""
     cloud_init: Input[str]
-    """cloud-init user data as text; base64-encoded here into ``customData`` (a secret:
-    it holds the VM's private host key, see ``vtaplab.cloudinit.with_host_key``)."""
+    """cloud-init user data as text; the VM's host key is added to it here
+    (``vtaplab.cloudinit.with_host_key``) and the result base64-encoded into ``customData``
+    (a secret: it holds the private half)."""
     tags: Mapping[str, str]
     inbound_rules: Sequence[NsgRule] = ()
     enable_ip_forwarding: bool = False
@@ -78,6 +85,8 @@ class LinuxVm(pulumi.ComponentResource):
     public_ip: Output[str] | None
     ssh_host: Output[str] | None
     vm_id: Output[str]
+    host_key: Output[str]
+    """The VM's public SSH host key, ``ssh-ed25519 AAAA...``: pin it, never trust on first use."""
 
     def __init__(
         self, name: str, args: LinuxVmArgs, opts: ResourceOptions | None = None
@@ -127,6 +136,10 @@ class LinuxVm(pulumi.ComponentResource):
             tags=dict(args.tags),
             opts=child,
         )
+        # Generated once (kept in the state, encrypted), stable across every later `up`.
+        key = tls.PrivateKey(f"{name}-hostkey", algorithm="ED25519", opts=child)
+        self.host_key = key.public_key_openssh.apply(lambda text: text.strip())
+        args = replace(args, cloud_init=_with_host_key(args.cloud_init, key))
         vm = self._vm(name, args, nic, child)
         daily_shutdown(name, vm.id, resource_group_name=args.resource_group_name,
                        location=args.location, tags=args.tags, settings=shutdown, opts=child)
@@ -152,6 +165,7 @@ class LinuxVm(pulumi.ComponentResource):
                 "public_ip": self.public_ip,
                 "ssh_host": self.ssh_host,
                 "vm_id": self.vm_id,
+                "host_key": self.host_key,
             }
         )
 
@@ -241,6 +255,15 @@ class LinuxVm(pulumi.ComponentResource):
             # Fixed Azure names: a replacement must delete the old VM before creating the new.
             opts=ResourceOptions.merge(opts, ResourceOptions(delete_before_replace=True)),
         )
+
+
+def _with_host_key(cloud_init: Input[str], key: tls.PrivateKey) -> Output[str]:
+    """``cloud_init`` plus cloud-init's ``ssh_keys`` with ``key`` (a secret: the private half)."""
+    from vtaplab.cloudinit import with_host_key
+
+    return Output.secret(Output.all(cloud_init, key.private_key_openssh,
+                                    key.public_key_openssh).apply(
+        lambda v: with_host_key(str(v[0]), private_pem=str(v[1]), public_line=str(v[2]))))
 
 
 def _first_ip_configuration_id(configs: Sequence[object] | None) -> str:

@@ -43,6 +43,7 @@ class ProxyNat(pulumi.ComponentResource):
     ip_configuration_id: Output[str]
     private_ip: Output[str]
     ssh_host: Output[str] | None
+    host_key: Output[str]
     target_ip: Output[str]
 
     def __init__(
@@ -78,6 +79,7 @@ class ProxyNat(pulumi.ComponentResource):
         self.ip_configuration_id = proxy.ip_configuration_id
         self.private_ip = proxy.private_ip
         self.ssh_host = proxy.ssh_host
+        self.host_key = proxy.host_key
         self.target_ip = target_ip
         self.register_outputs(
             {
@@ -85,6 +87,7 @@ class ProxyNat(pulumi.ComponentResource):
                 "ip_configuration_id": self.ip_configuration_id,
                 "private_ip": self.private_ip,
                 "ssh_host": self.ssh_host,
+                "host_key": self.host_key,
                 "target_ip": self.target_ip,
             }
         )

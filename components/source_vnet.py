@@ -64,6 +64,8 @@ class SourceVnet(pulumi.ComponentResource):
     src_ssh_host: Output[str] | None
     client_ip: Output[str] | None
     client_ssh_host: Output[str] | None
+    src_host_key: Output[str]
+    client_host_key: Output[str] | None
     pe_id: Output[str]
     pe_nic_id: Output[str]
     pe_nic_ip_configuration_id: Output[str]
@@ -168,8 +170,10 @@ class SourceVnet(pulumi.ComponentResource):
         self.src_nic_id = src.nic_id
         self.src_ip = src.private_ip
         self.src_ssh_host = src.ssh_host
+        self.src_host_key = src.host_key
         self.client_ip = client.private_ip if client is not None else None
         self.client_ssh_host = client.ssh_host if client is not None else None
+        self.client_host_key = client.host_key if client is not None else None
         self.pe_id = pe.id
         self.pe_nic_id = pe_nic.id
         self.pe_nic_ip_configuration_id = pe_nic.ip_configurations.apply(
@@ -187,8 +191,10 @@ class SourceVnet(pulumi.ComponentResource):
                 "src_nic_id": self.src_nic_id,
                 "src_ip": self.src_ip,
                 "src_ssh_host": self.src_ssh_host,
+                "src_host_key": self.src_host_key,
                 "client_ip": self.client_ip,
                 "client_ssh_host": self.client_ssh_host,
+                "client_host_key": self.client_host_key,
                 "pe_id": self.pe_id,
                 "pe_nic_id": self.pe_nic_id,
                 "pe_nic_ip_configuration_id": self.pe_nic_ip_configuration_id,

@@ -27,7 +27,6 @@ ED25519_KEY = "ssh-ed25519 " + _ssh_blob(b"ssh-ed25519", bytes(range(32))) + " o
 RSA_2048_KEY = "ssh-rsa " + _ssh_blob(b"ssh-rsa", b"\x01\x00\x01", b"\x00" + b"\xc1" * 256)
 RSA_1024_KEY = "ssh-rsa " + _ssh_blob(b"ssh-rsa", b"\x01\x00\x01", b"\x00" + b"\xc1" * 128)
 OPERATOR = "203.0.113.7/32"
-SEED = "0123456789abcdef" * 4  # a test host-key seed (64 hex characters)
 GOOD: dict[str, object] = {
     "vtaplab:scenarios": ["b2"],
     "vtaplab:operatorCidr": OPERATOR,
@@ -436,9 +435,6 @@ def pulumi_config():
     from pulumi.runtime import config as runtime_config
 
     def set_values(values: dict[str, object], secret: tuple[str, ...] = ()) -> None:
-        if "vtaplab:hostKeySeed" not in values:
-            values = {**values, "vtaplab:hostKeySeed": SEED}
-            secret = (*secret, "vtaplab:hostKeySeed")
         runtime_config.set_all_config(config.as_pulumi_config(values), list(secret))
 
     yield set_values
@@ -455,7 +451,6 @@ def test_load_reads_the_stack_config_pulumi_hands_the_program(pulumi_config, tmp
     assert cfg.scenarios[:3] == ("r1", "b1", "b2")
     assert cfg.msp_tenants == 3
     assert cfg.ssh_public_key == ED25519_KEY
-    assert cfg.host_key_seed == SEED and SEED not in repr(cfg)
     assert cfg.ssh_private_key_file == str(tmp_path / ".ssh" / "id_ed25519")
     assert cfg.run_id == "1"
 
@@ -463,26 +458,25 @@ def test_load_reads_the_stack_config_pulumi_hands_the_program(pulumi_config, tmp
 # ----------------------------------------------------------------------------- run secrets
 
 
-def test_load_without_a_host_key_seed_says_how_to_set_one(pulumi_config):
-    pulumi_config({**GOOD, "vtaplab:hostKeySeed": ""})
+def test_load_needs_no_secret_for_host_keys(pulumi_config, tmp_path):
+    # pulumi-tls generates each VM's host key: nothing to set before the first `pulumi up`.
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519").write_text("not read by load\n")
+    pulumi_config(GOOD)
+    cfg = config.load(stack="b2", environ={}, home=tmp_path)
+    assert cfg.scenarios == ("b2",)
+    assert "hostKeySeed" not in {key.name for key in config.KEYS}
+    assert config.SECRET_KEYS == ("sshPrivateKey",)
+
+
+def test_an_old_host_key_seed_says_to_remove_it_without_echoing_it():
+    seed = "0123456789abcdef" * 4
     with pytest.raises(ConfigError) as caught:
-        config.load(stack="b2", environ={})
+        from_values({**GOOD, "vtaplab:hostKeySeed": seed}, stack="b2")
     message = str(caught.value)
-    assert "vtaplab:hostKeySeed is not set" in message
-    assert "pulumi config set --secret vtaplab:hostKeySeed" in message and "\n" not in message
-
-
-def test_load_refuses_a_seed_stored_in_clear(pulumi_config, tmp_path):
-    pulumi_config({**GOOD, "vtaplab:hostKeySeed": SEED})  # not in the secret keys
-    with pytest.raises(ConfigError, match="hostKeySeed is stored in clear") as caught:
-        config.load(stack="b2", environ={}, home=tmp_path)
-    assert SEED not in str(caught.value)
-
-
-def test_short_seed_is_refused_without_echoing_it():
-    with pytest.raises(ConfigError, match="too short") as caught:
-        from_values({**GOOD, "vtaplab:hostKeySeed": "abc123"}, stack="b2")
-    assert "abc123" not in str(caught.value)
+    assert "vtaplab:hostKeySeed is no longer used" in message
+    assert "pulumi config rm vtaplab:hostKeySeed" in message
+    assert seed not in message and "\n" not in message
 
 
 def test_traffic_stack_needs_a_private_key(pulumi_config, tmp_path):

@@ -256,7 +256,7 @@ HOST_KEY_KEYS = ("ssh_deletekeys", "ssh_genkeytypes", "ssh_keys")
 def with_host_key(user_data: str, *, private_pem: str, public_line: str) -> str:
     """``user_data`` plus cloud-init's ``ssh_keys``: the VM boots with exactly this Ed25519
     host key (the image's keys deleted, none generated), so the lab can pin it before the VM
-    exists (``vtaplab.ssh.host_key_for``). The result holds a private key: keep it secret."""
+    exists (LinuxVm's ``tls.PrivateKey``). The result holds a private key: keep it secret."""
     if not user_data.startswith("#cloud-config\n"):
         raise CloudInitError("with_host_key: user data is not a #cloud-config document")
     for key in HOST_KEY_KEYS:
@@ -274,8 +274,8 @@ def with_host_key(user_data: str, *, private_pem: str, public_line: str) -> str:
                              "Ed25519 public key; accepted: 'ssh-ed25519 AAAA...'")
     indented = "\n".join("    " + line for line in pem.splitlines())
     block = (
-        "# The SSH host key the lab pins (derived from vtaplab:hostKeySeed): the image's keys\n"
-        "# are deleted and none generated, so the first connection is already verified.\n"
+        "# The SSH host key the lab pins (pulumi-tls, a secret in the stack state): the\n"
+        "# image's keys are deleted and none generated, so the first connection is verified.\n"
         "ssh_deletekeys: true\n"
         # Generation is skipped when ssh_keys is given (cc_ssh); the schema wants >= 1 type.
         "ssh_genkeytypes: [ed25519]\n"

@@ -43,10 +43,14 @@ TEST_SSH_PUBLIC_KEY = (
     + " vtaplab-mock"
 )
 TEST_OPERATOR_CIDR = "203.0.113.0/24"
+# The mocks' stand-in for pulumi-tls: each VM's host key (tls.PrivateKey "<vm>-hostkey")
+# derives from this and the VM's name (vtaplab.ssh.host_key_for), so two runs are identical.
+TEST_HOST_KEY_SEED = "vtaplab-mock-host-key-seed-" + hashlib.sha256(b"seed").hexdigest()[:32]
+TLS_PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+HOST_KEY_SUFFIX = "-hostkey"
 # The secrets a stack file can't carry in clear: test values, handed to the program as secrets
 # (so a test can check they reach no registered input except as a secret).
-TEST_HOST_KEY_SEED = "vtaplab-mock-host-key-seed-" + hashlib.sha256(b"seed").hexdigest()[:32]
-SECRET_CONFIG_KEYS = ("hostKeySeed", "sshPrivateKey")
+SECRET_CONFIG_KEYS = ("sshPrivateKey",)
 MOCK_PRIVATE_KEY_FILE = "tests/fixtures/ssh/mock_operator_ed25519"
 
 
@@ -57,6 +61,19 @@ def test_ssh_private_key() -> str:
     return host_key_from_seed(hashlib.sha256(b"vtaplab mock user key").digest()).private_pem
 # Public IPs the mocks hand out: TEST-NET-2 (RFC 5737), never a real host.
 MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("198.51.100.0/24")
+
+
+def mock_private_key(name: str, inputs: Mapping[str, Any]) -> dict[str, str]:
+    """What pulumi-tls computes for a ``PrivateKey`` (the OpenSSH texts the program reads),
+    fixed for ``name``: ``<vm>-hostkey`` gets ``host_key_for(TEST_HOST_KEY_SEED, vm)``."""
+    from vtaplab.ssh import host_key_for
+
+    if inputs.get("algorithm") != "ED25519":
+        raise GraphError(f"tls.PrivateKey {name!r}: the mocks make ED25519 keys only; "
+                         f"got algorithm {inputs.get('algorithm')!r}")
+    pair = host_key_for(TEST_HOST_KEY_SEED, name.removesuffix(HOST_KEY_SUFFIX))
+    return {"privateKeyOpenssh": pair.private_pem,
+            "publicKeyOpenssh": pair.public_line + "\n"}
 
 
 class GraphError(RuntimeError):
@@ -150,6 +167,8 @@ class AzureMocks:
     def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
         if not args.custom:  # a component: nothing in Azure
             return "", {}
+        if args.typ == TLS_PRIVATE_KEY:
+            return f"{args.name}-id", {**args.inputs, **mock_private_key(args.name, args.inputs)}
         if not args.typ.startswith("azure-native:"):
             # e.g. a dynamic provider's resource (pulumi-python:dynamic:Resource): not ARM's.
             return f"{args.name}-id", dict(args.inputs)
@@ -293,8 +312,7 @@ def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
     # Encrypted values can't be read here; the test values stand in for them.
     values = {k: v for k, v in values.items() if not (isinstance(v, dict) and "secure" in v)}
     for key, test_value in ((f"{namespace}:sshPublicKey", TEST_SSH_PUBLIC_KEY),
-                            (f"{namespace}:operatorCidr", TEST_OPERATOR_CIDR),
-                            (f"{namespace}:hostKeySeed", TEST_HOST_KEY_SEED)):
+                            (f"{namespace}:operatorCidr", TEST_OPERATOR_CIDR)):
         if not values.get(key):
             values[key] = test_value
     if not values.get(f"{namespace}:sshPrivateKey") and not values.get(

@@ -4,9 +4,10 @@
   as a secret); no agent, no ``~/.ssh`` keys, no password.
 - Host keys are pinned: the caller passes ``known_hosts`` (host -> ``"ssh-ed25519 AAAA…"``);
   an unknown host or a different key is refused (:class:`HostKeyMismatch`,
-  :class:`UnknownHost`) — never auto-added. Pre-generate the VMs' host keys with
-  :func:`host_key_for` (deterministic from a stack secret and the VM name) so cloud-init can
-  install them and this side knows them before the VM exists.
+  :class:`UnknownHost`) — never auto-added. On Azure each VM's host key is a pulumi-tls
+  ``PrivateKey`` (components/linux_vm.py): cloud-init installs it and the stack outputs pin
+  it. :func:`host_key_for` (deterministic from a secret and a name) stands in for it under
+  the graph mocks and in tests; :func:`generate_host_key` makes a fresh one.
 - Connecting retries with exponential backoff while the VM boots, bounded by a count and a
   total time; a host-key mismatch or an authentication failure is final at once.
 - :meth:`SshSession.run` drains stdout and stderr while the command runs and only then reads
@@ -92,9 +93,8 @@ def host_key_from_seed(seed: bytes) -> HostKeyPair:
 
 
 def host_key_for(secret: bytes | str, vm_name: str) -> HostKeyPair:
-    """A VM's host key, derived from a per-stack secret and the VM's name: the same inputs
-    always give the same key, so the program can hand the private half to cloud-init and
-    the public half to the SSH client without storing either."""
+    """A host key derived from a secret and a VM's name: the same inputs always give the same
+    key, byte for byte (the graph mocks' stand-in for pulumi-tls, so two mock runs agree)."""
     if not secret:
         raise ValueError("host key secret: empty; give the stack's secret (bytes or str)")
     key = secret.encode() if isinstance(secret, str) else secret

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from components import CollectorService, ProxyNat, SourceVnet
     from components.evidence_run import EvidenceRun
     from vtaplab.config import LabConfig
-    from vtaplab.ssh import HostKeyPair
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
@@ -99,7 +98,7 @@ def build(cfg: LabConfig) -> dict[str, object]:
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            cloud_init=user_data(cfg, f"provider-{COLLECTOR_ROLE}", collector_user_data(cfg)),
+            cloud_init=collector_user_data(cfg),
             tags=stack_tags,
         ),
     )
@@ -146,10 +145,8 @@ def _source_vnet(
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            src_cloud_init=user_data(cfg, f"{name or scenario}-src", cloudinit.render("src")),
-            client_cloud_init=(
-                user_data(cfg, f"{name or scenario}-client", cloudinit.render("client"))
-                if with_client else None),
+            src_cloud_init=cloudinit.render("src"),
+            client_cloud_init=cloudinit.render("client") if with_client else None,
             # b1's attempt points a vTAP at an LB in the source VNet; b3's vTAP does, too,
             # and that LB spreads the mirror over the proxies.
             with_ilb=scenario in ("b1", "b3"),
@@ -275,7 +272,7 @@ def _proxy(
 
     def proxy_user_data(pe_ip: str) -> str:
         # ProxyNat's VM carries the component's name.
-        return user_data(cfg, name, cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra))
+        return cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra)
 
     return ProxyNat(
         name,
@@ -327,7 +324,7 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
     outputs["proxy"] = _proxy_outputs(proxy, cfg.proxy_mode)
     outputs["tap_id"] = tap.tap_id
-    outputs["host_keys"] = run_host_keys(cfg, scenario, [f"{scenario}-proxy"])
+    outputs["host_keys"] = run_host_keys(shared, consumer, [proxy])
     outputs["result"] = run.summary
     return outputs
 
@@ -366,7 +363,7 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["ilb"] = {"ip": str(cfg.consumer.ilb_ip), "frontend_id": consumer.ilb_frontend_id}
     outputs["proxies"] = [_proxy_outputs(p, cfg.proxy_mode) for p in proxies]
     outputs["tap_id"] = tap.tap_id
-    outputs["host_keys"] = run_host_keys(cfg, scenario, proxy_names)
+    outputs["host_keys"] = run_host_keys(shared, consumer, proxies)
     outputs["result"] = run.summary
     return outputs
 
@@ -423,7 +420,7 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
         outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
         outputs["proxy"] = _proxy_outputs(proxy, cfg.proxy_mode)
         outputs["tap_id"] = tap.tap_id
-        outputs["host_keys"] = run_host_keys(cfg, name, [f"{name}-proxy"])
+        outputs["host_keys"] = run_host_keys(shared, consumer, [proxy])
         tenants.append(outputs)
         run_tenants.append(RunTenantSpec(f"t{tenant}", name, consumer, vni))
         run_proxies.append((f"{name}-proxy", proxy))
@@ -446,35 +443,34 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
 COLLECTOR_ROLE = "col"  # CollectorService names its VM "<name>-col"
 
 
-def host_key(cfg: LabConfig, vm_name: str) -> HostKeyPair:
-    """``vm_name``'s SSH host key, derived from the stack's secret ``hostKeySeed``."""
-    from vtaplab.ssh import host_key_for
+def host_key_of(component: pulumi.Resource, vm_name: str) -> pulumi.Output[str]:
+    """The public SSH host key of ``vm_name`` (one of ``component``'s VMs): LinuxVm's
+    ``tls.PrivateKey``, kept as a secret in the stack state."""
+    from components import CollectorService, ProxyNat, SourceVnet
 
-    if not cfg.host_key_seed:
-        raise StackError("vtaplab:hostKeySeed is not set; accepted: "
-                         'pulumi config set --secret vtaplab:hostKeySeed "$(openssl rand -hex 32)"')
-    return host_key_for(cfg.host_key_seed, vm_name)
-
-
-def user_data(cfg: LabConfig, vm_name: str, text: str) -> str:
-    """``text`` with the VM's pinned host key installed by cloud-init (LinuxVm keeps
-    customData secret: this holds the private half)."""
-    from vtaplab import cloudinit
-
-    pair = host_key(cfg, vm_name)
-    return cloudinit.with_host_key(text, private_pem=pair.private_pem,
-                                   public_line=pair.public_line)
+    key: pulumi.Output[str] | None = None
+    if isinstance(component, CollectorService):
+        key = component.collector_host_key
+    elif isinstance(component, ProxyNat):
+        key = component.host_key
+    elif isinstance(component, SourceVnet):
+        key = component.client_host_key if vm_name.endswith("-client") else component.src_host_key
+    if key is None:
+        raise StackError(f"{vm_name}: {type(component).__name__} has no host key for it")
+    return key
 
 
-def run_host_keys(cfg: LabConfig, consumer_name: str, proxy_names: Sequence[str]
-                  ) -> dict[str, str]:
+def run_host_keys(shared: Shared, consumer: SourceVnet, proxies: Sequence[ProxyNat]
+                  ) -> dict[str, pulumi.Output[str]]:
     """The public host keys of a run's VMs by role (stack outputs: ``python -m vtaplab
     evidence`` pins them)."""
-    keys = {"collector": host_key(cfg, f"provider-{COLLECTOR_ROLE}").public_line,
-            "vm_src": host_key(cfg, f"{consumer_name}-src").public_line,
-            "vm_client": host_key(cfg, f"{consumer_name}-client").public_line}
-    for index, name in enumerate(proxy_names):
-        keys["proxy" if index == 0 else f"proxy{index + 1}"] = host_key(cfg, name).public_line
+    if consumer.client_host_key is None:
+        raise StackError("a run's consumer needs its client VM")
+    keys = {"collector": shared.collector.collector_host_key,
+            "vm_src": consumer.src_host_key,
+            "vm_client": consumer.client_host_key}
+    for index, proxy in enumerate(proxies):
+        keys["proxy" if index == 0 else f"proxy{index + 1}"] = proxy.host_key
     return keys
 
 
@@ -553,7 +549,7 @@ def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVn
             shared.resource_group_name, "/providers/Microsoft.Compute/virtualMachines/",
             vm_name) if tapped else None
         return RunVm(name=vm_name, host=address(ssh_host, vm_name), user=cfg.admin_username,
-                     host_key=host_key(cfg, vm_name).public_line, wait_for=[component],
+                     host_key=host_key_of(component, vm_name), wait_for=[component],
                      vm_id=vm_id)
 
     consumers = ([(consumer[0], consumer[1])] if consumer is not None
