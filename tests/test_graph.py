@@ -131,3 +131,46 @@ def test_mocks_answer_like_arm():
         typ="azure-native:network:Subnet", name="s", custom=True,
         inputs={"resourceGroupName": "rg", "virtualNetworkName": "v", "subnetName": "snet-a"}))
     assert subnet_id.endswith("/virtualNetworks/v/subnets/snet-a")
+
+
+# --- host keys: pulumi-tls, one per VM --------------------------------------------------------
+def test_every_vm_has_its_own_tls_host_key_in_its_secret_user_data(committed_stack, graph_of):
+    import base64
+
+    from vtaplab.ssh import host_key_for
+
+    resources = graph_of(committed_stack)
+    vms = [r for r in resources if r["type"] == "azure-native:compute:VirtualMachine"]
+    keys = {r["name"]: r for r in resources if r["type"] == graph.TLS_PRIVATE_KEY}
+    assert vms and len(keys) == len(vms)
+    for vm in vms:
+        name = vm["name"].removesuffix("-vm")
+        key = keys[f"{name}{graph.HOST_KEY_SUFFIX}"]
+        # a child of the VM's own LinuxVm, an Ed25519 key, nothing else asked of the provider
+        assert key["parent"] == vm["parent"] and key["parent"].endswith(f"LinuxVm::{name}")
+        assert key["inputs"] == {"algorithm": "ED25519"}
+        assert any("osProfile.customData".startswith(p) for p in vm["secrets"])
+        user_data = base64.b64decode(vm["inputs"]["osProfile"]["customData"]).decode()
+        pair = host_key_for(graph.TEST_HOST_KEY_SEED, name)  # what the mocks' tls answers
+        assert f"  ed25519_public: {pair.public_line}\n" in user_data
+        assert user_data.count("BEGIN OPENSSH PRIVATE KEY") == 1
+
+
+def test_mock_tls_keys_are_fixed_per_name_and_ed25519_only():
+    first = graph.mock_private_key("b2-src-hostkey", {"algorithm": "ED25519"})
+    assert first == graph.mock_private_key("b2-src-hostkey", {"algorithm": "ED25519"})
+    assert first != graph.mock_private_key("b2-proxy-hostkey", {"algorithm": "ED25519"})
+    assert first["publicKeyOpenssh"].startswith("ssh-ed25519 AAAA")
+    assert first["privateKeyOpenssh"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    with pytest.raises(graph.GraphError, match="ED25519"):
+        graph.mock_private_key("b2-src-hostkey", {"algorithm": "RSA"})
+
+
+def test_host_key_outputs_are_the_keys_the_vms_boot_with(run_of):
+    from vtaplab.ssh import host_key_for
+
+    out = run_of("b2").outputs["scenarios"]["b2"]["host_keys"]
+    expected = {"collector": "provider-col", "vm_src": "b2-src", "vm_client": "b2-client",
+                "proxy": "b2-proxy"}
+    assert out == {role: host_key_for(graph.TEST_HOST_KEY_SEED, vm).public_line
+                   for role, vm in expected.items()}
