@@ -270,11 +270,12 @@ def test_b3_stopping_a_proxy_mid_run_loses_only_the_failover_window(tmp_path):
     # What the vTAP sent minus what the collector got is exactly what went to the stopped
     # proxy inside the window: no loss anywhere else.
     # (Counted from just before the link went down: a straggler of the first phase may be
-    # counted as lost yet have made it. Exact only when neither capture dropped packets.)
+    # counted as lost yet have made it, and on a loaded machine one may be counted on the wrong
+    # side of the removal. Within a few packets only when neither capture dropped packets.)
     vtep, collector = hop_of(facts_, "vtep"), hop_of(facts_, "collector")
     missing = vtep["vxlan_packets"] - collector["vxlan_packets"]
     if vtep["kernel_drops"] == collector["kernel_drops"] == 0:
-        assert failover["lost_in_window"] - 5 <= missing <= failover["lost_in_window"], (
+        assert abs(missing - failover["lost_in_window"]) <= 5, (
             missing, failover, facts_["hops"])
     assert collector["vxlan_packets"] == verdict["vxlan_packets"]
     # The third phase runs after the failover: every one of its requests arrived.
