@@ -203,7 +203,11 @@ def test_two_percent_loss_is_delivered_with_the_loss_in_the_counts(runs):
 def test_capture_started_after_the_traffic_is_not_delivered(runs):
     run = runs["stateless/late-capture"]
     assert run.verdict["outcome"] == "not-delivered"
-    assert run.verdict["vxlan_packets"] == 0
+    # Nothing of the exchanges reached the capture. A straggler may (a keep-alive connection
+    # the server closes after the traffic is mirrored too): a few packets, no HTTP in them.
+    assert run.verdict["vxlan_packets"] <= 8
+    assert run.verdict["inner_http"]["requests"] == []
+    assert run.verdict["inner_http"]["responses"] == []
     # The data path itself worked: the PLS hop saw everything.
     assert run.hop("pls")["requests"] == 2 * ROUNDS
 
