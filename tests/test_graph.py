@@ -174,3 +174,19 @@ def test_host_key_outputs_are_the_keys_the_vms_boot_with(run_of):
                 "proxy": "b2-proxy"}
     assert out == {role: host_key_for(graph.TEST_HOST_KEY_SEED, vm).public_line
                    for role, vm in expected.items()}
+
+
+def test_graph_without_a_stack_is_one_line(capsys):
+    from vtaplab import graph
+
+    assert graph.main([]) == 2
+    assert "name a STACK" in capsys.readouterr().err
+
+
+def test_update_snapshots_flag_rewrites_through_the_snapshot_module(monkeypatch):
+    from vtaplab import graph, snapshots
+
+    calls = []
+    monkeypatch.setattr(snapshots, "main", lambda argv: calls.append(argv) or 0)
+    assert graph.main(["--update-snapshots"]) == 0
+    assert calls == [["--update"]]

@@ -598,13 +598,24 @@ def main(argv: list[str]) -> int:
         description="Print a stack's resource graph, built by running the program under "
                     "Pulumi mocks (no cloud, no Pulumi CLI).",
     )
-    parser.add_argument("stack", help="stack name: the STACK of a Pulumi.STACK.yaml")
+    parser.add_argument("stack", nargs="?", help="stack name: the STACK of a Pulumi.STACK.yaml")
+    parser.add_argument("--update-snapshots", action="store_true",
+                        help="rewrite tests/snapshots, docs/graphs and the README's diagrams "
+                             "for every committed stack")
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="resources as JSON (default)")
     form.add_argument("--mermaid", action="store_true", help="a mermaid flowchart")
     form.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.update_snapshots:
+        from vtaplab import snapshots
+
+        return snapshots.main(["--update"])
+    if not args.stack:
+        print("vtaplab graph: name a STACK (a Pulumi.STACK.yaml), or --update-snapshots",
+              file=sys.stderr)
+        return 2
     try:
         run = run_here(args.stack, args.root)
     except GraphError as error:

@@ -487,8 +487,12 @@ class OfflineMatrix:
 
     def _emulate_once(self, scenario: str, out_dir: Path, extra: Sequence[str]) -> tuple[
             int, list[str]]:
+        from vtaplab.config import KEYS_BY_NAME
+
+        # The proxy mode a deployed stack uses by default: the emulated row stands for it.
+        mode = str(KEYS_BY_NAME["proxyMode"].default)
         argv = [sys.executable, "-m", "vtaplab", "emulate", scenario, "--proxy-mode",
-                "stateless", "--requests", str(self.requests), "--out", str(out_dir), *extra]
+                mode, "--requests", str(self.requests), "--out", str(out_dir), *extra]
         out_dir.mkdir(parents=True, exist_ok=True)
         log = out_dir / "emulate.log"
         with log.open("w", encoding="utf-8") as handle:
