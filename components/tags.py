@@ -8,9 +8,16 @@ from collections.abc import Mapping
 TAG_KEYS: tuple[str, ...] = ("project", "stack", "scenario", "component")
 
 
-def base_tags(project: str, stack: str, scenario: str) -> dict[str, str]:
-    """The tags a stack hands to a component; the component adds its own ``component``."""
-    return {"project": project, "stack": stack, "scenario": scenario}
+def base_tags(project: str, stack: str, scenario: str, *,
+              expires_on: str | None = None) -> dict[str, str]:
+    """The tags a stack hands to a component; the component adds its own ``component``.
+
+    ``expires_on`` (the cost guardrail's ``expires-on`` tag) is added when given.
+    """
+    tags = {"project": project, "stack": stack, "scenario": scenario}
+    if expires_on is not None:
+        tags["expires-on"] = expires_on
+    return tags
 
 
 def component_tags(tags: Mapping[str, str], component: str) -> dict[str, str]:

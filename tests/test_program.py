@@ -309,6 +309,8 @@ def test_every_taggable_resource_has_the_four_tags(committed_stack, graph_of, la
         assert all(tags[key] for key in TAG_KEYS), (resource["urn"], tags)
         assert tags["project"] == cfg.project
         assert tags["stack"] == committed_stack
+        # The cost guardrail: everything says when it may be deleted ("unset" outside matrix).
+        assert tags["expires-on"] == (cfg.expires_on or "unset"), resource["urn"]
         assert set(tags["scenario"].split("+")) <= set(cfg.scenarios), resource["urn"]
         checked += 1
     assert checked > len(resources) // 2  # the SDK check found the taggable ones

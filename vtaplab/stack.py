@@ -70,15 +70,24 @@ def check_composable(cfg: LabConfig) -> None:
         )
 
 
+def _tags(cfg: LabConfig, scenario: str) -> dict[str, str]:
+    """The stack's tags for ``scenario``: the four of every resource plus ``expires-on``
+    (``vtaplab:expiresOn``, which ``matrix`` sets per run; "unset" otherwise)."""
+    from components.shutdown import UNSET
+    from components.tags import base_tags
+
+    return base_tags(cfg.project, cfg.stack, scenario, expires_on=cfg.expires_on or UNSET)
+
+
 def build(cfg: LabConfig) -> dict[str, object]:
     """Declare the stack's resources; return the stack outputs (name -> value)."""
     from pulumi_azure_native import authorization, resources
 
     from components import CollectorService, CollectorServiceArgs
-    from components.tags import base_tags, component_tags
+    from components.tags import component_tags
 
     check_composable(cfg)
-    stack_tags = base_tags(cfg.project, cfg.stack, "+".join(cfg.scenarios))
+    stack_tags = _tags(cfg, "+".join(cfg.scenarios))
     group = resources.ResourceGroup(
         "rg",
         resource_group_name=f"rg-{cfg.project}-{cfg.stack}",
@@ -129,7 +138,6 @@ def _source_vnet(
 ) -> SourceVnet:
     """The consumer VNet ``name`` (default: the scenario's id) of ``scenario``."""
     from components import SourceVnet, SourceVnetArgs
-    from components.tags import base_tags
     from vtaplab import cloudinit
 
     cfg = shared.cfg
@@ -151,7 +159,7 @@ def _source_vnet(
             # and that LB spreads the mirror over the proxies.
             with_ilb=scenario in ("b1", "b3"),
             ilb_all_ports=scenario == "b3",
-            tags=base_tags(cfg.project, cfg.stack, scenario),
+            tags=_tags(cfg, scenario),
         ),
     )
 
@@ -191,7 +199,6 @@ def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
     import pulumi
     from pulumi import Output, ResourceOptions
 
-    from components.tags import base_tags
     from vtaplab.attempt_provider import RejectedAttempt
     from vtaplab.attempts import SCENARIO_ATTEMPTS
 
@@ -215,7 +222,7 @@ def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
         declared.append(RejectedAttempt(
             f"{scenario}-{attempt}", scenario=scenario, attempt=attempt, stack=cfg.stack,
             private_endpoint_id=consumer.pe_id, target_id=targets[attempt],
-            location=cfg.location, tags=base_tags(cfg.project, cfg.stack, scenario),
+            location=cfg.location, tags=_tags(cfg, scenario),
             # One at a time: each rewrites the scenario's verdict from all records so far.
             opts=ResourceOptions(depends_on=declared[-1:])))
     for resource, attempt in zip(declared, SCENARIO_ATTEMPTS[scenario], strict=True):
@@ -263,7 +270,6 @@ def _proxy(
 ) -> ProxyNat:
     """A proxy VM in ``consumer``'s snet-proxy rewriting UDP/4789 to its PE (stamping ``vni``)."""
     from components import ProxyNat, ProxyNatArgs
-    from components.tags import base_tags
     from vtaplab import cloudinit
 
     cfg = shared.cfg
@@ -287,7 +293,7 @@ def _proxy(
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            tags=base_tags(cfg.project, cfg.stack, scenario),
+            tags=_tags(cfg, scenario),
             backend_pool_ids=backend_pool_ids or [],
         ),
     )
@@ -300,7 +306,6 @@ def _proxy_outputs(proxy: ProxyNat, mode: str) -> dict[str, object]:
 def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
     """b2 (and a, against a Direct Connect PLS): vTAP -> proxy NIC -> DNAT to the PE."""
     from components import VtapAttachment, VtapAttachmentArgs
-    from components.tags import base_tags
 
     cfg = shared.cfg
     consumer = _source_vnet(shared, scenario, with_client=True)
@@ -313,7 +318,7 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
             source_nic_names=[consumer.src_nic_name],
             destination_ip_configuration_id=proxy.ip_configuration_id,
             destination_port=facts.VXLAN_PORT,
-            tags=base_tags(cfg.project, cfg.stack, scenario),
+            tags=_tags(cfg, scenario),
             # Tap the source once its VM runs, into a proxy that exists: never a NIC alone.
             depends_on=[consumer, proxy],
         ),
@@ -333,7 +338,6 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
     """b3: vTAP -> the consumer LB's frontend (HA ports, TCP/22 probe) -> two proxies in its
     backend pool, each rewriting to the PE: one proxy down and the LB sends it nothing."""
     from components import VtapAttachment, VtapAttachmentArgs
-    from components.tags import base_tags
 
     cfg = shared.cfg
     consumer = _source_vnet(shared, scenario, with_client=True)
@@ -351,7 +355,7 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
             source_nic_names=[consumer.src_nic_name],
             destination_lb_frontend_id=consumer.ilb_frontend_id,
             destination_port=facts.VXLAN_PORT,
-            tags=base_tags(cfg.project, cfg.stack, scenario),
+            tags=_tags(cfg, scenario),
             depends_on=[consumer, *proxies],
         ),
     )
@@ -389,7 +393,6 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
     stamping the tenant's VNI (``plan.tenant_vni``), its vTAP and its PE, all into the stack's
     one PLS and collector, which can tell tenants apart only by that VNI."""
     from components import VtapAttachment, VtapAttachmentArgs
-    from components.tags import base_tags
 
     cfg = shared.cfg
     tenants: list[dict[str, object]] = []
@@ -410,7 +413,7 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
                 source_nic_names=[consumer.src_nic_name],
                 destination_ip_configuration_id=proxy.ip_configuration_id,
                 destination_port=facts.VXLAN_PORT,
-                tags=base_tags(cfg.project, cfg.stack, scenario),
+                tags=_tags(cfg, scenario),
                 depends_on=[consumer, proxy],
             ),
         )
