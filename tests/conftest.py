@@ -12,13 +12,14 @@ global), all stacks at once on the machine's cores.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from vtaplab import config, graph
+from vtaplab.netns import Lab, Runner, list_namespaces, new_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_STACKS = graph.stack_names(ROOT)
@@ -58,3 +59,15 @@ def lab_config_of() -> Callable[[str], config.LabConfig]:
         return config.from_values(graph.mock_config(stack, ROOT), stack=stack)
 
     return load
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """A per-run prefix for network namespaces, torn down by name after the test (failed
+    or not); the test fails if anything with the prefix is left."""
+    lab = Lab(new_prefix(list_namespaces()), Runner())
+    try:
+        yield lab
+    finally:
+        assert lab.teardown() == []
+        assert [n for n in list_namespaces() if n.startswith(lab.prefix + "-")] == []

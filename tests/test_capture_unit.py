@@ -15,12 +15,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from vtaplab.netns import Lab, Runner, list_namespaces, new_prefix
 
 CAPTURE = Path(__file__).resolve().parent.parent / "cloudinit" / "vtap-capture.sh"
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None,
@@ -88,14 +85,6 @@ def stubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("STUB_STATE", str(state))
     return state
 
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab(new_prefix(list_namespaces()), Runner())
-    try:
-        yield lab
-    finally:
-        assert lab.teardown() == []
 
 
 def run(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -6,13 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from vtaplab import proxy_bench
-from vtaplab.netns import Lab, Runner, list_namespaces, new_prefix
+from vtaplab.netns import Lab, list_namespaces
 from vtaplab.proxy_bench import ModeResult, Sample
 
 needs_root_and_cc = pytest.mark.skipif(
@@ -73,15 +72,6 @@ def test_bad_arguments_are_one_line(capsys, argv, needle):
 
 
 # --- the generator on a veth -----------------------------------------------------------------
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab(new_prefix(list_namespaces()), Runner())
-    try:
-        yield lab
-    finally:
-        assert lab.teardown() == []
-
-
 @pytest.fixture(scope="module")
 def udpgen(tmp_path_factory) -> Path:
     if shutil.which("cc") is None:

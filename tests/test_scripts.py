@@ -11,12 +11,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from vtaplab.netns import Lab, Runner, list_namespaces, new_prefix
+from vtaplab.netns import Lab
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "cloudinit"
@@ -37,16 +36,6 @@ def test_script_is_shellcheck_clean(script):
     assert proc.returncode == 0, proc.stdout
     assert os.access(script, os.X_OK)
     assert "set -euo pipefail" in script.read_text()
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab(new_prefix(list_namespaces()), Runner())
-    try:
-        yield lab
-    finally:
-        assert lab.teardown() == []
-        assert [n for n in list_namespaces() if n.startswith(lab.prefix + "-")] == []
 
 
 def sh(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ for importing the Pulumi SDK and ``graph`` never needs tshark.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -48,3 +49,14 @@ def main(argv: list[str]) -> int:
         print(f"vtaplab: command {name!r} is not built yet", file=sys.stderr)
         return 2
     return int(module.main(rest))
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, or a one-line error saying so."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}; accepted: an integer >= 1")
+    return value

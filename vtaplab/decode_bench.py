@@ -24,21 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vtaplab import pcapgen
+from vtaplab.cli import positive_int
 
 GOAL_RATIO = 0.5
 # Generated mixes: the default one is the collector's view of the emulator's traffic.
 MIXES = {"mixed": {}, "small": {"big_body": 612}}
 RUN_TIMEOUT = 900.0
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}; accepted: an integer >= 1")
-    return value
 
 
 @dataclass
@@ -80,9 +72,9 @@ def _tshark_vnis(tshark: str, capture: Path, port: int) -> dict[int, int]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vtaplab bench decode",
                                      description="Time our decoder against tshark.")
-    parser.add_argument("--packets", type=_positive, default=100_000,
+    parser.add_argument("--packets", type=positive_int, default=100_000,
                         help="frames in the generated capture (default 100000)")
-    parser.add_argument("--repeat", type=_positive, default=3,
+    parser.add_argument("--repeat", type=positive_int, default=3,
                         help="timed runs of each tool (default 3; the best counts)")
     parser.add_argument("--mix", choices=sorted(MIXES), default="mixed",
                         help="mixed (default): 1 in 4 connections fetches 200 kB, fragmented; "

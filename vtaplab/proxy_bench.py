@@ -52,6 +52,7 @@ from pathlib import Path
 from types import FrameType
 
 from vtaplab import netns
+from vtaplab.cli import positive_int
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_SCRIPT = ROOT / "cloudinit" / "vtap-proxy.sh"
@@ -113,15 +114,6 @@ class ModeResult:
     def fragment_safe(self) -> bool:
         return self.fragmented_sent > 0 and self.fragmented_whole == self.fragmented_sent
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}; accepted: an integer >= 1")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -411,7 +403,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--short", action="store_true",
                         help="a few seconds in all: 1 round of 0.2 s, 2,000 flows, 50 fragmented "
                              "datagrams (proves it works; the figures mean little)")
-    parser.add_argument("--repeats", type=_positive_int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help="rounds over all modes (default 5; the median counts)")
     parser.add_argument("--seconds", type=_seconds, default=None,
                         help="seconds per mode per round (default 2)")
