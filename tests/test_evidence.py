@@ -8,6 +8,11 @@ tests/test_capture_unit.py), ``sudo`` (the sessions are root already; real sudo 
 PATH), and the vTAP itself: "vm-src" is an HTTP server on a 127.x address that, for each
 request it answers, sends that exchange as VXLAN (UDP/4789) to 127.0.0.1, where the captures
 listen. The verdict is then computed by the project's decoder from what was captured.
+
+msp: the same with two tenants (a collector, and per tenant a proxy and a client sshd, and a
+vm-src whose "vTAP" stamps that tenant's VNI, as its proxy would). Stood in for as well: every
+capture here listens on the one loopback, so each proxy's capture also holds the other tenant's
+packets; the verdict and the tenant table are the collector's.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pytest
 from test_capture_unit import SYSTEMCTL, SYSTEMD_RUN
 from test_ssh import SSHD, Sshd, free_port
 
-from vtaplab import evidence, pcapgen, ssh
+from vtaplab import evidence, pcapgen, plan, ssh
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
@@ -85,7 +90,7 @@ class MirroringServer:
     """vm-src's nginx plus the vTAP: each answered request is also sent, as the VXLAN the
     collector would receive, to 127.0.0.1:4789."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, vni: int = VNI) -> None:
         self.sent = 0
         outer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         owner = self
@@ -107,7 +112,7 @@ class MirroringServer:
                     client_port=next(counter),
                     messages=[(pcapgen.http_get(self.path), pcapgen.http_ok(body))])
                 for frame in exchange.frames():
-                    outer.sendto(pcapgen.vxlan(VNI, frame), ("127.0.0.1", 4789))
+                    outer.sendto(pcapgen.vxlan(vni, frame), ("127.0.0.1", 4789))
                     owner.sent += 1
 
             def log_message(self, *args: object) -> None:
@@ -127,29 +132,48 @@ class MirroringServer:
         self._outer.close()
 
 
-@pytest.fixture
-def lab(tmp_path: Path):
-    base = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}"
-    addresses = {role: f"{base}.{n}" for n, role in
-                 enumerate(("collector", "proxy", "vm_client", "vm_src"), start=10)}
+def _loopback_base() -> str:
+    return f"127.{random.randint(64, 250)}.{random.randint(1, 250)}"
+
+
+def _operator_key(tmp_path: Path) -> tuple[ssh.HostKeyPair, Path]:
     client_key = ssh.generate_host_key()
     key_file = tmp_path / "operator_key"
     key_file.write_text(client_key.private_pem)
     key_file.chmod(0o600)
+    return client_key, key_file
+
+
+def _start_vms(tmp_path: Path, client_key: ssh.HostKeyPair, addresses: dict[str, str],
+               roles: tuple[str, ...], port: int, servers: list[VmSshd]
+               ) -> dict[str, ssh.HostKeyPair]:
+    """One sshd per role (appended to ``servers`` as it starts, for the caller to stop)."""
     tools = tools_dir(tmp_path)
+    host_keys = {}
+    for role in roles:
+        host_keys[role] = ssh.host_key_for(os.urandom(16), role)
+        directory = tmp_path / role
+        directory.mkdir()
+        server = VmSshd(directory, client_key.public_line, host_keys[role],
+                        addresses[role], port, tools)
+        servers.append(server)
+        server.start()
+    for server in servers:
+        server.wait_listening()
+    return host_keys
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    base = _loopback_base()
+    addresses = {role: f"{base}.{n}" for n, role in
+                 enumerate(("collector", "proxy", "vm_client", "vm_src"), start=10)}
+    client_key, key_file = _operator_key(tmp_path)
     port = free_port()
-    servers, host_keys = [], {}
+    servers: list[VmSshd] = []
     try:
-        for role in ("collector", "proxy", "vm_client"):
-            host_keys[role] = ssh.host_key_for(os.urandom(16), role)
-            directory = tmp_path / role
-            directory.mkdir()
-            server = VmSshd(directory, client_key.public_line, host_keys[role],
-                            addresses[role], port, tools)
-            server.start()
-            servers.append(server)
-        for server in servers:
-            server.wait_listening()
+        host_keys = _start_vms(tmp_path, client_key, addresses,
+                               ("collector", "proxy", "vm_client"), port, servers)
         outputs = {"scenarios": {"b2": {
             "collector": {"ip": "10.40.3.4", "ssh": f"root@{addresses['collector']}"},
             "proxy": {"ip": "10.30.4.4", "ssh": f"root@{addresses['proxy']}",
@@ -168,11 +192,56 @@ def lab(tmp_path: Path):
         _cleanup_remote_dir()
 
 
-def _cleanup_remote_dir() -> None:
-    # The "VMs" share this machine's /var/lib/vtaplab/b2: remove what the run left there.
-    remote = Path("/var/lib/vtaplab/b2")
-    for name in ("collector.pcap", "collector.pcap.log", "proxy.pcap", "proxy.pcap.log",
-                 "traffic.log"):
+MSP_TENANTS = (1, 2)
+
+
+@pytest.fixture
+def msp_lab(tmp_path: Path):
+    """The msp outputs ``vtaplab.stack._msp`` exports, for two tenants on loopback."""
+    base = _loopback_base()
+    roles = ["collector"] + [f"t{t}-{r}" for t in MSP_TENANTS for r in ("proxy", "vm_client")]
+    addresses = {role: f"{base}.{n}" for n, role in enumerate(
+        [*roles, *[f"t{t}-vm_src" for t in MSP_TENANTS]], start=10)}
+    client_key, key_file = _operator_key(tmp_path)
+    port = free_port()
+    servers: list[VmSshd] = []
+    try:
+        keys = _start_vms(tmp_path, client_key, addresses, tuple(roles), port, servers)
+        tenants = [{
+            "tenant": t, "vni": plan.tenant_vni(t),
+            # the same address plan in every tenant's VNet: only ssh (and here vm_src, the
+            # loopback stand-in of each VNet's own 10.30.1.4) tells them apart
+            "vm_src": {"ip": addresses[f"t{t}-vm_src"], "ssh": "root@192.0.2.1"},
+            "collector": {"ip": "10.40.3.4", "ssh": f"root@{addresses['collector']}"},
+            "vm_client": {"ip": "10.30.1.5", "ssh": f"root@{addresses[f't{t}-vm_client']}"},
+            "proxy": {"ip": "10.30.4.4", "ssh": f"root@{addresses[f't{t}-proxy']}",
+                      "mode": "stateless"},
+            "host_keys": {"collector": keys["collector"].public_line,
+                          "vm_src": ssh.generate_host_key().public_line,
+                          "vm_client": keys[f"t{t}-vm_client"].public_line,
+                          "proxy": keys[f"t{t}-proxy"].public_line},
+        } for t in MSP_TENANTS]
+        outputs = {"scenarios": {"msp": {
+            "pls_alias": "alias",
+            "collector": {"ip": "10.40.3.4", "ssh": f"root@{addresses['collector']}"},
+            "tenants": tenants, "result": {"outcome": None}}}}
+        outputs_file = tmp_path / "outputs.json"
+        outputs_file.write_text(json.dumps(outputs))
+        yield {"port": port, "key": key_file, "outputs": outputs_file,
+               "addresses": addresses}
+    finally:
+        for server in servers:
+            server.stop()
+        _cleanup_remote_dir("msp")
+
+
+def _cleanup_remote_dir(scenario: str = "b2") -> None:
+    # The "VMs" share this machine's /var/lib/vtaplab/<scenario>: remove what the run left.
+    remote = Path("/var/lib/vtaplab") / scenario
+    names = ["collector.pcap", "proxy.pcap", "proxy2.pcap"]
+    names += [f"{n}.log" for n in names]
+    names += ["traffic.log", *[f"traffic-t{t}.log" for t in MSP_TENANTS]]
+    for name in names:
         (remote / name).unlink(missing_ok=True)
     for directory in (remote, remote.parent):
         try:
@@ -181,11 +250,11 @@ def _cleanup_remote_dir() -> None:
             pass
 
 
-def run_cli(lab: dict, tmp_path: Path, *extra: str) -> int:
+def run_cli(lab: dict, tmp_path: Path, *extra: str, stack: str = "b2") -> int:
     cwd = Path.cwd()
     os.chdir(tmp_path)
     try:
-        return evidence.main(["b2", "--outputs", str(lab["outputs"]), "--key-file",
+        return evidence.main([stack, "--outputs", str(lab["outputs"]), "--key-file",
                               str(lab["key"]), "--port", str(lab["port"]), "--requests", "3",
                               "--capture-seconds", "30", "--connect-seconds", "10", *extra])
     finally:
@@ -258,3 +327,55 @@ def test_without_the_cli_or_a_file_says_what_to_do(monkeypatch, capsys):
     assert evidence.main(["b2"]) == 2
     err = capsys.readouterr().err
     assert "pulumi CLI is not on PATH" in err and "--outputs FILE" in err
+
+
+def test_evidence_drives_msp_one_capture_every_tenant(msp_lab, tmp_path, capsys):
+    if Path("/var/lib/vtaplab/msp").exists():
+        pytest.skip("/var/lib/vtaplab/msp exists on this machine: not ours to overwrite")
+    vnis = {f"t{t}": plan.tenant_vni(t) for t in MSP_TENANTS}
+    with (MirroringServer(msp_lab["addresses"]["t1-vm_src"], vnis["t1"]) as m1,
+          MirroringServer(msp_lab["addresses"]["t2-vm_src"], vnis["t2"]) as m2):
+        rc = run_cli(msp_lab, tmp_path, "--json", stack="lab")
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    [summary] = json.loads(out.out)
+    assert summary["scenario"] == "msp" and summary["outcome"] == "delivered", summary
+    assert summary["tenants_told_apart"] is True
+    assert {row["tenant"]: row["vni"] for row in summary["tenants"]} == vnis
+    assert all(row["sent"] == 6 and row["delivered"] for row in summary["tenants"]), summary
+    evidence_dir = tmp_path / "evidence" / "lab" / "msp"
+    verdict = json.loads((evidence_dir / "verdict.json").read_text())
+    assert set(verdict["fetched"]) == {"collector.pcap", "proxy.pcap", "proxy2.pcap",
+                                       "traffic-t1.log", "traffic-t2.log"}
+    assert set(vnis.values()) <= set(verdict["vnis"])
+    rows = {row["tenant"]: row for row in verdict["tenant_table"]}
+    assert rows["t1"]["requests"] == rows["t2"]["requests"] == 6, rows
+    # each tenant's client really ran its own traffic: 3 rounds of / and /big.bin, all 200
+    for tenant in vnis:
+        lines = (evidence_dir / f"traffic-{tenant}.log").read_text().splitlines()
+        assert lines[0] == "# vtap-traffic v1" and len(lines) == 7
+        assert {line.split("\t")[2] for line in lines[1:]} == {"200"}
+    # the merged log the verdict's loss figures come from: both tenants, 12 requests
+    assert len((evidence_dir / "traffic.log").read_text().splitlines()) == 13
+    assert m1.sent > 0 and m2.sent > 0
+    # one collector capture, started once and stopped once, around both tenants' traffic
+    assert out.err.count("capture start on collector") == 1
+    assert out.err.count("capture stop on collector") == 1
+    assert "from t1.vm_client" in out.err and "from t2.vm_client" in out.err
+    assert "PRIVATE" not in out.out + out.err
+
+
+@pytest.mark.parametrize(("mutate", "needle"), [
+    (lambda d: d["tenants"][1]["host_keys"].pop("proxy"),
+     "msp.tenants[1]: no pinned host key for proxy"),
+    (lambda d: d["tenants"][1].update(vni=d["tenants"][0]["vni"]), "repeats"),
+    (lambda d: d.update(tenants=[]), "accepted: a non-empty list"),
+])
+def test_bad_msp_outputs_are_one_line(msp_lab, tmp_path, capsys, mutate, needle):
+    data = json.loads(msp_lab["outputs"].read_text())
+    mutate(data["scenarios"]["msp"])
+    msp_lab["outputs"].write_text(json.dumps(data))
+    assert run_cli(msp_lab, tmp_path, stack="lab") == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "evidence").exists()

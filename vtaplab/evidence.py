@@ -8,6 +8,11 @@ outputs' ``host_keys``: a VM that shows another key is refused), and sends the s
 the traffic from vm-client to vm-src, capture stop; then ``vtaplab.fetch`` brings the files into
 ``evidence/<stack>/<scenario>/`` and the verdict is computed from them.
 
+msp (``scenarios.msp.tenants``): as ``pulumi up`` runs it (``components/evidence_run.py``):
+one collector capture, a capture on every tenant's proxy (``proxy.pcap``, ``proxy2.pcap``...
+in tenant order), every tenant's client runs its traffic to its own vm-src into
+``traffic-<tenant>.log``, and the fetch judges the tenants apart by the VNI each proxy stamps.
+
 Exit status: 0 when every verdict is what the scenario expects (or the scenario has no
 expectation), 1 when a verdict differs or a step failed, 2 on bad input.
 """
@@ -41,13 +46,27 @@ class Host:
     host_key: str
 
 
+@dataclass(frozen=True)
+class Client:
+    """One traffic step: ``tenant`` None for the single client (``traffic.log``)."""
+
+    host: Host
+    target_ip: str
+    tenant: str | None = None
+
+    @property
+    def log_name(self) -> str:
+        return runsteps.traffic_log_name(self.tenant)
+
+
 @dataclass
 class ScenarioHosts:
     scenario: str
     collector: Host
-    client: Host
-    target_ip: str
+    clients: list[Client]
     proxies: list[Host] = field(default_factory=list)
+    tenants: dict[str, int] = field(default_factory=dict)
+    """msp: tenant name (``t1``...) -> the VNI its proxy stamps; empty otherwise."""
 
 
 # --- reading the outputs --------------------------------------------------------------------
@@ -88,6 +107,27 @@ def _split_ssh(value: object, what: str) -> tuple[str, str]:
     return user, address
 
 
+def _hosts_of(out: Mapping[str, Any], where: str, keys: Mapping[str, Any]
+              ) -> Callable[[str, Mapping[str, Any], str], Host]:
+    def host(role: str, node: Mapping[str, Any], key_role: str) -> Host:
+        if not isinstance(node, Mapping):
+            raise EvidenceError(f"{where}.{role}: missing from the outputs")
+        user, address = _split_ssh(node.get("ssh"), f"{where}.{role}.ssh")
+        key = keys.get(key_role)
+        if not key:
+            raise EvidenceError(f"{where}: no pinned host key for {key_role} in the outputs' "
+                                "host_keys; refusing to connect unpinned")
+        return Host(role, address, user, key)
+    return host
+
+
+def _target(out: Mapping[str, Any], where: str) -> str:
+    target = (out.get("vm_src") or {}).get("ip")
+    if not target:
+        raise EvidenceError(f"{where}: vm_src.ip missing from the outputs")
+    return str(target)
+
+
 def scenario_hosts(outputs: Mapping[str, Any], scenario: str) -> ScenarioHosts:
     """Where a traffic scenario's VMs are, from the stack outputs the program exports."""
     scenarios = outputs["scenarios"]
@@ -95,33 +135,62 @@ def scenario_hosts(outputs: Mapping[str, Any], scenario: str) -> ScenarioHosts:
         raise EvidenceError(f"--scenario {scenario!r}: not in this stack; accepted: "
                             f"{', '.join(scenarios)}")
     out = scenarios[scenario]
-    if "vm_client" not in out:
+    if not _runs_traffic(out):
         raise EvidenceError(f"scenario {scenario!r} runs no traffic (an ARM attempt or a "
                             "shape this command does not drive); accepted: "
                             + ", ".join(traffic_scenarios(outputs)))
-    keys = out.get("host_keys") or {}
-
-    def host(role: str, node: Mapping[str, Any]) -> Host:
-        user, address = _split_ssh(node.get("ssh"), f"{scenario}.{role}.ssh")
-        key = keys.get(role)
-        if not key:
-            raise EvidenceError(f"{scenario}: no pinned host key for {role} in the outputs' "
-                                "host_keys; refusing to connect unpinned")
-        return Host(role, address, user, key)
-
+    if "tenants" in out:
+        return _tenant_hosts(scenario, out)
+    host = _hosts_of(out, scenario, out.get("host_keys") or {})
     proxies_out = out.get("proxies") or ([out["proxy"]] if out.get("proxy") else [])
-    proxies = [host("proxy" if i == 0 else f"proxy{i + 1}", p)
-               for i, p in enumerate(proxies_out)]
-    target = (out.get("vm_src") or {}).get("ip")
-    if not target:
-        raise EvidenceError(f"{scenario}: vm_src.ip missing from the outputs")
-    return ScenarioHosts(scenario, host("collector", out["collector"]),
-                         host("vm_client", out["vm_client"]), str(target), proxies)
+    roles = runsteps.captured_files(len(proxies_out))[1:]
+    proxies = [host(role.removesuffix(".pcap"), p, role.removesuffix(".pcap"))
+               for role, p in zip(roles, proxies_out, strict=True)]
+    target = _target(out, scenario)
+    return ScenarioHosts(scenario, host("collector", out["collector"], "collector"),
+                         [Client(host("vm_client", out["vm_client"], "vm_client"), target)],
+                         proxies)
+
+
+def _tenant_hosts(scenario: str, out: Mapping[str, Any]) -> ScenarioHosts:
+    """msp: the one collector, and per tenant its client, its vm-src and its proxy (host keys
+    from that tenant's ``host_keys``; the collector's is in every tenant's)."""
+    rows = out["tenants"]
+    if not isinstance(rows, list) or not rows:
+        raise EvidenceError(f"{scenario}.tenants: {rows!r}; accepted: a non-empty list (the "
+                            "outputs of this project's program after pulumi up)")
+    clients: list[Client] = []
+    proxies: list[Host] = []
+    tenants: dict[str, int] = {}
+    collector: Host | None = None
+    proxy_files = runsteps.captured_files(len(rows))[1:]
+    for index, (row, proxy_file) in enumerate(zip(rows, proxy_files, strict=True)):
+        where = f"{scenario}.tenants[{index}]"
+        number, vni = row.get("tenant"), row.get("vni")
+        if not isinstance(number, int) or not isinstance(vni, int) or isinstance(vni, bool):
+            raise EvidenceError(f"{where}: tenant {number!r}, vni {vni!r}; accepted: integers")
+        name = f"t{number}"
+        if name in tenants or vni in tenants.values():
+            raise EvidenceError(f"{where}: tenant {name} VNI {vni} repeats; accepted: one "
+                                "tenant number and one VNI per tenant")
+        tenants[name] = vni
+        host = _hosts_of(row, where, row.get("host_keys") or {})
+        if collector is None:
+            collector = host("collector", out.get("collector") or {}, "collector")
+        proxies.append(host(f"{name}.{proxy_file.removesuffix('.pcap')}",
+                            row.get("proxy") or {}, "proxy"))
+        clients.append(Client(host(f"{name}.vm_client", row.get("vm_client") or {},
+                                   "vm_client"), _target(row, where), name))
+    assert collector is not None
+    return ScenarioHosts(scenario, collector, clients, proxies, tenants)
+
+
+def _runs_traffic(out: object) -> bool:
+    return isinstance(out, dict) and ("vm_client" in out or "tenants" in out)
 
 
 def traffic_scenarios(outputs: Mapping[str, Any]) -> list[str]:
-    return [s for s, o in outputs["scenarios"].items()
-            if isinstance(o, dict) and "vm_client" in o]
+    return [s for s, o in outputs["scenarios"].items() if _runs_traffic(o)]
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -134,7 +203,7 @@ def run_scenario(stack: str, hosts: ScenarioHosts, *, key: str, port: int = 22,
     from vtaplab.fetch import RemoteFile, fetch_scenario, outputs_summary
     from vtaplab.ssh import SshSession
 
-    everyone = [hosts.collector, *hosts.proxies, hosts.client]
+    everyone = [hosts.collector, *hosts.proxies, *[c.host for c in hosts.clients]]
     known = {h.address: h.host_key for h in everyone}
 
     def connect(address: str) -> SshSession:
@@ -158,10 +227,13 @@ def run_scenario(stack: str, hosts: ScenarioHosts, *, key: str, port: int = 22,
             session(h).run(runsteps.capture_start(hosts.scenario, file_name, capture_seconds),
                            timeout=60, check=True)
             started.append(h)
-        log(f"{hosts.scenario}: {requests} x 2 requests from vm-client to {hosts.target_ip}")
-        session(hosts.client).run(
-            runsteps.traffic(hosts.scenario, hosts.target_ip, requests),
-            timeout=120 + requests * 2 * (runsteps.TRAFFIC_TIMEOUT + 1), check=True)
+        for client in hosts.clients:  # one after the other, all inside the one capture
+            log(f"{hosts.scenario}: {requests} x 2 requests from {client.host.role} to "
+                f"{client.target_ip}")
+            session(client.host).run(
+                runsteps.traffic(hosts.scenario, client.target_ip, requests,
+                                 log_name=client.log_name),
+                timeout=120 + requests * 2 * (runsteps.TRAFFIC_TIMEOUT + 1), check=True)
     finally:
         for h in started:  # always, so no capture runs on after a failed step
             log(f"{hosts.scenario}: capture stop on {h.role}")
@@ -170,9 +242,10 @@ def run_scenario(stack: str, hosts: ScenarioHosts, *, key: str, port: int = 22,
             s.close()
     directory = runsteps.remote_dir(hosts.scenario)
     files = [RemoteFile(name, h.address, f"{directory}/{name}") for h, name in captured]
-    files.append(RemoteFile("traffic.log", hosts.client.address, f"{directory}/traffic.log"))
+    files += [RemoteFile(c.log_name, c.host.address, f"{directory}/{c.log_name}")
+              for c in hosts.clients]
     verdict = fetch_scenario(stack=stack, scenario=hosts.scenario, files=files,
-                             connect=connect, root=root)
+                             connect=connect, root=root, tenants=hosts.tenants or None)
     return outputs_summary(verdict, stack=stack)
 
 
