@@ -17,7 +17,7 @@ from vtaplab import facts, plan
 if TYPE_CHECKING:
     import pulumi
 
-    from components import CollectorService, ProxyNat, SourceVnet
+    from components import CollectorService, ProxyNat, SourceVnet, VtapAttachment
     from components.evidence_run import EvidenceRun
     from vtaplab.config import LabConfig
 
@@ -303,26 +303,33 @@ def _proxy_outputs(proxy: ProxyNat, mode: str) -> dict[str, object]:
     return {"ip": proxy.private_ip, "ssh": proxy.ssh_host, "mode": mode}
 
 
-def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
-    """b2 (and a, against a Direct Connect PLS): vTAP -> proxy NIC -> DNAT to the PE."""
+def _tap_into_proxy(shared: Shared, scenario: str, name: str, consumer: SourceVnet,
+                    proxy: ProxyNat) -> VtapAttachment:
+    """vm-src's NIC tapped into the proxy NIC's ip-configuration on UDP/4789 (b2, a, msp)."""
     from components import VtapAttachment, VtapAttachmentArgs
 
-    cfg = shared.cfg
-    consumer = _source_vnet(shared, scenario, with_client=True)
-    proxy = _proxy(shared, scenario, consumer, f"{scenario}-proxy", str(cfg.consumer.proxy_ip))
-    tap = VtapAttachment(
-        f"{scenario}-tap",
+    return VtapAttachment(
+        name,
         VtapAttachmentArgs(
             resource_group_name=shared.resource_group_name,
-            location=cfg.location,
+            location=shared.cfg.location,
             source_nic_names=[consumer.src_nic_name],
             destination_ip_configuration_id=proxy.ip_configuration_id,
             destination_port=facts.VXLAN_PORT,
-            tags=_tags(cfg, scenario),
+            tags=_tags(shared.cfg, scenario),
             # Tap the source once its VM runs, into a proxy that exists: never a NIC alone.
             depends_on=[consumer, proxy],
         ),
     )
+
+
+def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
+    """b2 (and a, against a Direct Connect PLS): vTAP -> proxy NIC -> DNAT to the PE."""
+
+    cfg = shared.cfg
+    consumer = _source_vnet(shared, scenario, with_client=True)
+    proxy = _proxy(shared, scenario, consumer, f"{scenario}-proxy", str(cfg.consumer.proxy_ip))
+    tap = _tap_into_proxy(shared, scenario, f"{scenario}-tap", consumer, proxy)
     run = evidence_run(shared, scenario, consumer=(scenario, consumer),
                        proxies=[(f"{scenario}-proxy", proxy)], tap=tap)
     outputs = _common_outputs(shared, consumer)
@@ -392,7 +399,6 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
     """msp: ``mspTenants`` consumers, each its own VNet with the *same* address plan, its proxy
     stamping the tenant's VNI (``plan.tenant_vni``), its vTAP and its PE, all into the stack's
     one PLS and collector, which can tell tenants apart only by that VNI."""
-    from components import VtapAttachment, VtapAttachmentArgs
 
     cfg = shared.cfg
     tenants: list[dict[str, object]] = []
@@ -405,18 +411,7 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
         consumer = _source_vnet(shared, scenario, with_client=True, name=name)
         proxy = _proxy(shared, scenario, consumer, f"{name}-proxy", str(cfg.consumer.proxy_ip),
                        vni=vni)
-        tap = VtapAttachment(
-            f"{name}-tap",
-            VtapAttachmentArgs(
-                resource_group_name=shared.resource_group_name,
-                location=cfg.location,
-                source_nic_names=[consumer.src_nic_name],
-                destination_ip_configuration_id=proxy.ip_configuration_id,
-                destination_port=facts.VXLAN_PORT,
-                tags=_tags(cfg, scenario),
-                depends_on=[consumer, proxy],
-            ),
-        )
+        tap = _tap_into_proxy(shared, scenario, f"{name}-tap", consumer, proxy)
         outputs = _common_outputs(shared, consumer)
         outputs["tenant"] = tenant
         outputs["vni"] = vni
