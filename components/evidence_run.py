@@ -16,7 +16,7 @@ each one's proxy stamps (``vtaplab.tenants.separate_tenants``, as the emulator d
 - The captures run ``vtap-capture.sh --unit`` (a transient systemd unit: it outlives the SSH
   session and ends by itself after ``capture_seconds``); the traffic is ``vtap-traffic.sh``.
   Both are the files in ``cloudinit/`` cloud-init installed — the ones the emulator runs.
-- Fetch is a local ``python -m vtaplab.fetch``: SFTP with pinned host keys into
+- Fetch is a local ``python -m vtaplab fetch``: SFTP with pinned host keys into
   ``evidence/<stack>/<scenario>/``, the verdict computed by the project's decoder; its stdout
   is one small JSON line, parsed into :attr:`EvidenceRun.summary` for the stack outputs.
 
@@ -176,7 +176,7 @@ class EvidenceRun(pulumi.ComponentResource):
     def _fastpath(self, vm: RunVm) -> local.Command:
         a = self._args
         create = Output.all(vm.vm_id, vm.host, vm.host_key).apply(lambda v: " ".join([
-            PYTHON, "-m", "vtaplab.fastpath", shlex.quote(str(v[0])),
+            PYTHON, "-m", "vtaplab", "fastpath", shlex.quote(str(v[0])),
             "--ssh-host", shlex.quote(str(v[1])), "--ssh-user", shlex.quote(vm.user),
             "--host-key", shlex.quote(str(v[2])),
             "--ssh-key-file", shlex.quote(a.private_key_file)]))
@@ -225,7 +225,7 @@ class EvidenceRun(pulumi.ComponentResource):
         host_keys = Output.all(*[vm.host_key for vm, _ in sources])
 
         def command(addresses: list[str], keys: list[str]) -> str:
-            argv = [PYTHON, "-m", "vtaplab.fetch", "--stack", shlex.quote(a.stack),
+            argv = [PYTHON, "-m", "vtaplab", "fetch", "--stack", shlex.quote(a.stack),
                     "--scenario", shlex.quote(a.scenario), "--user",
                     shlex.quote(a.collector.user), "--key-file", shlex.quote(a.private_key_file)]
             pinned: dict[str, str] = {}

@@ -32,3 +32,12 @@ def test_every_scenario_has_a_known_expected_outcome():
         assert scenario.expected_outcome in (*facts.OUTCOMES, None)
         assert scenario.regions <= facts.VTAP_REGIONS
     assert facts.SCENARIOS["a"].regions == {"centralus"}
+
+
+def test_commands_stored_in_pulumi_state_go_through_the_dispatcher():
+    # pulumi-command keeps these command lines in every deployed stack's state: they must
+    # survive a move of the module that implements them.
+    for name in ("fastpath", "fetch"):
+        out = subprocess.run([sys.executable, "-m", "vtaplab", name, "--help"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.startswith(f"usage: python -m vtaplab {name} ")

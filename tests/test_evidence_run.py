@@ -200,11 +200,11 @@ def test_run_id_triggers_only_capture_traffic_and_fetch(traffic):
 def test_fastpath_and_fetch_call_the_projects_modules(traffic):
     scenario, g = traffic
     fastpath = g.by_name[f"{scenario}-run-fastpath-{scenario}-src"]["inputs"]["create"]
-    assert " -m vtaplab.fastpath /subscriptions/" in fastpath
+    assert " -m vtaplab fastpath /subscriptions/" in fastpath
     assert f"/virtualMachines/{scenario}-src " in fastpath
     assert f"--ssh-key-file {graph.MOCK_PRIVATE_KEY_FILE}" in fastpath
     fetch = g.by_name[f"{scenario}-run-fetch"]["inputs"]["create"]
-    assert f"-m vtaplab.fetch --stack {scenario} --scenario {scenario}" in fetch
+    assert f"-m vtaplab fetch --stack {scenario} --scenario {scenario}" in fetch
     names = ["collector.pcap", "proxy.pcap", "traffic.log"]
     if len(PROXIES[scenario]) == 2:
         names.append("proxy2.pcap")
@@ -369,7 +369,7 @@ def test_msp_each_tenants_client_logs_its_own_traffic_and_the_fetch_judges_by_vn
     hosts = {r["inputs"]["connection"]["host"]: r["name"][len(f"{run}-ready-"):]
              for r in g.commands(run, REMOTE) if r["name"].startswith(f"{run}-ready-")}
     fetch = g.by_name[f"{run}-fetch"]["inputs"]["create"]
-    assert "-m vtaplab.fetch --stack msp --scenario msp" in fetch
+    assert "-m vtaplab fetch --stack msp --scenario msp" in fetch
     for i in range(1, tenants + 1):
         cmd = g.by_name[f"{run}-traffic-t{i}"]["inputs"]
         # from the tenant's own client, to its own vm-src (the same address in every tenant)

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "matrix": ("vtaplab.matrix", "run stacks, write evidence/RESULTS.md"),
     "cost": ("vtaplab.cost", "estimate a stack's hourly cost from its graph"),
     "bench": ("vtaplab.bench", "benchmarks: 'bench decode', 'bench proxy'"),
+    # Run by pulumi-command during `pulumi up`: their command lines are stored in every
+    # deployed stack's state, so they name the dispatcher, never a module path.
+    "fastpath": ("vtaplab.fastpath", "deallocate + start a tapped VM (a step of pulumi up)"),
+    "fetch": ("vtaplab.fetch", "bring a run's evidence back over SFTP (a step of pulumi up)"),
 }
 
 

@@ -7,7 +7,7 @@ been deallocated and started again; a reboot is not enough. Both are long-runnin
 before start is asked for), then optionally until a readiness callback (e.g. an SSH
 ``cloud-init status --wait``) succeeds, bounded in time.
 
-    python -m vtaplab.fastpath VM_ID [--ssh-host IP --host-key 'ssh-ed25519 …'
+    python -m vtaplab fastpath VM_ID [--ssh-host IP --host-key 'ssh-ed25519 …'
                                       --ssh-key-file F] [--ready-timeout S]
 
 prints a small JSON record of the steps (no secrets) for a pulumi-command ``local.Command``.
@@ -110,7 +110,7 @@ def ssh_ready(session_factory: Callable[[], object], command: str = READY_COMMAN
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vtaplab.fastpath",
+    parser = argparse.ArgumentParser(prog="python -m vtaplab fastpath",
                                      description="deallocate then start a tapped VM once, "
                                                  "then wait until it answers over SSH")
     parser.add_argument("vm_id", help="the VM's ARM resource id")

@@ -7,7 +7,7 @@ missing collector capture gives ``not-delivered`` with the reason; a VM that can
 reached (or whose host key is wrong), or a file that is there but cannot be read, gives
 ``error`` with the reason — nobody looked, so nothing is claimed.
 
-    python -m vtaplab.fetch --stack b2 --scenario b2 --user azureuser \\
+    python -m vtaplab fetch --stack b2 --scenario b2 --user azureuser \\
         --key-file ~/.ssh/vtaplab --known-hosts hosts.json \\
         --file collector.pcap=20.0.0.1:/var/lib/vtaplab/b2/collector.pcap \\
         --file traffic.log=20.0.0.2:/var/lib/vtaplab/b2/traffic.log
@@ -232,7 +232,7 @@ def _parse_tenants(specs: Sequence[str]) -> dict[str, int] | None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vtaplab.fetch",
+    parser = argparse.ArgumentParser(prog="python -m vtaplab fetch",
                                      description="fetch a scenario's evidence over SFTP and "
                                                  "write its verdict")
     parser.add_argument("--stack", required=True)
