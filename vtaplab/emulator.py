@@ -41,11 +41,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from vtaplab import facts, plan
+from vtaplab import PROJECT_ROOT, facts, plan
 from vtaplab.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = REPO / "cloudinit"
+SCRIPTS = PROJECT_ROOT / "cloudinit"
 PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
 CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
 TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
@@ -709,7 +708,7 @@ class Emulation:
             self.ns(node),
             [sys.executable, "-m", "vtaplab.httpserver", "--dir", str(self._www()),
              "--bind", ip, "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT),
             start_new_session=True)
         self.servers.append(server)
         assert server.stdout is not None

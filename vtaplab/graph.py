@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from vtaplab import PROJECT_ROOT
+
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 TENANT_ID = "11111111-1111-1111-1111-111111111111"
 # Stack files can't carry an operator's key or address: the mock run supplies these when the
@@ -281,7 +282,7 @@ class GraphRun:
 
 def stack_names(root: Path | None = None) -> list[str]:
     """Every committed stack: the ``<stack>`` of each ``Pulumi.<stack>.yaml``."""
-    root = root or ROOT
+    root = root or PROJECT_ROOT
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
 
 
@@ -292,7 +293,7 @@ def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
 
     from vtaplab import config
 
-    root = root or ROOT
+    root = root or PROJECT_ROOT
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise GraphError(
@@ -339,7 +340,7 @@ def run_here(stack: str, root: Path | None = None) -> GraphRun:
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    root = (root or ROOT).resolve()
+    root = (root or PROJECT_ROOT).resolve()
     settings = mock_config(stack, root)
     project = str(yaml.safe_load((root / "Pulumi.yaml").read_text())["name"])
     records: list[dict[str, Any]] = []
@@ -431,9 +432,9 @@ def _plain(value: Any) -> Any:
 
 def build_run(stack: str, *, root: Path | None = None) -> GraphRun:
     """``run_here`` in a fresh interpreter: the graph and the stack outputs."""
-    root = (root or ROOT).resolve()
+    root = (root or PROJECT_ROOT).resolve()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     child = subprocess.run(
         [sys.executable, "-m", "vtaplab", "graph", stack, "--run", "--root", str(root)],
         capture_output=True, text=True, env=env, timeout=300, check=False,
@@ -606,7 +607,7 @@ def main(argv: list[str]) -> int:
     form.add_argument("--json", action="store_true", help="resources as JSON (default)")
     form.add_argument("--mermaid", action="store_true", help="a mermaid flowchart")
     form.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.update_snapshots:
         from vtaplab import snapshots

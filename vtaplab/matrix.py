@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from vtaplab import facts
+from vtaplab import PROJECT_ROOT, facts
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STACKS = ("uksouth",)
 EXPIRES_KEY = "vtaplab:expiresOn"
 # The fixed rule for the expires-on tag: the run's start plus this, rounded up to the hour.
@@ -241,7 +240,7 @@ class AzureMatrix:
     the error classes, and on the stack ``set_config``, ``preview``, ``up``, ``outputs``,
     ``destroy`` (each with ``on_event``)."""
 
-    def __init__(self, *, auto: Any = None, root: Path = REPO, evidence: Path | None = None,
+    def __init__(self, *, auto: Any = None, root: Path = PROJECT_ROOT, evidence: Path | None = None,
                  keep: bool = False, out: TextIO | None = None,
                  now: Callable[[], dt.datetime] | None = None,
                  collect_evidence: Callable[[str, Path, Path], None] | None = None,
@@ -442,7 +441,7 @@ Runner = Callable[..., subprocess.CompletedProcess]
 class OfflineMatrix:
     """The same table without Azure: emulator verdicts and the rules' predictions."""
 
-    def __init__(self, *, root: Path = REPO, evidence: Path | None = None,
+    def __init__(self, *, root: Path = PROJECT_ROOT, evidence: Path | None = None,
                  out: TextIO | None = None, requests: int = 5,
                  run: Runner = subprocess.run) -> None:
         self.root = Path(root)
@@ -802,7 +801,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--evidence", type=Path, default=None, help="evidence directory")
     p.add_argument("--requests", default="5",
                    help="--offline: emulator request rounds per scenario (1-100, default 5)")
-    p.add_argument("--readme", type=Path, nargs="?", const=REPO / "README.md", default=None,
+    p.add_argument("--readme", type=Path, nargs="?", const=PROJECT_ROOT / "README.md", default=None,
                    help="also rewrite the README's results block (default README.md)")
     p.set_defaults(keep=False)
     return p
@@ -839,7 +838,7 @@ def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ..
     return [(n, stack_scenarios(n, root)) for n in names]
 
 
-def main(argv: list[str], *, auto: Any = None, root: Path = REPO,
+def main(argv: list[str], *, auto: Any = None, root: Path = PROJECT_ROOT,
          out: TextIO | None = None, retry_delay: float = 30.0) -> int:
     from vtaplab import results
 

@@ -51,11 +51,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from vtaplab import netns
+from vtaplab import PROJECT_ROOT, netns
 from vtaplab.cli import positive_int
 
-ROOT = Path(__file__).resolve().parent.parent
-PROXY_SCRIPT = ROOT / "cloudinit" / "vtap-proxy.sh"
+PROXY_SCRIPT = PROJECT_ROOT / "cloudinit" / "vtap-proxy.sh"
 GENERATOR_SOURCE = Path(__file__).resolve().parent / "csrc" / "udpgen.c"
 
 MODES = ("plain", "conntrack", "stateless", "netdev")

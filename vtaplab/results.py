@@ -30,10 +30,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vtaplab import facts
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.verdict import load_verdict
 
-REPO = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 LABELS = ("measured on Azure", "emulated", "predicted")
@@ -75,7 +74,7 @@ def _file_path(name: str, verdict_path: Path, root: Path) -> Path:
     return root / path
 
 
-def row_of(verdict_path: Path, *, root: Path = REPO) -> dict[str, Any]:
+def row_of(verdict_path: Path, *, root: Path = PROJECT_ROOT) -> dict[str, Any]:
     """One results row from one verdict file (raises ValueError when it isn't one)."""
     verdict_path = Path(verdict_path)
     if verdict_path.is_dir():
@@ -120,7 +119,7 @@ def _order(row: dict[str, Any]) -> tuple[int, str, str]:
         str(row["stack"] or "")
 
 
-def collect(paths: Iterable[Path], *, root: Path = REPO) -> list[dict[str, Any]]:
+def collect(paths: Iterable[Path], *, root: Path = PROJECT_ROOT) -> list[dict[str, Any]]:
     """Rows for verdict files (or directories holding ``verdict.json`` one level down), in
     the scenario catalogue's order."""
     found: list[Path] = []

@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from vtaplab import PROJECT_ROOT
+
 SNAPSHOT_DIR = Path("tests") / "snapshots"
 DIAGRAM_DIR = Path("docs") / "graphs"
 LONG = 200  # strings longer than this are kept as length + digest
@@ -142,7 +143,7 @@ def update(root: Path | None = None, stacks: Sequence[str] | None = None) -> lis
     remove those of stacks that no longer exist. Returns the files written."""
     from vtaplab.graph import build_graph, stack_names
 
-    root = (root or ROOT).resolve()
+    root = (root or PROJECT_ROOT).resolve()
     names = list(stacks) if stacks else stack_names(root)
     written: list[Path] = []
     graphs: dict[str, list[dict[str, Any]]] = {}
@@ -173,7 +174,7 @@ def main(argv: list[str]) -> int:
                     f"({SNAPSHOT_DIR}/) and diagrams ({DIAGRAM_DIR}/) of every stack.")
     parser.add_argument("--update", action="store_true", help="rewrite them")
     parser.add_argument("stacks", nargs="*", help="only these stacks (default: all)")
-    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from vtaplab.graph import GraphError, build_graph, stack_names
 
