@@ -2,7 +2,7 @@
 
 import pulumi
 
-from vtaplab import config, stack
+from vtaplab.program import config, stack
 
 try:
     lab = config.load()

@@ -26,7 +26,7 @@ from components.vnet import SubnetSpec, vnet_with_subnets
 from vtaplab import facts
 
 if TYPE_CHECKING:
-    from vtaplab.config import ProviderPlan
+    from vtaplab.program.config import ProviderPlan
 
 
 @dataclass

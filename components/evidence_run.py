@@ -9,7 +9,7 @@
 msp: one run over all tenants (``EvidenceRunArgs.tenants``): one collector capture, every
 tenant's client runs its traffic between capture start and stop into ``traffic-<tenant>.log``,
 every tenant's vm-src is fastpath-restarted, and the fetch judges the tenants apart by the VNI
-each one's proxy stamps (``vtaplab.tenants.separate_tenants``, as the emulator does).
+each one's proxy stamps (``vtaplab.judge.tenants.separate_tenants``, as the emulator does).
 
 - Readiness: ``cloud-init status --wait`` on each VM with unlimited dial retries and a create
   timeout; every other command on that VM depends on it.
@@ -38,8 +38,9 @@ import pulumi
 from pulumi import Input, Output, ResourceOptions
 from pulumi_command import local, remote
 
-from vtaplab import facts, runsteps
-from vtaplab.fastpath import READY_COMMAND
+from vtaplab import facts
+from vtaplab.azure import run as runsteps
+from vtaplab.azure.fastpath import READY_COMMAND
 
 # The project's interpreter: Pulumi.yaml's virtualenv, unless the operator says otherwise.
 PYTHON = '"${VTAPLAB_PYTHON:-venv/bin/python}"'

@@ -64,7 +64,7 @@ class LinuxVmArgs:
     """The only source SSH is admitted from."""
     cloud_init: Input[str]
     """cloud-init user data as text; the VM's host key is added to it here
-    (``vtaplab.cloudinit.with_host_key``) and the result base64-encoded into ``customData``
+    (``vtaplab.program.userdata.with_host_key``) and the result base64-encoded into ``customData``
     (a secret: it holds the private half)."""
     tags: Mapping[str, str]
     inbound_rules: Sequence[NsgRule] = ()
@@ -259,7 +259,7 @@ class LinuxVm(pulumi.ComponentResource):
 
 def _with_host_key(cloud_init: Input[str], key: tls.PrivateKey) -> Output[str]:
     """``cloud_init`` plus cloud-init's ``ssh_keys`` with ``key`` (a secret: the private half)."""
-    from vtaplab.cloudinit import with_host_key
+    from vtaplab.program.userdata import with_host_key
 
     return Output.secret(Output.all(cloud_init, key.private_key_openssh,
                                     key.public_key_openssh).apply(

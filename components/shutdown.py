@@ -4,7 +4,7 @@ The shutdown is Azure's own VM auto-shutdown — a DevTest Labs global schedule 
 ``shutdown-computevm-<vmName>`` (the portal's "Auto-shutdown" blade reads that name) with
 task type ``ComputeVmShutdownTask``, which deallocates the VM daily at a UTC time. The time
 and the tag come from ``vtaplab:autoShutdownTime`` and ``vtaplab:expiresOn``, validated by
-``vtaplab.config.shutdown_settings``. Neither is computed from the clock here: running the
+``vtaplab.program.config.shutdown_settings``. Neither is computed from the clock here: running the
 program twice gives identical inputs; ``python -m vtaplab matrix`` writes ``expiresOn`` for
 its run, and without it the tag says ``unset``.
 """
@@ -32,14 +32,14 @@ class AutoShutdown:
 
     @property
     def enabled(self) -> bool:
-        from vtaplab.config import AUTO_SHUTDOWN_OFF
+        from vtaplab.program.config import AUTO_SHUTDOWN_OFF
 
         return self.time != AUTO_SHUTDOWN_OFF
 
 
 def from_config() -> AutoShutdown:
     """The stack's settings (``pulumi.Config("vtaplab")``; defaults outside a program)."""
-    from vtaplab import config
+    from vtaplab.program import config
 
     cfg = pulumi.Config(config.NAMESPACE)
     values = {k: v for k in ("autoShutdownTime", "expiresOn")

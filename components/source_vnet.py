@@ -27,7 +27,7 @@ from components.tags import component_tags
 from components.vnet import SubnetSpec, vnet_with_subnets
 
 if TYPE_CHECKING:
-    from vtaplab.config import ConsumerPlan
+    from vtaplab.program.config import ConsumerPlan
 
 HTTP_PORT = 80
 

@@ -16,7 +16,7 @@ from pulumi_azure_native import network
 
 from components.tags import component_tags
 from vtaplab import facts
-from vtaplab.arm_bodies import VtapParams, vtap_resource_kwargs
+from vtaplab.azure.arm_bodies import VtapParams, vtap_resource_kwargs
 
 
 @dataclass
@@ -48,7 +48,7 @@ class VtapAttachment(pulumi.ComponentResource):
                 f"{name}: give exactly one vTAP destination: a NIC ip-configuration id "
                 "or an internal LB frontend id"
             )
-        # The same builder r1's rejected attempt PUTs (vtaplab.attempts): the vTAP this
+        # The same builder r1's rejected attempt PUTs (vtaplab.azure.attempts): the vTAP this
         # resource declares and the one r1 tries differ only in the destination.
         tap = network.VirtualNetworkTap(
             f"{name}-vtap",

@@ -1,6 +1,6 @@
 """vtaplab's rules as pulumi-policy stack validations: the same functions ``check`` runs.
 
-One ``StackValidationPolicy`` per rule of ``vtaplab.rules`` (named like the rule, enforced
+One ``StackValidationPolicy`` per rule of ``vtaplab.preflight.rules`` (named like the rule, enforced
 ``mandatory`` or ``advisory`` like its severity), reporting the findings the stack's scenarios
 do *not* expect; and one advisory policy, ``expected-rejections``, reporting the ones they do
 (r1's vTAP at the PE's NIC, b1's NIC edit), so a preview of r1 shows its predicted rejection
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the pack runs from policy/: vtaplab lives one level up
     sys.path.insert(0, str(ROOT))
 
-from vtaplab import check, rules  # noqa: E402
+from vtaplab.preflight import check, rules  # noqa: E402  (after the sys.path insert)
 
 PACK_NAME = "vtaplab"
 EXPECTED_POLICY = "expected-rejections"

@@ -1,7 +1,7 @@
 """Shared fixtures: the program run under Pulumi mocks, once per committed stack file.
 
 - ``committed_stack``: a test taking it runs once per ``Pulumi.<stack>.yaml`` in the repo.
-- ``graph_of(stack)``: the registered resources (``vtaplab.graph.build_graph``'s list).
+- ``graph_of(stack)``: the registered resources (``vtaplab.preflight.graph.build_graph``'s list).
 - ``run_of(stack)``: a ``GraphRun`` with ``.resources`` and the resolved stack ``.outputs``.
 - ``lab_config_of(stack)``: the ``LabConfig`` the program saw for that stack.
 
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import config, graph
-from vtaplab.netns import Lab, Runner, list_namespaces, new_prefix
+from vtaplab.emulator.netns import Lab, Runner, list_namespaces, new_prefix
+from vtaplab.preflight import graph
+from vtaplab.program import config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_STACKS = graph.stack_names(ROOT)

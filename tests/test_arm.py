@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from vtaplab import fastpath
-from vtaplab.arm import ArmClient, ArmError, parse_error, public_headers
+from vtaplab.azure import fastpath
+from vtaplab.azure.arm import ArmClient, ArmError, parse_error, public_headers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arm"
 TOKEN = "test-token-3f9c"  # a recognisable value: tests assert it never reaches evidence

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from test_arm import TOKEN, FakeArm, fixture
 
-from vtaplab import arm_bodies, attempts, facts
-from vtaplab.attempt_provider import AttemptProvider
+from components.rejected_attempt import AttemptProvider
+from vtaplab import facts
+from vtaplab.azure import arm_bodies, attempts
 
 PE = fixture("private-endpoint.json")["id"]
 NIC = fixture("pe-nic.json")
@@ -107,7 +108,7 @@ def test_b1_ip_pool_records_what_arm_says(arm, tmp_path):
 def test_r1_accepted_warns_and_is_deleted_on_undo(arm, tmp_path, caplog):
     arm.add("PUT", VTAP, 201, fixture("accepted-vtap-201.json"))
     arm.add("DELETE", VTAP, 200, None)
-    with caplog.at_level(logging.WARNING, logger="vtaplab.attempts"):
+    with caplog.at_level(logging.WARNING, logger="vtaplab.azure.attempts"):
         out = _r1(arm, tmp_path)
     assert out.outcome == "accepted" and not out.matches_expected
     assert out.created_id == VTAP
@@ -162,7 +163,7 @@ def test_missing_private_endpoint_is_an_error(tmp_path):
 
 
 def test_network_failure_is_an_error(tmp_path):
-    from vtaplab.arm import ArmClient
+    from vtaplab.azure.arm import ArmClient
 
     client = ArmClient(token_provider=lambda: TOKEN, base_url="http://127.0.0.1:9",
                        max_retries=0, timeout=2)
@@ -308,7 +309,7 @@ def test_rejected_attempt_registers_without_secrets_and_serializes_by_reference(
     import pulumi
     from pulumi.dynamic.dynamic import serialize_provider
 
-    from vtaplab.attempt_provider import RejectedAttempt
+    from components.rejected_attempt import RejectedAttempt
 
     registered: list = []
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import decode
-from vtaplab.netns import Lab, Runner, list_namespaces, new_prefix
+from vtaplab.emulator.netns import Lab, Runner, list_namespaces, new_prefix
+from vtaplab.judge import decode
 
 CAPTURE = Path(__file__).resolve().parent.parent / "cloudinit" / "vtap-capture.sh"
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None,

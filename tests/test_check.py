@@ -21,7 +21,8 @@ from test_rules import (
     urn,
 )
 
-from vtaplab import check, facts, rules
+from vtaplab import facts
+from vtaplab.preflight import check, rules
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
@@ -219,9 +220,10 @@ class _Graphs:
 
     def __getitem__(self, stack: str) -> list[dict[str, Any]]:
         try:
-            from vtaplab import graph
+            from vtaplab.preflight import graph
         except ImportError as error:
-            pytest.skip(f"vtaplab.graph is not there yet ({error}): stacks can't be checked")
+            pytest.skip(f"vtaplab.preflight.graph is not there yet ({error}): "
+                        "stacks can't be checked")
         if stack not in self._cache:
             try:
                 self._cache[stack] = graph.build_graph(stack, root=ROOT)
@@ -253,7 +255,7 @@ def test_committed_stack(stack, stack_graphs):
         if check.expects_rejection(s):
             if not _attempts(graph, s):
                 pytest.skip(f"stack {stack}: the program declares no attempt for {s} yet "
-                            "(vtaplab.attempt_provider.RejectedAttempt), so there is nothing "
+                            "(components.rejected_attempt.RejectedAttempt), so there is nothing "
                             "to predict")
             pred = check.prediction(report, s)
             expected = set(facts.SCENARIOS[s].expected_arm_codes)
@@ -286,8 +288,8 @@ def test_check_command_end_to_end(stack_graphs):
 
 def _with_attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
     """The stack's graph plus the RejectedAttempt(s) the program is to declare for
-    ``scenario``, with ids formed by the graph's own mocks (vtaplab.graph.azure_id)."""
-    from vtaplab.graph import azure_id
+    ``scenario``, with ids formed by the graph's own mocks (vtaplab.preflight.graph.azure_id)."""
+    from vtaplab.preflight.graph import azure_id
 
     def the(typ: str, name_suffix: str) -> dict[str, Any]:
         hits = [e for e in graph if e["type"] == typ and e["name"].startswith(scenario)

@@ -13,8 +13,8 @@ import subprocess
 import pytest
 import yaml
 
-from vtaplab import cloudinit
-from vtaplab.cloudinit import CloudInitError, render
+from vtaplab.program import userdata as cloudinit
+from vtaplab.program.userdata import CloudInitError, render
 
 PARAMS: dict[str, dict[str, str]] = {
     "src": {},
@@ -364,7 +364,7 @@ def test_proxy_boot_command_works_with_its_script(tmp_path):
 
 
 def _with_key(role: str) -> tuple[str, object]:
-    from vtaplab import ssh
+    from vtaplab.azure import ssh
 
     pair = ssh.host_key_for("a test seed of thirty-two characters!", f"b2-{role}")
     return cloudinit.with_host_key(render(role, **PARAMS[role]), private_pem=pair.private_pem,
@@ -400,7 +400,7 @@ def test_host_key_lands_where_cloud_init_reads_it(role):
 
 
 def test_host_key_input_errors_are_one_line():
-    from vtaplab import ssh
+    from vtaplab.azure import ssh
 
     pair = ssh.generate_host_key()
     base = render("src")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vtaplab import config, facts, plan
-from vtaplab.config import ConfigError, from_values
+from vtaplab import facts, plan
+from vtaplab.program import config
+from vtaplab.program.config import ConfigError, from_values
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))

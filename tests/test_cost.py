@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import cost, graph
+from vtaplab.preflight import cost, graph
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import decode, pcapgen
-from vtaplab.pcapgen import HttpExchange, Outer, http_get, http_ok
+from vtaplab.bench import pcapgen
+from vtaplab.bench.pcapgen import HttpExchange, Outer, http_get, http_ok
+from vtaplab.judge import decode
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = http_ok(pcapgen.body_of(612, 2))
@@ -299,7 +300,7 @@ def _have_netns_and_tcpdump() -> bool:
 SENDER = """
 import socket, sys, time
 from pathlib import Path
-from vtaplab.decode import ReadState, read_records
+from vtaplab.judge.decode import ReadState, read_records
 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 sock.bind((sys.argv[2], 0))
 for _ts, _lt, frame in read_records(Path(sys.argv[1]), ReadState()):

@@ -6,7 +6,9 @@ import shutil
 
 import pytest
 
-from vtaplab import decode, decode_bench, pcapgen
+from vtaplab.bench import decode as decode_bench
+from vtaplab.bench import pcapgen
+from vtaplab.judge import decode
 
 
 def test_bench_frames_are_the_requested_mix(tmp_path):

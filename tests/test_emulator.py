@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 
 from vtaplab import plan
-from vtaplab.verdict import parse_traffic_log
+from vtaplab.judge.verdict import parse_traffic_log
 
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = 6   # each round fetches / and the 200 kB file
@@ -376,8 +376,8 @@ def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
 
 @needs_root
 def test_captures_are_killed_by_pid_when_their_stop_cannot_run(tmp_path):
-    from vtaplab import emulator
-    from vtaplab.netns import Lab, Runner, new_prefix
+    from vtaplab.emulator import engine as emulator
+    from vtaplab.emulator.netns import Lab, Runner, new_prefix
 
     lab = Lab(new_prefix(namespaces()), Runner())
     try:
@@ -409,7 +409,7 @@ def _running(pid: int) -> bool:
 
 FAILING_BUILD = """
 import dataclasses, sys
-from vtaplab import emulator
+from vtaplab.emulator import engine as emulator
 good = emulator.b2_topology()
 bad = dataclasses.replace(good, nat=(*good.nat, ("fb", ("-t", "nat", "-A", "PREROUTING",
                                                       "-j", "NOSUCHTARGET"))))
@@ -462,7 +462,7 @@ def test_bad_input_is_one_clear_line(args, needle):
 def test_not_root_is_one_clear_line(monkeypatch, capsys):
     # In-process with the effective uid faked: dropping to a real unprivileged user would also
     # need the checkout to be readable by that user, which a CI clone need not be.
-    from vtaplab import emulator
+    from vtaplab.emulator import engine as emulator
 
     monkeypatch.setattr(os, "geteuid", lambda: 65534)
     assert emulator.main(["b2", "--out", "/nonexistent/x"]) == 2

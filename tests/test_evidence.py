@@ -1,7 +1,7 @@
 """``python -m vtaplab evidence`` against "VMs" that are real OpenSSH servers on loopback.
 
 Three sshd (collector, proxy, vm-client), each on its own 127.x address with its own pinned
-host key, run the real commands ``pulumi up`` sends (``vtaplab.runsteps``): the real
+host key, run the real commands ``pulumi up`` sends (``vtaplab.azure.run``): the real
 ``vtap-capture.sh --unit`` and ``vtap-traffic.sh`` from ``cloudinit/``. What is stood in for:
 ``systemd-run``/``systemctl`` (this machine's PID 1 is not systemd; the stand-ins of
 tests/test_capture_unit.py), ``sudo`` (the sessions are root already; real sudo would reset
@@ -31,7 +31,10 @@ import pytest
 from test_capture_unit import SYSTEMCTL, SYSTEMD_RUN
 from test_ssh import SSHD, Sshd, free_port
 
-from vtaplab import evidence, pcapgen, plan, ssh
+from vtaplab import plan
+from vtaplab.azure import collect as evidence
+from vtaplab.azure import ssh
+from vtaplab.bench import pcapgen
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
@@ -197,7 +200,7 @@ MSP_TENANTS = (1, 2)
 
 @pytest.fixture
 def msp_lab(tmp_path: Path):
-    """The msp outputs ``vtaplab.stack._msp`` exports, for two tenants on loopback."""
+    """The msp outputs ``vtaplab.program.stack._msp`` exports, for two tenants on loopback."""
     base = _loopback_base()
     roles = ["collector"] + [f"t{t}-{r}" for t in MSP_TENANTS for r in ("proxy", "vm_client")]
     addresses = {role: f"{base}.{n}" for n, role in enumerate(

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from components.evidence_run import parse_summary
-from vtaplab import graph
-from vtaplab.ssh import host_key_for
+from vtaplab.azure.ssh import host_key_for
+from vtaplab.preflight import graph
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAFFIC_STACKS = [s for s in ("b2", "a", "b3") if (ROOT / f"Pulumi.{s}.yaml").is_file()]
@@ -246,7 +246,7 @@ def test_rejected_attempts_are_declared_with_the_consumers_ids(graph_of):
 
 
 def test_the_vtap_comes_from_the_shared_arm_body_builder(graph_of):
-    from vtaplab.arm_bodies import VtapParams, vtap_body
+    from vtaplab.azure.arm_bodies import VtapParams, vtap_body
 
     tap = next(r for r in graph_of("b2") if r["type"] == "azure-native:network:VirtualNetworkTap")
     body = vtap_body(VtapParams(
@@ -276,7 +276,7 @@ def test_private_key_text_is_written_0600_for_the_local_commands(tmp_path, monke
                                                                   lab_config_of):
     import dataclasses
 
-    from vtaplab import stack
+    from vtaplab.program import stack
 
     pem = graph.test_ssh_private_key()
     cfg = dataclasses.replace(lab_config_of("b2"), ssh_private_key=pem, ssh_private_key_file="")
@@ -290,7 +290,7 @@ def test_private_key_text_is_written_0600_for_the_local_commands(tmp_path, monke
 
 
 def test_combined_outcome_never_hides_an_error():
-    from vtaplab.stack import combined_outcome
+    from vtaplab.program.stack import combined_outcome
 
     assert combined_outcome(["rejected", "rejected"]) == "rejected"
     assert combined_outcome(["rejected", "accepted"]) == "accepted"
@@ -409,7 +409,7 @@ def test_msp_secrets_only_in_connections_and_user_data(msp):
 
 
 # ----------------------------------------------------------------------------- msp: the fetch
-# judges the tenants apart (vtaplab.tenants.separate_tenants, as the emulator does)
+# judges the tenants apart (vtaplab.judge.tenants.separate_tenants, as the emulator does)
 
 
 class FakeHost:
@@ -425,7 +425,7 @@ class FakeHost:
         import hashlib
         import shutil
 
-        from vtaplab.ssh import FetchResult, RemoteFileMissing
+        from vtaplab.azure.ssh import FetchResult, RemoteFileMissing
 
         if remote not in self.files:
             raise RemoteFileMissing(f"{remote}: no such file")
@@ -447,7 +447,7 @@ def _traffic_log(path: Path, requests: int) -> Path:
 def _msp_capture(path: Path, per_vni: dict[int, int]) -> Path:
     """A collector capture: ``per_vni`` VNI -> GET exchanges, every tenant with the same inner
     addresses and the same outer source (the PLS NAT IP): only the VNI tells them apart."""
-    from vtaplab import pcapgen
+    from vtaplab.bench import pcapgen
 
     pairs = []
     for vni, count in per_vni.items():
@@ -462,7 +462,7 @@ def _msp_capture(path: Path, per_vni: dict[int, int]) -> Path:
 
 def _fetch_msp(tmp_path: Path, per_vni: dict[int, int], sent: dict[str, int],
                tenants: dict[str, int]) -> dict[str, Any]:
-    from vtaplab import fetch
+    from vtaplab.azure import fetch
 
     src = tmp_path / "remote"
     src.mkdir()
@@ -481,7 +481,8 @@ def _fetch_msp(tmp_path: Path, per_vni: dict[int, int], sent: dict[str, int],
 
 
 def test_msp_fetch_tells_tenants_apart_by_vni(tmp_path):
-    from vtaplab import fetch, plan
+    from vtaplab import plan
+    from vtaplab.azure import fetch
 
     tenants = {f"t{i}": plan.tenant_vni(i) for i in (1, 2, 3)}
     verdict = _fetch_msp(tmp_path, {1001: 2, 1002: 3, 1003: 1}, {"t1": 2, "t2": 3, "t3": 1},
@@ -521,7 +522,7 @@ def test_msp_fetch_without_a_tenant_log_judges_on_vnis_alone(tmp_path):
 
 @pytest.mark.parametrize("spec", ["t1", "t1=0", "t1=16777216", "t1=x", "=5", "a/b=5"])
 def test_fetch_cli_bad_tenant_is_one_line(spec, capsys, tmp_path):
-    from vtaplab import fetch
+    from vtaplab.azure import fetch
 
     code = fetch.main(["--stack", "msp", "--scenario", "msp", "--key-file", str(tmp_path / "k"),
                        "--known-host", "1.2.3.4=ssh-ed25519 AAAA",

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vtaplab import graph
+from vtaplab.preflight import graph
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,7 @@ def test_mocks_answer_like_arm():
 def test_every_vm_has_its_own_tls_host_key_in_its_secret_user_data(committed_stack, graph_of):
     import base64
 
-    from vtaplab.ssh import host_key_for
+    from vtaplab.azure.ssh import host_key_for
 
     resources = graph_of(committed_stack)
     vms = [r for r in resources if r["type"] == "azure-native:compute:VirtualMachine"]
@@ -167,7 +167,7 @@ def test_mock_tls_keys_are_fixed_per_name_and_ed25519_only():
 
 
 def test_host_key_outputs_are_the_keys_the_vms_boot_with(run_of):
-    from vtaplab.ssh import host_key_for
+    from vtaplab.azure.ssh import host_key_for
 
     out = run_of("b2").outputs["scenarios"]["b2"]["host_keys"]
     expected = {"collector": "provider-col", "vm_src": "b2-src", "vm_client": "b2-client",
@@ -177,14 +177,14 @@ def test_host_key_outputs_are_the_keys_the_vms_boot_with(run_of):
 
 
 def test_graph_without_a_stack_is_one_line(capsys):
-    from vtaplab import graph
+    from vtaplab.preflight import graph
 
     assert graph.main([]) == 2
     assert "name a STACK" in capsys.readouterr().err
 
 
 def test_update_snapshots_flag_rewrites_through_the_snapshot_module(monkeypatch):
-    from vtaplab import graph, snapshots
+    from vtaplab.preflight import graph, snapshots
 
     calls = []
     monkeypatch.setattr(snapshots, "main", lambda argv: calls.append(argv) or 0)

@@ -124,7 +124,7 @@ def root(tmp_path: Path) -> Path:
 def write_program_verdict(stack: FakeStack, scenario: str, outcome: str,
                           code: str | None = None) -> None:
     """What the program's RejectedAttempt does during up: a verdict in the evidence dir."""
-    from vtaplab.verdict import verdict_from_summary, write_verdict
+    from vtaplab.judge.verdict import verdict_from_summary, write_verdict
 
     out = stack.work_dir / "evidence" / stack.name / scenario
     arm = {"code": code, "message": "from ARM"} if code else None
@@ -296,7 +296,7 @@ def test_ctrl_c_during_up_still_destroys_and_stops_the_matrix(root):
 
 def test_a_stale_verdict_from_an_earlier_run_is_not_this_runs(root):
     old = root / "evidence" / "r1" / "r1"
-    from vtaplab.verdict import verdict_from_summary, write_verdict
+    from vtaplab.judge.verdict import verdict_from_summary, write_verdict
 
     write_verdict(old, verdict_from_summary(scenario="r1", summary=None, files=[],
                                             arm_error={"code": facts.ARM_PE_AS_VTAP_DESTINATION}))
@@ -348,7 +348,7 @@ def test_errors_are_attributed_by_resource_name_then_code():
 
 
 def test_no_verdict_after_up_runs_the_evidence_step_with_the_outputs(root):
-    from vtaplab.verdict import verdict_from_summary, write_verdict
+    from vtaplab.judge.verdict import verdict_from_summary, write_verdict
 
     seen: list[tuple[str, dict]] = []
 

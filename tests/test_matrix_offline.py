@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from vtaplab import facts, results
+from vtaplab import facts
+from vtaplab.judge import results
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"r1": "predicted", "b1": "predicted", "a": "predicted", "c1": "predicted",

@@ -23,7 +23,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import unknown_checking_proxy
 from test_rules import UNKNOWN, b1_graph, b2_graph, node, r1_graph
 
-from vtaplab import check, rules
+from vtaplab.preflight import check, rules
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "policy"))
@@ -179,7 +179,7 @@ def test_validators_agree_with_check_on_the_committed_stacks():
     test_check breaks it): the pack reports exactly what ``check`` reports."""
     from test_check import STACKS, _attempts, _mutations, _with_attempts
 
-    from vtaplab.graph import GraphError, build_graph
+    from vtaplab.preflight.graph import GraphError, build_graph
 
     if not STACKS:
         pytest.skip("no Pulumi.<stack>.yaml committed yet")

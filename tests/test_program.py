@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from vtaplab import facts, graph
+from vtaplab import facts
+from vtaplab.preflight import graph
 
 NETWORK = "azure-native:network:"
 TAP = NETWORK + "VirtualNetworkTap"
@@ -362,7 +363,7 @@ def test_stack_outputs_are_the_resources_own_values(committed_stack, run_of, lab
 
 @pytest.mark.parametrize("scenario", ["c1"])
 def test_scenarios_not_built_yet_fail_with_one_line(scenario):
-    from vtaplab import config, stack
+    from vtaplab.program import config, stack
 
     cfg = config.from_values(
         {"vtaplab:scenarios": [scenario], "vtaplab:sshPublicKey": graph.TEST_SSH_PUBLIC_KEY,

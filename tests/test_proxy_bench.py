@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import proxy_bench
-from vtaplab.netns import Lab, list_namespaces
-from vtaplab.proxy_bench import ModeResult, Sample
+from vtaplab.bench import proxy as proxy_bench
+from vtaplab.bench.proxy import ModeResult, Sample
+from vtaplab.emulator.netns import Lab, list_namespaces
 
 needs_root_and_cc = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("cc") is None,

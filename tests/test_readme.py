@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from vtaplab import readme
-from vtaplab.config import KEYS
+from vtaplab.program.config import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "README.md").read_text(encoding="utf-8")

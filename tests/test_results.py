@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import facts, results
+from vtaplab import facts
+from vtaplab.judge import results
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "verdicts"
@@ -153,14 +154,15 @@ def test_label_inferred_from_the_path_when_absent(tmp_path):
 
 def test_cli_writes_both_files_and_rejects_garbage(tmp_path):
     shutil.copytree(FIXTURES / "azure", tmp_path / "in")
-    done = subprocess.run([sys.executable, "-m", "vtaplab.results", str(tmp_path / "in"),
+    done = subprocess.run([sys.executable, "-m", "vtaplab.judge.results", str(tmp_path / "in"),
                            "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "RESULTS.md").is_file()
     assert (tmp_path / "out" / "results.json").is_file()
     (tmp_path / "bad.json").write_text("[]")
-    done = subprocess.run([sys.executable, "-m", "vtaplab.results", str(tmp_path / "bad.json")],
+    done = subprocess.run([sys.executable, "-m", "vtaplab.judge.results",
+                           str(tmp_path / "bad.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from vtaplab import facts, rules
+from vtaplab import facts
+from vtaplab.preflight import rules
 
 SUB = "/subscriptions/00000000-0000-0000-0000-000000000000"
 RG = "rg-vtaplab-b2"
@@ -177,7 +178,7 @@ def b2_graph() -> list[dict[str, Any]]:
 
 
 def attempt_entry(attempt: str, scenario: str, **ids: str) -> dict[str, Any]:
-    """A ``vtaplab.attempt_provider.RejectedAttempt`` as the graph records it."""
+    """A ``components.rejected_attempt.RejectedAttempt`` as the graph records it."""
     typ = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
     return {"urn": urn(typ, f"{scenario}-{attempt}"), "type": typ,
             "name": f"{scenario}-{attempt}", "parent": None,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab.netns import Lab
+from vtaplab.emulator.netns import Lab
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "cloudinit"
@@ -357,7 +357,7 @@ def test_traffic_log_format_and_rerun(lab, tmp_path):
     www.mkdir()
     (www / "index.html").write_text("hello\n")
     server = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "vtaplab.httpserver", "--dir",
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "vtaplab.emulator.httpserver", "--dir",
          str(www), "--bind", "127.0.0.1", "--port", "8080"],
         stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:

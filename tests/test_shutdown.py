@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from components import shutdown
-from vtaplab import config, graph, matrix
+from vtaplab import matrix
+from vtaplab.preflight import graph
+from vtaplab.program import config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULE = "azure-native:devtestlab:GlobalSchedule"

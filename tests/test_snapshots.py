@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from test_rules import b2_graph, node
 
-from vtaplab import snapshots
+from vtaplab.preflight import snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
@@ -17,7 +17,7 @@ _GRAPHS: dict[str, list[dict[str, Any]]] = {}
 
 
 def program_graph(stack: str) -> list[dict[str, Any]]:
-    from vtaplab import graph
+    from vtaplab.preflight import graph
 
     if stack not in _GRAPHS:
         try:
@@ -71,7 +71,7 @@ def test_normalise_drops_pickles_and_digests_long_strings():
 
 
 def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):
-    from vtaplab import graph as graph_module
+    from vtaplab.preflight import graph as graph_module
 
     g = b2_graph()
     monkeypatch.setattr(graph_module, "build_graph", lambda stack, root=None: g)
@@ -94,7 +94,7 @@ def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):
 
 
 def test_readme_embedded_diagram_is_kept_current(tmp_path, monkeypatch):
-    from vtaplab import graph as graph_module
+    from vtaplab.preflight import graph as graph_module
 
     g = b2_graph()
     monkeypatch.setattr(graph_module, "build_graph", lambda stack, root=None: g)

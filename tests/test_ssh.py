@@ -1,7 +1,7 @@
 """SSH and evidence fetch against a real OpenSSH server on 127.0.0.1.
 
 Each test starts its own ``/usr/sbin/sshd -D -e -f CONFIG`` on a free loopback port, with a
-host key made by ``vtaplab.ssh`` (so OpenSSH itself proves the key format cloud-init will
+host key made by ``vtaplab.azure.ssh`` (so OpenSSH itself proves the key format cloud-init will
 install) and a per-run client key in ``authorized_keys``; it is stopped by pid.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import fetch as fetch_mod
-from vtaplab import ssh
-from vtaplab.decode import CaptureError
+from vtaplab.azure import fetch as fetch_mod
+from vtaplab.azure import ssh
+from vtaplab.judge.decode import CaptureError
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(
@@ -316,7 +316,7 @@ def test_fetch_cli_prints_small_json(sshd, keys, tmp_path, monkeypatch, capsys):
 def test_fastpath_restart_waits_for_ssh_readiness(sshd, keys):
     from test_arm import VM, FakeArm, _queue_vm_ops
 
-    from vtaplab import fastpath
+    from vtaplab.azure import fastpath
 
     arm = FakeArm()
     try:
@@ -334,7 +334,7 @@ def test_fastpath_restart_waits_for_ssh_readiness(sshd, keys):
 
 
 def test_fastpath_cli_needs_host_key_for_ssh(capsys):
-    from vtaplab import fastpath
+    from vtaplab.azure import fastpath
 
     assert fastpath.main([VM_ID_EXAMPLE, "--ssh-host", "127.0.0.1"]) == 2
     assert "--host-key" in capsys.readouterr().err

@@ -1,11 +1,11 @@
-"""vtaplab.tenants: when can the collector tell msp's tenants apart? (Pure: verdict dicts.)"""
+"""vtaplab.judge.tenants: when can the collector tell msp's tenants apart? (Pure: verdict dicts.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from vtaplab import plan
-from vtaplab.tenants import format_tenant_table, separate_tenants, separation_problems
+from vtaplab.judge.tenants import format_tenant_table, separate_tenants, separation_problems
 
 VNIS = {f"t{i}": plan.tenant_vni(i) for i in (1, 2, 3)}
 SENT = {"t1": 4, "t2": 4, "t3": 4}

@@ -17,7 +17,9 @@ import pytest
 from conftest import COMMITTED_STACKS, ROOT
 from test_program import NETWORK, NIC, TAP, TAP_CONFIG, VM, arm_id, nic_with_ip, of_type, one
 
-from vtaplab import config, facts, graph, plan, stack
+from vtaplab import facts, plan
+from vtaplab.preflight import graph
+from vtaplab.program import config, stack
 
 LB = NETWORK + "LoadBalancer"
 PE = NETWORK + "PrivateEndpoint"

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import facts, pcapgen, verdict
-from vtaplab.pcapgen import HttpExchange, Outer, http_get, http_ok
+from vtaplab import facts
+from vtaplab.bench import pcapgen
+from vtaplab.bench.pcapgen import HttpExchange, Outer, http_get, http_ok
+from vtaplab.judge import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN_KEYS = ["scenario", "outcome", "vxlan_packets", "vnis", "outer_sources",

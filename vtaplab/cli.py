@@ -13,18 +13,21 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "emulate": ("vtaplab.emulator", "run a scenario's data path locally in network namespaces"),
-    "decode": ("vtaplab.decode", "decode a capture (pcap/pcapng) into a verdict"),
-    "graph": ("vtaplab.graph", "print a stack's resource graph, built under Pulumi mocks"),
-    "check": ("vtaplab.check", "preflight: the rules ARM would enforce, on a stack's graph"),
-    "evidence": ("vtaplab.evidence", "re-run capture + traffic on a deployed stack over SSH"),
+    "emulate": ("vtaplab.emulator.engine",
+                "run a scenario's data path locally in network namespaces"),
+    "decode": ("vtaplab.judge.decode", "decode a capture (pcap/pcapng) into a verdict"),
+    "graph": ("vtaplab.preflight.graph",
+              "print a stack's resource graph, built under Pulumi mocks"),
+    "check": ("vtaplab.preflight.check",
+              "preflight: the rules ARM would enforce, on a stack's graph"),
+    "evidence": ("vtaplab.azure.collect", "re-run capture + traffic on a deployed stack over SSH"),
     "matrix": ("vtaplab.matrix", "run stacks, write evidence/RESULTS.md"),
-    "cost": ("vtaplab.cost", "estimate a stack's hourly cost from its graph"),
-    "bench": ("vtaplab.bench", "benchmarks: 'bench decode', 'bench proxy'"),
+    "cost": ("vtaplab.preflight.cost", "estimate a stack's hourly cost from its graph"),
+    "bench": ("vtaplab.bench.cli", "benchmarks: 'bench decode', 'bench proxy'"),
     # Run by pulumi-command during `pulumi up`: their command lines are stored in every
     # deployed stack's state, so they name the dispatcher, never a module path.
-    "fastpath": ("vtaplab.fastpath", "deallocate + start a tapped VM (a step of pulumi up)"),
-    "fetch": ("vtaplab.fetch", "bring a run's evidence back over SFTP (a step of pulumi up)"),
+    "fastpath": ("vtaplab.azure.fastpath", "deallocate + start a tapped VM (a step of pulumi up)"),
+    "fetch": ("vtaplab.azure.fetch", "bring a run's evidence back over SFTP (a step of pulumi up)"),
 }
 
 

@@ -16,7 +16,8 @@ scenario's ``rejected``.
 ``--offline`` needs no Azure (but root, for the emulator): the data-path scenarios (b2, b3 and
 b3 with one proxy down, msp) are run by the emulator (``python -m vtaplab emulate``) into
 ``evidence/offline/<scenario>/``; the control-plane ones are predicted by the preflight rules
-(``vtaplab.check``) on the program's graph: r1 and b1 (with the attempts the program makes), c1
+(``vtaplab.preflight.check``) on the program's graph: r1 and b1 (with the attempts the program
+makes), c1
 (a vTAP pointed at an Azure Firewall: rule VTAP002 says no vTAP can express it), and a (the
 rules on stack a's graph; whether Direct Connect carries vTAP's VXLAN is ``unknown`` until it
 is measured — the emulator's b2 is not a model of it). Every row says how it was obtained.
@@ -358,7 +359,7 @@ class AzureMatrix:
             return None
 
     def _verdicts(self, result: StackResult) -> list[Path]:
-        from vtaplab.verdict import load_verdict, verdict_from_summary, write_verdict
+        from vtaplab.judge.verdict import load_verdict, verdict_from_summary, write_verdict
 
         run_files = [self._dir(result.stack) / "run.json",
                      self._dir(result.stack) / "events.jsonl"]
@@ -421,7 +422,7 @@ def _run_evidence_command(stack: str, root: Path, outputs_file: Path) -> None:
     when that command exists; its verdicts are then picked up like the program's own."""
     import importlib.util
 
-    if importlib.util.find_spec("vtaplab.evidence") is None:
+    if importlib.util.find_spec("vtaplab.azure.collect") is None:
         return
     log = outputs_file.parent / "evidence.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -466,7 +467,7 @@ class OfflineMatrix:
                 path = self.predict_a()
             else:
                 path = self.predict_rejection(s)
-            from vtaplab.verdict import load_verdict
+            from vtaplab.judge.verdict import load_verdict
 
             v = load_verdict(path)
             print(f"[offline] {s:<4} {v.get('label'):<10} {v.get('outcome'):<14} "
@@ -486,7 +487,7 @@ class OfflineMatrix:
 
     def _emulate_once(self, scenario: str, out_dir: Path, extra: Sequence[str]) -> tuple[
             int, list[str]]:
-        from vtaplab.config import KEYS_BY_NAME
+        from vtaplab.program.config import KEYS_BY_NAME
 
         # The proxy mode a deployed stack uses by default: the emulated row stands for it.
         mode = str(KEYS_BY_NAME["proxyMode"].default)
@@ -512,7 +513,7 @@ class OfflineMatrix:
         return rc, shown
 
     def emulate(self, scenario: str) -> Path:
-        from vtaplab.verdict import load_verdict, write_verdict
+        from vtaplab.judge.verdict import load_verdict, write_verdict
 
         out_dir = self.base / scenario
         extra = ["--tenants", str(self._msp_tenants())] if scenario == "msp" else []
@@ -540,7 +541,7 @@ class OfflineMatrix:
 
     def _emulated_verdict(self, scenario: str, out_dir: Path, rc: int,
                           argv: Sequence[str]) -> dict[str, Any]:
-        from vtaplab.verdict import load_verdict, verdict_from_summary
+        from vtaplab.judge.verdict import load_verdict, verdict_from_summary
 
         log = out_dir / "emulate.log"
         try:
@@ -559,7 +560,7 @@ class OfflineMatrix:
     def _msp_tenants(self) -> int:
         """As many tenants as the committed msp stack deploys (its mspTenants, or the
         default), so the emulated row is the same shape as the Azure one."""
-        from vtaplab import config
+        from vtaplab.program import config
 
         values: dict[str, object] = {}
         stack_file = self.root / "Pulumi.msp.yaml"
@@ -579,8 +580,8 @@ class OfflineMatrix:
             scenario = "b2"  # c1 is b2's tap pointed at a firewall
         if (self.root / f"Pulumi.{scenario}.yaml").is_file():
             return scenario
-        from vtaplab.check import stack_scenarios
-        from vtaplab.graph import stack_names
+        from vtaplab.preflight.check import stack_scenarios
+        from vtaplab.preflight.graph import stack_names
 
         for stack in stack_names(self.root):
             if scenario in stack_scenarios(stack, self.root):
@@ -590,7 +591,7 @@ class OfflineMatrix:
     def _build_graphs(self, stacks: Sequence[str]) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from vtaplab.graph import build_graph
+        from vtaplab.preflight.graph import build_graph
 
         todo = [s for s in stacks if s not in self._graphs]
         with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 2))) as pool:
@@ -606,7 +607,7 @@ class OfflineMatrix:
         return stack, [dict(e) for e in self._graphs[stack]]
 
     def _prediction_files(self, out_dir: Path, graph: list[dict], report: Any) -> list[Path]:
-        from vtaplab.check import render
+        from vtaplab.preflight.check import render
 
         out_dir.mkdir(parents=True, exist_ok=True)
         files = [out_dir / "graph.json", out_dir / "check.json", out_dir / "check.txt"]
@@ -616,7 +617,7 @@ class OfflineMatrix:
         return [Path(self._rel(f)) for f in files]
 
     def _error(self, scenario: str, why: str) -> Path:
-        from vtaplab.verdict import verdict_from_summary, write_verdict
+        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
 
         verdict = verdict_from_summary(scenario=scenario, summary=None, files=[], reason=why)
         verdict.update(label=LABEL_PREDICTED, stack="preflight", tried="python -m vtaplab check")
@@ -624,8 +625,8 @@ class OfflineMatrix:
 
     def predict_rejection(self, scenario: str) -> Path:
         """r1, b1: the rules on the stack's graph with the attempts the program makes."""
-        from vtaplab import check
-        from vtaplab.verdict import verdict_from_summary, write_verdict
+        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
+        from vtaplab.preflight import check
 
         try:
             stack, graph = self._graph(scenario)
@@ -635,7 +636,7 @@ class OfflineMatrix:
         if not [e for e in graph if "RejectedAttempt" in str(e.get("type"))
                 and (e.get("inputs") or {}).get("scenario") == scenario]:
             graph = with_attempts(graph, scenario)
-            note = ("; with the attempts of vtaplab.attempts added to the graph (the "
+            note = ("; with the attempts of vtaplab.azure.attempts added to the graph (the "
                     "program declares none yet)")
         report = check.evaluate(graph, stack=stack, scenarios=[scenario])
         pred = check.prediction(report, scenario)
@@ -666,8 +667,8 @@ class OfflineMatrix:
 
     def predict_c1(self) -> Path:
         """c1: b2's tap with an Azure Firewall's ip-configuration as destination."""
-        from vtaplab import check, rules
-        from vtaplab.verdict import verdict_from_summary, write_verdict
+        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
+        from vtaplab.preflight import check, rules
 
         try:
             stack, graph = self._graph("c1")
@@ -704,8 +705,8 @@ class OfflineMatrix:
 
     def predict_a(self) -> Path:
         """a: the rules on stack a's graph; the data path over Direct Connect stays unknown."""
-        from vtaplab import check, rules
-        from vtaplab.verdict import verdict_from_summary, write_verdict
+        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
+        from vtaplab.preflight import check, rules
 
         try:
             stack, graph = self._graph("a")
@@ -737,9 +738,10 @@ class OfflineMatrix:
 
 def with_attempts(graph: Sequence[Mapping[str, Any]], scenario: str) -> list[dict]:
     """``graph`` plus the ``RejectedAttempt`` entries for ``scenario`` as the program declares
-    them (vtaplab.attempts), with ids formed by the graph's mocks."""
-    from vtaplab import attempts, rules
-    from vtaplab.graph import azure_id
+    them (vtaplab.azure.attempts), with ids formed by the graph's mocks."""
+    from vtaplab.azure import attempts
+    from vtaplab.preflight import rules
+    from vtaplab.preflight.graph import azure_id
 
     def the(typ: str, suffix: str) -> Mapping[str, Any]:
         hits = [e for e in graph if e.get("type") == typ
@@ -810,7 +812,7 @@ def _parser() -> argparse.ArgumentParser:
 def _offline_scenarios(text: str | None, root: Path) -> list[str]:
     if text is None:
         return list(facts.SCENARIOS)
-    from vtaplab.check import stack_scenarios
+    from vtaplab.preflight.check import stack_scenarios
 
     out: list[str] = []
     for name in (t.strip() for t in text.split(",") if t.strip()):
@@ -826,8 +828,8 @@ def _offline_scenarios(text: str | None, root: Path) -> list[str]:
 
 
 def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ...]]]:
-    from vtaplab.check import stack_scenarios
-    from vtaplab.graph import stack_names
+    from vtaplab.preflight.check import stack_scenarios
+    from vtaplab.preflight.graph import stack_names
 
     committed = stack_names(root)
     names = [t.strip() for t in (text or ",".join(DEFAULT_STACKS)).split(",") if t.strip()]
@@ -840,7 +842,7 @@ def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ..
 
 def main(argv: list[str], *, auto: Any = None, root: Path = PROJECT_ROOT,
          out: TextIO | None = None, retry_delay: float = 30.0) -> int:
-    from vtaplab import results
+    from vtaplab.judge import results
 
     out = out or sys.stdout
     args = _parser().parse_args(argv)

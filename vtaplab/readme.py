@@ -1,4 +1,4 @@
-"""The README's config-key table, generated from ``vtaplab.config.KEYS`` so it can't go stale.
+"""The README's config-key table, generated from ``vtaplab.program.config.KEYS`` (never stale).
 
 ``python -m vtaplab.readme --update`` rewrites the block between ``<!-- config-keys:begin -->``
 and ``<!-- config-keys:end -->``; ``tests/test_readme.py`` fails when the block is not current.
@@ -28,7 +28,7 @@ def _default(value: object) -> str:
 
 
 def config_table() -> str:
-    from vtaplab.config import KEYS
+    from vtaplab.program.config import KEYS
 
     rows = ["| key (`vtaplab:`) | default | meaning |", "|---|---|---|"]
     rows += [f"| `{k.name}` | {_default(k.default)} | {k.description.replace('|', '/')} |"
@@ -46,7 +46,8 @@ def render(text: str) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vtaplab.readme",
                                      description="Check (default) or rewrite the README's "
-                                                 "config-key table from vtaplab.config.KEYS.")
+                                                 "config-key table from "
+                                                 "vtaplab.program.config.KEYS.")
     parser.add_argument("--update", action="store_true", help="rewrite the block in place")
     args = parser.parse_args(argv)
     readme = PROJECT_ROOT / "README.md"

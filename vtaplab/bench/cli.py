@@ -6,8 +6,8 @@ import importlib
 import sys
 
 BENCHES: dict[str, str] = {
-    "decode": "vtaplab.decode_bench",
-    "proxy": "vtaplab.proxy_bench",
+    "decode": "vtaplab.bench.decode",
+    "proxy": "vtaplab.bench.proxy",
 }
 
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-log = logging.getLogger("vtaplab.arm")
+log = logging.getLogger("vtaplab.azure.arm")
 
 ARM_ENDPOINT = "https://management.azure.com"
 ARM_SCOPE = "https://management.azure.com/.default"

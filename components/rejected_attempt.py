@@ -4,7 +4,7 @@
 so an ARM rejection is a *successful* create whose outputs carry the outcome. What the
 resource does on each step:
 
-- create: runs the attempt (``vtaplab.attempts``), writes ``arm-response*.json`` and the
+- create: runs the attempt (``vtaplab.azure.attempts``), writes ``arm-response*.json`` and the
   scenario's ``verdict.json`` under ``evidence/<stack>/<scenario>/``, returns
   ``{outcome, matches_expected, arm_code, arm_message, evidence_path, verdict_path,
   created_id, warning}``;
@@ -30,8 +30,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
-from vtaplab import attempts
-from vtaplab.arm import ArmClient
+from vtaplab.azure import attempts
+from vtaplab.azure.arm import ArmClient
 
 # Inputs whose change means a new attempt.
 INPUT_KEYS = ("scenario", "attempt", "stack", "private_endpoint_id", "location", "target_id",

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vtaplab import pcapgen
+from vtaplab.bench import pcapgen
 from vtaplab.cli import positive_int
 
 GOAL_RATIO = 0.5
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, capture: Path, tshark: str | None) -> int:
-    from vtaplab.decode import decode_capture
+    from vtaplab.judge.decode import decode_capture
 
     start = time.perf_counter()
     summary = decode_capture(capture)

@@ -1,6 +1,6 @@
 """``python -m vtaplab cost STACK [--json]``: what a stack costs per hour while it runs.
 
-Counted from the stack's resource graph (``vtaplab.graph``, the program under mocks — no
+Counted from the stack's resource graph (``vtaplab.preflight.graph``, the program under mocks — no
 cloud) against :data:`PRICES`: a small, dated table of approximate pay-as-you-go list prices
 for one region. They are NOT fetched and NOT a quote: Azure's prices change and differ by
 region (typically within about 20 %); check the Azure pricing calculator before relying on
@@ -202,7 +202,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="the estimate as JSON")
     p.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from vtaplab import graph as graph_module
+    from vtaplab.preflight import graph as graph_module
 
     root = (args.root or graph_module.ROOT).resolve()
     known = graph_module.stack_names(root)

@@ -36,7 +36,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-log = logging.getLogger("vtaplab.ssh")
+log = logging.getLogger("vtaplab.azure.ssh")
 
 
 class SshError(RuntimeError):

@@ -1255,7 +1255,8 @@ def _port(text: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from vtaplab import facts, verdict
+    from vtaplab import facts
+    from vtaplab.judge import verdict
 
     parser = argparse.ArgumentParser(
         prog="python -m vtaplab decode",

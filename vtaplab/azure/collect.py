@@ -4,9 +4,9 @@ stack over SSH, fetch the evidence and write the verdict.
 It reads the stack's outputs (``pulumi stack output --json -s STACK``, or ``--outputs FILE``
 holding that JSON), logs in with the operator's key to the VMs (host keys pinned from the
 outputs' ``host_keys``: a VM that shows another key is refused), and sends the same commands
-``pulumi up`` sends (``vtaplab.runsteps``): capture start on the collector and the proxies,
-the traffic from vm-client to vm-src, capture stop; then ``vtaplab.fetch`` brings the files into
-``evidence/<stack>/<scenario>/`` and the verdict is computed from them.
+``pulumi up`` sends (``vtaplab.azure.run``): capture start on the collector and the proxies,
+the traffic from vm-client to vm-src, capture stop; then ``vtaplab.azure.fetch`` brings the
+files into ``evidence/<stack>/<scenario>/`` and the verdict is computed from them.
 
 msp (``scenarios.msp.tenants``): as ``pulumi up`` runs it (``components/evidence_run.py``):
 one collector capture, a capture on every tenant's proxy (``proxy.pcap``, ``proxy2.pcap``...
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vtaplab import runsteps
+from vtaplab.azure import run as runsteps
 
 KEY_FALLBACKS = ("~/.ssh/id_ed25519", "~/.ssh/id_rsa")
 
@@ -200,8 +200,8 @@ def run_scenario(stack: str, hosts: ScenarioHosts, *, key: str, port: int = 22,
                  connect_seconds: float = 120.0, root: Path | None = None,
                  log: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
     """Capture, traffic, stop, fetch, verdict. Returns the fetch's outputs summary."""
-    from vtaplab.fetch import RemoteFile, fetch_scenario, outputs_summary
-    from vtaplab.ssh import SshSession
+    from vtaplab.azure.fetch import RemoteFile, fetch_scenario, outputs_summary
+    from vtaplab.azure.ssh import SshSession
 
     everyone = [hosts.collector, *hosts.proxies, *[c.host for c in hosts.clients]]
     known = {h.address: h.host_key for h in everyone}
@@ -275,7 +275,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--connect-seconds", type=float, default=120.0)
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON")
     args = parser.parse_args(list(argv))
-    from vtaplab.ssh import SshError
+    from vtaplab.azure.ssh import SshError
 
     try:
         if not 10 <= args.capture_seconds <= 3600:

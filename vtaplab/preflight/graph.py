@@ -45,7 +45,7 @@ TEST_SSH_PUBLIC_KEY = (
 )
 TEST_OPERATOR_CIDR = "203.0.113.0/24"
 # The mocks' stand-in for pulumi-tls: each VM's host key (tls.PrivateKey "<vm>-hostkey")
-# derives from this and the VM's name (vtaplab.ssh.host_key_for), so two runs are identical.
+# derives from this and the VM's name (vtaplab.azure.ssh.host_key_for), so two runs are identical.
 TEST_HOST_KEY_SEED = "vtaplab-mock-host-key-seed-" + hashlib.sha256(b"seed").hexdigest()[:32]
 TLS_PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
 HOST_KEY_SUFFIX = "-hostkey"
@@ -57,7 +57,7 @@ MOCK_PRIVATE_KEY_FILE = "tests/fixtures/ssh/mock_operator_ed25519"
 
 def test_ssh_private_key() -> str:
     """A fixed Ed25519 private key standing in for the operator's under mocks."""
-    from vtaplab.ssh import host_key_from_seed
+    from vtaplab.azure.ssh import host_key_from_seed
 
     return host_key_from_seed(hashlib.sha256(b"vtaplab mock user key").digest()).private_pem
 # Public IPs the mocks hand out: TEST-NET-2 (RFC 5737), never a real host.
@@ -67,7 +67,7 @@ MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("198.51.100.0/24")
 def mock_private_key(name: str, inputs: Mapping[str, Any]) -> dict[str, str]:
     """What pulumi-tls computes for a ``PrivateKey`` (the OpenSSH texts the program reads),
     fixed for ``name``: ``<vm>-hostkey`` gets ``host_key_for(TEST_HOST_KEY_SEED, vm)``."""
-    from vtaplab.ssh import host_key_for
+    from vtaplab.azure.ssh import host_key_for
 
     if inputs.get("algorithm") != "ED25519":
         raise GraphError(f"tls.PrivateKey {name!r}: the mocks make ED25519 keys only; "
@@ -176,7 +176,7 @@ class AzureMocks:
         if args.typ not in AZURE_TYPES:
             raise GraphError(
                 f"the graph mocks don't know resource type {args.typ!r}; "
-                "add it to vtaplab/graph.py AZURE_TYPES"
+                "add it to vtaplab/preflight/graph.py AZURE_TYPES"
             )
         inputs: dict[str, Any] = dict(args.inputs)
         resource_id = azure_id(args.typ, args.name, inputs)
@@ -291,7 +291,7 @@ def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
     then the stack file; plus test values for the operator's key and CIDR when unset."""
     import yaml
 
-    from vtaplab import config
+    from vtaplab.program import config
 
     root = root or PROJECT_ROOT
     path = root / f"Pulumi.{stack}.yaml"
@@ -610,7 +610,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.update_snapshots:
-        from vtaplab import snapshots
+        from vtaplab.preflight import snapshots
 
         return snapshots.main(["--update"])
     if not args.stack:

@@ -266,8 +266,8 @@ def with_host_key(user_data: str, *, private_pem: str, public_line: str) -> str:
     pem = private_pem.strip()
     if not (pem.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
             and pem.endswith("-----END OPENSSH PRIVATE KEY-----")):
-        raise CloudInitError("with_host_key: private_pem is not an OpenSSH private key "
-                             "(value not shown); accepted: vtaplab.ssh.HostKeyPair.private_pem")
+        raise CloudInitError("with_host_key: private_pem is not an OpenSSH private key (value "
+                             "not shown); accepted: vtaplab.azure.ssh.HostKeyPair.private_pem")
     fields = public_line.split()
     if len(fields) < 2 or fields[0] != "ssh-ed25519" or not re_b64(fields[1]):
         raise CloudInitError(f"with_host_key: public_line {public_line[:40]!r} is not an "

@@ -7,14 +7,14 @@ UDP socket lives in its own VTEP namespace), the proxy running ``cloudinit/vtap-
 (the file cloud-init installs on the VM), a PE+PLS stand-in (DNAT to the provider ILB, SNAT to
 a PLS NAT IP), the provider fabric with the ILB stand-in (DNAT to the collector, no SNAT) and
 the collector running ``cloudinit/vtap-capture.sh``. The verdict comes from
-``vtaplab.verdict.build_verdict``, exactly as for a run on Azure.
+``vtaplab.judge.verdict.build_verdict``, exactly as for a run on Azure.
 
 The topology is data (:class:`Topology`): nodes, links, NAT rules, taps, proxies, flows,
 capture points. A scenario is a function returning one: ``b2``; ``b3`` (b2 with the proxy
 replaced by an internal-LB stand-in over two health-probed proxies, fault ``proxy-down``);
 ``msp`` (N tenants with the same addresses, each proxy stamping its VNI, one PLS/collector;
 the verdict says per tenant what arrived on its VNI, and fails when tenants can't be told
-apart: ``vtaplab.tenants``; the collector runs ``cloudinit/vtap-decap.sh``, one decap
+apart: ``vtaplab.judge.tenants``; the collector runs ``cloudinit/vtap-decap.sh``, one decap
 interface per tenant VNI, and the table shows what each received).
 """
 
@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from vtaplab import PROJECT_ROOT, facts, plan
-from vtaplab.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
+from vtaplab.emulator.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
 
 SCRIPTS = PROJECT_ROOT / "cloudinit"
 PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
@@ -706,7 +706,7 @@ class Emulation:
     def _start_http(self, node: str, ip: str, port: int) -> None:
         server = self.lab.popen(
             self.ns(node),
-            [sys.executable, "-m", "vtaplab.httpserver", "--dir", str(self._www()),
+            [sys.executable, "-m", "vtaplab.emulator.httpserver", "--dir", str(self._www()),
              "--bind", ip, "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT),
             start_new_session=True)
@@ -765,7 +765,7 @@ class Emulation:
     # the run -----------------------------------------------------------------------------------
     def traffic_phases(self) -> None:
         """Every client's requests, with the fault (if any) woven in, into one traffic.log."""
-        from vtaplab.verdict import parse_traffic_log
+        from vtaplab.judge.verdict import parse_traffic_log
 
         fault, n = self.opts.fault, self.opts.requests
         if fault in ("flap-proxy-rule", "proxy-down"):
@@ -921,8 +921,8 @@ class Emulation:
         return self.judge()
 
     def judge(self) -> dict[str, Any]:
-        from vtaplab.decode import CaptureError, decode_capture
-        from vtaplab.verdict import build_verdict, write_verdict
+        from vtaplab.judge.decode import CaptureError, decode_capture
+        from vtaplab.judge.verdict import build_verdict, write_verdict
 
         t2 = time.monotonic()
         root = Path.cwd()
@@ -970,7 +970,7 @@ class Emulation:
 
     def judge_tenants(self, verdict: dict[str, Any]) -> None:
         """msp: per tenant, what arrived on the VNI its proxy is configured to stamp."""
-        from vtaplab.tenants import separate_tenants
+        from vtaplab.judge.tenants import separate_tenants
 
         vnis = {f"t{flow.tenant}": proxy.vni for flow, proxy in
                 zip(self.topo.flows, self.topo.proxies, strict=True) if proxy.vni is not None}
@@ -1225,7 +1225,7 @@ def main(argv: list[str]) -> int:
 
 def _run_one(opts: RunOptions) -> tuple[int, str]:
     """One emulation in one proxy mode: (exit status, outcome or what went wrong)."""
-    from vtaplab.verdict import format_table
+    from vtaplab.judge.verdict import format_table
 
     started = time.monotonic()
     topo = TOPOLOGIES[opts.scenario](opts.tenants)
@@ -1267,7 +1267,7 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
         print(format_table(verdict))
         print()
         if "tenant_table" in verdict:
-            from vtaplab.tenants import format_tenant_table
+            from vtaplab.judge.tenants import format_tenant_table
 
             print(format_tenant_table(verdict["tenant_table"]))
             print()

@@ -336,7 +336,7 @@ def _find_requests(value: Any, depth: int = 0) -> Iterator[tuple[str, Mapping[st
             yield from _find_requests(v, depth + 1)
 
 
-# The attempts vtaplab.attempts makes (its ATTEMPTS keys): each reads the PE at run time and
+# The attempts vtaplab.azure.attempts makes (its ATTEMPTS keys): each reads the PE at run time and
 # then writes one resource, so its inputs hold ids and names, not the final ARM body.
 _ATTEMPT_VTAP_PE = "vtap-pe-destination"
 _ATTEMPT_NIC_POOL = "nic-pool"
@@ -392,7 +392,7 @@ def _ids_in(inputs: Mapping[str, Any], collections: tuple[str, ...]) -> list[Arm
 def attempt_nodes(entry: Mapping[str, Any]) -> list[Node]:
     """The resources an attempt (a dynamic resource making one ARM write) would write.
 
-    Two shapes are read: the lab's named attempts (``vtaplab.attempts``: r1's vTAP at the PE's
+    Two shapes are read: the lab's named attempts (``vtaplab.azure.attempts``: r1's vTAP at the PE's
     NIC, b1's NIC edit and IP-based pool), whose PE NIC is known only at run time and so is
     named here the way Azure names it; and any explicit request (an ARM path and a body).
     """

@@ -3,11 +3,11 @@
 A pull request that changes what the program registers must also change
 ``tests/snapshots/<stack>.json``; tests/test_snapshots.py fails otherwise, with a readable
 diff (added / removed resources, changed inputs path by path). ``docs/graphs/<stack>.md``
-holds each stack's diagram (``vtaplab.graph.to_mermaid``), checked the same way.
+holds each stack's diagram (``vtaplab.preflight.graph.to_mermaid``), checked the same way.
 
 Rewrite both after an intended change::
 
-    python -m vtaplab.snapshots --update        # (or: python -m vtaplab graph --update-snapshots)
+    python -m vtaplab graph --update-snapshots  # or: -m vtaplab.preflight.snapshots --update
 
 Snapshots are normalised so that they say what matters and stay small: a dynamic provider's
 pickled code (``__provider``) is dropped; a VM's ``customData`` (cloud-init rendered from
@@ -32,7 +32,7 @@ from vtaplab import PROJECT_ROOT
 SNAPSHOT_DIR = Path("tests") / "snapshots"
 DIAGRAM_DIR = Path("docs") / "graphs"
 LONG = 200  # strings longer than this are kept as length + digest
-UPDATE_COMMAND = "python -m vtaplab.snapshots --update"
+UPDATE_COMMAND = "python -m vtaplab.preflight.snapshots --update"
 
 
 CUSTOM_DATA = "<cloud-init user data: cloudinit/, tests/test_cloudinit.py>"
@@ -81,7 +81,7 @@ def readme_diagrams(root: Path) -> dict[str, str]:
 
 
 def _mermaid_body(graph: Sequence[Mapping[str, Any]]) -> str:
-    from vtaplab.graph import to_mermaid
+    from vtaplab.preflight.graph import to_mermaid
 
     return to_mermaid(graph).rstrip() + "\n"
 
@@ -111,7 +111,7 @@ def paths(stack: str, root: Path) -> tuple[Path, Path]:
 
 def stale(stack: str, graph: Sequence[Mapping[str, Any]], root: Path) -> list[str]:
     """Why the committed snapshot/diagram of ``stack`` is not the program's: [] when current."""
-    from vtaplab.check import graph_diff
+    from vtaplab.preflight.check import graph_diff
 
     snap, diagram = paths(stack, root)
     problems: list[str] = []
@@ -141,7 +141,7 @@ def stale(stack: str, graph: Sequence[Mapping[str, Any]], root: Path) -> list[st
 def update(root: Path | None = None, stacks: Sequence[str] | None = None) -> list[Path]:
     """Rewrite the snapshots and diagrams of ``stacks`` (default: every committed stack);
     remove those of stacks that no longer exist. Returns the files written."""
-    from vtaplab.graph import build_graph, stack_names
+    from vtaplab.preflight.graph import build_graph, stack_names
 
     root = (root or PROJECT_ROOT).resolve()
     names = list(stacks) if stacks else stack_names(root)
@@ -169,14 +169,14 @@ def update(root: Path | None = None, stacks: Sequence[str] | None = None) -> lis
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vtaplab.snapshots",
+        prog="python -m vtaplab.preflight.snapshots",
         description="Check (default) or rewrite the committed graph snapshots "
                     f"({SNAPSHOT_DIR}/) and diagrams ({DIAGRAM_DIR}/) of every stack.")
     parser.add_argument("--update", action="store_true", help="rewrite them")
     parser.add_argument("stacks", nargs="*", help="only these stacks (default: all)")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from vtaplab.graph import GraphError, build_graph, stack_names
+    from vtaplab.preflight.graph import GraphError, build_graph, stack_names
 
     root = args.root.resolve()
     unknown = [s for s in args.stacks if s not in stack_names(root)]

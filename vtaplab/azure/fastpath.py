@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from vtaplab.arm import COMPUTE_API, ArmClient, ArmError
+from vtaplab.azure.arm import COMPUTE_API, ArmClient, ArmError
 
 # Wait for cloud-init; exit 2 ("done, with recoverable errors", e.g. a deprecation notice on
 # newer cloud-init) still means the VM finished booting; 1 (an error) does not.
@@ -100,7 +100,7 @@ def ssh_ready(session_factory: Callable[[], object], command: str = READY_COMMAN
     """A readiness probe: connect over SSH (the session's own bounded retries) and run
     ``command`` (default: wait for cloud-init), which must exit 0."""
     def probe() -> None:
-        from vtaplab.ssh import SshSession
+        from vtaplab.azure.ssh import SshSession
 
         session = session_factory()
         assert isinstance(session, SshSession)
@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
             return 2
 
         def session() -> object:
-            from vtaplab.ssh import SshSession
+            from vtaplab.azure.ssh import SshSession
 
             return SshSession(args.ssh_host, port=args.ssh_port, username=args.ssh_user,
                               private_key=key, known_hosts={args.ssh_host: args.host_key},

@@ -222,7 +222,7 @@ def build_verdict(*, scenario: str | None, collector_pcap: Path | None, files: S
     An unreadable capture gives outcome ``error`` with the reason; a missing one
     ``not-delivered`` for a traffic scenario.
     """
-    from vtaplab.decode import CaptureError, decode_capture, ring_members
+    from vtaplab.judge.decode import CaptureError, decode_capture, ring_members
 
     summary = None
     reason = None

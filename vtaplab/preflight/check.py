@@ -1,9 +1,10 @@
 """``python -m vtaplab check STACK``: the preflight — Azure's refusals, predicted from the graph.
 
-Builds the stack's resource graph under Pulumi mocks (``vtaplab.graph``; no cloud, no CLI),
-runs every rule of ``vtaplab.rules`` and prints the findings as a table. A scenario that exists
-to be refused (r1, b1: ``facts.SCENARIOS[s].expected_arm_codes``) shows its predicted
-rejection beside the expected one, so ``check r1`` both predicts and confirms the experiment.
+Builds the stack's resource graph under Pulumi mocks (``vtaplab.preflight.graph``; no cloud, no
+CLI), runs every rule of ``vtaplab.preflight.rules`` and prints the findings as a table.
+A scenario that exists to be refused (r1, b1: ``facts.SCENARIOS[s].expected_arm_codes``) shows
+its predicted rejection beside the expected one, so ``check r1``
+both predicts and confirms the experiment.
 
 Exit status: 0 clean (or only expected rejections and advisories), 1 a mandatory finding the
 scenarios do not expect — or an expected rejection that no rule predicts (the rules and the
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import facts
-from vtaplab.rules import MANDATORY, Finding, run_rules
+from vtaplab.preflight.rules import MANDATORY, Finding, run_rules
 
 # Rules whose finding on a rejected scenario's attempt *is* the experiment: what the lab
 # tries on purpose, to record what ARM says (an IP-based pool with the PE's IP has no known
@@ -120,7 +121,7 @@ def prediction(report: Report, scenario: str) -> dict[str, Any]:
 
 def stack_scenarios(stack: str, root: Path) -> tuple[str, ...]:
     """The stack file's ``vtaplab:scenarios``."""
-    from vtaplab import config
+    from vtaplab.program import config
 
     values = config.read_stack_file(root / f"Pulumi.{stack}.yaml")
     raw = values.get(f"{config.NAMESPACE}:scenarios") or ()
@@ -309,7 +310,7 @@ def _load(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, tuple[st
     if args.graph is not None:
         graph = _read_graph(args.graph)
         return graph, args.graph.stem, graph_scenarios(graph)
-    from vtaplab import graph as graph_module
+    from vtaplab.preflight import graph as graph_module
 
     root = (args.root or graph_module.ROOT).resolve()
     try:

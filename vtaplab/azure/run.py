@@ -1,6 +1,6 @@
 """The shell commands of a run on the VMs, in ONE place.
 
-``components/evidence_run.py`` (pulumi-command, during ``pulumi up``) and ``vtaplab.evidence``
+``components/evidence_run.py`` (pulumi-command, during ``pulumi up``) and ``vtaplab.azure.collect``
 (paramiko, ``python -m vtaplab evidence`` on a deployed stack) send exactly these strings.
 They call the scripts cloud-init installed from ``cloudinit/`` (the ones the emulator runs),
 print one line or nothing, and never carry a secret.

@@ -1,7 +1,7 @@
 """Bring a scenario's evidence back from the VMs over SFTP and judge it.
 
 Each remote file (the collector's pcap, the proxy's, the traffic log) lands in
-``evidence/<stack>/<scenario>/<name>``; then ``vtaplab.verdict.build_verdict`` computes
+``evidence/<stack>/<scenario>/<name>``; then ``vtaplab.judge.verdict.build_verdict`` computes
 ``verdict.json`` from what arrived. A file that is not there is a fact, not a crash: a
 missing collector capture gives ``not-delivered`` with the reason; a VM that cannot be
 reached (or whose host key is wrong), or a file that is there but cannot be read, gives
@@ -18,7 +18,7 @@ private key may instead come as PEM text in the environment variable ``VTAPLAB_S
 msp: ``--tenant t1=1001 --tenant t2=1002 ...`` (each tenant's name and the VNI its proxy
 stamps) with one ``--file traffic-<tenant>.log=...`` per tenant. The tenant logs are also
 merged (renumbered, tenant by tenant) into ``traffic.log`` for the verdict's loss figures, and
-``vtaplab.tenants.separate_tenants`` (what the emulator calls) adds the per-tenant table and
+``vtaplab.judge.tenants.separate_tenants`` (what the emulator calls) adds the per-tenant table and
 fails a verdict whose tenants can't be told apart.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import facts
-from vtaplab.ssh import RemoteFileMissing, SshError, SshSession
+from vtaplab.azure.ssh import RemoteFileMissing, SshError, SshSession
 
 COLLECTOR_PCAP = "collector.pcap"
 TRAFFIC_LOG = "traffic.log"
@@ -70,7 +70,7 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     """Fetch ``files`` into ``<root>/<evidence_base>/<stack>/<scenario>/``, write and return
     the verdict (with ``fetched`` and, where something was missing, ``reason``/``missing``).
     ``tenants`` (msp: name -> VNI): judge them apart from ``traffic-<name>.log`` each."""
-    from vtaplab.verdict import build_verdict, write_verdict
+    from vtaplab.judge.verdict import build_verdict, write_verdict
 
     if scenario not in facts.SCENARIOS:
         raise ValueError(f"scenario {scenario!r}: accepted: {', '.join(facts.SCENARIOS)}")
@@ -127,7 +127,7 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     verdict = build_verdict(scenario=scenario, collector_pcap=collector, files=present,
                             traffic_log=traffic, root=root)
     if tenants:
-        from vtaplab.tenants import separate_tenants
+        from vtaplab.judge.tenants import separate_tenants
 
         separate_tenants(verdict, dict(tenants), sent)
     verdict["fetched"] = fetched
@@ -152,14 +152,14 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
 
 def tenant_log_name(tenant: str) -> str:
     """A tenant's traffic log in the evidence directory (``runsteps.traffic_log_name``)."""
-    from vtaplab.runsteps import traffic_log_name
+    from vtaplab.azure.run import traffic_log_name
 
     return traffic_log_name(tenant)
 
 
 def _tenant_sent(logs: Mapping[str, Path]) -> dict[str, int]:
     """Requests each tenant's client sent (a log that can't be read: not known, left out)."""
-    from vtaplab.verdict import TrafficLogError, parse_traffic_log
+    from vtaplab.judge.verdict import TrafficLogError, parse_traffic_log
 
     sent: dict[str, int] = {}
     for tenant, path in logs.items():
@@ -173,7 +173,7 @@ def _tenant_sent(logs: Mapping[str, Path]) -> dict[str, int]:
 def merge_traffic_logs(parts: Sequence[Path], out: Path) -> Path:
     """One ``# vtap-traffic v1`` log from several, renumbered, part by part (a part without
     the header is left out: the verdict reports the tenant's log separately)."""
-    from vtaplab.verdict import TRAFFIC_LOG_HEADER
+    from vtaplab.judge.verdict import TRAFFIC_LOG_HEADER
 
     lines = [TRAFFIC_LOG_HEADER]
     for part in parts:

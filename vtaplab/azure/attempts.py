@@ -14,8 +14,8 @@ what was created is remembered so :func:`undo` removes it — for the NIC edit, 
 previous body is PUT back), ``error`` (anything else: authorization, quota, an unregistered
 feature, the network). An ``error`` never counts as the expected rejection.
 
-Pure functions over an :class:`~vtaplab.arm.ArmClient`; the Pulumi dynamic provider in
-``vtaplab.attempt_provider`` wraps them.
+Pure functions over an :class:`~vtaplab.azure.arm.ArmClient`; the Pulumi dynamic provider in
+``components.rejected_attempt`` wraps them.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from vtaplab import arm_bodies, facts
-from vtaplab.arm import NETWORK_API, ArmClient, ArmError, ArmResponse
+from vtaplab import facts
+from vtaplab.azure import arm_bodies
+from vtaplab.azure.arm import NETWORK_API, ArmClient, ArmError, ArmResponse
 
-log = logging.getLogger("vtaplab.attempts")
+log = logging.getLogger("vtaplab.azure.attempts")
 
 # attempt name -> (scenario, evidence file name, what "accepted" would mean)
 ATTEMPTS: dict[str, tuple[str, str, str]] = {
@@ -167,7 +168,7 @@ def scenario_verdict(scenario: str, outcomes: Sequence[AttemptOutcome], *,
         raise ValueError(f"scenario_verdict({scenario!r}): no attempts")
     primary = outcomes[0]
     files = [Path(o.evidence_path) for o in outcomes]
-    from vtaplab.verdict import build_verdict
+    from vtaplab.judge.verdict import build_verdict
 
     verdict = build_verdict(scenario=scenario, collector_pcap=None, files=files,
                             arm_error=primary.arm_error(), root=root)
@@ -209,7 +210,7 @@ def verdict_from_evidence(scenario: str, evidence_dir: Path, *,
 
 
 def write_scenario_verdict(evidence_dir: Path, verdict: dict[str, Any]) -> Path:
-    from vtaplab.verdict import write_verdict
+    from vtaplab.judge.verdict import write_verdict
 
     return write_verdict(evidence_dir, verdict)
 

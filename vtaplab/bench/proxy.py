@@ -17,7 +17,7 @@ modes measured after it.
 Like the proxy VM, each proxy namespace has one address (on the generator's side); the sink
 is reached by an on-link route, and its MAC is a permanent neighbour entry (no ARP).
 
-The generator is ``vtaplab/csrc/udpgen.c``, compiled here with the machine's ``cc``: whole
+The generator is ``vtaplab/bench/csrc/udpgen.c``, compiled here with the machine's ``cc``: whole
 frames through AF_PACKET + sendmmsg, outer UDP source ports cycling over 50,000 values and
 2 source addresses (100,000 flows), as VXLAN senders spread flows. The sink counts with an
 nftables counter at its ingress hook and drops there (no receive loop to slow it down).
@@ -51,8 +51,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from vtaplab import PROJECT_ROOT, netns
+from vtaplab import PROJECT_ROOT
 from vtaplab.cli import positive_int
+from vtaplab.emulator import netns
 
 PROXY_SCRIPT = PROJECT_ROOT / "cloudinit" / "vtap-proxy.sh"
 GENERATOR_SOURCE = Path(__file__).resolve().parent / "csrc" / "udpgen.c"

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from components import CollectorService, ProxyNat, SourceVnet, VtapAttachment
     from components.evidence_run import EvidenceRun
-    from vtaplab.config import LabConfig
+    from vtaplab.program.config import LabConfig
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
@@ -138,7 +138,7 @@ def _source_vnet(
 ) -> SourceVnet:
     """The consumer VNet ``name`` (default: the scenario's id) of ``scenario``."""
     from components import SourceVnet, SourceVnetArgs
-    from vtaplab import cloudinit
+    from vtaplab.program import userdata as cloudinit
 
     cfg = shared.cfg
     return SourceVnet(
@@ -194,13 +194,13 @@ def _consumer_only(shared: Shared, scenario: str) -> dict[str, object]:
 def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
                        ) -> dict[str, object]:
     """r1/b1: the ARM request the scenario is about, as ``RejectedAttempt`` resources (the
-    bodies built by ``vtaplab.arm_bodies``, as the real resources'); ARM's answer becomes the
+    bodies built by ``vtaplab.azure.arm_bodies``, as the real resources'); ARM's answer becomes the
     evidence and these outputs. A ``warning`` (ARM accepted: the platform changed) is logged."""
     import pulumi
     from pulumi import Output, ResourceOptions
 
-    from vtaplab.attempt_provider import RejectedAttempt
-    from vtaplab.attempts import SCENARIO_ATTEMPTS
+    from components.rejected_attempt import RejectedAttempt
+    from vtaplab.azure.attempts import SCENARIO_ATTEMPTS
 
     cfg = shared.cfg
     targets: dict[str, Any] = {}
@@ -270,7 +270,7 @@ def _proxy(
 ) -> ProxyNat:
     """A proxy VM in ``consumer``'s snet-proxy rewriting UDP/4789 to its PE (stamping ``vni``)."""
     from components import ProxyNat, ProxyNatArgs
-    from vtaplab import cloudinit
+    from vtaplab.program import userdata as cloudinit
 
     cfg = shared.cfg
     mode = cfg.proxy_mode
@@ -390,7 +390,7 @@ def collector_params(cfg: LabConfig) -> dict[str, str]:
 
 def collector_user_data(cfg: LabConfig) -> str:
     """The collector's cloud-init (``collector_params``: msp's decap interfaces)."""
-    from vtaplab import cloudinit
+    from vtaplab.program import userdata as cloudinit
 
     return cloudinit.render("collector", **collector_params(cfg))
 
@@ -482,7 +482,7 @@ def _run_keys(cfg: LabConfig) -> RunKeys | None:
 
     from pulumi import Output
 
-    from vtaplab.config import TRAFFIC_SCENARIOS
+    from vtaplab.program.config import TRAFFIC_SCENARIOS
 
     if not any(s in TRAFFIC_SCENARIOS for s in cfg.scenarios):
         return None

@@ -1,6 +1,6 @@
 """A tiny HTTP/1.1 file server for the emulator's vm-src (nginx's stand-in).
 
-``python -m vtaplab.httpserver --dir DIR --bind IP [--port 80]`` serves DIR and prints one
+``python -m vtaplab.emulator.httpserver --dir DIR --bind IP [--port 80]`` serves DIR and prints one
 line, ``ready IP:PORT``, once it listens, so the emulator can wait for it without sleeping.
 The standard library's handler answers HTTP/1.0 unless told otherwise; the lab's evidence
 expects ``HTTP/1.1 200 OK``, as nginx on the VM answers.
@@ -24,7 +24,7 @@ class Handler(SimpleHTTPRequestHandler):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vtaplab.httpserver")
+    parser = argparse.ArgumentParser(prog="python -m vtaplab.emulator.httpserver")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--bind", required=True)
     parser.add_argument("--port", type=int, default=80)
