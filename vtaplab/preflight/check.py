@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vtaplab import facts
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.preflight.rules import MANDATORY, Finding, run_rules
 
 # Rules whose finding on a rejected scenario's attempt *is* the experiment: what the lab
@@ -312,7 +312,7 @@ def _load(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, tuple[st
         return graph, args.graph.stem, graph_scenarios(graph)
     from vtaplab.preflight import graph as graph_module
 
-    root = (args.root or graph_module.ROOT).resolve()
+    root = (args.root or PROJECT_ROOT).resolve()
     try:
         graph = graph_module.build_graph(args.stack, root=root)
     except graph_module.GraphError as error:

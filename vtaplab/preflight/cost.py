@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vtaplab import PROJECT_ROOT
+
 PRICE_REGION = "uksouth"
 PRICE_DATE = "2026-11-26"
 CURRENCY = "USD"
@@ -204,7 +206,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from vtaplab.preflight import graph as graph_module
 
-    root = (args.root or graph_module.ROOT).resolve()
+    root = (args.root or PROJECT_ROOT).resolve()
     known = graph_module.stack_names(root)
     if args.stack not in known:
         print(f"vtaplab cost: stack {args.stack!r} has no Pulumi.{args.stack}.yaml; accepted: "
