@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from test_arm import TOKEN, FakeArm, fixture
+from helpers.fake_arm import TOKEN, FakeArm, fixture
 
 from components.rejected_attempt import AttemptProvider
 from vtaplab import facts

@@ -130,7 +130,7 @@ def test_unit_mode_hands_the_ring_to_tcpdump(ns, tmp_path, monkeypatch):
     """--unit (the VMs' way) with a ring: systemd stand-ins from test_capture_unit."""
     import json
 
-    from test_capture_unit import SYSTEMCTL, SYSTEMD_RUN
+    from helpers.systemd import SYSTEMCTL, SYSTEMD_RUN
 
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()

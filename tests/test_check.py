@@ -10,22 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_rules import (
+from helpers.graphs import (
     OPERATOR,
+    STACKS,
     UNKNOWN,
-    arm_id,
+    _attempts,
+    _mutations,
+    _with_attempts,
     b1_graph,
     b2_graph,
     node,
     r1_graph,
-    urn,
 )
 
 from vtaplab import facts
 from vtaplab.preflight import check, rules
 
 ROOT = Path(__file__).resolve().parents[1]
-STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 
 
 def failing(report: check.Report) -> list[str]:
@@ -79,40 +80,6 @@ def test_advisory_alone_passes():
 # --- the mutated b2 graph is caught -------------------------------------------------------------
 
 
-def _mutations(graph: list[dict[str, Any]]) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-    """(expected rule, mutated graph) for each mutation the issue names, on any b2 graph."""
-    out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
-    proxies = [e for e in graph if e["type"] == rules.T_NIC
-               and e["inputs"].get("enableIPForwarding") is True]
-    assert proxies, "the b2 graph has no NIC with IP forwarding: no proxy to break"
-    g = copy.deepcopy(graph)
-    next(e for e in g if e["urn"] == proxies[0]["urn"])["inputs"]["enableIPForwarding"] = False
-    out["proxy NIC without forwarding"] = ("VTAP020", g)
-
-    g = copy.deepcopy(graph)
-    nsg = next(e for e in g if e["type"] == rules.T_NSG and e["inputs"].get("securityRules"))
-    nsg["inputs"]["securityRules"].append({
-        "name": "ssh-anywhere", "priority": 150, "protocol": "Tcp", "access": "Allow",
-        "direction": "Inbound", "sourceAddressPrefix": "*", "sourcePortRange": "*",
-        "destinationAddressPrefix": "*", "destinationPortRange": "22"})
-    out["open SSH rule"] = ("VTAP040", g)
-
-    g = copy.deepcopy(graph)
-    vnets = [e for e in g if e["type"] == rules.T_VNET]
-    g.append({"urn": urn(rules.T_PEERING, "consumer-to-provider"), "type": rules.T_PEERING,
-              "name": "consumer-to-provider", "parent": None,
-              "inputs": {"virtualNetworkName": vnets[0]["inputs"].get("virtualNetworkName"),
-                         "remoteVirtualNetwork": {"id": arm_id("virtualNetworks", "other")}}})
-    out["a peering"] = ("VTAP030", g)
-
-    g = copy.deepcopy(graph)
-    tapped = {e["inputs"].get("networkInterfaceName") for e in g if e["type"] == rules.T_TAP_CONFIG}
-    vm = next(e for e in g if e["type"] == rules.T_VM and any(
-        str(n.get("id", "")).rsplit("/", 1)[-1] in tapped
-        for n in e["inputs"]["networkProfile"]["networkInterfaces"]))
-    vm["inputs"]["hardwareProfile"]["vmSize"] = "Standard_D2s_v6"
-    out["a v6 size on the tapped VM"] = ("VTAP008", g)
-    return out
 
 
 def _assert_mutations_caught(graph: list[dict[str, Any]]) -> None:
@@ -239,9 +206,6 @@ def stack_graphs() -> _Graphs:
     return _Graphs()
 
 
-def _attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
-    return [e for e in graph if "dynamic" in e["type"]
-            and e["inputs"].get("scenario") == scenario]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -286,37 +250,6 @@ def test_check_command_end_to_end(stack_graphs):
     assert OPERATOR not in done.stdout  # the hand-built graphs' operator: not this graph
 
 
-def _with_attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
-    """The stack's graph plus the RejectedAttempt(s) the program is to declare for
-    ``scenario``, with ids formed by the graph's own mocks (vtaplab.preflight.graph.azure_id)."""
-    from vtaplab.preflight.graph import azure_id
-
-    def the(typ: str, name_suffix: str) -> dict[str, Any]:
-        hits = [e for e in graph if e["type"] == typ and e["name"].startswith(scenario)
-                and e["name"].endswith(name_suffix)]
-        assert len(hits) == 1, (typ, name_suffix, [e["name"] for e in hits])
-        return hits[0]
-
-    pe = the(rules.T_PE, "-pe")
-    pe_id = azure_id(pe["type"], pe["name"], pe["inputs"])
-    group = pe["inputs"]["resourceGroupName"]
-    prefix = f"/subscriptions/{pe_id.split('/')[2]}/resourceGroups/{group}/providers/"
-    if scenario == "r1":
-        targets = {"vtap-pe-destination": prefix + "Microsoft.Network/virtualNetworkTaps/r1-vtap"}
-    else:
-        lb = the(rules.T_LB, "-ilb")
-        lb_id = azure_id(lb["type"], lb["name"], lb["inputs"])
-        targets = {"nic-pool": f"{lb_id}/backendAddressPools/be",
-                   "ip-pool": f"{lb_id}/backendAddressPools/pe-ip"}
-    typ = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
-    extra = [{"urn": urn(typ, f"{scenario}-{attempt}"), "type": typ,
-              "name": f"{scenario}-{attempt}", "parent": None,
-              "inputs": {"scenario": scenario, "attempt": attempt, "stack": scenario,
-                         "private_endpoint_id": pe_id, "target_id": target,
-                         "location": "uksouth", "port": 4789, "tags": {},
-                         "evidence_root": "evidence"}}
-             for attempt, target in targets.items()]
-    return [*graph, *extra]
 
 
 @pytest.mark.parametrize("stack", [s for s in ("r1", "b1") if s in STACKS])

@@ -28,8 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from test_capture_unit import SYSTEMCTL, SYSTEMD_RUN
-from test_ssh import SSHD, Sshd, free_port
+from helpers.sshd import SSHD, Sshd, free_port
+from helpers.systemd import SYSTEMCTL, SYSTEMD_RUN
 
 from vtaplab import plan
 from vtaplab.azure import collect as evidence

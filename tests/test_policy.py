@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.graphs import UNKNOWN, b1_graph, b2_graph, node, r1_graph
 from pulumi_policy import (
     EnforcementLevel,
     PolicyResource,
@@ -21,7 +22,6 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.proxy import unknown_checking_proxy
-from test_rules import UNKNOWN, b1_graph, b2_graph, node, r1_graph
 
 from vtaplab.preflight import check, rules
 
@@ -177,7 +177,7 @@ def test_pack_entry_point_is_the_only_place_a_pack_is_built():
 def test_validators_agree_with_check_on_the_committed_stacks():
     """The program's own graphs (r1/b1 with the attempts they are to declare, b2 broken as
     test_check breaks it): the pack reports exactly what ``check`` reports."""
-    from test_check import STACKS, _attempts, _mutations, _with_attempts
+    from helpers.graphs import STACKS, _attempts, _mutations, _with_attempts
 
     from vtaplab.preflight.graph import GraphError, build_graph
 

@@ -16,15 +16,11 @@ from functools import cache
 from typing import Any
 
 import pytest
+from helpers.program import NETWORK, NIC, TAP, TAP_CONFIG, VM, arm_id, nic_with_ip, of_type, one
 
 from vtaplab import facts
 from vtaplab.preflight import graph
 
-NETWORK = "azure-native:network:"
-TAP = NETWORK + "VirtualNetworkTap"
-TAP_CONFIG = NETWORK + "NetworkInterfaceTapConfiguration"
-NIC = NETWORK + "NetworkInterface"
-VM = "azure-native:compute:VirtualMachine"
 OPEN_SOURCES = {"*", "internet", "any", "0.0.0.0/0", "::/0"}
 # Anything that would join the consumer and provider networks other than Private Link.
 FORBIDDEN_TYPE_WORDS = ("Peering", "VpnGateway", "VirtualNetworkGateway", "LocalNetworkGateway",
@@ -35,23 +31,12 @@ TAG_KEYS = ("project", "stack", "scenario", "component")
 # ----------------------------------------------------------------------------- helpers
 
 
-def of_type(resources: Iterable[Mapping[str, Any]], type_: str) -> list[Mapping[str, Any]]:
-    return [r for r in resources if r["type"] == type_]
 
 
-def one(resources: list[Mapping[str, Any]], what: str) -> Mapping[str, Any]:
-    assert len(resources) == 1, f"expected one {what}, found {[r['name'] for r in resources]}"
-    return resources[0]
 
 
-def arm_id(resource: Mapping[str, Any]) -> str:
-    return graph.azure_id(resource["type"], resource["name"], resource["inputs"])
 
 
-def nic_with_ip(resources: list[Mapping[str, Any]], address: object) -> Mapping[str, Any]:
-    return one([n for n in of_type(resources, NIC)
-                if n["inputs"]["ipConfigurations"][0]["privateIPAddress"] == str(address)],
-               f"NIC with {address}")
 
 
 def consumer_names(scenarios: Iterable[str], msp_tenants: int) -> list[str]:

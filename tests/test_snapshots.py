@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_rules import b2_graph, node
+from helpers.graphs import b2_graph, node
 
 from vtaplab.preflight import snapshots
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import COMMITTED_STACKS, ROOT
-from test_program import NETWORK, NIC, TAP, TAP_CONFIG, VM, arm_id, nic_with_ip, of_type, one
+from helpers.program import NETWORK, NIC, TAP, TAP_CONFIG, VM, arm_id, nic_with_ip, of_type, one
 
 from vtaplab import facts, plan
 from vtaplab.preflight import graph
