@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.emulator.netns import Lab, Runner, list_namespaces, new_prefix
 from vtaplab.preflight import graph
 from vtaplab.program import config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 COMMITTED_STACKS = graph.stack_names(ROOT)
 
 
@@ -77,7 +78,7 @@ def lab() -> Iterator[Lab]:
 
 
 ACTIONLINT_RUNNER = Path(__file__).resolve().parent / "actionlint_runner.js"
-ACTIONLINT_MODULE = (Path(__file__).resolve().parents[1] / ".ci" / "node_modules" / "@tktco"
+ACTIONLINT_MODULE = (PROJECT_ROOT / ".ci" / "node_modules" / "@tktco"
                      / "node-actionlint")
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.emulator.netns import Lab, Runner, list_namespaces, new_prefix
 from vtaplab.judge import decode
 
-CAPTURE = Path(__file__).resolve().parent.parent / "cloudinit" / "vtap-capture.sh"
+CAPTURE = PROJECT_ROOT / "cloudinit" / "vtap-capture.sh"
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None,
                                 reason="needs root (namespaces) and tcpdump")
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from helpers.systemd import SYSTEMCTL, SYSTEMD_RUN
 
-CAPTURE = Path(__file__).resolve().parent.parent / "cloudinit" / "vtap-capture.sh"
+from vtaplab import PROJECT_ROOT
+
+CAPTURE = PROJECT_ROOT / "cloudinit" / "vtap-capture.sh"
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None,
                                 reason="needs root and tcpdump")
 

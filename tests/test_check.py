@@ -6,7 +6,6 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +22,10 @@ from helpers.graphs import (
     r1_graph,
 )
 
-from vtaplab import facts
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.preflight import check, rules
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 
 
 def failing(report: check.Report) -> list[str]:

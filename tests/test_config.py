@@ -6,16 +6,15 @@ import base64
 import dataclasses
 import json
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 
 import pytest
 import yaml
 
-from vtaplab import facts, plan
+from vtaplab import PROJECT_ROOT, facts, plan
 from vtaplab.program import config
 from vtaplab.program.config import ConfigError, from_values
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.preflight import cost, graph
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 
 

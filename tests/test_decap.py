@@ -11,11 +11,12 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "cloudinit" / "vtap-decap.sh"
+from vtaplab import PROJECT_ROOT
+
+SCRIPT = PROJECT_ROOT / "cloudinit" / "vtap-decap.sh"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                                 reason="needs root and iproute2 (a network namespace)")

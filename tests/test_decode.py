@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.bench import pcapgen
 from vtaplab.bench.pcapgen import HttpExchange, Outer, http_get, http_ok
 from vtaplab.judge import decode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 SMALL = http_ok(pcapgen.body_of(612, 2))
 BIG_BODY = pcapgen.body_of(200_000, 1)
 BIG = http_ok(BIG_BODY)

@@ -19,10 +19,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from vtaplab import plan
+from vtaplab import PROJECT_ROOT, plan
 from vtaplab.judge.verdict import parse_traffic_log
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = PROJECT_ROOT
 ROUNDS = 6   # each round fetches / and the 200 kB file
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,

@@ -31,12 +31,12 @@ import pytest
 from helpers.sshd import SSHD, Sshd, free_port
 from helpers.systemd import SYSTEMCTL, SYSTEMD_RUN
 
-from vtaplab import plan
+from vtaplab import PROJECT_ROOT, plan
 from vtaplab.azure import collect as evidence
 from vtaplab.azure import ssh
 from vtaplab.bench import pcapgen
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = PROJECT_ROOT
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(SSHD) and os.geteuid() == 0 and shutil.which("tcpdump")
          and shutil.which("curl")),

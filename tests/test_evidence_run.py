@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from components.evidence_run import parse_summary
+from vtaplab import PROJECT_ROOT
 from vtaplab.azure.ssh import host_key_for
 from vtaplab.preflight import graph
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 TRAFFIC_STACKS = [s for s in ("b2", "a", "b3") if (ROOT / f"Pulumi.{s}.yaml").is_file()]
 MSP_STACKS = [s for s in ("msp",) if (ROOT / f"Pulumi.{s}.yaml").is_file()]
 PROXIES = {"b2": ["b2-proxy"], "a": ["a-proxy"], "b3": ["b3-proxy1", "b3-proxy2"]}

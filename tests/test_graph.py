@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.preflight import graph
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

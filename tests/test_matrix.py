@@ -21,9 +21,9 @@ from pulumi import automation as auto
 from pulumi.automation import events as ev
 from pulumi.automation._cmd import CommandResult
 
-from vtaplab import facts, matrix
+from vtaplab import PROJECT_ROOT, facts, matrix
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 NOW = dt.datetime(2026, 11, 26, 6, 20, tzinfo=dt.UTC)
 
 

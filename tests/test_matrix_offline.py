@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from vtaplab import facts
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.judge import results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 LABELS = {"r1": "predicted", "b1": "predicted", "a": "predicted", "c1": "predicted",
           "b2": "emulated", "b3": "emulated", "msp": "emulated"}
 

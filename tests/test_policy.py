@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +22,10 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import unknown_checking_proxy
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.preflight import check, rules
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 sys.path.insert(0, str(ROOT / "policy"))
 import vtaplab_policies  # noqa: E402
 

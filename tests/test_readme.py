@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from vtaplab import readme
+from vtaplab import PROJECT_ROOT, readme
 from vtaplab.program.config import KEYS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 TEXT = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

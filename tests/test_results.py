@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import facts
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.judge import results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 FIXTURES = ROOT / "tests" / "fixtures" / "verdicts"
 
 

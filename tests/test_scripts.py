@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.emulator.netns import Lab
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = PROJECT_ROOT
 SCRIPTS = REPO / "cloudinit"
 PROXY = SCRIPTS / "vtap-proxy.sh"
 CAPTURE = SCRIPTS / "vtap-capture.sh"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from components import shutdown
-from vtaplab import matrix
+from vtaplab import PROJECT_ROOT, matrix
 from vtaplab.preflight import graph
 from vtaplab.program import config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 SCHEDULE = "azure-native:devtestlab:GlobalSchedule"
 VM = "azure-native:compute:VirtualMachine"
 

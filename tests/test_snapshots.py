@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers.graphs import b2_graph, node
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.preflight import snapshots
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 _GRAPHS: dict[str, list[dict[str, Any]]] = {}
 

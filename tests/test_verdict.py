@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab import facts
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.bench import pcapgen
 from vtaplab.bench.pcapgen import HttpExchange, Outer, http_get, http_ok
 from vtaplab.judge import verdict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 DESIGN_KEYS = ["scenario", "outcome", "vxlan_packets", "vnis", "outer_sources",
                "outer_udp_source_ports", "inner_http", "arm_error", "expected",
                "matches_expected", "files"]

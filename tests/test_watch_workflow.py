@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from vtaplab import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 WATCH = ROOT / ".github" / "workflows" / "platform-watch.yml"
 
 

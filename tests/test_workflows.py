@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from vtaplab import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 PREVIEW = ROOT / ".github" / "workflows" / "preview.yml"
 
