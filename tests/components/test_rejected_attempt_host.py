@@ -1,4 +1,4 @@
-"""The RejectedAttempt's provider in the SDK's real dynamic-provider host, driven as the engine does.
+"""RejectedAttempt's provider in the SDK's real dynamic-provider host, driven as the engine does.
 
 The engine stores ``__provider`` (the provider pickled by ``pulumi.dynamic``) in every stack's
 state and, for check/diff/create/update/delete, starts ``python -u -m pulumi.dynamic`` with the
