@@ -202,3 +202,14 @@ def test_pickled_provider_reference_is_the_contract():
     assert b"def create" not in data and b"run_attempt" not in data
     assert isinstance(provider, AttemptProvider) and provider._client_factory is None
     assert RejectedAttempt._resource_type_name == RESOURCE_TYPE.removeprefix("pulumi-python:")
+
+
+def test_host_outside_the_project_root_cannot_load_the_provider(tmp_path):
+    """Why the pickled reference is a contract: the host finds ``components`` only because the
+    engine starts it in the project root. Started anywhere else, it can't even check."""
+    import grpc
+
+    with engine.dynamic_provider_host(tmp_path, _project_python(), engine.base_env()) as stub:
+        with pytest.raises(grpc.RpcError) as error:
+            _check(stub, {}, _inputs(tmp_path))
+    assert "No module named 'components'" in (error.value.details() or "")

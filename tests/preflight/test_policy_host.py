@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import engine
-from helpers.graphs import PROXY_IPCFG, SUB, arm_id, b2_graph, node
+from helpers.graphs import PROXY_IPCFG, SUB, arm_id, b1_graph, b2_graph, node, r1_graph
 from pulumi.runtime.proto import analyzer_pb2
 
 from vtaplab import PROJECT_ROOT
@@ -89,8 +89,13 @@ def as_engine_resources(graph: list[dict[str, Any]], *, preview: bool) -> list[A
     deps: dict[str, dict[str, list[str]]] = {}
     for e in graph:
         shape = _SHAPES.get(e["type"])
-        if shape is None:  # components register no outputs here; others keep their inputs
-            outputs[e["urn"]] = {} if e["type"].startswith("vtaplab:index:") else e["inputs"]
+        if shape is None:
+            # Components register no outputs here; a dynamic resource's outputs hold its inputs
+            # (in a preview exactly its inputs: the dynamic provider has no preview of Create).
+            out = {} if e["type"].startswith("vtaplab:index:") else e["inputs"]
+            outputs[e["urn"]] = _replace_ids(out, set(ids.values())) if preview else out
+            deps[e["urn"]] = {k: sorted({u for s in _strings(v) for u, i in ids.items()
+                                         if _owned_by(s, i)}) for k, v in out.items()}
             continue
         _path, parent_key, own_key = shape
         path_params = {own_key, "resourceGroupName", *([parent_key] if parent_key else [])}
@@ -231,3 +236,14 @@ def test_outputs_and_inputs_give_the_same_findings(analyzer, make):
     from_outputs = {(p, u) for p, u, _level in _violations(analyzer, g, preview=False)}
     assert from_outputs == from_inputs
     assert len(from_inputs) >= 2
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["outputs", "preview-outputs"])
+@pytest.mark.parametrize("make", [r1_graph, b1_graph])
+def test_rejected_scenarios_are_advisory_not_blocking(analyzer, make, preview):
+    """r1/b1 exist to be refused: the pack predicts it (expected-rejections, advisory) and
+    blocks nothing, also when the PE's id is still unknown."""
+    found = _violations(analyzer, make(), preview=preview)
+    assert found and {p for p, _u, _l in found} == {"expected-rejections"}
+    assert {level for _p, _u, level in found} == {
+        analyzer_pb2.EnforcementLevel.Value("ADVISORY")}
