@@ -54,9 +54,6 @@ START_TIMEOUT = 60.0
 CALL_TIMEOUT = 60.0
 # The engine's wire sentinel for a value unknown during preview (pulumi ``UnknownStringValue``).
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-# The engine's marker of a secret value inside a Struct.
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
-SECRET_VALUE_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 
 class HostError(RuntimeError):
@@ -207,17 +204,6 @@ def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
 
 def unstruct(value: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(value)
-
-
-def secret(value: Any) -> dict[str, Any]:
-    """A value as the engine sends a secret (the dynamic provider's ``__provider`` is one)."""
-    return {SECRET_SIG: SECRET_VALUE_SIG, "value": value}
-
-
-def unsecret(value: Any) -> Any:
-    if isinstance(value, Mapping) and value.get(SECRET_SIG) == SECRET_VALUE_SIG:
-        return value.get("value")
-    return value
 
 
 # --- the policy analyzer ---------------------------------------------------------------------
