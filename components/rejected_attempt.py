@@ -11,9 +11,18 @@ resource does on each step:
 - delete: undoes what an *accepted* attempt created (deletes the vTAP / IP-based pool, or PUTs
   the PE NIC's previous body back), and deletes what ARM accepted and then failed
   asynchronously; nothing for a synchronous rejection;
-- diff: any input change replaces (the attempt is one request; there is nothing to update),
-  and an ``error`` outcome (auth, quota, network...) is replaced on the next ``up`` so it is
-  retried rather than remembered.
+- diff: a change of what the request *is* (``ATTEMPT_KEYS``) replaces — the attempt is one
+  request, there is nothing to update — and an ``error`` outcome (auth, quota, network...) is
+  replaced on the next ``up`` so it is retried rather than remembered. A change of ``tags``
+  alone is an in-place update that only records the new tags: ``matrix`` rewrites
+  ``expires-on`` on every run, and a tag must never replay a real ARM request;
+- update: keeps the recorded answer and takes the new tags (no ARM request).
+
+Its identity is a contract: the engine stores this provider pickled *by reference* (module
+``components.rejected_attempt``, class ``AttemptProvider``) in every stack's state, and the
+dynamic-provider host (``python -u -m pulumi.dynamic``, started in the project root) imports
+that module to refresh or destroy the resource. Moving or renaming either breaks existing
+stacks; tests/components/test_rejected_attempt_host.py pins both.
 
 The ARM client is built inside the provider when it runs (``DefaultAzureCredential``), so no
 credential is an input, an output or part of the serialized provider.
@@ -28,14 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from vtaplab.azure import attempts
 from vtaplab.azure.arm import ArmClient
 
-# Inputs whose change means a new attempt.
-INPUT_KEYS = ("scenario", "attempt", "stack", "private_endpoint_id", "location", "target_id",
-              "tags", "port", "evidence_root")
+# Inputs whose change means a new attempt (a different request, or evidence elsewhere).
+ATTEMPT_KEYS = ("scenario", "attempt", "stack", "private_endpoint_id", "location", "target_id",
+                "port", "evidence_root")
+# Inputs recorded but never worth a new ARM request: updated in place.
+UPDATE_KEYS = ("tags",)
+INPUT_KEYS = ATTEMPT_KEYS + UPDATE_KEYS
 OUTPUT_KEYS = ("outcome", "matches_expected", "arm_code", "arm_message", "evidence_path",
                "verdict_path", "created_id", "warning")
 
@@ -92,11 +104,19 @@ class AttemptProvider(ResourceProvider):
         return CreateResult(id_=rid, outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in INPUT_KEYS if olds.get(k) != news.get(k)]
+        replaces = [k for k in ATTEMPT_KEYS if olds.get(k) != news.get(k)]
         if olds.get("outcome") == "error":
-            changed.append("outcome")  # retried, never kept as the answer
-        return DiffResult(changes=bool(changed), replaces=changed, stables=[],
+            replaces.append("outcome")  # retried, never kept as the answer
+        updates = [k for k in UPDATE_KEYS if _norm(olds.get(k)) != _norm(news.get(k))]
+        return DiffResult(changes=bool(replaces or updates), replaces=replaces, stables=[],
                           delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """A tags-only change: the recorded answer stays, the new tags are recorded; no ARM
+        request is made (an accepted attempt's vTAP keeps the tags it was created with)."""
+        outs = {k: v for k, v in olds.items() if k != "__provider"}
+        outs.update({k: news[k] for k in UPDATE_KEYS if k in news})
+        return UpdateResult(outs=outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         restore = props.get("restore_body") or ""
@@ -109,6 +129,11 @@ class AttemptProvider(ResourceProvider):
             created_id=props.get("created_id") or None,
             restore_body=json.loads(restore) if restore else None)
         attempts.undo(self._client(), outcome)
+
+
+def _norm(value: Any) -> Any:
+    """Tags compare as mappings: absent and empty are the same."""
+    return dict(value) if isinstance(value, Mapping) else ({} if value is None else value)
 
 
 def run_attempt(client: ArmClient, props: Mapping[str, Any]) -> attempts.AttemptOutcome:

@@ -6,9 +6,12 @@ do *not* expect; and one advisory policy, ``expected-rejections``, reporting the
 (r1's vTAP at the PE's NIC, b1's NIC edit), so a preview of r1 shows its predicted rejection
 without being blocked by it — exactly what ``python -m vtaplab check`` does.
 
-During a real preview, ids of resources not yet created are unknown: pulumi-policy's props
-raise on reading an unknown, so the props are unwrapped into plain values with Pulumi's
-unknown sentinels left in place, which the rules treat as "unknown" (never a finding).
+A stack policy receives each resource's *outputs* (not its inputs): the rules read both
+shapes (see ``vtaplab.preflight.rules``). During a real preview, ids of resources not yet
+created are unknown: pulumi-policy's props raise on reading an unknown, so the props are
+unwrapped into plain values with Pulumi's unknown sentinels left in place, which the rules
+treat as "unknown" (never a finding), and references are followed through the engine's
+property dependencies instead.
 
 Importable and testable: nothing here constructs a ``PolicyPack`` (``__main__.py`` does).
 """
@@ -60,16 +63,25 @@ def _target(proxy: Any) -> Any:
 
 
 def graph_from_resources(resources: Iterable[Any]) -> list[dict[str, Any]]:
-    """The stack's ``PolicyResource`` list as the graph ``check`` reads."""
+    """The stack's ``PolicyResource`` list as the graph the rules read.
+
+    A stack policy gets each resource's *outputs* (the engine's AnalyzeStack), so the entries
+    carry ``outputs``, not ``inputs``, and the engine's ``propertyDependencies`` (input
+    property -> URNs), which link resources whose ids are still unknown in a preview.
+    """
     graph: list[dict[str, Any]] = []
     for r in resources:
         if r.resource_type == "pulumi:pulumi:Stack" or r.resource_type.startswith(
                 "pulumi:providers:"):
             continue
         parent = getattr(r, "parent", None)
+        deps = getattr(r, "property_dependencies", None) or {}
         graph.append({"urn": r.urn, "type": r.resource_type, "name": r.name,
                       "parent": getattr(parent, "urn", None),
-                      "inputs": plain(r.props) if r.props is not None else {}})
+                      "outputs": plain(r.props) if r.props is not None else {},
+                      "propertyDependencies": {
+                          str(k): [d.urn for d in v if getattr(d, "urn", None)]
+                          for k, v in deps.items()}})
     return graph
 
 

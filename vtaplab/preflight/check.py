@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT, facts
-from vtaplab.preflight.rules import MANDATORY, Finding, run_rules
+from vtaplab.preflight.rules import MANDATORY, Finding, props_of, run_rules
 
 # Rules whose finding on a rejected scenario's attempt *is* the experiment: what the lab
 # tries on purpose, to record what ARM says (an IP-based pool with the PE's IP has no known
@@ -131,12 +131,13 @@ def stack_scenarios(stack: str, root: Path) -> tuple[str, ...]:
 
 
 def graph_scenarios(graph: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """Scenarios a graph says it runs: resource tags and attempts' ``scenario`` inputs."""
+    """Scenarios a graph says it runs: resource tags and attempts' ``scenario`` inputs (or
+    outputs: both carry them)."""
     out: list[str] = []
     for entry in graph:
-        inputs = entry.get("inputs") if isinstance(entry, Mapping) else None
-        if not isinstance(inputs, Mapping):
+        if not isinstance(entry, Mapping):
             continue
+        inputs = props_of(entry)  # the policy pack's entries carry outputs
         tags = inputs.get("tags")
         for value in ((tags or {}).get("scenario") if isinstance(tags, Mapping) else None,
                       inputs.get("scenario")):

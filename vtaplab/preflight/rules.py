@@ -6,6 +6,25 @@ Every rule is a pure function over the registered resource graph — the list th
 ``enableIPForwarding``, ...). The same functions run in ``python -m vtaplab check`` and in the
 pulumi-policy pack (``policy/``), so the two can never disagree.
 
+The two callers see different shapes of the same resources, and every rule reads both:
+
+- ``check`` sees *inputs* (the program under mocks): path parameters such as
+  ``networkInterfaceName``, ``virtualNetworkName``, ``vmName`` name the resource and its parent.
+- The policy pack sees what the engine sends a stack policy: each resource's *outputs*
+  (pulumi/pulumi ``pkg/resource/deploy/step_generator.go``, ``AnalyzeResources``) — entries
+  with ``"outputs"`` instead of ``"inputs"``. azure-native outputs follow the ARM response
+  schema: no path parameters, but ``id``, ``name`` and ``type``, and references as ids
+  (recorded state of a real deployment: pulumi/pulumi-azure-native
+  ``provider/pkg/provider/testdata/recorded/TestProviderUpgrade/upgrade-networked-vm/2.76.0/
+  stack.json``). In a preview, a resource still to be created has outputs computed from its
+  inputs with every response-only value unknown (azure-native ``Create`` with
+  ``preview``: ``PreviewOutputs``), so its ``id`` and every id taken from another new
+  resource are unknown; the engine then still sends ``propertyDependencies`` (input property
+  -> URNs it came from), which the entry carries as ``"propertyDependencies"``.
+
+So a reference is resolved, in order, from an input name, from an ARM id (a resource's own
+``id`` names its parent too), and from the property's dependencies.
+
 Two habits keep the rules honest:
 
 - References between resources are ARM ids, which may be unknown (preview) or mock ids. They
@@ -279,14 +298,39 @@ class Node:
     type: str
     name: str
     parent: str | None
-    inputs: Mapping[str, Any]
+    inputs: Mapping[str, Any]  # the properties the rules read: inputs, or the engine's outputs
     attempt_scenario: str | None = None  # set when this is what an attempt will request
+    # Input property -> URNs its value came from (the engine's propertyDependencies).
+    deps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def arm_ref(self) -> ArmRef | None:
+        """The resource's own ARM id (outputs carry ``id``), if known and of its own type."""
+        arm = parse_arm_id(text(self.inputs, "id"))
+        known = _ARM_COLLECTIONS.get("/".join(arm.collections)) if arm else None
+        return arm if known is not None and known[0] == self.type else None
 
     @property
     def azure_name(self) -> str | None:
-        """The Azure name the program set (``networkInterfaceName`` ...), if any."""
+        """The Azure name: the program's input (``networkInterfaceName`` ...), else the
+        output ``id``'s last name, else the output ``name``."""
         key = _NAME_INPUT.get(self.type)
-        return text(self.inputs, key) if key else None
+        if key is None:
+            return None
+        arm = self.arm_ref
+        return text(self.inputs, key) or (arm.names[-1] if arm else None) or \
+            text(self.inputs, "name")
+
+    def parent_name(self) -> str | None:
+        """A child resource's parent's Azure name (a tap configuration's NIC, a subnet's VNet):
+        the path-parameter input, else the second-last name of its own ``id``."""
+        parent_key = next((p for t, p, _own in _ARM_COLLECTIONS.values() if t == self.type),
+                          None)
+        if parent_key is None:
+            return None
+        arm = self.arm_ref
+        return text(self.inputs, parent_key) or (
+            arm.names[-2] if arm and len(arm.names) > 1 else None)
 
     def names(self) -> set[str]:
         out = {self.name}
@@ -396,10 +440,7 @@ def attempt_nodes(entry: Mapping[str, Any]) -> list[Node]:
     NIC, b1's NIC edit and IP-based pool), whose PE NIC is known only at run time and so is
     named here the way Azure names it; and any explicit request (an ARM path and a body).
     """
-    inputs = entry.get("inputs") or {}
-    if not isinstance(inputs, Mapping):
-        return []
-    inputs = {k: v for k, v in inputs.items() if k != "__provider"}
+    inputs = {k: v for k, v in props_of(entry).items() if k != "__provider"}
     attempt = _attempt_name(inputs)
     scenario = _attempt_scenario(inputs, attempt)
     urn, parent = str(entry.get("urn", "")), entry.get("parent")
@@ -475,10 +516,9 @@ class Graph:
         self.nodes: list[Node] = []
         self.by_urn: dict[str, Node] = {}
         for e in self.entries:
-            inputs = e.get("inputs")
             node = Node(urn=str(e.get("urn", "")), type=str(e.get("type", "")),
                         name=str(e.get("name", "")), parent=e.get("parent") or None,
-                        inputs=inputs if isinstance(inputs, Mapping) else {})
+                        inputs=props_of(e), deps=_deps_of(e))
             self.nodes.append(node)
             self.by_urn.setdefault(node.urn, node)
             if "dynamic" in node.type:
@@ -486,6 +526,31 @@ class Graph:
 
     def of_type(self, *types: str) -> list[Node]:
         return [n for n in self.nodes if n.type in types]
+
+    def depended(self, node: Node, prop: str, typ: str) -> list[Node]:
+        """The resources of ``typ`` that ``node``'s input ``prop`` came from (the engine's
+        propertyDependencies): how references are known while their ids are not."""
+        out = [self.by_urn[u] for u in node.deps.get(prop, ()) if u in self.by_urn]
+        return [n for n in out if n.type == typ]
+
+    def linked(self, node: Node, prop: str, typ: str) -> Node | None:
+        """The one ``typ`` resource ``node``'s ``prop`` refers to: by ARM id (``{"id"}`` or a
+        bare id, also a sub-resource's such as an ip-configuration's), else by dependency."""
+        arm = parse_arm_id(ref_id(get(node.inputs, prop)))
+        known = _ARM_COLLECTIONS.get(arm.top) if arm else None
+        if arm is not None and known is not None and known[0] == typ:
+            return self.find(typ, arm.top_name)
+        hits = self.depended(node, prop, typ)
+        return hits[0] if len(hits) == 1 else None
+
+    def parent_of(self, child: Node, typ: str, parent_input: str) -> Node | None:
+        """A child resource's parent (tap configuration -> NIC, subnet -> VNet): by name from
+        the input or its own id, else by the dependency of the path-parameter input."""
+        name = child.parent_name()
+        if name is not None:
+            return self.find(typ, name)
+        hits = self.depended(child, parent_input, typ)
+        return hits[0] if len(hits) == 1 else None
 
     def find(self, typ: str, name: str | None) -> Node | None:
         """The one resource of ``typ`` called ``name`` (logical or Azure name); None if 0 or 2+.
@@ -561,10 +626,21 @@ class Graph:
             return _vnet_key(vnet) if vnet else arm.names[0]
         return None
 
+    def vnet_of_subnet(self, subnet: Node) -> str | None:
+        """The VNet a Subnet resource belongs to (name from input or id, else dependency)."""
+        vnet = self.parent_of(subnet, T_VNET, "virtualNetworkName")
+        if vnet is not None:
+            return _vnet_key(vnet)
+        return subnet.parent_name()
+
     def vnet_of_nic(self, nic: Node) -> str | None:
         vnets = {self.vnet_of_subnet_ref(get(c, "subnet")) for c in items(nic.inputs,
                                                                            "ipConfigurations")}
         vnets.discard(None)
+        if not vnets:  # subnet ids unknown (preview): the subnets the ip-configurations used
+            vnets = {self.vnet_of_subnet(s)
+                     for s in self.depended(nic, "ipConfigurations", T_SUBNET)}
+            vnets.discard(None)
         return vnets.pop() if len(vnets) == 1 else None
 
     def peered(self, a: str, b: str) -> bool | None:
@@ -619,6 +695,24 @@ class Graph:
                 if nic is not None:
                     nics[nic.urn] = nic
         return list(nics.values())
+
+
+def props_of(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The properties of a graph entry the rules read: ``inputs`` (``check``), else
+    ``outputs`` (the policy pack: what the engine sends)."""
+    for key in ("inputs", "outputs"):
+        value = entry.get(key)
+        if isinstance(value, Mapping):
+            return value
+    return {}
+
+
+def _deps_of(entry: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    raw = entry.get("propertyDependencies")
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): tuple(str(u) for u in v) for k, v in raw.items()
+            if isinstance(v, Sequence) and not isinstance(v, str)}
 
 
 def _vnet_key(vnet: Node) -> str:
@@ -697,7 +791,9 @@ def _dest_nic_ref(tap: Node) -> ArmRef | None:
 
 def _dest_nic(g: Graph, tap: Node) -> Node | None:
     arm = _dest_nic_ref(tap)
-    return g.find(T_NIC, arm.top_name) if arm else None
+    if arm is not None:
+        return g.find(T_NIC, arm.top_name)
+    return g.linked(tap, "destinationNetworkInterfaceIPConfiguration", T_NIC)
 
 
 def _dest_lb(g: Graph, tap: Node) -> tuple[Node, str] | None:
@@ -837,12 +933,15 @@ def _pls_on_ip_lb(g: Graph) -> Iterator[Hit]:
 
 
 def _tapped_nics(g: Graph, tap: Node | None = None) -> list[tuple[Node, Node | None]]:
-    """(tap configuration, source NIC or None) pairs, optionally for one vTAP."""
+    """(tap configuration, source NIC or None) pairs, optionally for one vTAP.
+
+    The NIC is a path parameter: ``networkInterfaceName`` in inputs, the configuration's own
+    ``id`` in outputs, the dependency of ``networkInterfaceName`` in a preview."""
     out: list[tuple[Node, Node | None]] = []
     for cfg in g.of_type(T_TAP_CONFIG):
-        if tap is not None and g.resolve(get(cfg.inputs, "virtualNetworkTap"), T_TAP) is not tap:
+        if tap is not None and g.linked(cfg, "virtualNetworkTap", T_TAP) is not tap:
             continue
-        out.append((cfg, g.find(T_NIC, text(cfg.inputs, "networkInterfaceName"))))
+        out.append((cfg, g.parent_of(cfg, T_NIC, "networkInterfaceName")))
     return out
 
 
@@ -850,6 +949,11 @@ def _dest_vnet_and_node(g: Graph, tap: Node) -> tuple[str | None, Node | None]:
     nic = _dest_nic(g, tap)
     if nic is not None:
         return g.vnet_of_nic(nic), nic
+    # Outputs embed the destination ip-configuration, subnet included (response schema).
+    vnet = g.vnet_of_subnet_ref(get(tap.inputs, "destinationNetworkInterfaceIPConfiguration",
+                                    "subnet"))
+    if vnet is not None:
+        return vnet, None
     lb = _dest_lb(g, tap)
     if lb is not None:
         node, fe_name = lb
@@ -901,6 +1005,8 @@ def _tapped_v6(g: Graph) -> Iterator[Hit]:
             continue
         nic_refs = items(vm.inputs, "networkProfile", "networkInterfaces")
         nics = [g.resolve(r, T_NIC) for r in nic_refs]
+        if not any(nics):  # ids unknown (preview): the NICs networkProfile came from
+            nics = list(g.depended(vm, "networkProfile", T_NIC))
         if any(n is not None and n.urn in tapped for n in nics):
             yield vm, (f"tapped VM has size {size}; vTAP does not support v6 sizes as sources. "
                        "Use a v5 or older size (e.g. Standard_D2s_v5, Standard_B2s).")
