@@ -65,7 +65,8 @@ class FakeArm:
                     self.close_connection = True
                     self.connection.close()
                     return
-                data = b"" if body is None else json.dumps(body).encode()
+                data = b"" if body is None else json.dumps(body).replace(
+                    "{base}", fake.base_url).encode()
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v.replace("{base}", fake.base_url))

@@ -198,6 +198,14 @@ class ArmClient:
              wait: bool = True) -> ArmResponse:
         return self.call("POST", path, api_version=api_version, body=body, wait=wait)
 
+    def get_next(self, link: str) -> ArmResponse:
+        """GET a list's ``nextLink`` as ARM gave it (it carries its own api-version and skip
+        token); like every request, only on this client's origin."""
+        resp = self._send("GET", link)
+        if resp.status >= 400:
+            raise self._error(resp)
+        return resp
+
     def call(self, method: str, path: str, *, api_version: str, body: Any = None,
              wait: bool = True) -> ArmResponse:
         """One ARM operation; raises :class:`ArmError` on an error answer or a failed LRO."""
