@@ -227,6 +227,7 @@ def test_main_exits_0_when_all_is_ok_and_json_lists_the_checks(arm, tmp_path, ca
 
 def test_main_without_a_subscription_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("ARM_SUBSCRIPTION_ID", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no az CLI to ask
     graph = _graph_file(tmp_path, [vm("a", "Standard_B2s")])
     assert doctor.main(["b2", "--graph", str(graph)]) == 2
     err = capsys.readouterr().err
@@ -281,3 +282,18 @@ def test_the_recorded_answers_keep_the_spec_shapes():
     vtap = copy.deepcopy(load("vtaps-page1.json")["value"][0])
     assert vtap["type"] == "Microsoft.Network/virtualNetworkTaps"
     assert vtap["properties"]["destinationPort"] == facts.VXLAN_PORT
+
+
+def test_the_subscription_falls_back_to_the_azure_clis_default(tmp_path, monkeypatch):
+    fake_az = tmp_path / "bin" / "az"
+    fake_az.parent.mkdir()
+    fake_az.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'account show' ] && echo {SUB}\n")
+    fake_az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_az.parent}")
+    assert doctor.subscription_id("b2", tmp_path, None, environ={}) == (SUB, "az account show")
+    assert doctor.subscription_id("b2", tmp_path, None,
+                                  environ={"ARM_SUBSCRIPTION_ID": "x"}) == (
+        "x", "$ARM_SUBSCRIPTION_ID")
+    (tmp_path / "Pulumi.b2.yaml").write_text(
+        "config:\n  azure-native:subscriptionId: from-file\n")
+    assert doctor.subscription_id("b2", tmp_path, None, environ={})[0] == "from-file"

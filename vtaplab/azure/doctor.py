@@ -29,6 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -221,7 +224,7 @@ def exit_status(checks: Sequence[Check]) -> int:
 
 
 def render(stack: str, sub: str, checks: Sequence[Check]) -> str:
-    lines = [f"doctor {stack}: subscription {sub}"]
+    lines = [f"doctor {stack}" + (f": subscription {sub}" if sub else "")]
     for c in checks:
         lines.append(f"  {c.status:<8} {c.name}: {c.detail}")
         if c.fix and c.status != OK:
@@ -300,8 +303,9 @@ def _reason(exc: ArmError) -> str:
 
 def subscription_id(stack: str, root: Path, given: str | None,
                     environ: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """(subscription id, where it came from): --subscription, $ARM_SUBSCRIPTION_ID, then the
-    stack file's ``azure-native:subscriptionId``; ("", "") when none is set."""
+    """(subscription id, where it came from): --subscription, $ARM_SUBSCRIPTION_ID, the stack
+    file's ``azure-native:subscriptionId``, then the Azure CLI's default subscription; ("", "")
+    when none is found."""
     environ = os.environ if environ is None else environ
     if given:
         return given, "--subscription"
@@ -315,6 +319,17 @@ def subscription_id(stack: str, root: Path, given: str | None,
         value = (data.get("config") or {}).get("azure-native:subscriptionId")
         if isinstance(value, str) and value:
             return value, f"{path.name} azure-native:subscriptionId"
+    # As azure-native does with the Azure CLI credential: the CLI's default subscription.
+    az = shutil.which("az")
+    if az:
+        try:
+            done = subprocess.run([az, "account", "show", "--query", "id", "-o", "tsv"],
+                                  capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return "", ""
+        value = done.stdout.strip()
+        if done.returncode == 0 and re.fullmatch(r"[0-9a-fA-F-]{36}", value):
+            return value, "az account show"
     return "", ""
 
 
