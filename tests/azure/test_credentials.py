@@ -250,3 +250,77 @@ def test_the_dynamic_provider_authenticates_with_azure_native_config(clean_env):
     chosen = credentials.choose(credentials.read_settings(provider._auth_config, {}))
     assert chosen.method == "service principal (client secret)"
     assert SECRET not in repr(client)
+
+
+# --- OIDC end to end: azure-identity's own token client against a loopback Entra ----------------
+
+class HttpsTokenEndpoint:
+    """A loopback ``/{tenant}/oauth2/v2.0/token`` over TLS (azure-identity refuses a plain
+    HTTP authority), with a throw-away self-signed certificate for 127.0.0.1."""
+
+    def __init__(self, tmp_path: Any) -> None:
+        import ssl
+        import subprocess
+
+        self.cert = tmp_path / "cert.pem"
+        key = tmp_path / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(self.cert)],
+                       check=True, capture_output=True, timeout=60)
+        self.forms: list[dict[str, list[str]]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                endpoint.forms.append({"path": [self.path], **form})
+                # expires_in 0: the token is stale at once, so the next get_token asks again
+                # (what happens to every token after an hour in a long run).
+                data = json.dumps({"token_type": "Bearer", "expires_in": 0,
+                                   "access_token": f"arm-token-{len(endpoint.forms)}"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(self.cert), str(key))
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def test_each_arm_token_is_bought_with_a_fresh_github_assertion(clean_env, tmp_path):
+    github = TokenServer(lambda n, req: (200, {"count": 1, "value": f"github-jwt-{n}"}))
+    entra = HttpsTokenEndpoint(tmp_path)
+    try:
+        clean_env.setenv("AZURE_AUTHORITY_HOST", entra.url)
+        clean_env.setenv("REQUESTS_CA_BUNDLE", str(entra.cert))
+        env = {"ARM_USE_OIDC": "true", **IDS,
+               "ACTIONS_ID_TOKEN_REQUEST_URL": f"{github.url}/token",
+               "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "runner-bearer"}
+        provider = credentials.token_provider(ARM_SCOPE, environ=env)
+        tokens = [provider(), provider()]
+    finally:
+        entra.close()
+        github.close()
+    assert tokens == ["arm-token-1", "arm-token-2"]
+    assert len(github.requests) == 2  # one GitHub ID token per ARM token
+    assert [f["client_assertion"] for f in entra.forms] == [["github-jwt-1"], ["github-jwt-2"]]
+    assert entra.forms[0]["path"] == [f"/{IDS['ARM_TENANT_ID']}/oauth2/v2.0/token"]
+    assert entra.forms[0]["client_id"] == [IDS["ARM_CLIENT_ID"]]
+    assert entra.forms[0]["scope"] == [ARM_SCOPE]
