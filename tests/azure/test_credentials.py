@@ -259,15 +259,33 @@ class HttpsTokenEndpoint:
     HTTP authority), with a throw-away self-signed certificate for 127.0.0.1."""
 
     def __init__(self, tmp_path: Any) -> None:
+        import datetime as dt
+        import ipaddress
         import ssl
-        import subprocess
 
+        # cryptography comes with azure-identity (msal): no openssl binary needed.
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        private = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(private.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(hours=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(private, hashes.SHA256()))
         self.cert = tmp_path / "cert.pem"
         key = tmp_path / "key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
-                        "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(key), "-out", str(self.cert)],
-                       check=True, capture_output=True, timeout=60)
+        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
         self.forms: list[dict[str, list[str]]] = []
         endpoint = self
 
