@@ -196,6 +196,11 @@ def test_managed_identity_failure_is_the_error_outcome_of_an_attempt(clean_env, 
         "Azure authentication failed: managed identity (from $ARM_USE_MSI)")
     assert "\n" not in out.arm_message and "Traceback" not in out.arm_message
     assert arm.requests == []  # nothing reached ARM without a token
+    verdict = attempts.scenario_verdict("r1", [out], root=tmp_path)
+    assert verdict["outcome"] == "error" and verdict["matches_expected"] is False
+    assert verdict["reason"].startswith("AuthenticationFailed: Azure authentication failed: "
+                                        "managed identity (from $ARM_USE_MSI)")
+    assert "\n" not in verdict["reason"]
 
 
 def test_a_failing_credential_is_one_line_with_secrets_masked(clean_env):
