@@ -76,25 +76,30 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 # --- what the stack needs, from its graph ------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def uksouth_graph() -> list[dict[str, Any]]:
+@pytest.mark.parametrize("stack, region, vcpus, direct", [
+    ("uksouth", "uksouth", 20, False), ("msp", "uksouth", 20, False),
+    ("a", "centralus", 8, True)])
+def test_needs_are_counted_from_the_stacks_graph(arm, stack, region, vcpus, direct):
     from vtaplab.preflight.graph import build_graph
 
-    return build_graph("uksouth")
-
-
-def test_uksouth_needs_20_b_series_vcpus_counted_from_its_graph(uksouth_graph, arm):
-    needs = doctor.needs_from_graph(uksouth_graph)
-    assert needs.regions == ("uksouth",)
-    assert sum(needs.vm_sizes.values()) == 10 and set(needs.vm_sizes) == {
-        ("uksouth", "Standard_B2s")}
-    assert needs.schedules == 10 and needs.vtaps >= 1 and not needs.direct_connect
-    serve(arm, cores_used=0)
+    needs = doctor.needs_from_graph(build_graph(stack))
+    assert needs.regions == (region,) and needs.direct_connect is direct
+    assert set(needs.vm_sizes) == {(region, "Standard_B2s")}
+    assert needs.schedules == sum(needs.vm_sizes.values()) and needs.vtaps >= 1
+    serve(arm, cores_used=0, feature_state="Registered")
+    if region != "uksouth":
+        idle = load("usages-uksouth.json")
+        for usage in idle["value"]:
+            usage["currentValue"] = 0
+        arm.add("GET", usages(region), 200, idle)
     checks = by_name(doctor.run_checks(arm.client(), SUB, needs))
-    regional = checks["quota uksouth Total Regional vCPUs"]
-    assert regional.detail.startswith("need 20 vCPUs, 0 used of 10")
-    assert regional.status == doctor.MISSING and "at least 20" in regional.fix
-    assert checks["quota uksouth Standard BS Family vCPUs"].status == doctor.MISSING
+    regional = checks[f"quota {region} Total Regional vCPUs"]
+    assert regional.detail.startswith(f"need {vcpus} vCPUs")
+    # The recorded subscription has 10 regional vCPUs: 20 don't fit, 8 do.
+    assert regional.status == (doctor.MISSING if vcpus > 10 else doctor.OK)
+    if vcpus > 10:
+        assert "at least 20" in regional.fix
+    assert (f"feature {facts.PLS_DIRECT_CONNECT_FEATURE}" in checks) is direct
 
 
 # --- each check against the recorded answers ----------------------------------------------------
