@@ -6,6 +6,7 @@ plain HTTP)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,7 +174,8 @@ def test_managed_identity_token_comes_from_the_identity_endpoint(clean_env):
     assert server.requests[0]["query"]["resource"] == ["https://management.azure.com"]
 
 
-def test_managed_identity_failure_is_the_error_outcome_of_an_attempt(clean_env, tmp_path):
+def test_managed_identity_failure_is_the_error_outcome_of_an_attempt(clean_env, tmp_path,
+                                                                    caplog):
     server = TokenServer(lambda n, req: (400, {"error": "invalid_request",
                                                "error_description": "no identity assigned"}))
     arm = FakeArm()
@@ -201,6 +203,9 @@ def test_managed_identity_failure_is_the_error_outcome_of_an_attempt(clean_env, 
     assert verdict["reason"].startswith("AuthenticationFailed: Azure authentication failed: "
                                         "managed identity (from $ARM_USE_MSI)")
     assert "\n" not in verdict["reason"]
+    # azure-identity's own "get_token failed" warning is not printed next to our line.
+    assert not [r for r in caplog.records if r.name.startswith("azure.identity")
+                and r.levelno >= logging.WARNING]
 
 
 def test_a_failing_credential_is_one_line_with_secrets_masked(clean_env):

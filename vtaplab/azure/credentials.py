@@ -24,13 +24,16 @@ configured, never a secret and never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +67,29 @@ _SECRET_SETTINGS = ("client_secret", "client_certificate_password", "oidc_token"
                     "oidc_request_token")
 
 TokenProvider = Callable[[], str]
+
+# azure-identity logs its own "<Credential>.get_token failed: ..." warning before raising; with
+# no logging configured Python prints it to stderr, a second line next to ours. While one of
+# OUR calls runs, azure.identity logs errors only: the CredentialError says it in one line.
+_QUIET_LOCK = threading.Lock()
+_quiet = {"depth": 0, "previous": logging.NOTSET}
+
+
+@contextlib.contextmanager
+def _identity_quiet() -> Iterator[None]:
+    logger = logging.getLogger("azure.identity")
+    with _QUIET_LOCK:
+        if _quiet["depth"] == 0:
+            _quiet["previous"] = logger.level
+            logger.setLevel(max(logger.level, logging.ERROR))
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                logger.setLevel(_quiet["previous"])
 
 
 class CredentialError(RuntimeError):
@@ -180,7 +206,8 @@ def token_provider(scope: str, *, config: Mapping[str, Any] | None = None,
             state["chosen"] = choose(settings, fetch=fetch)
         chosen: Chosen = state["chosen"]
         try:
-            access = chosen.credential.get_token(scope)
+            with _identity_quiet():
+                access = chosen.credential.get_token(scope)
         except CredentialError:
             raise
         except Exception as exc:  # azure-identity raises several types; all mean "no token"
