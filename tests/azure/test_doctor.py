@@ -124,7 +124,8 @@ def test_registered_devtestlab_is_ok(arm):
 
 @pytest.mark.parametrize("state, status", [
     ("NotRegistered", doctor.MISSING), ("Pending", doctor.MISSING),
-    ("Registered", doctor.OK)])
+    ("Registered", doctor.OK),
+    ("registered", doctor.OK)])  # the spec examples spell it in lower case
 def test_direct_connect_feature(arm, state, status):
     serve(arm, feature_state=state)
     needs = doctor.needs_from_graph([vm("a", "Standard_B1s", "centralus"), DIRECT_PLS])
