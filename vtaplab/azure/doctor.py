@@ -20,8 +20,12 @@ Checks and the facts they rest on:
 - the subscription's existing vTAPs plus the stack's against the preview's ~10 per
   subscription (Virtual Network Taps - List All, Microsoft.Network 2024-05-01).
 
-A check that cannot be read (no permission, network) is ``unknown`` with the reason, never
-``ok``. Exit status: 0 all ok, 1 something missing, 3 unknown only, 2 bad input.
+Named assumption: the regional total's usage is named ``cores`` ("Total Regional vCPUs", as
+``az vm list-usage`` shows it; the spec's example uses placeholder names). If ARM answers
+without it, that check says ``unknown``, never ``ok``. A check that cannot be read (no
+permission, network) is ``unknown`` with the reason, never ``ok``.
+
+Exit status: 0 all ok, 1 something missing, 3 unknown only, 2 bad input.
 """
 
 from __future__ import annotations
