@@ -303,3 +303,11 @@ def test_the_subscription_falls_back_to_the_azure_clis_default(tmp_path, monkeyp
     (tmp_path / "Pulumi.b2.yaml").write_text(
         "config:\n  azure-native:subscriptionId: from-file\n")
     assert doctor.subscription_id("b2", tmp_path, None, environ={})[0] == "from-file"
+
+
+def test_a_graph_file_that_is_not_a_graph_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "g.json"
+    bad.write_text('{"resources": 1}')
+    assert doctor.main(["b2", "--subscription", SUB, "--graph", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a list of resources" in err

@@ -382,15 +382,17 @@ def main(argv: list[str], *, client: ArmClient | None = None,
         print(f"doctor: stack {args.stack!r} is not committed; accepted: "
               f"{', '.join(stack_names(root))}", file=sys.stderr)
         return 2
-    sub, _source = subscription_id(args.stack, root, args.subscription)
+    sub, source = subscription_id(args.stack, root, args.subscription)
     if not sub:
         print("doctor: no subscription id; accepted: --subscription ID, $ARM_SUBSCRIPTION_ID, "
-              "or azure-native:subscriptionId in the stack file", file=sys.stderr)
+              "azure-native:subscriptionId in the stack file, or 'az login'", file=sys.stderr)
         return 2
     graph = None
     if args.graph is not None:
         try:
             graph = json.loads(args.graph.read_text(encoding="utf-8"))
+            if not isinstance(graph, list) or not all(isinstance(r, dict) for r in graph):
+                raise ValueError("not a list of resources")
         except (OSError, ValueError) as exc:
             print(f"doctor: --graph {args.graph}: {exc}; accepted: the output of "
                   "'python -m vtaplab graph STACK --json'", file=sys.stderr)
@@ -407,5 +409,5 @@ def main(argv: list[str], *, client: ArmClient | None = None,
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
-        print(render(args.stack, sub, checks))
+        print(render(args.stack, f"{sub} (from {source})", checks))
     return exit_status(checks)
