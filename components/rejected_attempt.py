@@ -24,8 +24,10 @@ dynamic-provider host (``python -u -m pulumi.dynamic``, started in the project r
 that module to refresh or destroy the resource. Moving or renaming either breaks existing
 stacks; tests/components/test_rejected_attempt_host.py pins both.
 
-The ARM client is built inside the provider when it runs (``DefaultAzureCredential``), so no
-credential is an input, an output or part of the serialized provider.
+The ARM client is built inside the provider when it runs, authenticated as azure-native is
+(``vtaplab.azure.credentials``: ``ARM_*`` environment, or the ``azure-native:*`` stack config
+the engine hands the provider in ``configure``), so no credential is an input, an output or
+part of the serialized provider.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ OUTPUT_KEYS = ("outcome", "matches_expected", "arm_code", "arm_message", "eviden
                "verdict_path", "created_id", "warning")
 
 ClientFactory = Callable[[], ArmClient]
+# azure-native's authentication settings read from the stack config when present.
+AUTH_CONFIG_KEYS = ("clientId", "tenantId", "clientSecret", "clientCertificatePath",
+                    "clientCertificatePassword", "useDefaultAzureCredential", "useOidc",
+                    "oidcToken", "oidcTokenFilePath", "oidcRequestUrl", "oidcRequestToken",
+                    "oidcAudience", "useMsi")
 
 
 class AttemptProvider(ResourceProvider):
@@ -62,8 +69,18 @@ class AttemptProvider(ResourceProvider):
         super().__init__()
         self._client_factory = client_factory
 
+    def configure(self, req: Any) -> None:
+        # The stack's config reaches the provider host here, never the pickled provider.
+        self._auth_config = {k: req.config.get(f"azure-native:{k}") for k in AUTH_CONFIG_KEYS}
+
     def _client(self) -> ArmClient:
-        return self._client_factory() if self._client_factory else ArmClient()
+        if self._client_factory:
+            return self._client_factory()
+        from vtaplab.azure.arm import ARM_SCOPE
+        from vtaplab.azure.credentials import token_provider
+
+        config = {k: v for k, v in getattr(self, "_auth_config", {}).items() if v is not None}
+        return ArmClient(token_provider=token_provider(ARM_SCOPE, config=config))
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
         from pulumi.dynamic import CheckFailure, CheckResult

@@ -400,3 +400,49 @@ def test_offline_without_root_is_one_line(root, monkeypatch, capsys):
     rc = matrix.main(["--offline", "--stacks", "b2"], root=root, out=io.StringIO())
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "needs root" in err
+
+
+# --------------------------------------------------------------------------- doctor first
+
+
+def _doctor(status: str, seen: list[str]) -> Callable[[str, Path], list[Any]]:
+    from vtaplab.azure.doctor import Check
+
+    def check(stack: str, root: Path) -> list[Any]:
+        seen.append(stack)
+        return [Check("provider Microsoft.DevTestLab", status, "NotRegistered",
+                      "az provider register --namespace Microsoft.DevTestLab")]
+    return check
+
+
+def test_doctor_runs_first_and_a_missing_prerequisite_stops_before_anything(root, capsys):
+    fake = FakeAuto(lambda s, e: None)
+    seen: list[str] = []
+    out = io.StringIO()
+    rc = matrix.main(["--stacks", "r1"], auto=fake, root=root, out=out, retry_delay=0,
+                     doctor=_doctor("missing", seen))
+    err = capsys.readouterr().err
+    assert rc == 2 and seen == ["r1"]
+    assert fake.calls == []  # no stack selected, nothing deployed
+    assert err.count("\n") == 1 and "az provider register --namespace Microsoft.DevTestLab" in err
+    assert "missing  provider Microsoft.DevTestLab" in out.getvalue()
+
+
+def test_an_unknown_doctor_check_is_shown_and_the_run_goes_on(root):
+    fake = FakeAuto(lambda s, e: write_program_verdict(s, "r1", "rejected",
+                                                       facts.ARM_PE_AS_VTAP_DESTINATION))
+    seen: list[str] = []
+    out = io.StringIO()
+    rc = matrix.main(["--stacks", "r1"], auto=fake, root=root, out=out, retry_delay=0,
+                     doctor=_doctor("unknown", seen))
+    assert rc == 0 and seen == ["r1"] and "up" in fake.ops("r1")
+    assert "unknown  provider Microsoft.DevTestLab" in out.getvalue()
+
+
+def test_skip_doctor(root):
+    fake = FakeAuto(lambda s, e: write_program_verdict(s, "r1", "rejected",
+                                                       facts.ARM_PE_AS_VTAP_DESTINATION))
+    seen: list[str] = []
+    rc = matrix.main(["--stacks", "r1", "--skip-doctor"], auto=fake, root=root,
+                     out=io.StringIO(), retry_delay=0, doctor=_doctor("missing", seen))
+    assert rc == 0 and seen == []

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("vtaplab.preflight.check",
               "preflight: the rules ARM would enforce, on a stack's graph"),
     "evidence": ("vtaplab.azure.collect", "re-run capture + traffic on a deployed stack over SSH"),
+    "doctor": ("vtaplab.azure.doctor", "is this subscription ready (providers, quota, vTAPs)"),
     "matrix": ("vtaplab.matrix", "run stacks, write evidence/RESULTS.md"),
     "report": ("vtaplab.judge.findings", "write FINDINGS.md (the write-up) from verdicts"),
     "cost": ("vtaplab.preflight.cost", "estimate a stack's hourly cost from its graph"),

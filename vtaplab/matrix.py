@@ -1,6 +1,8 @@
 """``python -m vtaplab matrix``: run the scenario matrix, write evidence/RESULTS.md, watch Azure.
 
-On Azure (the default), per stack through Pulumi's Automation API: ``create_or_select_stack``
+On Azure (the default), first ``vtaplab doctor`` for every stack (a missing provider, feature,
+quota or vTAP slot stops the matrix before anything is created; ``--skip-doctor`` to skip it),
+then per stack through Pulumi's Automation API: ``create_or_select_stack``
 with ``work_dir`` = the project root (so the committed ``Pulumi.<stack>.yaml`` is the config),
 ``vtaplab:expiresOn`` set for the run (the stack file is restored right after ``up``: the
 committed file never changes), preview, up — each with a live progress line per resource from
@@ -24,7 +26,8 @@ is measured — the emulator's b2 is not a model of it). Every row says how it w
 
 Exit status (the platform-change watch): 0 every outcome as expected; 1 an outcome differs from
 the expected one or from the previous run's (what changed is printed); 3 something could not
-be measured or a destroy failed (resources may be left); 130 interrupted; 2 bad input.
+be measured or a destroy failed (resources may be left); 130 interrupted; 2 bad input or a
+subscription doctor found not ready.
 """
 
 from __future__ import annotations
@@ -800,6 +803,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="leave the stacks deployed (they cost money: see 'vtaplab cost')")
     p.add_argument("--offline", action="store_true",
                    help="no Azure: emulator verdicts (needs root) and the rules' predictions")
+    p.add_argument("--skip-doctor", action="store_true",
+                   help="do not check the subscription first ('vtaplab doctor STACK' runs "
+                        "before each Azure stack by default; a missing prerequisite stops "
+                        "the matrix before anything is created)")
     p.add_argument("--evidence", type=Path, default=None, help="evidence directory")
     p.add_argument("--requests", default="5",
                    help="--offline: emulator request rounds per scenario (1-100, default 5)")
@@ -840,8 +847,45 @@ def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ..
     return [(n, stack_scenarios(n, root)) for n in names]
 
 
+def run_doctor(stacks: Sequence[tuple[str, tuple[str, ...]]], root: Path, out: TextIO,
+               doctor: Callable[[str, Path], Sequence[Any]]) -> None:
+    """Check the subscription for every stack before anything is deployed: a missing
+    prerequisite (unregistered provider or feature, quota, too many vTAPs) raises ValueError
+    naming it; an unknown one is printed and the run goes on."""
+    from vtaplab.azure import doctor as doctor_module
+
+    missing: list[str] = []
+    for stack, _ in stacks:
+        checks = list(doctor(stack, root))
+        print(doctor_module.render(stack, "", checks), file=out, flush=True)
+        missing += [f"{stack}: {c.name} ({c.fix})" for c in checks
+                    if c.status == doctor_module.MISSING]
+    if missing:
+        raise ValueError(f"the subscription is not ready: {'; '.join(missing)}; accepted: "
+                         "fix these (see above) and run again, or --skip-doctor")
+
+
+def _subscription_doctor(stack: str, root: Path) -> Sequence[Any]:
+    """``vtaplab doctor STACK`` against the real subscription."""
+    from vtaplab.azure import doctor
+    from vtaplab.azure.arm import ArmClient, ArmError
+
+    sub, _ = doctor.subscription_id(stack, root, None)
+    if not sub:
+        raise ValueError("doctor: no subscription id; accepted: $ARM_SUBSCRIPTION_ID, "
+                         "azure-native:subscriptionId in the stack file, or 'az login'; "
+                         "or --skip-doctor")
+    try:
+        return doctor.diagnose(stack, client=ArmClient(), subscription=sub, root=root)
+    except ArmError as exc:  # authentication: one line naming the credential tried
+        raise ValueError(f"doctor: {exc}") from None
+
+
 def main(argv: list[str], *, auto: Any = None, root: Path = PROJECT_ROOT,
-         out: TextIO | None = None, retry_delay: float = 30.0) -> int:
+         out: TextIO | None = None, retry_delay: float = 30.0,
+         doctor: Callable[[str, Path], Sequence[Any]] | None = None) -> int:
+    """``doctor`` checks a stack's subscription first; the real one runs when the real
+    Automation API does (``auto`` None), a test's fake runs only the doctor it passes."""
     from vtaplab.judge import results
 
     out = out or sys.stdout
@@ -872,6 +916,10 @@ def main(argv: list[str], *, auto: Any = None, root: Path = PROJECT_ROOT,
                 raise ValueError("the Pulumi CLI is not installed (the Automation API drives "
                                  "it); accepted: install it (https://www.pulumi.com/docs/"
                                  "install/), or --offline for the table without Azure")
+            if doctor is None and auto is None:
+                doctor = _subscription_doctor
+            if doctor is not None and not args.skip_doctor:
+                run_doctor(stacks, root, out, doctor)
             runner = AzureMatrix(auto=auto, root=root, evidence=evidence, keep=args.keep,
                                  out=out, retry_delay=retry_delay)
             paths = []

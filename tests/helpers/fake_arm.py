@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,6 +16,9 @@ from vtaplab.azure.arm import ArmClient
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "arm"
 
 
+# A queued "status" that answers with a connection reset instead of HTTP.
+RESET = 0
+
 TOKEN = "test-token-3f9c"  # a recognisable value: tests assert it never reaches evidence
 
 
@@ -22,7 +27,8 @@ def fixture(name: str) -> Any:
 
 
 class FakeArm:
-    """A loopback ARM: ``add(method, path, status, body, headers)`` queues an answer."""
+    """A loopback ARM: ``add(method, path, status, body, headers)`` queues an answer
+    (``status`` :data:`RESET`: the connection is reset instead)."""
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], list[tuple[int, Any, dict[str, str]]]] = {}
@@ -52,7 +58,15 @@ class FakeArm:
                             "message": f"fake ARM: no route {self.command} {parts.path}"}}, {}
                     else:
                         status, body, headers = queue.pop(0) if len(queue) > 1 else queue[0]
-                data = b"" if body is None else json.dumps(body).encode()
+                if status == RESET:
+                    # A TCP reset instead of an answer (SO_LINGER 0 makes close() send RST).
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                data = b"" if body is None else json.dumps(body).replace(
+                    "{base}", fake.base_url).encode()
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v.replace("{base}", fake.base_url))

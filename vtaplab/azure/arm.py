@@ -2,13 +2,24 @@
 
 Two users: the rejected attempts (r1/b1 make exactly one ARM request each and keep ARM's full
 answer as evidence) and the fastpath restart (deallocate + start a tapped VM). Both need the
-same three things the SDKs hide: ARM's error envelope as data, long-running operations
-(``Azure-AsyncOperation`` first, ``Location`` second, bounded in total time) and throttling
-(``Retry-After`` on 429/503, bounded in count and per-wait time).
+same three things: ARM's error envelope as data, long-running operations
+(``Azure-AsyncOperation`` first, ``Location`` second, bounded in total time, every answer kept
+for evidence) and retries, bounded in count and per-wait time: a throttled 429 for any
+method (ARM did not process it); a transient 500/502/503/504 or a connection reset only for
+what is safe to repeat — GET (so every poll), PUT and DELETE (idempotent in ARM's contract);
+a POST (deallocate, start) only when the connection never opened.
 
-The bearer token comes from a token provider (azure-identity's ``DefaultAzureCredential`` by
-default; tests inject a constant) and is sent only to the origin of ``base_url`` — a poll URL
-pointing elsewhere is refused — and never logged or written into evidence.
+Why not the Azure SDK's management core (azure-mgmt-core's ``ARMPipelineClient`` with
+azure-core's ``RetryPolicy`` and ``ARMPolling``)? Measured against the fake ARM server
+(``tests/azure/test_arm.py::test_azure_core_retry_policy_repeats_a_post_on_500``): its retry
+policy repeats a POST on 500/503/504, which would deallocate/start a VM twice, and its poller
+keeps no record of the intermediate answers the evidence files need. The token side does use
+azure-identity (``vtaplab.azure.credentials``).
+
+The bearer token comes from a token provider (by default the credential chain azure-native
+uses, from ``vtaplab.azure.credentials``; tests inject a constant) and is sent only to the
+origin of ``base_url`` — a poll URL pointing elsewhere is refused — and never logged or
+written into evidence.
 """
 
 from __future__ import annotations
@@ -35,8 +46,13 @@ ENDPOINT_ENV = "VTAPLAB_ARM_ENDPOINT"
 NETWORK_API = "2024-05-01"
 COMPUTE_API = "2024-07-01"
 
-# Throttled or briefly unavailable: retried after Retry-After.
-_RETRY_STATUSES = frozenset({429, 503})
+# Throttled: ARM did not process the request, so any method is retried after Retry-After.
+_THROTTLED = 429
+# Transient server-side failures: retried only for methods that are safe to repeat.
+_TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+# Idempotent in ARM's contract (RPC: PUT creates-or-replaces, DELETE of a gone resource is
+# 204/404); a poll is a GET. POST actions (deallocate, start) are not.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 # Response headers that may carry credentials or session material: never stored.
 _SECRET_HEADERS = frozenset(
     {"authorization", "set-cookie", "cookie", "x-ms-authorization-auxiliary"})
@@ -116,20 +132,10 @@ def parse_error(status: int, body: Any,
 
 
 def default_token_provider() -> TokenProvider:
-    """A cached bearer-token provider over ``DefaultAzureCredential`` (az login, env, MSI...)."""
-    from azure.identity import DefaultAzureCredential  # only when talking to real Azure
+    """A cached bearer-token provider over the credential azure-native would use."""
+    from vtaplab.azure.credentials import token_provider  # only when talking to real Azure
 
-    credential = DefaultAzureCredential()
-    cache: dict[str, Any] = {}
-
-    def token() -> str:
-        now = time.time()
-        if cache.get("token") is None or cache.get("expires_on", 0) - 300 < now:
-            access = credential.get_token(ARM_SCOPE)
-            cache["token"], cache["expires_on"] = access.token, access.expires_on
-        return str(cache["token"])
-
-    return token
+    return token_provider(ARM_SCOPE)
 
 
 def _retry_after_seconds(headers: Mapping[str, str], default: float) -> float:
@@ -192,6 +198,14 @@ class ArmClient:
              wait: bool = True) -> ArmResponse:
         return self.call("POST", path, api_version=api_version, body=body, wait=wait)
 
+    def get_next(self, link: str) -> ArmResponse:
+        """GET a list's ``nextLink`` as ARM gave it (it carries its own api-version and skip
+        token); like every request, only on this client's origin."""
+        resp = self._send("GET", link)
+        if resp.status >= 400:
+            raise self._error(resp)
+        return resp
+
     def call(self, method: str, path: str, *, api_version: str, body: Any = None,
              wait: bool = True) -> ArmResponse:
         """One ARM operation; raises :class:`ArmError` on an error answer or a failed LRO."""
@@ -217,37 +231,46 @@ class ArmClient:
         headers = {"Accept": "application/json", "User-Agent": "vtaplab-arm/1"}
         if self._token_provider is None:
             self._token_provider = default_token_provider()
-        headers["Authorization"] = f"Bearer {self._token_provider()}"
+        from vtaplab.azure.credentials import CredentialError
+
+        try:
+            headers["Authorization"] = f"Bearer {self._token_provider()}"
+        except CredentialError as exc:
+            # One line naming the credential tried; status 0: no request was sent.
+            raise ArmError("AuthenticationFailed", str(exc), 0) from None
         return headers
 
     def _send(self, method: str, url: str, body: Any = None) -> ArmResponse:
-        """One request, retried on 429/503 (Retry-After) and on connection errors, bounded."""
+        """One request, retried (bounded) when that is safe: see the module docstring."""
         if _origin(url) != self._origin:
             # The token goes only where it was meant to go.
             raise ArmError("UntrustedUrl", f"refusing to send credentials to {_origin(url)}",
                            0, method=method, url=url)
         data = None if body is None else json.dumps(body).encode()
+        idempotent = method.upper() in _IDEMPOTENT
         for attempt in range(self.max_retries + 1):
             headers = self._headers()
             if data is not None:
                 headers["Content-Type"] = "application/json"
+            backoff = min(self.max_retry_wait, 2.0 ** attempt)
             try:
                 raw = self._session.request(method, url, data=data, headers=headers,
                                             timeout=self.timeout, allow_redirects=False)
             except requests.RequestException as exc:
-                if attempt >= self.max_retries:
+                if attempt >= self.max_retries or not (idempotent or _never_sent(exc)):
                     raise ArmError("NetworkError", f"{type(exc).__name__}: {exc}", 0,
                                    method=method, url=url) from None
-                wait = min(self.max_retry_wait, 2.0 ** attempt)
                 log.info("ARM %s %s: %s; retrying in %.1fs", method, _path(url),
-                         type(exc).__name__, wait)
-                self._sleep(wait)
+                         type(exc).__name__, backoff)
+                self._sleep(backoff)
                 continue
             resp = ArmResponse(method, url, raw.status_code, dict(raw.headers), _json(raw))
             log.debug("ARM %s %s -> %s", method, _path(url), resp.status)
-            if resp.status in _RETRY_STATUSES and attempt < self.max_retries:
+            retry = resp.status == _THROTTLED or (
+                idempotent and resp.status in _TRANSIENT_STATUSES)
+            if retry and attempt < self.max_retries:
                 wait = min(self.max_retry_wait,
-                           _retry_after_seconds(resp.headers, min(30.0, 2.0 ** attempt)))
+                           _retry_after_seconds(resp.headers, min(30.0, backoff)))
                 log.info("ARM %s %s: HTTP %s, retrying after %.1fs (%d/%d)", method,
                          _path(url), resp.status, wait, attempt + 1, self.max_retries)
                 self._sleep(wait)
@@ -320,6 +343,27 @@ class ArmClient:
                            f"{method} {_path(url)} did not finish within {self.lro_timeout:g}s",
                            0, method=method, url=url)
         self._sleep(min(max(0.0, interval), self.max_retry_wait, remaining))
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when the connection never opened (refused, connect timeout): the server cannot
+    have acted on the request, so even a POST may be sent again."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:  # bounded: each exception is visited once
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or type(cur).__name__ == \
+                "NewConnectionError":
+            return True
+        todo += [cur.__cause__, cur.__context__,
+                 *(a for a in cur.args if isinstance(a, BaseException)),
+                 getattr(cur, "reason", None)]
+    return False
 
 
 def _origin(url: str) -> str:

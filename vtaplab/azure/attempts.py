@@ -176,7 +176,11 @@ def scenario_verdict(scenario: str, outcomes: Sequence[AttemptOutcome], *,
     # "error", never a "rejected", whatever a generic decoder of arm_error would say.
     verdict["outcome"] = primary.outcome
     verdict["matches_expected"] = primary.matches_expected
-    if primary.outcome == "error":
+    if primary.outcome == "error" and not primary.status:
+        # No ARM answer at all (authentication, network): say what failed, in one line.
+        verdict["reason"] = (f"{primary.arm_code}: {primary.arm_message}; nothing reached "
+                             "ARM: fix that and run again")
+    elif primary.outcome == "error":
         verdict["reason"] = (f"ARM answered {primary.arm_code} (HTTP {primary.status}), "
                              "not the expected rejection: fix that and run again")
     elif primary.outcome == "accepted":
