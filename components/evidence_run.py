@@ -9,7 +9,7 @@
 msp: one run over all tenants (``EvidenceRunArgs.tenants``): one collector capture, every
 tenant's client runs its traffic between capture start and stop into ``traffic-<tenant>.log``,
 every tenant's vm-src is fastpath-restarted, and the fetch judges the tenants apart by the VNI
-each one's proxy stamps (``vtaplab.judge.tenants.separate_tenants``, as the emulator does).
+each one's proxy stamps (``vtaplab.judge.outcome``, as the emulator's verdict is judged).
 
 - Readiness: ``cloud-init status --wait`` on each VM with unlimited dial retries and a create
   timeout; every other command on that VM depends on it.
@@ -41,6 +41,7 @@ from pulumi_command import local, remote
 from vtaplab import facts
 from vtaplab.azure import run as runsteps
 from vtaplab.azure.fastpath import READY_COMMAND
+from vtaplab.judge.outcome import Evidence, judge
 
 # The project's interpreter: Pulumi.yaml's virtualenv, unless the operator says otherwise.
 PYTHON = '"${VTAPLAB_PYTHON:-venv/bin/python}"'
@@ -148,7 +149,7 @@ class EvidenceRun(pulumi.ComponentResource):
         fetch = self._fetch(captured, stops)
 
         self.done = fetch
-        self.summary = fetch.stdout.apply(parse_summary)
+        self.summary = fetch.stdout.apply(lambda out: parse_summary(out, args.scenario))
         self.register_outputs({"summary": self.summary})
 
     # --- pieces ------------------------------------------------------------------------------
@@ -279,17 +280,24 @@ def _traffic_clients(name: str, args: EvidenceRunArgs) -> list[_Client]:
     return [_Client(None, args.client, args.target_ip, runsteps.traffic_log_name(None))]
 
 
-def parse_summary(stdout: str | None) -> dict[str, Any]:
+def parse_summary(stdout: str | None, scenario: str | None = None) -> dict[str, Any]:
     """The fetch's JSON line as a dict; ``{}`` before it ran. Only the keys the stack outputs
-    need are kept (outputs stay small whatever the fetch printed)."""
+    need are kept (outputs stay small whatever the fetch printed). A fetch that printed no
+    summary is judged (``vtaplab.judge.outcome``) as evidence nobody could read."""
     if not stdout:
         return {}
+    problem = None
+    data: Any = None
     try:
         data = json.loads(stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        return {"outcome": "error", "reason": "the fetch printed no JSON summary"}
-    if not isinstance(data, dict):
-        return {"outcome": "error", "reason": "the fetch's summary is not a JSON object"}
+        problem = "the fetch printed no JSON summary"
+    if problem is None and not isinstance(data, dict):
+        problem = "the fetch's summary is not a JSON object"
+    if problem is not None:
+        decided = judge(Evidence(scenario=scenario, evidence_error=problem))
+        return {"outcome": decided.outcome, "matches_expected": decided.matches_expected,
+                "reason": decided.reason}
     keep = ("outcome", "matches_expected", "reason", "verdict", "files", "tenants",
             "tenants_told_apart")
     return {k: data[k] for k in keep if k in data}

@@ -267,6 +267,10 @@ def test_parse_summary_keeps_outputs_small():
         "outcome": "delivered", "matches_expected": True, "reason": None,
         "verdict": "evidence/b2/b2/verdict.json", "files": ["a"]}
     assert parse_summary("not json")["outcome"] == "error"
+    assert parse_summary("not json", "b2") == {
+        "outcome": "error", "matches_expected": None,
+        "reason": "the fetch printed no JSON summary"}
+    assert parse_summary("[1]", "b2")["reason"] == "the fetch's summary is not a JSON object"
 
 
 def test_mock_operator_key_is_the_derived_test_key():
@@ -294,8 +298,12 @@ def test_combined_outcome_never_hides_an_error():
     from vtaplab.program.stack import combined_outcome
 
     assert combined_outcome(["rejected", "rejected"]) == "rejected"
-    assert combined_outcome(["rejected", "accepted"]) == "accepted"
+    # The scenario's own attempt decides, as in its verdict.json (one judge for both): an
+    # accepted ride-along attempt is a warning there, not the scenario's outcome.
+    assert combined_outcome(["rejected", "accepted"]) == "rejected"
+    assert combined_outcome(["accepted", "rejected"]) == "accepted"
     assert combined_outcome(["accepted", "error"]) == "error"
+    assert combined_outcome(["rejected", "error"]) == "error"
     assert combined_outcome([None]) is None
 
 

@@ -250,12 +250,11 @@ def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
 
 
 def combined_outcome(outcomes: Sequence[str | None]) -> str | None:
-    """One outcome for a scenario of several attempts: the most alarming one wins (an error
-    is never hidden behind a rejection, nor an acceptance)."""
-    for worst in ("error", "accepted", "rejected"):
-        if worst in outcomes:
-            return worst
-    return None
+    """One outcome for a scenario of several attempts, as the judge decides it
+    (``vtaplab.judge.outcome``: the scenario's own attempt, an error anywhere wins)."""
+    from vtaplab.judge.outcome import worst_attempt_outcome
+
+    return worst_attempt_outcome(outcomes)
 
 
 def _proxy(
