@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import facts
+from vtaplab.azure.run import COLLECTOR_PCAP, TRAFFIC_LOG, VNI_MAX, traffic_log_name
 from vtaplab.azure.ssh import RemoteFileMissing, SshError, SshSession
 
-COLLECTOR_PCAP = "collector.pcap"
-TRAFFIC_LOG = "traffic.log"
 KEY_ENV = "VTAPLAB_SSH_KEY"
-VNI_MAX = 2**24 - 1
 
 
 @dataclass(frozen=True)
@@ -157,9 +155,7 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
 
 
 def tenant_log_name(tenant: str) -> str:
-    """A tenant's traffic log in the evidence directory (``runsteps.traffic_log_name``)."""
-    from vtaplab.azure.run import traffic_log_name
-
+    """A tenant's traffic log in the evidence directory (the run plan's name for it)."""
     return traffic_log_name(tenant)
 
 

@@ -305,7 +305,7 @@ def format_table(verdict: dict[str, Any]) -> str:
     ]
     # ARM-only verdicts (rejected/accepted/not-applicable) have no capture to describe.
     traffic_rows = "capture" in verdict or verdict.get("outcome") in (
-        "delivered", "not-delivered")
+        "delivered", "degraded", "not-delivered")
     if traffic_rows:
         rows += [
             ("vxlan packets", str(verdict.get("vxlan_packets", 0))),
@@ -328,6 +328,8 @@ def format_table(verdict: dict[str, Any]) -> str:
     if frags and frags.get("frames"):
         rows.append(("outer fragments", f"{frags['frames']} frames, {frags['reassembled']} "
                                         f"reassembled, {frags['incomplete']} incomplete"))
+    if verdict.get("loss_at"):
+        rows.append(("loss first at", str(verdict["loss_at"])))
     capture = verdict.get("capture") or {}
     loss = verdict.get("loss") or {}
     if loss.get("tcp_holes"):
