@@ -6,10 +6,14 @@
                             ─> traffic (vm-client -> vm-src; msp: every tenant's client to
                             its own vm-src) ─> capture stop ─> fetch + verdict
 
+What it runs is the scenario's run plan (``vtaplab.azure.run.plan_run``: the VMs, each
+capture's file name, each client's traffic and log, the tenants), the one ``python -m vtaplab
+evidence`` reads back from the stack's ``run_plan`` output (:attr:`EvidenceRun.plan_output`).
+
 msp: one run over all tenants (``EvidenceRunArgs.tenants``): one collector capture, every
 tenant's client runs its traffic between capture start and stop into ``traffic-<tenant>.log``,
 every tenant's vm-src is fastpath-restarted, and the fetch judges the tenants apart by the VNI
-each one's proxy stamps (``vtaplab.judge.tenants.separate_tenants``, as the emulator does).
+each one's proxy stamps (``vtaplab.judge.outcome``, as the emulator's verdict is judged).
 
 - Readiness: ``cloud-init status --wait`` on each VM with unlimited dial retries and a create
   timeout; every other command on that VM depends on it.
@@ -41,42 +45,16 @@ from pulumi_command import local, remote
 from vtaplab import facts
 from vtaplab.azure import run as runsteps
 from vtaplab.azure.fastpath import READY_COMMAND
+from vtaplab.judge.outcome import Evidence, judge
 
 # The project's interpreter: Pulumi.yaml's virtualenv, unless the operator says otherwise.
 PYTHON = '"${VTAPLAB_PYTHON:-venv/bin/python}"'
 # Long enough for a fresh Ubuntu VM's apt work; a booting VM refuses SSH for a while.
 READY_TIMEOUT = "30m"
-VNI_MAX = 2**24 - 1
 FASTPATH_TIMEOUT = "40m"
-
-
-@dataclass
-class RunVm:
-    """One VM the run logs in to."""
-
-    name: str
-    """The VM's name (resource names derive from it)."""
-    host: Input[str]
-    """Its SSH address (public IP)."""
-    user: str
-    host_key: Input[str]
-    """Its pinned public host key, ``ssh-ed25519 AAAA...`` (``LinuxVm.host_key``)."""
-    wait_for: Sequence[pulumi.Resource] = field(default_factory=list)
-    """What creates the VM: readiness waits for it."""
-    vm_id: Input[str] | None = None
-    """The VM's ARM id; needed for a tapped VM (the fastpath restart)."""
-
-
-@dataclass
-class RunTenant:
-    """msp: one tenant's traffic: its client requests its own vm-src, its proxy stamps ``vni``."""
-
-    name: str
-    """The tenant's label in the evidence (``t1``, ``t2``...): ``traffic-<name>.log``."""
-    vni: int
-    """The VNI its proxy stamps (``vtaplab.plan.tenant_vni``)."""
-    client: RunVm
-    target_ip: Input[str]
+# The VM and tenant of a run are the run plan's (one description for both drivers).
+RunVm = runsteps.RunVm
+RunTenant = runsteps.RunTenant
 
 
 @dataclass(kw_only=True)
@@ -91,12 +69,9 @@ class EvidenceRunArgs:
     tapped: Sequence[RunVm]
     """The vTAP's source VMs: fastpath-restarted once their tap configuration exists."""
     proxies: Sequence[RunVm]
-    """Captured on both sides of the rewrite (proxy.pcap, proxy2.pcap, ...)."""
+    """Captured on both sides of the rewrite (file names: ``runsteps.plan_run``)."""
     target_ip: Input[str] | None = None
     """vm-src's private IP: the client requests http://IP/ and http://IP/big.bin."""
-    proxy_files: Sequence[str] = ()
-    """The proxies' capture file names (default ``runsteps.captured_files``: proxy.pcap,
-    proxy2.pcap, ...)."""
     tap_configurations: Sequence[pulumi.Resource]
     private_key: Input[str]
     """The operator's private key text, a secret Output: only ever a connection.private_key."""
@@ -128,27 +103,27 @@ class EvidenceRun(pulumi.ComponentResource):
         if not args.tapped or any(vm.vm_id is None for vm in args.tapped):
             raise ValueError(f"{name}: give the tapped VMs with their vm_id (fastpath restart)")
         self._name, self._args = name, args
-        self._remote_dir = runsteps.remote_dir(args.scenario)
-        self._clients = _traffic_clients(name, args)
-        vms = {vm.name: vm for vm in [args.collector, *(c.client for c in self._clients),
-                                      *args.tapped, *args.proxies]}
-
-        self.ready = {vm_name: self._ready(vm) for vm_name, vm in vms.items()}
-        fastpath = [self._fastpath(vm) for vm in args.tapped]
-        proxy_files = list(args.proxy_files) or runsteps.captured_files(len(args.proxies))[1:]
-        if len(proxy_files) != len(args.proxies):
-            raise ValueError(f"{name}: {len(proxy_files)} proxy capture file names for "
-                             f"{len(args.proxies)} proxies; accepted: one per proxy")
-        captured = list(zip([args.collector, *args.proxies],
-                            [runsteps.captured_files(0)[0], *proxy_files], strict=True))
-        starts = [self._capture_start(vm, file_name, [*fastpath, *args.after])
-                  for vm, file_name in captured]
-        traffic = [self._traffic(client, starts, fastpath) for client in self._clients]
-        stops = [self._capture_stop(vm, file_name, traffic) for vm, file_name in captured]
-        fetch = self._fetch(captured, stops)
+        try:
+            self.plan = runsteps.plan_run(
+                stack=args.stack, scenario=args.scenario, collector=args.collector,
+                proxies=args.proxies, tapped=args.tapped, client=args.client,
+                target_ip=args.target_ip, tenants=args.tenants)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        plan = self.plan
+        self.ready = {vm.name: self._ready(vm) for vm in plan.vms}
+        fastpath = [self._fastpath(vm) for vm in plan.tapped]
+        starts = [self._capture_start(capture, [*fastpath, *args.after])
+                  for capture in plan.captures]
+        traffic = [self._traffic(step, starts, fastpath) for step in plan.traffic]
+        stops = [self._capture_stop(capture.vm, traffic) for capture in plan.captures]
+        fetch = self._fetch(stops)
 
         self.done = fetch
-        self.summary = fetch.stdout.apply(parse_summary)
+        self.summary = fetch.stdout.apply(lambda out: parse_summary(out, args.scenario))
+        self.plan_output = plan.to_json()
+        """The run plan as the stack exports it (``run_plan``): ``python -m vtaplab evidence``
+        reads it back (``RunPlan.from_json``)."""
         self.register_outputs({"summary": self.summary})
 
     # --- pieces ------------------------------------------------------------------------------
@@ -187,57 +162,56 @@ class EvidenceRun(pulumi.ComponentResource):
             # Once per VM: deallocating again on a re-run would cut the source for nothing.
             opts=self._opts([*a.tap_configurations, self.ready[vm.name]], FASTPATH_TIMEOUT))
 
-    def _capture_start(self, vm: RunVm, file_name: str,
+    def _capture_start(self, capture: runsteps.RunCapture,
                        after: Sequence[pulumi.Resource]) -> remote.Command:
         a = self._args
-        create = runsteps.capture_start(a.scenario, file_name, a.capture_seconds)
         return remote.Command(
-            f"{self._name}-capture-start-{vm.name}",
-            connection=self._connection(vm), create=create, triggers=[a.run_id],
-            opts=self._opts([self.ready[vm.name], *after]))
+            f"{self._name}-capture-start-{capture.vm.name}",
+            connection=self._connection(capture.vm),
+            create=self.plan.capture_start(capture, a.capture_seconds), triggers=[a.run_id],
+            opts=self._opts([self.ready[capture.vm.name], *after]))
 
-    def _traffic(self, client: _Client, starts: Sequence[pulumi.Resource],
+    def _traffic(self, step: runsteps.RunTraffic, starts: Sequence[pulumi.Resource],
                  after: Sequence[pulumi.Resource]) -> remote.Command:
         a = self._args
-        create = Output.from_input(client.target_ip).apply(
-            lambda ip: runsteps.traffic(a.scenario, ip, a.request_count,
-                                        log_name=client.log_name))
-        suffix = "" if client.tenant is None else f"-{client.tenant}"
+        create = Output.from_input(step.target_ip).apply(
+            lambda ip: self.plan.traffic_command(step, ip, a.request_count))
+        suffix = "" if step.tenant is None else f"-{step.tenant}"
         return remote.Command(
             f"{self._name}-traffic{suffix}",
-            connection=self._connection(client.client), create=create, triggers=[a.run_id],
-            opts=self._opts([self.ready[client.client.name],
-                             *[self.ready[vm.name] for vm in a.tapped], *starts, *after]))
+            connection=self._connection(step.client), create=create, triggers=[a.run_id],
+            opts=self._opts([self.ready[step.client.name],
+                             *[self.ready[vm.name] for vm in self.plan.tapped], *starts,
+                             *after]))
 
-    def _capture_stop(self, vm: RunVm, file_name: str, traffic: Sequence[pulumi.Resource]
+    def _capture_stop(self, vm: RunVm, traffic: Sequence[pulumi.Resource]
                       ) -> remote.Command:
         return remote.Command(
             f"{self._name}-capture-stop-{vm.name}",
             connection=self._connection(vm),
-            create=runsteps.capture_stop(self._args.scenario),
+            create=self.plan.capture_stop(),
             triggers=[self._args.run_id],
             opts=self._opts([self.ready[vm.name], *traffic]))
 
-    def _fetch(self, captured: Sequence[tuple[RunVm, str]],
-               stops: Sequence[pulumi.Resource]) -> local.Command:
+    def _fetch(self, stops: Sequence[pulumi.Resource]) -> local.Command:
         a = self._args
-        sources = [*captured, *[(c.client, c.log_name) for c in self._clients]]
-        hosts = Output.all(*[vm.host for vm, _ in sources])
-        host_keys = Output.all(*[vm.host_key for vm, _ in sources])
+        sources = self.plan.files()
+        hosts = Output.all(*[vm.host for _, vm in sources])
+        host_keys = Output.all(*[vm.host_key for _, vm in sources])
+        remote_dir = self.plan.remote_dir
 
         def command(addresses: list[str], keys: list[str]) -> str:
             argv = [PYTHON, "-m", "vtaplab", "fetch", "--stack", shlex.quote(a.stack),
                     "--scenario", shlex.quote(a.scenario), "--user",
                     shlex.quote(a.collector.user), "--key-file", shlex.quote(a.private_key_file)]
             pinned: dict[str, str] = {}
-            for (_vm, file_name), host, key in zip(sources, addresses, keys, strict=True):
+            for (file_name, _vm), host, key in zip(sources, addresses, keys, strict=True):
                 pinned[str(host)] = str(key)
-                argv += ["--file", shlex.quote(f"{file_name}={host}:"
-                                               f"{self._remote_dir}/{file_name}")]
+                argv += ["--file", shlex.quote(f"{file_name}={host}:{remote_dir}/{file_name}")]
             for host, key in sorted(pinned.items()):
                 argv += ["--known-host", shlex.quote(f"{host}={key}")]
-            for tenant in a.tenants:
-                argv += ["--tenant", shlex.quote(f"{tenant.name}={tenant.vni}")]
+            for tenant, vni in self.plan.tenants:
+                argv += ["--tenant", shlex.quote(f"{tenant}={vni}")]
             return " ".join(argv)
 
         return local.Command(
@@ -247,49 +221,24 @@ class EvidenceRun(pulumi.ComponentResource):
             opts=self._opts(stops))
 
 
-@dataclass(frozen=True)
-class _Client:
-    """One traffic step: ``tenant`` None for the single client (``traffic.log``)."""
-
-    tenant: str | None
-    client: RunVm
-    target_ip: Input[str]
-    log_name: str
-
-
-def _traffic_clients(name: str, args: EvidenceRunArgs) -> list[_Client]:
-    """The run's traffic steps: the one client, or one per tenant (checked: names, VNIs)."""
-    if args.tenants:
-        if args.client is not None or args.target_ip is not None:
-            raise ValueError(f"{name}: give either client and target_ip or tenants, not both")
-        names = [t.name for t in args.tenants]
-        vnis = [t.vni for t in args.tenants]
-        if len(set(names)) != len(names) or len(set(vnis)) != len(vnis):
-            raise ValueError(f"{name}: tenants {names} with VNIs {vnis}; accepted: distinct "
-                             "names and distinct VNIs")
-        for tenant in args.tenants:
-            if not 1 <= tenant.vni <= VNI_MAX:
-                raise ValueError(f"{name}: tenant {tenant.name} VNI {tenant.vni}; accepted: "
-                                 f"1..{VNI_MAX}")
-        return [_Client(t.name, t.client, t.target_ip, runsteps.traffic_log_name(t.name))
-                for t in args.tenants]
-    if args.client is None or args.target_ip is None:
-        raise ValueError(f"{name}: no traffic client; accepted: client and target_ip, or "
-                         "tenants")
-    return [_Client(None, args.client, args.target_ip, runsteps.traffic_log_name(None))]
-
-
-def parse_summary(stdout: str | None) -> dict[str, Any]:
+def parse_summary(stdout: str | None, scenario: str | None = None) -> dict[str, Any]:
     """The fetch's JSON line as a dict; ``{}`` before it ran. Only the keys the stack outputs
-    need are kept (outputs stay small whatever the fetch printed)."""
+    need are kept (outputs stay small whatever the fetch printed). A fetch that printed no
+    summary is judged (``vtaplab.judge.outcome``) as evidence nobody could read."""
     if not stdout:
         return {}
+    problem = None
+    data: Any = None
     try:
         data = json.loads(stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        return {"outcome": "error", "reason": "the fetch printed no JSON summary"}
-    if not isinstance(data, dict):
-        return {"outcome": "error", "reason": "the fetch's summary is not a JSON object"}
+        problem = "the fetch printed no JSON summary"
+    if problem is None and not isinstance(data, dict):
+        problem = "the fetch's summary is not a JSON object"
+    if problem is not None:
+        decided = judge(Evidence(scenario=scenario, evidence_error=problem))
+        return {"outcome": decided.outcome, "matches_expected": decided.matches_expected,
+                "reason": decided.reason}
     keep = ("outcome", "matches_expected", "reason", "verdict", "files", "tenants",
             "tenants_told_apart")
     return {k: data[k] for k in keep if k in data}

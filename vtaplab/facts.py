@@ -61,13 +61,19 @@ ARM_PE_AS_VTAP_DESTINATION = (
 ARM_MODIFY_PE_NIC = "CannotModifyNicAttachedToPrivateEndpoint"
 ARM_PLS_ON_IP_BASED_LB = "PrivateLinkServiceIsNotSupportedForIPBasedLoadBalancer"
 
+# Every outcome a verdict can have (vtaplab.judge.outcome.judge returns no other): delivered
+# (the mirror was complete), degraded (VXLAN and HTTP arrived, something the clients exchanged
+# did not), not-delivered, the ARM answers, error (nothing could be looked at) and unknown (a
+# prediction that only Azure can settle).
 OUTCOMES: tuple[str, ...] = (
     "delivered",
+    "degraded",
     "not-delivered",
     "rejected",
     "accepted",
     "not-applicable",
     "error",
+    "unknown",
 )
 
 

@@ -516,6 +516,7 @@ class OfflineMatrix:
         return rc, shown
 
     def emulate(self, scenario: str) -> Path:
+        from vtaplab.judge.outcome import settle
         from vtaplab.judge.verdict import load_verdict, write_verdict
 
         out_dir = self.base / scenario
@@ -534,10 +535,7 @@ class OfflineMatrix:
             verdict["tried"] = f"{verdict['tried']}; then {' '.join(argv2)}"
             verdict["files"] = [*verdict.get("files", []),
                                 self._rel(down_dir / "verdict.json")]
-            if verdict["outcome"] == "delivered" and down["outcome"] != "delivered":
-                verdict.update(outcome="not-delivered", matches_expected=False,
-                               reason=f"delivered with both proxies, but with one proxy down: "
-                                      f"{down['outcome']} ({down.get('reason')})")
+            settle(verdict)  # the worst of the two runs decides
         path = write_verdict(out_dir, verdict)
         load_verdict(path)
         return path
@@ -648,24 +646,18 @@ class OfflineMatrix:
         found = [f for f in report.findings if f.scenario == scenario or f.scenario is None]
         coded = [f for f in found if f.arm_code]
         tried = f"python -m vtaplab check {stack}{note}"
+        arm_error = None
         if pred["predicted"]:
             first = coded[0] if coded else found[0]
-            verdict = verdict_from_summary(
-                scenario=scenario, summary=None, files=files,
-                arm_error={"code": first.arm_code or "(no ARM code: documented as unsupported)",
-                           "message": first.message, "rule": first.rule, "predicted": True})
+            arm_error = {"code": first.arm_code or "(no ARM code: documented as unsupported)",
+                         "message": first.message, "rule": first.rule, "predicted": True}
+        pred["refusals"] = pred["predicted"]
+        verdict = verdict_from_summary(scenario=scenario, summary=None, files=files,
+                                       arm_error=arm_error, prediction=pred)
+        if pred["predicted"]:
             verdict["arm_errors"] = [{"code": f.arm_code, "message": f.message, "rule": f.rule,
                                       "predicted": True} for f in coded[1:]]
-            verdict["matches_expected"] = bool(pred["matches"])
-            verdict["reason"] = ("the preflight rules predict ARM's refusal: " + "; ".join(
-                f"{p['rule']} {p['arm_code'] or '(unsupported)'} on {p['resource']}"
-                for p in pred["predicted"]))
-        else:
-            verdict = verdict_from_summary(scenario=scenario, summary=None, files=files)
-            verdict.update(outcome="accepted", matches_expected=False,
-                           reason="no rule predicts a refusal: ARM would accept it, if the "
-                                  "rules are right")
-        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried, prediction=pred)
+        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried)
         return write_verdict(out_dir, verdict)
 
     def predict_c1(self) -> Path:
@@ -696,13 +688,11 @@ class OfflineMatrix:
         hits = [f for f in report.findings if f.rule == "VTAP002" and f.urn == tap.get("urn")]
         tried = (f"python -m vtaplab check on stack {stack}'s graph with its vTAP's destination "
                  "set to an Azure Firewall ip-configuration")
-        if hits:
-            verdict = verdict_from_summary(scenario="c1", summary=None, files=files)
-            verdict["reason"] = f"rule VTAP002: {hits[0].message}"
-        else:
-            verdict = verdict_from_summary(scenario="c1", summary=None, files=files)
-            verdict.update(outcome="accepted", matches_expected=False,
-                           reason="no rule objects to an Azure Firewall as vTAP destination")
+        prediction = {"refusals": [{"rule": f.rule, "arm_code": f.arm_code,
+                                    "resource": f.resource, "message": f.message}
+                                   for f in hits]}
+        verdict = verdict_from_summary(scenario="c1", summary=None, files=files,
+                                       prediction=prediction)
         verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried)
         return write_verdict(out_dir, verdict)
 
@@ -719,22 +709,16 @@ class OfflineMatrix:
         out_dir = self.base / "a"
         files = self._prediction_files(out_dir, graph, report)
         refusals = [f for f in report.findings if f.severity == rules.MANDATORY]
-        verdict = verdict_from_summary(scenario="a", summary=None, files=files)
-        if refusals:
-            first = refusals[0]
-            verdict.update(outcome="rejected" if first.arm_code else "error",
-                           arm_error={"code": first.arm_code, "message": first.message,
-                                      "rule": first.rule, "predicted": True} if first.arm_code
-                           else None,
-                           reason=f"the rules object to stack {stack}: " + "; ".join(
-                               f"{f.rule} on {f.resource}" for f in refusals))
-        else:
-            verdict.update(outcome="unknown", reason=(
-                f"the preflight rules find nothing ARM refuses in stack {stack}'s graph "
-                f"({len(report.findings)} advisory finding(s)); whether a Direct Connect PLS "
-                "carries vTAP's VXLAN is only measurable on Azure (centralus). The emulator's "
-                "b2 is not a measurement of a."))
-        verdict.update(matches_expected=None, label=LABEL_PREDICTED, stack=stack,
+        prediction = {"refusals": [{"rule": f.rule, "arm_code": f.arm_code,
+                                    "resource": f.resource, "message": f.message}
+                                   for f in refusals],
+                      "advisory": len(report.findings) - len(refusals)}
+        first = refusals[0] if refusals else None
+        verdict = verdict_from_summary(
+            scenario="a", summary=None, files=files, prediction=prediction,
+            arm_error={"code": first.arm_code, "message": first.message, "rule": first.rule,
+                       "predicted": True} if first is not None and first.arm_code else None)
+        verdict.update(label=LABEL_PREDICTED, stack=stack,
                        tried=f"python -m vtaplab check {stack}")
         return write_verdict(out_dir, verdict)
 

@@ -1,25 +1,31 @@
 """``python -m vtaplab evidence`` against "VMs" that are real OpenSSH servers on loopback.
 
-Three sshd (collector, proxy, vm-client), each on its own 127.x address with its own pinned
-host key, run the real commands ``pulumi up`` sends (``vtaplab.azure.run``): the real
-``vtap-capture.sh --unit`` and ``vtap-traffic.sh`` from ``cloudinit/``. What is stood in for:
-``systemd-run``/``systemctl`` (this machine's PID 1 is not systemd; the stand-ins of
-tests/test_capture_unit.py), ``sudo`` (the sessions are root already; real sudo would reset
-PATH), and the vTAP itself: "vm-src" is an HTTP server on a 127.x address that, for each
-request it answers, sends that exchange as VXLAN (UDP/4789) to 127.0.0.1, where the captures
-listen. The verdict is then computed by the project's decoder from what was captured.
+The run plan is the program's own: the ``run_plan`` stack output of b2 (and msp) built under
+Pulumi's mocks, its VMs moved onto loopback sshd (collector, proxy, vm-client), each on its
+own 127.x address with its own pinned host key. They run the real commands ``pulumi up``
+sends (``vtaplab.azure.run``): the real ``vtap-capture.sh --unit`` and ``vtap-traffic.sh``
+from ``cloudinit/``. What is stood in for: ``systemd-run``/``systemctl`` (this machine's PID
+1 is not systemd; the stand-ins of tests/helpers/systemd.py), ``sudo`` (the sessions are root
+already; real sudo would reset PATH), and the vTAP itself: "vm-src" is an HTTP server on a
+127.x address that, for each request it answers, sends that exchange as VXLAN (UDP/4789) to
+127.0.0.1, where the captures listen. The verdict is then computed by the project's decoder
+from what was captured.
 
-msp: the same with two tenants (a collector, and per tenant a proxy and a client sshd, and a
-vm-src whose "vTAP" stamps that tenant's VNI, as its proxy would). Stood in for as well: every
-capture here listens on the one loopback, so each proxy's capture also holds the other tenant's
-packets; the verdict and the tenant table are the collector's.
+msp: the same with the stack's three tenants (a collector, and per tenant a proxy and a
+client sshd, and a vm-src whose "vTAP" stamps that tenant's VNI, as its proxy would); the
+files fetched are the ones ``pulumi up``'s fetch command names in the msp graph. Stood in for
+as well: every capture here listens on the one loopback, so each proxy's capture also holds
+the other tenants' packets; the verdict and the tenant table are the collector's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import threading
@@ -166,8 +172,24 @@ def _start_vms(tmp_path: Path, client_key: ssh.HostKeyPair, addresses: dict[str,
     return host_keys
 
 
+def loopback_plan(plan: dict, addresses: dict[str, str], keys: dict[str, ssh.HostKeyPair],
+                  targets: dict[str | None, str]) -> dict:
+    """The program's own run plan (its ``run_plan`` stack output under mocks) with its VMs
+    moved onto the loopback sshd: address, user and host key by role (``t1.proxy`` is the
+    sshd ``t1-proxy``), each client's target by tenant (None: the one vm_src)."""
+    plan = copy.deepcopy(plan)
+    for vm in plan["vms"]:
+        role = vm["role"].replace(".", "-")
+        vm["host"], vm["user"] = addresses[role], "root"
+        vm["host_key"] = (keys[role] if role in keys else ssh.generate_host_key()).public_line
+    for step in plan["traffic"]:
+        step["target_ip"] = targets[step.get("tenant")]
+    return plan
+
+
 @pytest.fixture
-def lab(tmp_path: Path):
+def lab(tmp_path: Path, run_of):
+    """Stack b2's run plan, its VMs on loopback sshd."""
     base = _loopback_base()
     addresses = {role: f"{base}.{n}" for n, role in
                  enumerate(("collector", "proxy", "vm_client", "vm_src"), start=10)}
@@ -177,14 +199,10 @@ def lab(tmp_path: Path):
     try:
         host_keys = _start_vms(tmp_path, client_key, addresses,
                                ("collector", "proxy", "vm_client"), port, servers)
-        outputs = {"scenarios": {"b2": {
-            "collector": {"ip": "10.40.3.4", "ssh": f"root@{addresses['collector']}"},
-            "proxy": {"ip": "10.30.4.4", "ssh": f"root@{addresses['proxy']}",
-                      "mode": "stateless"},
-            "vm_client": {"ip": "10.30.1.5", "ssh": f"root@{addresses['vm_client']}"},
-            "vm_src": {"ip": addresses["vm_src"], "ssh": "root@192.0.2.1"},
-            "host_keys": {role: pair.public_line for role, pair in host_keys.items()},
-        }, "r1": {"result": {"outcome": None}}}}
+        plan = loopback_plan(run_of("b2").outputs["scenarios"]["b2"]["run_plan"], addresses,
+                             host_keys, {None: addresses["vm_src"]})
+        outputs = {"scenarios": {"b2": {"run_plan": plan},
+                                 "r1": {"result": {"outcome": None}}}}
         outputs_file = tmp_path / "outputs.json"
         outputs_file.write_text(json.dumps(outputs))
         yield {"port": port, "key": key_file, "outputs": outputs_file, "data": outputs,
@@ -195,12 +213,12 @@ def lab(tmp_path: Path):
         _cleanup_remote_dir()
 
 
-MSP_TENANTS = (1, 2)
+MSP_TENANTS = (1, 2, 3)  # the committed msp stack's (mspTenants default)
 
 
 @pytest.fixture
-def msp_lab(tmp_path: Path):
-    """The msp outputs ``vtaplab.program.stack._msp`` exports, for two tenants on loopback."""
+def msp_lab(tmp_path: Path, run_of):
+    """Stack msp's run plan (every tenant), its VMs on loopback sshd."""
     base = _loopback_base()
     roles = ["collector"] + [f"t{t}-{r}" for t in MSP_TENANTS for r in ("proxy", "vm_client")]
     addresses = {role: f"{base}.{n}" for n, role in enumerate(
@@ -210,24 +228,13 @@ def msp_lab(tmp_path: Path):
     servers: list[VmSshd] = []
     try:
         keys = _start_vms(tmp_path, client_key, addresses, tuple(roles), port, servers)
-        tenants = [{
-            "tenant": t, "vni": plan.tenant_vni(t),
-            # the same address plan in every tenant's VNet: only ssh (and here vm_src, the
-            # loopback stand-in of each VNet's own 10.30.1.4) tells them apart
-            "vm_src": {"ip": addresses[f"t{t}-vm_src"], "ssh": "root@192.0.2.1"},
-            "collector": {"ip": "10.40.3.4", "ssh": f"root@{addresses['collector']}"},
-            "vm_client": {"ip": "10.30.1.5", "ssh": f"root@{addresses[f't{t}-vm_client']}"},
-            "proxy": {"ip": "10.30.4.4", "ssh": f"root@{addresses[f't{t}-proxy']}",
-                      "mode": "stateless"},
-            "host_keys": {"collector": keys["collector"].public_line,
-                          "vm_src": ssh.generate_host_key().public_line,
-                          "vm_client": keys[f"t{t}-vm_client"].public_line,
-                          "proxy": keys[f"t{t}-proxy"].public_line},
-        } for t in MSP_TENANTS]
-        outputs = {"scenarios": {"msp": {
-            "pls_alias": "alias",
-            "collector": {"ip": "10.40.3.4", "ssh": f"root@{addresses['collector']}"},
-            "tenants": tenants, "result": {"outcome": None}}}}
+        # The same address plan in every tenant's VNet: only the VMs (here each tenant's
+        # loopback stand-in of its own 10.30.1.4) tell the tenants apart.
+        plan = loopback_plan(run_of("msp").outputs["scenarios"]["msp"]["run_plan"], addresses,
+                             keys, {f"t{t}": addresses[f"t{t}-vm_src"] for t in MSP_TENANTS})
+        assert len(plan["tenants"]) == len(MSP_TENANTS)
+        outputs = {"scenarios": {"msp": {"pls_alias": "alias", "run_plan": plan,
+                                         "result": {"outcome": None}}}}
         outputs_file = tmp_path / "outputs.json"
         outputs_file.write_text(json.dumps(outputs))
         yield {"port": port, "key": key_file, "outputs": outputs_file,
@@ -241,7 +248,8 @@ def msp_lab(tmp_path: Path):
 def _cleanup_remote_dir(scenario: str = "b2") -> None:
     # The "VMs" share this machine's /var/lib/vtaplab/<scenario>: remove what the run left.
     remote = Path("/var/lib/vtaplab") / scenario
-    names = ["collector.pcap", "proxy.pcap", "proxy2.pcap"]
+    names = ["collector.pcap", "proxy.pcap", "proxy2.pcap",
+             *[f"proxy-t{t}.pcap" for t in MSP_TENANTS]]
     names += [f"{n}.log" for n in names]
     names += ["traffic.log", *[f"traffic-t{t}.log" for t in MSP_TENANTS]]
     for name in names:
@@ -293,9 +301,14 @@ def test_evidence_reruns_capture_traffic_fetch_and_decodes(lab, tmp_path, capsys
     assert "capture stop on collector" in out.err
 
 
+def vm_of(plan: dict, role: str) -> dict:
+    return next(vm for vm in plan["vms"] if vm["role"] == role)
+
+
 def test_a_vm_with_another_host_key_is_refused(lab, tmp_path, capsys):
     data = json.loads(lab["outputs"].read_text())
-    data["scenarios"]["b2"]["host_keys"]["collector"] = ssh.generate_host_key().public_line
+    vm_of(data["scenarios"]["b2"]["run_plan"], "collector")["host_key"] = \
+        ssh.generate_host_key().public_line
     lab["outputs"].write_text(json.dumps(data))
     rc = run_cli(lab, tmp_path)
     err = capsys.readouterr().err
@@ -305,8 +318,12 @@ def test_a_vm_with_another_host_key_is_refused(lab, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("mutate", "needle"), [
-    (lambda d: d["scenarios"]["b2"]["host_keys"].pop("proxy"), "no pinned host key for proxy"),
-    (lambda d: d["scenarios"]["b2"]["vm_client"].update(ssh="nobody"), "is not user@address"),
+    (lambda d: vm_of(d["scenarios"]["b2"]["run_plan"], "proxy").pop("host_key"),
+     "no pinned host key for proxy"),
+    (lambda d: vm_of(d["scenarios"]["b2"]["run_plan"], "vm_client").update(host=""),
+     ".host: ''; accepted: non-empty text"),
+    (lambda d: d["scenarios"]["b2"]["run_plan"]["captures"].append(
+        {"vm": "nowhere", "file": "x.pcap"}), "VM 'nowhere' is not in b2.run_plan.vms"),
     (lambda d: d.pop("scenarios"), "no 'scenarios' map"),
 ])
 def test_bad_outputs_are_one_line(lab, tmp_path, capsys, mutate, needle):
@@ -332,12 +349,19 @@ def test_without_the_cli_or_a_file_says_what_to_do(monkeypatch, capsys):
     assert "pulumi CLI is not on PATH" in err and "--outputs FILE" in err
 
 
-def test_evidence_drives_msp_one_capture_every_tenant(msp_lab, tmp_path, capsys):
+def graph_fetch_files(resources: list[dict], name: str) -> list[str]:
+    """The evidence file names in the ``--file NAME=HOST:PATH`` arguments of a fetch command."""
+    create = next(r for r in resources if r["name"] == name)["inputs"]["create"]
+    return [spec.split("=", 1)[0] for spec in re.findall(r"--file '?([^' ]+)", create)]
+
+
+def test_evidence_drives_msp_one_capture_every_tenant(msp_lab, tmp_path, capsys, run_of):
     if Path("/var/lib/vtaplab/msp").exists():
         pytest.skip("/var/lib/vtaplab/msp exists on this machine: not ours to overwrite")
     vnis = {f"t{t}": plan.tenant_vni(t) for t in MSP_TENANTS}
-    with (MirroringServer(msp_lab["addresses"]["t1-vm_src"], vnis["t1"]) as m1,
-          MirroringServer(msp_lab["addresses"]["t2-vm_src"], vnis["t2"]) as m2):
+    with contextlib.ExitStack() as stack:
+        mirrors = [stack.enter_context(MirroringServer(msp_lab["addresses"][f"{t}-vm_src"],
+                                                       vni)) for t, vni in vnis.items()]
         rc = run_cli(msp_lab, tmp_path, "--json", stack="lab")
     out = capsys.readouterr()
     assert rc == 0, out.err
@@ -348,31 +372,35 @@ def test_evidence_drives_msp_one_capture_every_tenant(msp_lab, tmp_path, capsys)
     assert all(row["sent"] == 6 and row["delivered"] for row in summary["tenants"]), summary
     evidence_dir = tmp_path / "evidence" / "lab" / "msp"
     verdict = json.loads((evidence_dir / "verdict.json").read_text())
-    assert set(verdict["fetched"]) == {"collector.pcap", "proxy.pcap", "proxy2.pcap",
-                                       "traffic-t1.log", "traffic-t2.log"}
+    # the files pulumi up's fetch names (the msp graph under mocks), not another set
+    fetch = graph_fetch_files(run_of("msp").resources, "msp-run-fetch")
+    assert set(verdict["fetched"]) == set(fetch) == {
+        "collector.pcap", *[f"proxy-t{t}.pcap" for t in MSP_TENANTS],
+        *[f"traffic-t{t}.log" for t in MSP_TENANTS]}
     assert set(vnis.values()) <= set(verdict["vnis"])
     rows = {row["tenant"]: row for row in verdict["tenant_table"]}
-    assert rows["t1"]["requests"] == rows["t2"]["requests"] == 6, rows
+    assert {row["requests"] for row in rows.values()} == {6}, rows
     # each tenant's client really ran its own traffic: 3 rounds of / and /big.bin, all 200
     for tenant in vnis:
         lines = (evidence_dir / f"traffic-{tenant}.log").read_text().splitlines()
         assert lines[0] == "# vtap-traffic v1" and len(lines) == 7
         assert {line.split("\t")[2] for line in lines[1:]} == {"200"}
-    # the merged log the verdict's loss figures come from: both tenants, 12 requests
-    assert len((evidence_dir / "traffic.log").read_text().splitlines()) == 13
-    assert m1.sent > 0 and m2.sent > 0
+    # the merged log the verdict's loss figures come from: every tenant, 6 requests each
+    assert len((evidence_dir / "traffic.log").read_text().splitlines()) == \
+        1 + 6 * len(MSP_TENANTS)
+    assert all(m.sent > 0 for m in mirrors)
     # one collector capture, started once and stopped once, around both tenants' traffic
     assert out.err.count("capture start on collector") == 1
     assert out.err.count("capture stop on collector") == 1
-    assert "from t1.vm_client" in out.err and "from t2.vm_client" in out.err
+    assert all(f"from t{t}.vm_client" in out.err for t in MSP_TENANTS)
     assert "PRIVATE" not in out.out + out.err
 
 
 @pytest.mark.parametrize(("mutate", "needle"), [
-    (lambda d: d["tenants"][1]["host_keys"].pop("proxy"),
-     "msp.tenants[1]: no pinned host key for proxy"),
-    (lambda d: d["tenants"][1].update(vni=d["tenants"][0]["vni"]), "repeats"),
-    (lambda d: d.update(tenants=[]), "accepted: a non-empty list"),
+    (lambda d: vm_of(d["run_plan"], "t2.proxy").pop("host_key"),
+     "no pinned host key for t2.proxy"),
+    (lambda d: d["run_plan"]["tenants"].update(t2=d["run_plan"]["tenants"]["t1"]), "repeats"),
+    (lambda d: d["run_plan"].update(traffic=[]), "traffic: []; accepted: a non-empty list"),
 ])
 def test_bad_msp_outputs_are_one_line(msp_lab, tmp_path, capsys, mutate, needle):
     data = json.loads(msp_lab["outputs"].read_text())

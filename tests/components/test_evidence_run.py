@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,10 @@ def test_parse_summary_keeps_outputs_small():
         "outcome": "delivered", "matches_expected": True, "reason": None,
         "verdict": "evidence/b2/b2/verdict.json", "files": ["a"]}
     assert parse_summary("not json")["outcome"] == "error"
+    assert parse_summary("not json", "b2") == {
+        "outcome": "error", "matches_expected": None,
+        "reason": "the fetch printed no JSON summary"}
+    assert parse_summary("[1]", "b2")["reason"] == "the fetch's summary is not a JSON object"
 
 
 def test_mock_operator_key_is_the_derived_test_key():
@@ -294,8 +299,12 @@ def test_combined_outcome_never_hides_an_error():
     from vtaplab.program.stack import combined_outcome
 
     assert combined_outcome(["rejected", "rejected"]) == "rejected"
-    assert combined_outcome(["rejected", "accepted"]) == "accepted"
+    # The scenario's own attempt decides, as in its verdict.json (one judge for both): an
+    # accepted ride-along attempt is a warning there, not the scenario's outcome.
+    assert combined_outcome(["rejected", "accepted"]) == "rejected"
+    assert combined_outcome(["accepted", "rejected"]) == "accepted"
     assert combined_outcome(["accepted", "error"]) == "error"
+    assert combined_outcome(["rejected", "error"]) == "error"
     assert combined_outcome([None]) is None
 
 
@@ -530,3 +539,66 @@ def test_fetch_cli_bad_tenant_is_one_line(spec, capsys, tmp_path):
                        "--file", "collector.pcap=1.2.3.4:/x", "--tenant", spec])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("vtaplab fetch: --tenant")
+
+
+# --- one run plan, two drivers ------------------------------------------------------------------
+def _planned_runs(run_of) -> Iterator[tuple[str, str, Any]]:
+    from vtaplab.azure import collect
+
+    for stack in graph.stack_names(ROOT):
+        outputs = run_of(stack).outputs
+        for scenario in collect.traffic_scenarios(outputs):
+            yield stack, scenario, collect.scenario_plan(outputs, scenario)
+
+
+def test_both_drivers_run_the_one_plan_of_every_traffic_scenario(run_of, lab_config_of):
+    """pulumi up's commands (the graph) and ``python -m vtaplab evidence``'s plan (the stack's
+    run_plan output, read back as the SSH driver reads it): same VMs, files and commands."""
+    checked = set()
+    for stack, scenario, plan in _planned_runs(run_of):
+        cfg = lab_config_of(stack)
+        g = Graph(run_of(stack).resources)
+        run = f"{scenario}-run"
+        remote = {r["name"]: r["inputs"] for r in g.commands(run, REMOTE)}
+        # the same VMs, at the same addresses, with the same pinned host keys
+        ready = {name[len(f"{run}-ready-"):]: inputs["connection"]
+                 for name, inputs in remote.items() if name.startswith(f"{run}-ready-")}
+        assert {vm.name: (vm.host, vm.user, vm.host_key) for vm in plan.vms} == {
+            name: (c["host"], c["user"], c["hostKey"]) for name, c in ready.items()}, stack
+        # the same commands on the same VMs
+        for vm_name, command in plan.commands(cfg.capture_seconds, cfg.traffic_requests):
+            if "vtap-capture.sh start" in command:
+                name = f"{run}-capture-start-{vm_name}"
+            elif "vtap-traffic.sh" in command:
+                step = next(t for t in plan.traffic if t.client.name == vm_name)
+                name = f"{run}-traffic" + (f"-{step.tenant}" if step.tenant else "")
+            else:
+                name = f"{run}-capture-stop-{vm_name}"
+            assert remote[name]["create"] == command, (stack, name)
+            assert remote[name]["connection"]["host"] == ready[vm_name]["host"]
+        # the same files, fetched from the same hosts and paths
+        fetch = g.by_name[f"{run}-fetch"]["inputs"]["create"]
+        specs = re.findall(r"--file '?([^' ]+)", fetch)
+        assert specs == [f"{name}={vm.host}:{plan.remote_dir}/{name}"
+                         for name, vm in plan.files()], stack
+        tenants = re.findall(r"--tenant '?([^' ]+)", fetch)
+        assert tenants == [f"{t}={vni}" for t, vni in plan.tenants]
+        checked.add(scenario)
+    assert checked == {"b2", "a", "b3", "msp"}
+
+
+def test_msp_names_each_tenants_proxy_capture_after_the_tenant(run_of):
+    plans = {scenario: plan for _stack, scenario, plan in _planned_runs(run_of)}
+    msp = plans["msp"]
+    assert [c.file for c in msp.captures] == [
+        "collector.pcap", *[f"proxy-{t}.pcap" for t, _ in msp.tenants]]
+    assert [t.log for t in msp.traffic] == [f"traffic-{t}.log" for t, _ in msp.tenants]
+    assert [c.file for c in plans["b3"].captures] == ["collector.pcap", "proxy.pcap",
+                                                      "proxy2.pcap"]
+
+
+def test_the_plan_survives_the_stack_outputs_round_trip(run_of):
+    from vtaplab.azure.run import RunPlan
+
+    for _stack, _scenario, plan in _planned_runs(run_of):
+        assert RunPlan.from_json(plan.to_json()) == plan

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vtaplab import plan
+from vtaplab.judge.outcome import settle
 from vtaplab.judge.tenants import format_tenant_table, separate_tenants, separation_problems
 
 VNIS = {f"t{i}": plan.tenant_vni(i) for i in (1, 2, 3)}
@@ -12,13 +13,22 @@ SENT = {"t1": 4, "t2": 4, "t3": 4}
 
 
 def verdict(per_vni: dict[int, tuple[int, int]], outcome: str = "delivered") -> dict[str, Any]:
-    """A verdict whose capture held ``per_vni``: VNI -> (requests, responses)."""
-    return {
-        "outcome": outcome, "matches_expected": outcome == "delivered", "reason": "r",
-        "tenants": {str(v): {"packets": 10 * (q + r), "requests": q, "responses": r,
-                             "delivered": q > 0 and r > 0, "outer_sources": ["10.40.2.5"]}
-                    for v, (q, r) in per_vni.items()},
-    }
+    """A settled msp verdict whose capture held ``per_vni``: VNI -> (requests, responses)."""
+    tenants = {str(v): {"packets": 10 * (q + r), "requests": q, "responses": r,
+                        "delivered": q > 0 and r > 0, "outer_sources": ["10.40.2.5"]}
+               for v, (q, r) in per_vni.items()}
+    requests = sum(q for q, _ in per_vni.values())
+    responses = sum(r for _, r in per_vni.values())
+    packets = sum(t["packets"] for t in tenants.values())
+    v = settle({
+        "scenario": "msp", "vxlan_packets": packets, "tenants": tenants,
+        "inner_http": {"request_count": requests, "response_count": responses,
+                       "incomplete_bodies": 0},
+        "fragments": {"frames": 0, "reassembled": 0, "incomplete": 0},
+        "loss": {"tcp_holes": 0}, "capture": {"format": "pcap", "frames": packets},
+    })
+    assert v["outcome"] == outcome, v["reason"]
+    return v
 
 
 def test_each_tenant_on_its_own_vni_is_told_apart():
@@ -53,8 +63,10 @@ def test_unknown_sent_counts_judge_on_vnis_alone():
 
 
 def test_an_undelivered_verdict_stays_as_it_was():
-    v = separate_tenants(verdict({}, outcome="not-delivered"), VNIS, SENT)
-    assert v["outcome"] == "not-delivered" and v["reason"] == "r"
+    before = verdict({}, outcome="not-delivered")
+    reason = before["reason"]
+    v = separate_tenants(before, VNIS, SENT)
+    assert v["outcome"] == "not-delivered" and v["reason"] == reason
     assert v["tenants_told_apart"] is False
 
 
@@ -77,4 +89,8 @@ def test_decap_columns_when_the_collector_has_decap_interfaces():
 
 def test_fewer_requests_than_sent_is_loss_not_mixing():
     v = separate_tenants(verdict({1001: (3, 3), 1002: (4, 4), 1003: (4, 4)}), VNIS, SENT)
-    assert v["outcome"] == "delivered" and v["tenants_told_apart"] is True
+    # Told apart (nobody's requests on another's VNI), but t1's mirror is not complete: a
+    # delivered msp needs every tenant's exchange whole, so this is degraded, not delivered.
+    assert v["outcome"] == "degraded" and v["tenants_told_apart"] is True
+    assert "tenant t1: 1 of 4 requests not seen on VNI 1001" in v["reason"]
+    assert v["matches_expected"] is False

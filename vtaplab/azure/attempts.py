@@ -168,28 +168,18 @@ def scenario_verdict(scenario: str, outcomes: Sequence[AttemptOutcome], *,
         raise ValueError(f"scenario_verdict({scenario!r}): no attempts")
     primary = outcomes[0]
     files = [Path(o.evidence_path) for o in outcomes]
+    from vtaplab.judge.outcome import settle
     from vtaplab.judge.verdict import build_verdict
 
     verdict = build_verdict(scenario=scenario, collector_pcap=None, files=files,
                             arm_error=primary.arm_error(), root=root)
-    # The attempt's classification is the decisive one: an AuthorizationFailed is an
-    # "error", never a "rejected", whatever a generic decoder of arm_error would say.
-    verdict["outcome"] = primary.outcome
-    verdict["matches_expected"] = primary.matches_expected
-    if primary.outcome == "error" and not primary.status:
-        # No ARM answer at all (authentication, network): say what failed, in one line.
-        verdict["reason"] = (f"{primary.arm_code}: {primary.arm_message}; nothing reached "
-                             "ARM: fix that and run again")
-    elif primary.outcome == "error":
-        verdict["reason"] = (f"ARM answered {primary.arm_code} (HTTP {primary.status}), "
-                             "not the expected rejection: fix that and run again")
-    elif primary.outcome == "accepted":
-        verdict["reason"] = primary.warning
     verdict["attempts"] = [o.summary() for o in outcomes]
     warnings = [o.warning for o in outcomes if o.warning]
     if warnings:
         verdict["warnings"] = warnings
-    return verdict
+    # The attempts decide (an AuthorizationFailed is an "error", never a "rejected"): the
+    # judge reads them from the verdict.
+    return settle(verdict)
 
 
 def verdict_from_evidence(scenario: str, evidence_dir: Path, *,
@@ -248,13 +238,12 @@ def _put(client: ArmClient, name: str, path: str, body: dict[str, Any], evidence
 
 
 def _classify(scenario: str, error: ArmError | None) -> tuple[str, bool]:
-    expected = facts.SCENARIOS[scenario].expected_arm_codes
+    from vtaplab.judge.outcome import classify_attempt
+
     if error is None:
-        return "accepted", False
-    if error.code in expected and (error.operation_failed
-                                   or (error.status and 400 <= error.status < 500)):
-        return "rejected", True
-    return "error", False
+        return classify_attempt(scenario, None, 0)
+    return classify_attempt(scenario, error.code, error.status or 0,
+                            operation_failed=error.operation_failed)
 
 
 def _record(name: str, evidence_dir: Path, root: Path | None, method: str, url: str,

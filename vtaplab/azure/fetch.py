@@ -18,8 +18,8 @@ private key may instead come as PEM text in the environment variable ``VTAPLAB_S
 msp: ``--tenant t1=1001 --tenant t2=1002 ...`` (each tenant's name and the VNI its proxy
 stamps) with one ``--file traffic-<tenant>.log=...`` per tenant. The tenant logs are also
 merged (renumbered, tenant by tenant) into ``traffic.log`` for the verdict's loss figures, and
-``vtaplab.judge.tenants.separate_tenants`` (what the emulator calls) adds the per-tenant table and
-fails a verdict whose tenants can't be told apart.
+the verdict carries the per-tenant table, judged (``vtaplab.judge.outcome``) as the emulator's
+is: tenants that can't be told apart fail it, a tenant's requests missing degrade it.
 """
 
 from __future__ import annotations
@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import facts
+from vtaplab.azure.run import COLLECTOR_PCAP, TRAFFIC_LOG, VNI_MAX, traffic_log_name
 from vtaplab.azure.ssh import RemoteFileMissing, SshError, SshSession
 
-COLLECTOR_PCAP = "collector.pcap"
-TRAFFIC_LOG = "traffic.log"
 KEY_ENV = "VTAPLAB_SSH_KEY"
-VNI_MAX = 2**24 - 1
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,8 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     """Fetch ``files`` into ``<root>/<evidence_base>/<stack>/<scenario>/``, write and return
     the verdict (with ``fetched`` and, where something was missing, ``reason``/``missing``).
     ``tenants`` (msp: name -> VNI): judge them apart from ``traffic-<name>.log`` each."""
-    from vtaplab.judge.verdict import build_verdict, write_verdict
+    from vtaplab.judge.outcome import settle
+    from vtaplab.judge.verdict import build_verdict, hop_figures, merged_hop, write_verdict
 
     if scenario not in facts.SCENARIOS:
         raise ValueError(f"scenario {scenario!r}: accepted: {', '.join(facts.SCENARIOS)}")
@@ -124,36 +123,39 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
         if traffic is None and logs:
             traffic = merge_traffic_logs(list(logs.values()), out_dir / TRAFFIC_LOG)
             present.append(traffic)
+    wanted_collector = any(f.name == COLLECTOR_PCAP for f in files)
+    problem = missing_collector = None
+    if wanted_collector and collector is None:
+        why = "no collector capture: " + missing.get(COLLECTOR_PCAP,
+                                                     "collector.pcap was not fetched")
+        collector_host = next(f.host for f in files if f.name == COLLECTOR_PCAP)
+        if collector_host in unreachable or COLLECTOR_PCAP in unreadable:
+            problem = why  # nobody could look: claim nothing
+        else:
+            missing_collector = why
+    # The proxies' captures, side by side on the path: one hop between clients and collector.
+    proxy_rows = [hop_figures(name.removesuffix(".pcap"), out_dir / name) for name in fetched
+                  if name != COLLECTOR_PCAP and name.endswith(".pcap")]
+    hops = [merged_hop("proxies", proxy_rows)] if proxy_rows else []
     verdict = build_verdict(scenario=scenario, collector_pcap=collector, files=present,
-                            traffic_log=traffic, root=root)
-    if tenants:
-        from vtaplab.judge.tenants import separate_tenants
-
-        separate_tenants(verdict, dict(tenants), sent)
+                            traffic_log=traffic, root=root, hops=hops,
+                            tenants=dict(tenants) if tenants else None,
+                            tenants_sent=sent if tenants else None)
     verdict["fetched"] = fetched
     if missing:
         verdict["missing"] = missing
-    wanted_collector = any(f.name == COLLECTOR_PCAP for f in files)
-    if wanted_collector and collector is None:
-        why = missing.get(COLLECTOR_PCAP, "collector.pcap was not fetched")
-        collector_host = next(f.host for f in files if f.name == COLLECTOR_PCAP)
-        if collector_host in unreachable or COLLECTOR_PCAP in unreadable:
-            verdict["outcome"] = "error"  # nobody could look: claim nothing
-            verdict["matches_expected"] = None
+    if problem is not None or missing_collector is not None:
+        if problem is not None:
+            verdict["evidence_error"] = problem
         else:
-            verdict["outcome"] = "not-delivered"
-            spec = facts.SCENARIOS[scenario]
-            verdict["matches_expected"] = (None if spec.expected_outcome is None
-                                           else spec.expected_outcome == "not-delivered")
-        verdict["reason"] = f"no collector capture: {why}"
+            verdict["missing_capture"] = missing_collector
+        settle(verdict)
     write_verdict(out_dir, verdict)
     return verdict
 
 
 def tenant_log_name(tenant: str) -> str:
-    """A tenant's traffic log in the evidence directory (``runsteps.traffic_log_name``)."""
-    from vtaplab.azure.run import traffic_log_name
-
+    """A tenant's traffic log in the evidence directory (the run plan's name for it)."""
     return traffic_log_name(tenant)
 
 

@@ -941,6 +941,9 @@ class Emulation:
                 http = summary["inner_http"]
                 row.update(vxlan_packets=summary["vxlan_packets"],
                            fragments=summary["fragments"].get("frames", 0),
+                           reassembled=summary["fragments"].get("reassembled", 0),
+                           fragments_incomplete=summary["fragments"].get("incomplete", 0),
+                           incomplete_bodies=http["incomplete_bodies"],
                            outer_sources=summary["outer_sources"],
                            requests=http["request_count"], responses=http["response_count"])
             hops.append(row)
@@ -954,49 +957,31 @@ class Emulation:
             topology=asdict(self.topo))
         files = [collector, *pcaps, self.out / "traffic.log", emulator_json,
                  self.out / "commands.log"]
+        # The judge decides from all of it at once: the capture, the tenants (msp), the
+        # failover (b3 proxy-down) and the hops (where a loss shows first).
         verdict = build_verdict(scenario=self.topo.scenario,
                                 collector_pcap=collector if collector.exists() else None,
                                 files=[f for f in files if f.exists() or f == emulator_json],
-                                traffic_log=self.out / "traffic.log", root=root)
-        if self.topo.scenario == "msp":
-            self.judge_tenants(verdict)
-        if "failover" in self.facts:
-            self.judge_failover(verdict, self.facts["failover"])
+                                traffic_log=self.out / "traffic.log", root=root,
+                                hops=hops, failover=self.facts.get("failover"),
+                                **(self.tenant_evidence() if self.topo.scenario == "msp"
+                                   else {}))
         write_verdict(self.out, verdict)
         self.timings["decode_s"] = time.monotonic() - t2
         self.facts["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         emulator_json.write_text(json.dumps(self.facts, indent=2) + "\n")
         return verdict
 
-    def judge_tenants(self, verdict: dict[str, Any]) -> None:
-        """msp: per tenant, what arrived on the VNI its proxy is configured to stamp."""
-        from vtaplab.judge.tenants import separate_tenants
-
+    def tenant_evidence(self) -> dict[str, Any]:
+        """msp: per tenant, the VNI its proxy is configured to stamp, what its client sent,
+        and the collector's decap counters (the judge tells the tenants apart from them)."""
         vnis = {f"t{flow.tenant}": proxy.vni for flow, proxy in
                 zip(self.topo.flows, self.topo.proxies, strict=True) if proxy.vni is not None}
         per_client = self.facts.get("traffic_per_client", {})
         sent = {f"t{flow.tenant}": int(per_client.get(flow.client, {}).get("requests", 0))
                 for flow in self.topo.flows}
         decap = {vni: (name, rx) for vni, (name, rx) in self.facts.get("decap", {}).items()}
-        separate_tenants(verdict, vnis, sent, decap if decap else None)
-
-    @staticmethod
-    def judge_failover(verdict: dict[str, Any], failover: dict[str, Any]) -> None:
-        """b3 proxy-down: the failover in the verdict; loss outside its window fails it."""
-        verdict["failover"] = failover
-        if failover["confined"]:
-            note = (f"failover: {failover['backend']} out of the LB {failover['window_s']} s "
-                    f"after it went down; {failover['lost_in_window']} datagrams lost in that "
-                    "window, none after")
-        else:
-            note = "failover: " + (failover.get("why") or (
-                f"{failover['lost_after_window']} datagrams sent to the stopped "
-                f"{failover['backend']} after the LB took it out"))
-            if verdict.get("outcome") == "delivered":
-                verdict["outcome"] = "not-delivered"
-                if verdict.get("matches_expected") is not None:
-                    verdict["matches_expected"] = False
-        verdict["reason"] = f"{verdict.get('reason') or ''}; {note}".lstrip("; ")
+        return {"tenants": vnis, "tenants_sent": sent, "decap": decap if decap else None}
 
     def teardown(self) -> list[str]:
         t3 = time.monotonic()

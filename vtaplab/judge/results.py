@@ -12,7 +12,10 @@ writes into the verdicts it produces, each optional:
   stack    the stack (or "emulator", "preflight") the verdict comes from
   variants verdicts of the same scenario under a fault, e.g. b3 with one proxy down
 
-A prediction may have the outcome ``unknown`` (nothing in the rules decides it, scenario a).
+Outcomes are ``facts.OUTCOMES``, explained in RESULTS.md from ``vtaplab.judge.outcome.MEANINGS``;
+a degraded row also says what is missing and where it was lost first, and every traffic row
+gives the outer IP fragments seen vs reassembled at the collector. A prediction may have the
+outcome ``unknown`` (nothing in the rules decides it, scenario a).
 
 The README shows the same rows without the run-dependent figures (packet counts, links into
 the git-ignored evidence directory), between ``<!-- results:begin -->`` and
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT, facts
+from vtaplab.judge.outcome import MEANINGS
 from vtaplab.judge.verdict import load_verdict
 
 BEGIN = "<!-- results:begin -->"
@@ -108,6 +112,9 @@ def row_of(verdict_path: Path, *, root: Path = PROJECT_ROOT) -> dict[str, Any]:
         "vnis": verdict.get("vnis") or [],
         "outer_sources": verdict.get("outer_sources") or [],
         "variants": variants,
+        "loss_at": verdict.get("loss_at"),
+        "missing_figures": list(verdict.get("missing_figures") or []),
+        "fragments_at_collector": verdict.get("fragments_at_collector"),
         "verdict": str(verdict_path),
         "files": [str(f) for f in files],
     }
@@ -166,6 +173,8 @@ def render_markdown(rows: Sequence[dict[str, Any]], *, base: Path) -> str:
              "namespace emulator, `python -m vtaplab emulate`), **predicted** (the preflight "
              "rules on the program's resource graph, `python -m vtaplab check`; no traffic, "
              "no ARM call).", "",
+             "Outcomes: " + "; ".join(f"**{name}**: {text}" for name, text in MEANINGS.items())
+             + ".", "",
              "| scenario | approach | how | outcome | expected | matches | ARM code | evidence |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -189,6 +198,16 @@ def render_markdown(rows: Sequence[dict[str, Any]], *, base: Path) -> str:
             lines.append(f"- VXLAN packets at the collector: {row['vxlan_packets']}; VNIs: "
                          f"{', '.join(map(str, row['vnis'])) or '-'}; outer sources: "
                          f"{', '.join(row['outer_sources']) or '-'}")
+        if row["missing_figures"]:
+            lines.append("- missing: " + "; ".join(row["missing_figures"])
+                         + (f" (lost first at {row['loss_at']})" if row["loss_at"] else ""))
+        frags = row["fragments_at_collector"]
+        if frags:
+            lines.append(f"- outer IP fragments at the collector: "
+                         f"{frags.get('fragment_frames_seen')} fragment frames seen, "
+                         f"{frags.get('datagrams_reassembled')} datagrams reassembled, "
+                         f"{frags.get('datagrams_incomplete')} incomplete — "
+                         f"{frags.get('answer')}")
         for variant in row["variants"]:
             where = f" ({_link(variant['verdict'], base)})" if variant["verdict"] else ""
             lines.append(f"- variant {variant['name']}: **{variant['outcome']}** — "

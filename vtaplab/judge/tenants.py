@@ -5,10 +5,10 @@ inner addresses, so the VXLAN VNI each tenant's proxy stamps (``plan.tenant_vni`
 thing that separates them. A verdict is "told apart" when every tenant's VNI arrived with a
 whole exchange, no VNI outside the tenants' arrived, and no VNI carries more requests than its
 own tenant sent (when that is known): two tenants on one VNI show up as one VNI carrying both
-tenants' requests, and fail; fewer is loss, which the verdict's loss figures report. The
-emulator calls ``separate_tenants`` (an Azure evidence run of msp should too); it adds
-``tenant_table`` to the verdict and, when the tenants can't be told apart, turns a
-``delivered`` outcome into ``not-delivered`` with the reason.
+tenants' requests, and fail; fewer is loss, which the verdict's loss figures report.
+``separate_tenants`` adds ``tenant_table`` to a verdict; the judge
+(``vtaplab.judge.outcome``) turns tenants that can't be told apart into ``not-delivered`` and a
+tenant whose VNI carried fewer requests than it sent into ``degraded``.
 """
 
 from __future__ import annotations
@@ -71,17 +71,13 @@ def separation_problems(verdict: Mapping[str, Any], vnis: Mapping[str, int],
 def separate_tenants(verdict: dict[str, Any], vnis: Mapping[str, int],
                      sent: Mapping[str, int] | None = None,
                      decap: Mapping[int, tuple[str, int]] | None = None) -> dict[str, Any]:
-    """Add ``tenant_table`` (and ``tenants_told_apart``) to ``verdict``; a delivered verdict
-    whose tenants can't be told apart becomes not-delivered. Returns ``verdict``."""
+    """Add ``tenant_table`` (and ``tenants_told_apart``) to ``verdict`` and have the judge
+    (``vtaplab.judge.outcome.settle``) decide again with them. Returns ``verdict``."""
+    from vtaplab.judge.outcome import settle
+
     verdict["tenant_table"] = tenant_table(verdict, vnis, sent, decap)
-    problems = separation_problems(verdict, vnis, sent)
-    verdict["tenants_told_apart"] = not problems
-    if problems and verdict.get("outcome") == "delivered":
-        verdict["outcome"] = "not-delivered"
-        verdict["reason"] = "the tenants can't be told apart: " + "; ".join(problems)
-        if verdict.get("matches_expected") is not None:
-            verdict["matches_expected"] = False
-    return verdict
+    verdict["tenants_told_apart"] = not separation_problems(verdict, vnis, sent)
+    return settle(verdict)
 
 
 def format_tenant_table(rows: list[dict[str, Any]]) -> str:

@@ -2,14 +2,10 @@
 
 The format is ../shared/DESIGN.md's ("Evidence and verdicts"); every key it names comes first,
 in its order, and the extra keys follow. The emulator, ``decode`` and the Azure evidence run all
-call ``build_verdict``, so there is one definition of "delivered":
-
-  delivered      the collector capture holds VXLAN whose inner traffic has at least one HTTP
-                 request and one HTTP response (msp: every VNI that arrived has both)
-  not-delivered  otherwise, with the reason (no capture, no packets, no VXLAN, no HTTP, ...)
-  rejected       an ARM error was recorded (matches_expected: its code is an expected one)
-  accepted       a non-traffic scenario without an ARM error; not-applicable: c1
-  error          the capture could not be read (matches_expected: null, nothing is claimed)
+call ``build_verdict``: this module gathers the evidence (the decoded capture, the traffic log,
+the tenants, the failover, the hops) into the verdict, and ``vtaplab.judge.outcome.settle``
+decides ``outcome`` / ``matches_expected`` / ``reason`` from it (delivered, degraded,
+not-delivered, rejected, accepted, not-applicable, error, unknown: see that module).
 
 Extra keys: ``reason``; ``inner_http`` also holds ``request_count``/``response_count``,
 ``request_lines``/``response_lines`` (line -> count), ``bodies`` (distinct whole response
@@ -19,17 +15,23 @@ responses, delivered, outer_sources); ``fragments`` (outer IPv4: frames, reassem
 incomplete); ``capture`` (format, link types, frames, timestamps, truncated + notes, inner TCP
 counters, largest VXLAN gap, a per-second VXLAN timeline); ``traffic`` (the traffic log's
 summary); ``loss`` (TCP holes, missing bytes, incomplete fragments/bodies, largest gap, and
-requests sent vs seen when there is a traffic log).
+requests sent vs seen when there is a traffic log); ``fragments_at_collector`` (outer IPv4
+fragment frames seen vs datagrams reassembled, and what that says about non-first fragments);
+``tenant_table`` / ``tenants_told_apart`` (msp); ``failover`` (b3 proxy-down); ``hops`` (per
+capture point); ``loss_at`` and ``missing_figures`` (a degraded verdict: where and what);
+``evidence_error`` / ``missing_capture`` (why nothing, or no capture, could be judged).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from vtaplab import facts
+from vtaplab.judge.outcome import settle
+from vtaplab.judge.tenants import separation_problems, tenant_table
 
 TRAFFIC_LOG_HEADER = "# vtap-traffic v1"
 
@@ -97,58 +99,27 @@ def _expectation(scenario: str | None) -> tuple[str | None, str | None, tuple[st
 
 def verdict_from_summary(*, scenario: str | None, summary: Any, files: Sequence[Path],
                          traffic_log: Path | None = None, arm_error: dict | None = None,
-                         root: Path | None = None, reason: str | None = None) -> dict[str, Any]:
-    """The verdict for an already decoded capture (``summary``: a CaptureSummary or None)."""
-    expected, expected_outcome, arm_codes = _expectation(scenario)
-    carries_traffic = facts.SCENARIOS[scenario].carries_traffic if scenario else True
+                         root: Path | None = None, reason: str | None = None,
+                         missing_capture: str | None = None,
+                         tenants: Mapping[str, int] | None = None,
+                         tenants_sent: Mapping[str, int] | None = None,
+                         decap: Mapping[int, tuple[str, int]] | None = None,
+                         failover: Mapping[str, Any] | None = None,
+                         hops: Sequence[Mapping[str, Any]] = (),
+                         prediction: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The verdict for an already decoded capture (``summary``: a CaptureSummary or None),
+    judged by ``outcome.judge``. ``reason``: why nothing could be looked at (outcome
+    ``error``); ``missing_capture``: why there is no collector capture; ``tenants`` (msp:
+    name -> VNI) with what each sent and the collector's decap counters; ``failover`` (b3
+    proxy-down); ``hops``: per capture point, in path order, its figures; ``prediction``: the
+    preflight rules' answer (``refusals``: rule, arm_code, resource, message)."""
+    expected = _expectation(scenario)[0]
     capture = summary.to_dict() if summary is not None else None
     http = capture["inner_http"] if capture else {"requests": [], "responses": []}
 
-    if arm_error is not None:
-        outcome = "rejected"
-        code = str(arm_error.get("code", ""))
-        reason = reason or f"ARM rejected the deployment with {code or 'no code'}"
-        matches = None if expected_outcome is None else (
-            expected_outcome == "rejected" and code in arm_codes)
-    else:
-        if reason is not None:
-            outcome = "error"
-        elif scenario == "c1":
-            outcome = "not-applicable"
-            reason = "a vTAP destination can only be a NIC ip-configuration or an ILB frontend"
-        elif not carries_traffic:
-            outcome = "accepted"
-            reason = "ARM accepted the deployment (no error recorded)"
-        elif summary is None:
-            outcome = "not-delivered"
-            reason = "no collector capture"
-        elif scenario == "msp" and summary.delivered and not all(
-                t["delivered"] for t in summary.vnis.values()):
-            # "Delivered per tenant": every VNI that arrived must carry a whole exchange.
-            outcome = "not-delivered"
-            missing = [str(v) for v, t in sorted(summary.vnis.items()) if not t["delivered"]]
-            reason = (f"VNI(s) {', '.join(missing)} arrived without an inner HTTP request "
-                      f"and response ({len(summary.vnis) - len(missing)} of "
-                      f"{len(summary.vnis)} tenants delivered)")
-        elif summary.delivered:
-            outcome = "delivered"
-            reason = (f"{summary.vxlan_packets} VXLAN packets; inner HTTP: "
-                      f"{summary.request_count} requests, {summary.response_count} responses")
-            if len(summary.vnis) > 1:
-                done = sum(1 for t in summary.vnis.values() if t["delivered"])
-                reason += f"; {done} of {len(summary.vnis)} VNIs delivered"
-            if summary.truncated:
-                reason += " (capture truncated)"
-        else:
-            outcome = "not-delivered"
-            reason = _why_not(summary)
-        # An unreadable capture proves nothing either way: "error" claims no match.
-        matches = (None if expected_outcome is None or outcome == "error"
-                   else outcome == expected_outcome)
-
     verdict: dict[str, Any] = {
         "scenario": scenario,
-        "outcome": outcome,
+        "outcome": None,
         "vxlan_packets": capture["vxlan_packets"] if capture else 0,
         "vnis": capture["vnis"] if capture else [],
         "outer_sources": capture["outer_sources"] if capture else [],
@@ -156,10 +127,14 @@ def verdict_from_summary(*, scenario: str | None, summary: Any, files: Sequence[
         "inner_http": http,
         "arm_error": arm_error,
         "expected": expected,
-        "matches_expected": matches,
+        "matches_expected": None,
         "files": [_relative(Path(f), root) for f in files],
-        "reason": reason,
+        "reason": None,
     }
+    if reason is not None:
+        verdict["evidence_error"] = reason
+    if missing_capture is not None:
+        verdict["missing_capture"] = missing_capture
     if capture is not None:
         verdict["tenants"] = capture["per_vni"]
         verdict["fragments"] = capture["fragments"]
@@ -175,7 +150,74 @@ def verdict_from_summary(*, scenario: str | None, summary: Any, files: Sequence[
             verdict["traffic"] = {"error": str(exc)}
     if capture is not None:
         verdict["loss"] = _loss(capture, verdict.get("traffic"))
-    return verdict
+    if tenants is not None:
+        verdict["tenant_table"] = tenant_table(verdict, tenants, tenants_sent, decap)
+        verdict["tenants_told_apart"] = not separation_problems(verdict, tenants, tenants_sent)
+    if failover is not None:
+        verdict["failover"] = dict(failover)
+    if hops:
+        verdict["hops"] = [dict(h) for h in hops]
+    if prediction is not None:
+        verdict["prediction"] = dict(prediction)
+    if scenario is None or facts.SCENARIOS[scenario].carries_traffic:
+        verdict["fragments_at_collector"] = fragments_at_collector(verdict)
+    return settle(verdict)
+
+
+def hop_figures(hop: str, pcap: Path, port: int = facts.VXLAN_PORT) -> dict[str, Any]:
+    """One capture point's figures for the verdict's ``hops`` (the judge locates a loss at
+    the first hop whose figures drop): packets, requests, responses, outer fragments seen /
+    reassembled / incomplete, incomplete bodies; ``error`` when it can't be read."""
+    from vtaplab.judge.decode import CaptureError, decode_capture
+
+    row: dict[str, Any] = {"hop": hop, "file": Path(pcap).name}
+    try:
+        summary = decode_capture(Path(pcap), port=port).to_dict()
+    except (CaptureError, OSError) as exc:
+        row["error"] = str(exc)
+        return row
+    http, frags = summary["inner_http"], summary["fragments"]
+    row.update(vxlan_packets=summary["vxlan_packets"], requests=http["request_count"],
+               responses=http["response_count"], fragments=frags.get("frames", 0),
+               reassembled=frags.get("reassembled", 0),
+               fragments_incomplete=frags.get("incomplete", 0),
+               incomplete_bodies=http["incomplete_bodies"],
+               outer_sources=summary["outer_sources"])
+    return row
+
+
+def merged_hop(hop: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Parallel capture points (b3's two proxies, msp's tenants' proxies) as one hop: their
+    figures added up."""
+    merged: dict[str, Any] = {"hop": hop, "files": [r.get("file") for r in rows]}
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+        if "error" in row:
+            merged.setdefault("errors", []).append(row["error"])
+    return merged
+
+
+def fragments_at_collector(verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """Outer IPv4 fragments at the collector: seen vs reassembled (issue: whether a PLS
+    forwards non-first fragments is undocumented; a real run answers it from this figure)."""
+    frags = verdict.get("fragments") or {}
+    seen, whole, broken = (int(frags.get(k, 0)) for k in ("frames", "reassembled",
+                                                           "incomplete"))
+    if "capture" not in verdict:
+        answer = "no collector capture: nothing to tell"
+    elif seen == 0:
+        answer = "no fragmented VXLAN datagram arrived"
+    elif broken == 0:
+        answer = "every fragmented datagram arrived whole: non-first fragments are forwarded"
+    elif whole == 0:
+        answer = ("no fragmented datagram was reassembled: non-first fragments do not arrive "
+                  "(lost on the way: see the hops)")
+    else:
+        answer = f"{broken} of {whole + broken} fragmented datagrams incomplete"
+    return {"fragment_frames_seen": seen, "datagrams_reassembled": whole,
+            "datagrams_incomplete": broken, "answer": answer}
 
 
 def _loss(capture: dict[str, Any], traffic: dict[str, Any] | None) -> dict[str, Any]:
@@ -197,27 +239,12 @@ def _loss(capture: dict[str, Any], traffic: dict[str, Any] | None) -> dict[str, 
     return loss
 
 
-def _why_not(summary: Any) -> str:
-    if summary.format == "empty" or summary.frames == 0:
-        why = "the collector capture holds no packets"
-    elif summary.vxlan_packets == 0:
-        why = (f"no VXLAN (UDP/{summary.port}) among {summary.frames} packets "
-               f"({summary.non_vxlan_packets} other)")
-    elif summary.request_count == 0 and summary.response_count == 0:
-        why = f"{summary.vxlan_packets} VXLAN packets but no inner HTTP request or response"
-    elif summary.request_count == 0:
-        why = f"{summary.vxlan_packets} VXLAN packets but no inner HTTP request"
-    else:
-        why = f"{summary.vxlan_packets} VXLAN packets but no inner HTTP response"
-    if summary.truncated:
-        why += " (capture truncated)"
-    return why
-
-
 def build_verdict(*, scenario: str | None, collector_pcap: Path | None, files: Sequence[Path],
                   traffic_log: Path | None = None, arm_error: dict | None = None,
-                  root: Path | None = None, port: int = facts.VXLAN_PORT) -> dict[str, Any]:
-    """Decode ``collector_pcap`` (if any) and judge ``scenario`` from the files alone.
+                  root: Path | None = None, port: int = facts.VXLAN_PORT,
+                  **more: Any) -> dict[str, Any]:
+    """Decode ``collector_pcap`` (if any) and judge ``scenario`` from the files alone
+    (``more``: the other evidence ``verdict_from_summary`` takes: tenants, failover, hops).
 
     An unreadable capture gives outcome ``error`` with the reason; a missing one
     ``not-delivered`` for a traffic scenario.
@@ -226,23 +253,20 @@ def build_verdict(*, scenario: str | None, collector_pcap: Path | None, files: S
 
     summary = None
     reason = None
+    missing = None
     if collector_pcap is not None and arm_error is None:
         # A ring capture (tcpdump -C/-W) is named by its prefix: present when a member is.
         pcap = Path(collector_pcap)
         if not pcap.exists() and not ring_members(pcap):
-            reason_missing = f"collector capture {collector_pcap} does not exist"
-            result = verdict_from_summary(scenario=scenario, summary=None, files=files,
-                                          traffic_log=traffic_log, root=root)
-            if result["outcome"] == "not-delivered":
-                result["reason"] = reason_missing
-            return result
-        try:
-            summary = decode_capture(pcap, port=port)
-        except CaptureError as exc:
-            reason = f"collector capture unreadable: {exc}"
+            missing = f"collector capture {collector_pcap} does not exist"
+        else:
+            try:
+                summary = decode_capture(pcap, port=port)
+            except CaptureError as exc:
+                reason = f"collector capture unreadable: {exc}"
     return verdict_from_summary(scenario=scenario, summary=summary, files=files,
                                 traffic_log=traffic_log, arm_error=arm_error, root=root,
-                                reason=reason)
+                                reason=reason, missing_capture=missing, **more)
 
 
 def write_verdict(out_dir: Path, verdict: dict[str, Any]) -> Path:
@@ -281,7 +305,7 @@ def format_table(verdict: dict[str, Any]) -> str:
     ]
     # ARM-only verdicts (rejected/accepted/not-applicable) have no capture to describe.
     traffic_rows = "capture" in verdict or verdict.get("outcome") in (
-        "delivered", "not-delivered")
+        "delivered", "degraded", "not-delivered")
     if traffic_rows:
         rows += [
             ("vxlan packets", str(verdict.get("vxlan_packets", 0))),
@@ -304,6 +328,8 @@ def format_table(verdict: dict[str, Any]) -> str:
     if frags and frags.get("frames"):
         rows.append(("outer fragments", f"{frags['frames']} frames, {frags['reassembled']} "
                                         f"reassembled, {frags['incomplete']} incomplete"))
+    if verdict.get("loss_at"):
+        rows.append(("loss first at", str(verdict["loss_at"])))
     capture = verdict.get("capture") or {}
     loss = verdict.get("loss") or {}
     if loss.get("tcp_holes"):

@@ -250,12 +250,11 @@ def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
 
 
 def combined_outcome(outcomes: Sequence[str | None]) -> str | None:
-    """One outcome for a scenario of several attempts: the most alarming one wins (an error
-    is never hidden behind a rejection, nor an acceptance)."""
-    for worst in ("error", "accepted", "rejected"):
-        if worst in outcomes:
-            return worst
-    return None
+    """One outcome for a scenario of several attempts, as the judge decides it
+    (``vtaplab.judge.outcome``: the scenario's own attempt, an error anywhere wins)."""
+    from vtaplab.judge.outcome import worst_attempt_outcome
+
+    return worst_attempt_outcome(outcomes)
 
 
 def _proxy(
@@ -338,6 +337,7 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["tap_id"] = tap.tap_id
     outputs["host_keys"] = run_host_keys(shared, consumer, [proxy])
     outputs["result"] = run.summary
+    outputs["run_plan"] = run.plan_output
     return outputs
 
 
@@ -376,6 +376,7 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["tap_id"] = tap.tap_id
     outputs["host_keys"] = run_host_keys(shared, consumer, proxies)
     outputs["result"] = run.summary
+    outputs["run_plan"] = run.plan_output
     return outputs
 
 
@@ -433,6 +434,7 @@ def _msp(shared: Shared, scenario: str) -> dict[str, object]:
         },
         "tenants": tenants,
         "result": run.summary,
+        "run_plan": run.plan_output,
     }
 
 
@@ -568,7 +570,6 @@ def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVn
             tapped=[vm(f"{consumer_name}-src", vnet.src_ssh_host, vnet, tapped=True)
                     for consumer_name, vnet in consumers],
             proxies=[vm(proxy_name, proxy.ssh_host, proxy) for proxy_name, proxy in proxies],
-            proxy_files=[f"proxy-{t.label}.pcap" for t in tenants],
             tap_configurations=[tap] if isinstance(tap, pulumi.Resource) else list(tap),
             private_key=shared.keys.private_key,
             private_key_file=shared.keys.private_key_file,
