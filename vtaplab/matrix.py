@@ -870,7 +870,7 @@ def main(argv: list[str], *, auto: Any = None, root: Path = PROJECT_ROOT,
          doctor: Callable[[str, Path], Sequence[Any]] | None = None) -> int:
     """``doctor`` checks a stack's subscription first; the real one runs when the real
     Automation API does (``auto`` None), a test's fake runs only the doctor it passes."""
-    from vtaplab.judge import results
+    from vtaplab.judge import findings, results
 
     out = out or sys.stdout
     args = _parser().parse_args(argv)
@@ -926,6 +926,11 @@ def main(argv: list[str], *, auto: Any = None, root: Path = PROJECT_ROOT,
     print(file=out)
     print(results.render_readme_block(rows), file=out)
     print(f"matrix: {len(rows)} row(s) -> {md}, {js}", file=out)
+    if rows:
+        report = findings.write(evidence, paths=paths, graph_of=findings.cached_graphs(),
+                                command="python -m vtaplab matrix"
+                                + (" --offline" if args.offline else ""))
+        print(f"matrix: the write-up -> {report}", file=out)
     if args.readme is not None:
         try:
             changed = results.update_readme(

@@ -67,13 +67,16 @@ class Finding:
         return str(self.row.get("label") or "unlabelled")
 
 
-def read(evidence: Path) -> list[Finding]:
-    """Every ``verdict.json`` below ``evidence``, in the results table's order."""
+def read(evidence: Path, paths: Sequence[Path] | None = None) -> list[Finding]:
+    """Every ``verdict.json`` below ``evidence`` (or just ``paths``), in the results table's
+    order."""
     if not evidence.is_dir():
         raise ReportError(f"report: {evidence} is not a directory; accepted: an evidence "
                           "folder holding <scenario>/verdict.json files (default: evidence)")
-    paths = sorted(p for p in evidence.rglob("verdict.json")
-                   if not any(part.startswith(".") for part in p.relative_to(evidence).parts))
+    if paths is None:
+        paths = sorted(p for p in evidence.rglob("verdict.json") if not any(
+            part.startswith(".") for part in p.relative_to(evidence).parts))
+    paths = [p / "verdict.json" if p.is_dir() else p for p in paths]
     # A variant (b3's proxy-down run) is drawn inside its scenario's section, not as a row.
     variant_paths = set()
     for path in paths:
@@ -125,8 +128,9 @@ def hops_of(verdict: Mapping[str, Any]) -> list[Hop]:
     for item in verdict.get("hops") or []:
         if not isinstance(item, Mapping):
             continue
+        packets = item.get("packets", item.get("vxlan_packets"))
         out.append(Hop(name=str(item.get("hop") or item.get("name") or "?"),
-                       packets=_int(item.get("packets")),
+                       packets=_int(packets),
                        fragments=_int(item.get("fragments")),
                        reassembled=_int(item.get("reassembled")),
                        node=str(item["node"]) if item.get("node") else None))
@@ -348,7 +352,9 @@ def summary(findings: Sequence[Finding]) -> list[str]:
         for f in by["degraded"]:
             hops = hops_of(f.verdict)
             at = loss_hop(hops)
-            where = f" lost at {hops[at].name}" if at is not None else ""
+            judged = f.verdict.get("loss_at")
+            where = (f" lost at {judged}" if judged else
+                     f" lost at {hops[at].name}" if at is not None else "")
             parts.append(f"**{f.scenario}** ({f.how}{where}: {f.verdict.get('reason', '')})")
         lines.append("- **Degraded** — VXLAN and HTTP arrive but not everything: "
                      + "; ".join(parts) + ".")
@@ -457,8 +463,10 @@ def mermaid_blocks(markdown: str) -> list[str]:
             re.finditer(r"^```mermaid\n(.*?)^```", markdown, flags=re.M | re.S)]
 
 
-def write(evidence: Path, *, graph_of: GraphSource | None, command: str) -> Path:
-    findings = read(evidence)
+def write(evidence: Path, *, graph_of: GraphSource | None, command: str,
+          paths: Sequence[Path] | None = None) -> Path:
+    """``evidence/FINDINGS.md`` from the verdicts below ``evidence`` (or ``paths``)."""
+    findings = read(evidence, paths)
     report = build(findings, base=evidence, graph_of=graph_of, command=command)
     path = evidence / FINDINGS
     path.write_text(report.text)
