@@ -653,7 +653,7 @@ class Emulation:
         rows: list[dict[str, Any]] = []
         for hop in [*self.scenario.hops, self.scenario.collector]:
             pcap = self.out / f"{hop.name}.pcap"
-            row: dict[str, Any] = {"hop": hop.name, "file": pcap.name,
+            row: dict[str, Any] = {"hop": hop.name, "file": pcap.name, "stage": hop.stage,
                                    "at": f"{hop.node}/{hop.peer} {hop.direction}",
                                    "kernel_drops": _tcpdump_drops(pcap)}
             try:
@@ -804,16 +804,22 @@ def mirror_figures(hops: Sequence[dict[str, Any]], drops: dict[str, int], scenar
     (path order, collector last), the packets each resource's rules dropped, where the loss
     happened (resources that dropped; the first hop pair whose packet count falls), whether
     every tapped NIC was on fastpath, and the behaviours/assumptions the twin rested on."""
-    lost_between = None
-    previous = None
+    # Packets per stage of the path (parallel hops of one stage summed): the first stage
+    # that has fewer packets than the one before is where they fell.
+    stages: dict[int, list[dict[str, Any]]] = {}
     for hop in hops:
-        if "packets" not in hop:
+        stages.setdefault(int(hop.get("stage", 0)), []).append(hop)
+    lost_between = None
+    previous: tuple[str, int] | None = None
+    for _stage, members in sorted(stages.items()):
+        if any("packets" not in h for h in members):
             continue
-        if previous is not None and hop["packets"] < previous["packets"] and \
-                not previous["hop"].startswith("vtap"):
-            lost_between = [previous["hop"], hop["hop"]]
+        label = "+".join(h["hop"] for h in members)
+        packets = sum(int(h["packets"]) for h in members)
+        if previous is not None and packets < previous[1]:
+            lost_between = [previous[0], label]
             break
-        previous = hop
+        previous = (label, packets)
     # Loss caused by a resource's rule; the injected fault is reported as such.
     at = sorted({key.split(":")[1] for key in drops if not key.startswith("fault:")})
     not_on_fastpath = [t.why_not for t in scenario.taps if not t.on_fastpath]

@@ -197,6 +197,7 @@ class Hop:
     node: str
     peer: str
     direction: str = "inout"
+    stage: int = 0                  # position on the path; hops of one stage are parallel
 
 
 @dataclass(frozen=True)
@@ -782,28 +783,28 @@ def _scenarios(by_kind: Mapping[str, list[Mapping[str, Any]]], vms: Sequence[Vm]
         scenario_taps = tuple(t for t in taps if t.fabric[1:] in vnets)
         proxies = tuple(v.node for v in vms if v.role == "proxy" and v.node[1] in vnets)
         hops = [Hop(f"vtap{t.fabric[1:]}" if len(vnets) > 1 else "vtap", t.vtep, t.fabric,
-                    "out") for t in scenario_taps]
+                    "out", 0) for t in scenario_taps]
         lb_front = next((lb for lb in lbs if lb.node[1] in vnets), None)
         if lb_front is not None:
             hops.append(Hop(f"{lb_front.resource}-out", lb_front.node, f"f{lb_front.node[1]}",
-                            "out"))
+                            "out", 1))
         for proxy in proxies:
             label = proxy if len(proxies) > 1 else "proxy"
             # On the fabric's side: it stays up when a proxy is down.
-            hops.append(Hop(f"{label}-out", f"f{proxy[1]}", proxy, "in"))
+            hops.append(Hop(f"{label}-out", f"f{proxy[1]}", proxy, "in", 2))
         links = [pl for pl in private_links if pl.pe_node[1] in vnets]
         if links:
-            hops.append(Hop("pls-out", links[0].pls_node, "f0", "out"))
+            hops.append(Hop("pls-out", links[0].pls_node, "f0", "out", 3))
         for lb in lbs:
             if lb.node[1] == "0" and links and links[0].target == lb.frontend:
-                hops.append(Hop(f"{lb.resource}-in", lb.node, "f0", "in"))
-                hops.append(Hop(f"{lb.resource}-out", lb.node, "f0", "out"))
+                hops.append(Hop(f"{lb.resource}-in", lb.node, "f0", "in", 4))
+                hops.append(Hop(f"{lb.resource}-out", lb.node, "f0", "out", 5))
         decap = next((v.decap_args for v in vms if v.role == "collector" and v.decap_args), ())
         vnis = tuple(int(x) for x in decap[decap.index("--vni") + 1].split(",")) \
             if "--vni" in decap else ()
         result.append(Scenario(
             id=scenario, flows=tuple(sorted(scenario_flows, key=lambda f: f.client)),
-            hops=tuple(hops), collector=Hop("collector", collector.node, "f0", "inout"),
+            hops=tuple(hops), collector=Hop("collector", collector.node, "f0", "inout", 6),
             taps=scenario_taps, proxies=proxies,
             lb=lb_front.node if lb_front is not None else None, decap_vnis=vnis))
     order = list(facts.SCENARIOS)
