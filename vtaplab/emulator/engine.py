@@ -168,6 +168,7 @@ class Emulation:
         self.www: Path | None = None
         self.served: dict[str, Any] = {}
         self.servers: list[subprocess.Popen[str]] = []
+        self.unready: list[tuple[str, subprocess.Popen[str]]] = []
         self.pidfiles: list[tuple[str, Path]] = []     # (namespace, pidfile) of our captures
         self.timings: dict[str, float] = {}
         self.facts: dict[str, Any] = {}
@@ -175,6 +176,7 @@ class Emulation:
         self.health: dict[str, dict[str, bool]] = {}
         self.failover: dict[str, Any] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}
+        self.drops_seen: dict[str, int] = {}
 
     # names ------------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -185,54 +187,67 @@ class Emulation:
 
     # build -------------------------------------------------------------------------------------
     def build(self) -> None:
+        """Namespaces, ports and links in a few batched commands (``ip -batch``: one process
+        per namespace instead of one per address or route), then each element's rules."""
         lab, topo = self.lab, self.topo
+        global_batch = []
         for node in topo.nodes:
-            ns = lab.add_ns(node.name)
-            settings = {"net.ipv4.conf.all.rp_filter": "0",
-                        "net.ipv4.conf.default.rp_filter": "0",
-                        "net.ipv4.ip_forward": "1" if node.forwarding else "0",
-                        # No IPv6 chatter (DAD, MLD): every mirrored packet is test traffic.
-                        "net.ipv6.conf.all.disable_ipv6": "1",
-                        "net.ipv6.conf.default.disable_ipv6": "1"}
+            global_batch.append(f"netns add {self.ns(node.name)}")
+            lab.created.append(self.ns(node.name))
+        per_ns: dict[str, list[str]] = {n.name: ["link set lo up"] for n in topo.nodes}
+        sysctl: dict[str, dict[str, str]] = {}
+        for node in topo.nodes:
+            settings = sysctl[node.name] = {
+                "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0",
+                "net.ipv4.ip_forward": "1" if node.forwarding else "0",
+                # No IPv6 chatter (DAD, MLD): every mirrored packet is test traffic.
+                "net.ipv6.conf.all.disable_ipv6": "1",
+                "net.ipv6.conf.default.disable_ipv6": "1"}
             if node.forwarding:
                 # Routers that forward out of the interface a packet came in on (the LB's
                 # hairpin) must not tell the sender to go elsewhere.
                 settings["net.ipv4.conf.all.send_redirects"] = "0"
                 settings["net.ipv4.conf.default.send_redirects"] = "0"
-            lab.runner.run(["sh", "-c", "; ".join(
-                f"echo {v} > /proc/sys/{k.replace('.', '/')}" for k, v in settings.items())],
-                ns=ns)
         for port in topo.ports:
             # A port: the node's side holds its address; the fabric's side holds the subnet's
             # gateway (.1) and answers ARP for every other address of the VNet (proxy ARP), so
             # every packet goes through the fabric, as in Azure.
-            node_if, fabric_if = self.ifname(port.node, port.fabric), self.ifname(port.fabric,
-                                                                                   port.node)
-            node_ns, fabric_ns = self.ns(port.node), self.ns(port.fabric)
-            lab.add_veth(node_ns, node_if, fabric_ns, fabric_if)
-            lab.runner.run(["sh", "-c", " && ".join([
-                f"ip addr add {port.ip}/{port.prefixlen} dev {node_if}",
-                f"ip link set {node_if} up",
-                f"ip route replace default via {port.gateway} dev {node_if}"])],
-                ns=node_ns, tolerate=("File exists",))
-            lab.runner.run(["sh", "-c", " && ".join([
-                f"ip addr add {port.gateway}/32 dev {fabric_if}",
-                f"echo 1 > /proc/sys/net/ipv4/conf/{fabric_if}/proxy_arp",
-                f"ip link set {fabric_if} up",
-                f"ip route replace {port.ip}/32 dev {fabric_if}"])],
-                ns=fabric_ns, tolerate=("File exists",))
+            node_if = self.ifname(port.node, port.fabric)
+            fabric_if = self.ifname(port.fabric, port.node)
+            global_batch.append(f"link add {node_if} netns {self.ns(port.node)} mtu 1500 type "
+                                f"veth peer name {fabric_if} netns {self.ns(port.fabric)} "
+                                "mtu 1500")
+            per_ns[port.node] += [f"addr add {port.ip}/{port.prefixlen} dev {node_if}",
+                                  f"link set {node_if} up",
+                                  f"route replace default via {port.gateway} dev {node_if}"]
+            per_ns[port.fabric] += [f"addr add {port.gateway}/32 dev {fabric_if}",
+                                    f"link set {fabric_if} up",
+                                    f"route replace {port.ip}/32 dev {fabric_if}"]
+            sysctl[port.fabric][f"net.ipv4.conf.{fabric_if}.proxy_arp"] = "1"
+            # Answer at once: Linux delays proxy ARP replies by up to 0.8 s by default.
+            sysctl[port.fabric][f"net.ipv4.neigh.{fabric_if}.proxy_delay"] = "0"
         for link in topo.links:
             if_a, if_b = self.ifname(link.a, link.b), self.ifname(link.b, link.a)
-            lab.add_veth(self.ns(link.a), if_a, self.ns(link.b), if_b)
-            for node, dev, addr in ((link.a, if_a, link.a_ip), (link.b, if_b, link.b_ip)):
-                lab.add_addr(self.ns(node), dev, addr)
-                lab.up(self.ns(node), dev)
+            global_batch.append(f"link add {if_a} netns {self.ns(link.a)} mtu 1500 type veth "
+                                f"peer name {if_b} netns {self.ns(link.b)} mtu 1500")
+            per_ns[link.a] += [f"addr add {link.a_ip} dev {if_a}", f"link set {if_a} up"]
+            per_ns[link.b] += [f"addr add {link.b_ip} dev {if_b}", f"link set {if_b} up"]
         for node, destination, via in topo.routes:
-            lab.add_route(self.ns(node), destination, via)
+            per_ns[node].append(f"route replace {destination} via {via}")
+        lab.runner.run(["ip", "-batch", "-"], input_text="\n".join(global_batch) + "\n")
+        for node in topo.nodes:
+            lab.runner.run(["ip", "-n", self.ns(node.name), "-batch", "-"],
+                           input_text="\n".join(per_ns[node.name]) + "\n")
+            # Through /proc: interface names with dots need no escaping there.
+            lab.runner.run(["sh", "-c", "; ".join(
+                f"echo {v} > /proc/sys/{k.replace('.', '/')}"
+                for k, v in sysctl[node.name].items())], ns=self.ns(node.name))
+        self.launch_servers()
         for fabric in topo.vnets:
             lab.nft(self.ns(fabric), nft.fabric_ruleset(topo, fabric, self.ifname))
         for link in topo.private_links:
             self._build_private_link(link)
+        self.await_servers()
         for lb in topo.lbs:
             self._build_lb(lb)
         for tap in topo.taps:
@@ -267,9 +282,6 @@ class Emulation:
         self.lab.runner.run(["ip", "route", "add", f"{behaviours.AZURE_LB_PROBE_SOURCE}/32",
                              "dev", self.ifname(fabric, lb.node)], ns=fabric_ns,
                             tolerate=("File exists",))
-        for node, ip in lb.backends:
-            if lb.probe is not None and lb.probe.protocol.lower() == "tcp":
-                self._start_http(node, ip, lb.probe.port)   # what sshd answers on the VM
         health = self.probe_backends(lb)
         self.program_lb(lb, health)
         self.lab.nft(ns, nft.lb_stat_ruleset(lb))
@@ -396,12 +408,14 @@ class Emulation:
         self.lab.runner.run_parallel(jobs)
 
     def stop_captures(self) -> None:
-        for ns, pidfile in self.pidfiles:
-            try:
-                self.lab.exec(ns, [str(CAPTURE_SCRIPT), "stop", "--pidfile", str(pidfile)],
-                              check=False, timeout=15)
-            except NetnsError:
-                pass
+        """Stop every capture at once; any the script could not stop is ended by its pids."""
+        try:
+            self.lab.runner.run_parallel(
+                [(ns, [str(CAPTURE_SCRIPT), "stop", "--pidfile", str(pidfile)])
+                 for ns, pidfile in self.pidfiles], timeout=15)
+        except NetnsError:
+            pass
+        for _ns, pidfile in self.pidfiles:
             self._kill_pidfile(pidfile)
         self.pidfiles.clear()
 
@@ -421,9 +435,10 @@ class Emulation:
                 self.lab.runner.run(["kill", "-TERM", "--", target.format(pid)], check=False)
         pidfile.unlink(missing_ok=True)
 
-    def start_servers(self) -> None:
-        """Each tapped VM's web root as its user data writes it (write_files under the web
-        root; the big file from its ``yes ... | head -c N`` line), served over HTTP/1.1."""
+    def launch_servers(self) -> None:
+        """Start, all at once, each tapped VM's web server (its web root as its user data
+        writes it: write_files under the web root, the big file from its ``yes ... | head -c
+        N`` line) and what each probed backend's sshd answers; ``await_servers`` waits."""
         for vm in self.topo.vms:
             if vm.role != "src":
                 continue
@@ -448,7 +463,11 @@ class Emulation:
                      HTTP_PORT for s in self.topo.scenarios for f in s.flows
                      if f.server == vm.node for url in f.urls}
             for port in sorted(ports):
-                self._start_http(vm.node, vm.ip, port, www)
+                self._launch_http(vm.node, vm.ip, port, www)
+        for lb in self.topo.lbs:
+            if lb.probe is not None and lb.probe.protocol.lower() == "tcp":
+                for node, ip in lb.backends:
+                    self._launch_http(node, ip, lb.probe.port)   # what sshd answers
         self.facts["served"] = self.served
 
     def _www(self) -> Path:
@@ -456,7 +475,7 @@ class Emulation:
             self.www = Path(tempfile.mkdtemp(prefix=f"{self.lab.prefix}-www-"))
         return self.www
 
-    def _start_http(self, node: str, ip: str, port: int, root: Path | None = None) -> None:
+    def _launch_http(self, node: str, ip: str, port: int, root: Path | None = None) -> None:
         server = self.lab.popen(
             self.ns(node),
             [sys.executable, "-m", "vtaplab.emulator.httpserver", "--dir",
@@ -464,12 +483,17 @@ class Emulation:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT),
             start_new_session=True)
         self.servers.append(server)
-        assert server.stdout is not None
-        line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
-        if not line.startswith("ready"):
-            err = server.stderr.read() if server.stderr else ""
-            raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
-                             f"{err.strip()}")
+        self.unready.append((node, server))
+
+    def await_servers(self) -> None:
+        for node, server in self.unready:
+            assert server.stdout is not None
+            line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
+            if not line.startswith("ready"):
+                err = server.stderr.read() if server.stderr else ""
+                raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
+                                 f"{err.strip()}")
+        self.unready.clear()
 
     def stop_servers(self) -> None:
         for server in self.servers:
@@ -588,7 +612,7 @@ class Emulation:
                 prober = LbProber(self, lb, self.health[lb.node])
                 self.probers[lb.node] = prober
                 prober.start()
-        self.start_servers()
+        self.drops_seen = self.drops()
         self.timings["build_s"] = time.monotonic() - t0
         t1 = time.monotonic()
         base = self.out
@@ -606,7 +630,7 @@ class Emulation:
 
     def run_scenario(self) -> None:
         scenario, opts = self.scenario, self.opts
-        drops_before = self.drops()
+        drops_before = self.drops_seen
         late = opts.fault == "late-capture"
         self.start_captures([*scenario.hops, *([] if late else [scenario.collector])])
         self.traffic_phases()
@@ -615,7 +639,7 @@ class Emulation:
             self.start_captures([scenario.collector])
         self.settle(self.out / "collector.pcap")
         self.stop_captures()
-        after = self.drops()
+        after = self.drops_seen = self.drops()
         self.facts["drops"] = {k: v - drops_before.get(k, 0) for k, v in after.items()
                                if v - drops_before.get(k, 0) > 0}
         lb = self.scenario_lb()

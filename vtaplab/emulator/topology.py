@@ -797,7 +797,6 @@ def _scenarios(by_kind: Mapping[str, list[Mapping[str, Any]]], vms: Sequence[Vm]
             hops.append(Hop("pls-out", links[0].pls_node, "f0", "out", 3))
         for lb in lbs:
             if lb.node[1] == "0" and links and links[0].target == lb.frontend:
-                hops.append(Hop(f"{lb.resource}-in", lb.node, "f0", "in", 4))
                 hops.append(Hop(f"{lb.resource}-out", lb.node, "f0", "out", 5))
         decap = next((v.decap_args for v in vms if v.role == "collector" and v.decap_args), ())
         vnis = tuple(int(x) for x in decap[decap.index("--vni") + 1].split(",")) \
