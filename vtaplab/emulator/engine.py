@@ -789,7 +789,9 @@ class Emulation:
             to_healthy_after_window={n: end[n] - removed[n] for n in end if n != node},
         )
         result["confined"] = result["lost_after_window"] == 0
-        return result    @staticmethod
+        return result
+
+    @staticmethod
     def judge_failover(verdict: dict[str, Any], failover: dict[str, Any]) -> None:
         """b3 proxy-down: the failover in the verdict; loss outside its window fails it."""
         verdict["failover"] = failover
