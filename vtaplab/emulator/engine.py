@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -118,8 +119,14 @@ class LbProber(threading.Thread):
     def run(self) -> None:
         deadline = time.monotonic() + PROBER_MAX_S
         try:
+            threshold = max(1, self.lb.probe.threshold if self.lb.probe else 1)
+            failures = {node: 0 for node, _ip in self.lb.backends}
             while not self.halt.is_set() and time.monotonic() < deadline:
-                health = self.emu.probe_backends(self.lb)
+                answered = self.emu.probe_backends(self.lb)
+                # Out after `threshold` failures in a row (probeThreshold), in after one answer.
+                for node, ok in answered.items():
+                    failures[node] = 0 if ok else failures[node] + 1
+                health = {node: failures[node] < threshold for node in failures}
                 if health != self.health and not self.halt.is_set():
                     self.emu.program_lb(self.lb, health)
                     event = {"at": time.time(), "health": health,
@@ -385,14 +392,19 @@ class Emulation:
     def drops(self) -> dict[str, int]:
         """Packets dropped so far, by the rule (and so the resource) that dropped them."""
         found: dict[str, int] = {}
-        for node in self.topo.nodes:
-            if node.kind not in ("fabric", "lb"):
-                continue
-            listing = self.lab.exec(self.ns(node.name), ["nft", "list", "ruleset"],
-                                    check=False).stdout
+        nodes = [n.name for n in self.topo.nodes if n.kind in ("fabric", "lb")]
+        for listing in self.at_once(nodes, ["nft", "list", "ruleset"]).values():
             for key, count in nft.drops(listing).items():
                 found[key] = found.get(key, 0) + count
         return found
+
+    def at_once(self, nodes: Sequence[str], argv: Sequence[str]) -> dict[str, str]:
+        """Run a read-only command in each node's namespace concurrently: node -> stdout."""
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(nodes)))) as pool:
+            outs = pool.map(lambda n: self.lab.exec(self.ns(n), argv, check=False).stdout,
+                            nodes)
+            return dict(zip(nodes, outs, strict=True))
+
     def start_captures(self, hops: Sequence[Hop]) -> None:
         """Start the captures of ``hops`` at once; return when every one listens."""
         jobs: list[tuple[str | None, Sequence[str]]] = []
@@ -665,9 +677,8 @@ class Emulation:
         self.facts["conntrack_entries"] = {p: self.conntrack_count(p)
                                            for p in scenario.proxies}
         self.facts["proxy_status"] = {
-            p: self.lab.exec(self.ns(p), [str(PROXY_SCRIPT), "status"],
-                             check=False).stdout.splitlines()
-            for p in scenario.proxies}
+            p: out.splitlines() for p, out in
+            self.at_once(scenario.proxies, [str(PROXY_SCRIPT), "status"]).items()}
 
     def hop_figures(self) -> list[dict[str, Any]]:
         """Per hop, in path order: packets, VXLAN, fragments sent and reassembled, HTTP and
@@ -734,7 +745,8 @@ class Emulation:
         vnis: dict[str, int] = {}
         for flow in self.scenario.flows:
             proxy = next((p for p in self.scenario.proxies if p[1] == flow.client[1]), None)
-            argv = self.proxy_argv(proxy) if proxy else []
+            # What the user data configures (a fault may make the proxy stamp another).
+            argv = list(self.topo.vm(proxy).proxy_args) if proxy else []
             if "--vni" in argv:
                 vnis[f"t{flow.tenant}"] = int(argv[argv.index("--vni") + 1])
         per_client = self.facts.get("traffic_per_client", {})
@@ -1007,7 +1019,7 @@ def load_topology(opts: RunOptions) -> tuple[Topology, str]:
             origin = f"stack {opts.stack}'s graph" + (" (cached)" if cached else "")
         topo = from_graph(resources, opts.stack)
     except GraphError as exc:
-        raise ValueError(f"stack {opts.stack!r}: {exc}") from None
+        raise ValueError(str(exc)) from None
     except TopologyError as exc:
         raise ValueError(str(exc)) from None
     lbs_before_proxies = [s for s in topo.scenarios if s.lb]
