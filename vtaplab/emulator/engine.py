@@ -246,14 +246,32 @@ class Emulation:
             per_ns[link.b] += [f"addr add {link.b_ip} dev {if_b}", f"link set {if_b} up"]
         for node, destination, via in topo.routes:
             per_ns[node].append(f"route replace {destination} via {via}")
+        probe = behaviours.AZURE_LB_PROBE_SOURCE
+        for lb in topo.lbs:
+            # Probes come from 168.63.129.16 (the AzureLoadBalancer tag) as Azure's do; one LB
+            # per VNet answers for it on the fabric (the twin's limit: enough here).
+            per_ns[lb.node].append(f"addr add {probe}/32 dev lo")
+            gateway = topo.port(lb.node).gateway
+            per_ns[lb.node] += [f"route replace {ip}/32 via {gateway} src {probe}"
+                                for _node, ip in lb.backends]
+            fabric = f"f{lb.node[1]}"
+            if not any(line.startswith(f"route replace {probe}/32") for line in per_ns[fabric]):
+                per_ns[fabric].append(f"route replace {probe}/32 dev "
+                                      f"{self.ifname(fabric, lb.node)}")
+        for tap in topo.taps:
+            # The outer source is the tapped NIC's address (assumption vtap-outer-source),
+            # held by the VTEP namespace: the VXLAN socket lives there.
+            line = f"addr add {tap.local_ip}/32 dev lo"
+            if tap.on_fastpath and line not in per_ns[tap.vtep]:
+                per_ns[tap.vtep].append(line)
         lab.runner.run(["ip", "-batch", "-"], input_text="\n".join(global_batch) + "\n")
         for node in topo.nodes:
-            lab.runner.run(["ip", "-n", self.ns(node.name), "-batch", "-"],
-                           input_text="\n".join(per_ns[node.name]) + "\n")
-            # Through /proc: interface names with dots need no escaping there.
+            # One process per namespace: its sysctls (through /proc: interface names need no
+            # escaping there), then its addresses and routes from stdin.
             lab.runner.run(["sh", "-c", "; ".join(
-                f"echo {v} > /proc/sys/{k.replace('.', '/')}"
-                for k, v in sysctl[node.name].items())], ns=self.ns(node.name))
+                [*(f"echo {v} > /proc/sys/{k.replace('.', '/')}"
+                   for k, v in sysctl[node.name].items()), "exec ip -batch -"])],
+                ns=self.ns(node.name), input_text="\n".join(per_ns[node.name]) + "\n")
         self.launch_servers()
         for fabric in topo.vnets:
             lab.nft(self.ns(fabric), nft.fabric_ruleset(topo, fabric, self.ifname))
@@ -281,19 +299,8 @@ class Emulation:
                          f"--to-source {link.nat_ip}"], ns=self.ns(link.pls_node))
 
     def _build_lb(self, lb: LoadBalancer) -> None:
-        """The LB's rules over the backends its first probe round finds healthy; probes come
-        from 168.63.129.16 (the AzureLoadBalancer tag) as Azure's do."""
-        ns, fabric = self.ns(lb.node), f"f{lb.node[1]}"
-        port = self.topo.port(lb.node)
-        self.lab.add_addr(ns, "lo", f"{behaviours.AZURE_LB_PROBE_SOURCE}/32")
-        for _node, ip in lb.backends:
-            self.lab.runner.run(["ip", "route", "replace", f"{ip}/32", "via", port.gateway,
-                                 "src", behaviours.AZURE_LB_PROBE_SOURCE], ns=ns)
-        fabric_ns = self.ns(fabric)
-        # One LB per VNet answers for the probe address (the twin's limit: enough here).
-        self.lab.runner.run(["ip", "route", "add", f"{behaviours.AZURE_LB_PROBE_SOURCE}/32",
-                             "dev", self.ifname(fabric, lb.node)], ns=fabric_ns,
-                            tolerate=("File exists",))
+        """The LB's rules over the backends its first probe round finds healthy."""
+        ns = self.ns(lb.node)
         health = self.probe_backends(lb)
         self.program_lb(lb, health)
         self.lab.nft(ns, nft.lb_stat_ruleset(lb))
@@ -302,25 +309,21 @@ class Emulation:
         lab = self.lab
         vtep_ns, fabric_ns = self.ns(tap.vtep), self.ns(tap.fabric)
         vx = lab.ifname(tap.vtep, f"x{tap.index}")
-        # The outer source is the tapped NIC's address (assumption vtap-outer-source), held by
-        # the VTEP namespace: the VXLAN socket lives there.
-        lab.add_addr(vtep_ns, "lo", f"{tap.local_ip}/32")
         # Created in the VTEP namespace (its UDP socket stays there), then moved next to the
         # tapped port, because mirred can only redirect to a device of its own namespace.
-        lab.runner.run(["ip", "link", "add", vx, "type", "vxlan", "id", str(tap.vni),
-                        "dstport", str(tap.port), "remote", tap.remote, "local", tap.local_ip,
-                        "nolearning"], ns=vtep_ns, tolerate=("File exists",))
-        lab.runner.run(["ip", "link", "set", vx, "netns", fabric_ns], ns=vtep_ns,
-                       tolerate=("Cannot find device",))
-        lab.runner.run(["ip", "link", "set", vx, "mtu", "1500", "up"], ns=fabric_ns)
+        lab.runner.run(["ip", "-n", vtep_ns, "-batch", "-"], input_text=(
+            f"link add {vx} type vxlan id {tap.vni} dstport {tap.port} remote {tap.remote} "
+            f"local {tap.local_ip} nolearning\n"
+            f"link set {vx} netns {fabric_ns}\n"))
+        lab.runner.run(["ip", "-n", fabric_ns, "link", "set", vx, "mtu", "1500", "up"])
         # Valid outer (and inner) checksums in captures: the VTEP's veth computes them.
         lab.ethtool_off(vtep_ns, self.ifname(tap.vtep, tap.fabric), "tx")
         port = self.ifname(tap.fabric, tap.source)
-        lab.tc(fabric_ns, "qdisc", "add", "dev", port, "clsact", tolerate=("File exists",))
-        for direction in ("ingress", "egress"):
-            lab.tc(fabric_ns, "filter", "replace", "dev", port, direction, "pref", "1",
-                   "protocol", "all", "u32", "match", "u32", "0", "0",
-                   "action", "mirred", "egress", "mirror", "dev", vx)
+        mirror = (f"protocol all u32 match u32 0 0 action mirred egress mirror dev {vx}")
+        lab.runner.run(["tc", "-n", fabric_ns, "-batch", "-"], input_text=(
+            f"qdisc add dev {port} clsact\n"
+            f"filter replace dev {port} ingress pref 1 {mirror}\n"
+            f"filter replace dev {port} egress pref 1 {mirror}\n"))
 
     # the VMs' scripts ------------------------------------------------------------------------
     def proxy_argv(self, node: str) -> list[str]:
