@@ -208,6 +208,8 @@ def test_two_percent_loss_is_delivered_with_the_loss_in_the_counts(runs):
     assert run.verdict["outcome"] == "delivered"
     dropped = run.emulator["injected_loss_packets"]
     assert dropped > 0
+    assert run.verdict["mirror"]["complete"] is False
+    assert run.verdict["mirror"]["drops"]["fault:loss-2pct"] == dropped
     upstream = run.hop("proxy-out")
     if upstream["kernel_drops"] == 0:
         assert run.verdict["vxlan_packets"] < upstream["vxlan_packets"]
@@ -239,6 +241,10 @@ def test_proxy_rule_flushed_and_restored_mid_run_shows_the_gap(runs, mode):
     # The third with the rule removed is what is missing (conntrack's entries are flushed).
     phases = run.emulator["flap"]["requests_per_phase"]
     assert seen == 2 * (phases[0] + phases[2])
+    # A lossy mirror, and the figures say what is missing at the collector.
+    mirror = run.verdict["mirror"]
+    assert mirror["complete"] is False
+    assert mirror["missing_at_collector"]["requests"] == 2 * phases[1]
     assert run.hop("proxy-out")["vxlan_packets"] < run.hop("vtap")["vxlan_packets"]
 
 

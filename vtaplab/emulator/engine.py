@@ -754,7 +754,9 @@ class Emulation:
         verdict = _judge_scenario(
             scenario=scenario.id, out=self.out, files=[f for f in files
                                                        if f.exists() or f == emulator_json],
-            mirror=mirror_figures(hops, self.facts.get("drops", {}), scenario, self.topo))
+            mirror=mirror_figures(hops, self.facts.get("drops", {}), scenario, self.topo, sent={
+                key: sum(int(c.get(key, 0)) for c in self.facts.get(
+                    "traffic_per_client", {}).values()) for key in ("requests", "ok")}))
         if scenario.decap_vnis or len(scenario.flows) > 1:
             self.judge_tenants(verdict)
         if "failover" in self.facts:
@@ -865,7 +867,7 @@ class Emulation:
 # The verdict: figures per hop, where the mirror lost, and the ONE call to the judge
 # ---------------------------------------------------------------------------------------------
 def mirror_figures(hops: Sequence[dict[str, Any]], drops: dict[str, int], scenario: Scenario,
-                   topo: Topology) -> dict[str, Any]:
+                   topo: Topology, sent: dict[str, int] | None = None) -> dict[str, Any]:
     """What the judge needs to tell a complete mirror from a lossy one: the per-hop figures
     (path order, collector last), the packets each resource's rules dropped, where the loss
     happened (resources that dropped; the first hop pair whose packet count falls), whether
@@ -892,10 +894,17 @@ def mirror_figures(hops: Sequence[dict[str, Any]], drops: dict[str, int], scenar
     at = sorted({key.split(":")[1] for key in drops if not key.startswith("fault:")})
     not_on_fastpath = [t.why_not for t in scenario.taps if not t.on_fastpath]
     collector = hops[-1] if hops else {}
-    complete = (not drops and not not_on_fastpath and collector.get("incomplete_bodies", 0) == 0
-                and collector.get("vxlan_packets", 0) > 0)
+    # What the clients exchanged (their traffic logs) against what the collector decoded.
+    sent = dict(sent or {})
+    missing = {"requests": max(0, sent.get("requests", 0) - collector.get("requests", 0)),
+               "bodies": max(0, sent.get("ok", 0) - collector.get("bodies", 0)),
+               "incomplete_bodies": int(collector.get("incomplete_bodies", 0) or 0)}
+    complete = (not drops and not not_on_fastpath and collector.get("vxlan_packets", 0) > 0
+                and not any(missing.values()))
     return {
         "complete": complete,
+        "sent": sent,
+        "missing_at_collector": missing,
         "hops": list(hops),
         "drops": dict(sorted(drops.items())),
         "lost_at": at,
@@ -1161,6 +1170,10 @@ def _print_rested_on(topo: Topology) -> None:
 
 def _print_mirror(mirror: dict[str, Any]) -> None:
     lost = ", ".join(f"{k}: {v}" for k, v in mirror["drops"].items()) or "nothing dropped"
+    missing = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in
+                        mirror["missing_at_collector"].items() if v)
+    if missing:
+        lost += f"; missing at the collector: {missing}"
     print(f"mirror {'complete' if mirror['complete'] else 'LOSSY'}: {lost}"
           + (f"; packets fall between {mirror['lost_between'][0]} and "
              f"{mirror['lost_between'][1]}" if mirror["lost_between"] else ""))
