@@ -73,8 +73,9 @@ BEHAVIOURS: dict[str, Behaviour] = {b.id: b for b in (
     Behaviour(
         "lb-port-rule-fragments",
         "Load-balancing rules other than HA ports do not forward IP fragments.",
-        "load-balancer/load-balancer-ha-ports-overview.md, 'Limitations' (fragments: only HA "
-        "ports rules forward them); ../shared/DESIGN.md 'Facts'"),
+        "load-balancer/load-balancer-ha-ports-overview.md, 'Limitations' (current text: only "
+        "HA-ports rules forward fragments; the stored 2017 copy of the page predates that "
+        "line, re-check it); ../shared/DESIGN.md 'Facts'"),
     Behaviour(
         "lb-ha-ports",
         "An HA-ports rule (protocol All, ports 0) on an internal Standard LB forwards every "
