@@ -24,6 +24,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import shlex
 import sys
@@ -305,7 +306,10 @@ def stack_graph(stack: str, root: Path | None = None) -> tuple[list[dict[str, An
         cache.parent.mkdir(parents=True, exist_ok=True)
         for old in cache.parent.glob(f"{stack}-*.json"):
             old.unlink(missing_ok=True)
-        cache.write_text(json.dumps(resources))
+        # Written aside and renamed: a reader never sees half a file.
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps(resources))
+        os.replace(partial, cache)
     except OSError:
         pass   # no cache: slower next time, same result
     return resources, False
