@@ -47,8 +47,10 @@ MAX_VNETS = 9  # one digit in node names
 ROLE_LETTERS = {"src": "s", "client": "c", "proxy": "p", "collector": "o"}
 # Where the graph cache lives and what it depends on: any change there rebuilds the graph.
 CACHE_DIR = Path.home() / ".cache" / "vtaplab" / "graphs"
-GRAPH_INPUTS = ("__main__.py", "Pulumi.yaml", "components", "cloudinit", "vtaplab/program",
-                "vtaplab/preflight/graph.py", "vtaplab/facts.py", "vtaplab/plan.py")
+GRAPH_INPUTS = ("__main__.py", "Pulumi.yaml", "requirements.txt", "components", "cloudinit",
+                "vtaplab")
+# ...except what only reads the graph (editing the twin must not rebuild it).
+GRAPH_INPUTS_NOT = ("vtaplab/emulator", "vtaplab/bench")
 
 
 class TopologyError(ValueError):
@@ -278,7 +280,9 @@ def _graph_digest(stack: str, root: Path) -> str:
     for name in GRAPH_INPUTS:
         path = root / name
         paths += sorted(p for p in path.rglob("*") if p.is_file()
-                        and "__pycache__" not in p.parts) if path.is_dir() else [path]
+                        and "__pycache__" not in p.parts
+                        and not str(p.relative_to(root)).startswith(GRAPH_INPUTS_NOT)
+                        ) if path.is_dir() else [path]
     for path in paths:
         if path.is_file():
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
