@@ -155,3 +155,11 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Azure's behaviours the local twin enforces (one entry each, with doc + section) and what
+# Azure does not document (named assumptions with the value the twin uses): they live in
+# vtaplab/behaviours.py, vocabulary like this module, and are re-exported here.
+# ---------------------------------------------------------------------------------------------
+from vtaplab.behaviours import ASSUMPTIONS, BEHAVIOURS  # noqa: E402,F401

@@ -1,6 +1,11 @@
-"""The local emulator: a scenario's data path in network namespaces on one machine.
+"""The local emulator: the stack's twin, built from its resource graph, in network namespaces.
 
-- ``engine``: builds the namespaces, runs the traffic and captures, writes the verdict.
+- ``topology``: the graph as data (nodes, ports, NSGs, LBs, PE/PLS, taps, scenarios) and the
+  naming scheme of namespaces and devices.
+- ``nft``: the NIC, NSG and load-balancer behaviours as nftables rulesets.
+- ``engine``: builds the namespaces, runs the VMs' scripts and the traffic, faults, verdicts,
+  teardown.
 - ``netns``: a typed, logged layer over ``ip``, ``tc``, ``nft`` for namespace labs.
-- ``httpserver``: the HTTP/1.1 file server standing in for vm-src's nginx.
+- ``httpserver``: the HTTP/1.1 file server standing in for vm-src's nginx (and the probed
+  backends' sshd).
 """

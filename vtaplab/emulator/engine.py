@@ -1,21 +1,17 @@
-"""``python -m vtaplab emulate SCENARIO``: a scenario's data path, locally, in network namespaces.
+"""``python -m vtaplab emulate STACK``: the stack's twin, run locally in network namespaces.
 
-b2 on one machine: vm-src (an HTTP/1.1 server) and a client in one "VNet", the VNet's fabric
-(a router with a bridge for snet-src), vTAP emulated agentlessly on the fabric side of vm-src's
-veth (tc clsact + ``u32 match u32 0 0`` + ``mirred egress mirror`` into a VXLAN device whose
-UDP socket lives in its own VTEP namespace), the proxy running ``cloudinit/vtap-proxy.sh``
-(the file cloud-init installs on the VM), a PE+PLS stand-in (DNAT to the provider ILB, SNAT to
-a PLS NAT IP), the provider fabric with the ILB stand-in (DNAT to the collector, no SNAT) and
-the collector running ``cloudinit/vtap-capture.sh``. The verdict comes from
-``vtaplab.judge.verdict.build_verdict``, exactly as for a run on Azure.
+The engine half of the emulator: ``vtaplab.emulator.topology`` turns the stack's resource graph
+(the program under Pulumi's mocks, ``graph STACK --json``; or ``--graph FILE``) into data —
+nodes, ports, rules, taps, scenarios — and this module builds it (one namespace per node, a
+veth per port, ``vtaplab.emulator.nft``'s rulesets for NICs, NSGs and load balancers, the PE's
+DNAT and the PLS's SNAT, vTAP as ``tc`` mirred into VXLAN from each tapped NIC's port), runs
+what each VM's user data installs (``cloudinit/vtap-proxy.sh``, ``vtap-capture.sh``,
+``vtap-decap.sh``, ``vtap-traffic.sh``, nginx's pages from an HTTP/1.1 stand-in), runs each
+scenario's traffic with captures at every hop, injects the faults, judges, and tears down.
 
-The topology is data (:class:`Topology`): nodes, links, NAT rules, taps, proxies, flows,
-capture points. A scenario is a function returning one: ``b2``; ``b3`` (b2 with the proxy
-replaced by an internal-LB stand-in over two health-probed proxies, fault ``proxy-down``);
-``msp`` (N tenants with the same addresses, each proxy stamping its VNI, one PLS/collector;
-the verdict says per tenant what arrived on its VNI, and fails when tenants can't be told
-apart: ``vtaplab.judge.tenants``; the collector runs ``cloudinit/vtap-decap.sh``, one decap
-interface per tenant VNI, and the table shows what each received).
+The verdict comes from ``vtaplab.judge.verdict`` in ONE place (``_judge_scenario``), with the
+per-hop figures, the drops by resource and the Azure behaviours and assumptions the run rested
+on (``vtaplab.behaviours``) added to it.
 """
 
 from __future__ import annotations
@@ -25,24 +21,38 @@ import ctypes
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from vtaplab import PROJECT_ROOT, facts, plan
+from vtaplab import PROJECT_ROOT, behaviours, plan
+from vtaplab.emulator import nft
 from vtaplab.emulator.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
+from vtaplab.emulator.topology import (
+    WEB_ROOT,
+    Flow,
+    Hop,
+    LoadBalancer,
+    Scenario,
+    Topology,
+    TopologyError,
+    from_graph,
+    load_graph_file,
+    stack_graph,
+)
 
 SCRIPTS = PROJECT_ROOT / "cloudinit"
 PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
@@ -50,8 +60,8 @@ CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
 TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
 DECAP_SCRIPT = SCRIPTS / "vtap-decap.sh"
 
-# "all" (the default) runs every mode in this order: the lab's default mode first (the
-# fastest measured: its evidence is the scenario's), each other mode's in OUT/<mode>/.
+# "all" runs every mode: the one the proxies' user data names first (its evidence is the
+# stack's), each other mode's in OUT/<mode>/.
 PROXY_MODES_ORDER = ("netdev", "stateless", "conntrack")
 PROXY_MODES = (*PROXY_MODES_ORDER, "all")
 FAULTS: dict[str, str] = {
@@ -60,349 +70,47 @@ FAULTS: dict[str, str] = {
     "loss-2pct": "2% of the packets from the proxy towards the PE are dropped (nftables numgen)",
     "late-capture": "the collector's capture starts only after the traffic",
     "flap-proxy-rule": "the proxy's rewrite is removed for the middle third of the traffic",
-    "proxy-down": "b3: the second proxy goes down (its NIC) mid-run; the LB's probe takes it "
-                  "out, and the loss must stay within that failover window",
-    "shared-vni": "msp: every tenant's proxy stamps the same VNI, so the collector can't tell "
-                  "them apart (the verdict must fail)",
+    "proxy-down": "a scenario with an LB before its proxies (b3): the last proxy goes down (its "
+                  "NIC) mid-run; the LB's probe takes it out, and the loss must stay within "
+                  "that failover window",
+    "shared-vni": "msp: every tenant's proxy stamps tenant 1's VNI, so the collector can't "
+                  "tell them apart (the verdict must fail)",
 }
 # Faults a scenario must still end delivered under (a run ending otherwise exits 1).
 FAULTS_STILL_DELIVERED = ("none", "proxy-down")
-# Emulator-only addresses: the "Azure host" side of vTAP, which no plan describes. Azure's own
-# outer source address is not documented; captures from Azure show what it really is.
-VTEP_LINK_FABRIC = "100.64.0.1/30"
-VTEP_LINK_VTEP = "100.64.0.2/30"
-VXLAN_ID = 1
-# What vm-src serves: a small page and a 200 kB file (full-size segments -> fragmented VXLAN).
-SMALL_PAGE = "index.html"
-LARGE_FILE = "big.bin"
-LARGE_FILE_BYTES = 200 * 1024
+DEFAULT_REQUESTS = 10
 HTTP_PORT = 80
-# msp: tenant i's proxy stamps VNI plan.tenant_vni(i) (the vTAP itself sends VXLAN_ID), the
-# numbering the Pulumi program uses too. Default tenants as the program's mspTenants default.
-MSP_TENANTS = (1, 9)
-MSP_DEFAULT_TENANTS = 3
-# b3's LB stand-in probes like the program's LB (TCP connect to sshd's port, one failure takes
-# a backend out: probe_threshold 1), only more often than Azure's 5 s: a shorter failover
-# window, the same logic. Bounded: a prober never outlives this.
-PROBE_INTERVAL_S = 0.2
-PROBE_TIMEOUT_S = "0.5"
+# Health probes: the declared interval scaled (behaviours assumption probe-interval-scale).
+PROBE_SCALE = 0.04
+PROBE_TIMEOUT_S = 0.5
+CLONE_NEWNET = 0x40000000     # setns(2)
 PROBER_MAX_S = 600.0
 FAILOVER_WAIT_S = 10.0
 PR_SET_CHILD_SUBREAPER = 36   # prctl(2)
 CAPTURE_SNAPLEN = 2048        # > 1514 + a VLAN tag; every link here has MTU 1500
+# nginx's big file, as src.yaml's runcmd writes it: yes 'TEXT' | head -c N > /var/www/html/F
+_YES_HEAD = re.compile(r"^yes '([^']*)' \| head -c (\d+) > " + re.escape(WEB_ROOT) +
+                       r"([\w.-]+)$")
+MAX_BODY_BYTES = 64 * 1024 * 1024
+# A hop's capture stops a few ms after the previous one's: stragglers in between are no loss.
+STRAGGLERS = 5
+STRAGGLER_SHARE = 0.005
 
 
-# ---------------------------------------------------------------------------------------------
-# Topology as data
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Node:
-    name: str                    # short (<= 3 chars): it appears in interface names
-    role: str
-    forwarding: bool = False
-    gateway: str | None = None   # default route
-    # Bridges (a subnet's L2): (name, addresses); links attach with End(bridge=name).
-    bridges: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-
-@dataclass(frozen=True)
-class End:
-    node: str
-    addrs: tuple[str, ...] = ()
-    bridge: str | None = None    # enslave this end to that bridge of its node
-
-
-@dataclass(frozen=True)
-class Link:
-    a: End
-    b: End
-
-
-@dataclass(frozen=True)
-class Tap:
-    """vTAP: mirror both directions of ``source``'s link to ``fabric`` into VXLAN."""
-
-    source: str
-    fabric: str
-    vtep: str
-    vtep_ip: str                 # the VTEP's outer source address (no prefix length)
-    remote: str                  # the vTAP destination: the proxy's IP
-    vni: int = VXLAN_ID
-    port: int = facts.VXLAN_PORT
-
-
-@dataclass(frozen=True)
-class Proxy:
-    node: str
-    target: str                  # the PE IP
-    vni: int | None = None       # --vni stamping
-
-
-@dataclass(frozen=True)
-class LoadBalancer:
-    """An internal LB stand-in: ``frontend``:port -> one healthy backend per flow (5-tuple hash,
-    destination rewritten, source kept: Azure's default, non-floating-IP rule). Health as
-    Azure probes it: a TCP connect to ``probe_port`` (sshd on the VMs, a listener here)."""
-
-    node: str
-    frontend: str
-    backends: tuple[tuple[str, str], ...]           # (node, ip)
-    probe_port: int = 22
-    port: int = facts.VXLAN_PORT
-
-
-@dataclass(frozen=True)
-class Flow:
-    """The traffic a tenant's client sends to its (tapped) server."""
-
-    client: str
-    server: str
-    server_ip: str
-    tenant: str = ""
-
-
-@dataclass(frozen=True)
-class Hop:
-    """A capture point: a pcap of ``node``'s link to ``peer`` in ``direction``."""
-
-    name: str                    # file name: <name>.pcap
-    node: str
-    peer: str
-    direction: str = "inout"
-
-
-@dataclass(frozen=True)
-class Topology:
-    scenario: str
-    nodes: tuple[Node, ...]
-    links: tuple[Link, ...]
-    nat: tuple[tuple[str, tuple[str, ...]], ...]    # (node, iptables argv)
-    taps: tuple[Tap, ...]
-    proxies: tuple[Proxy, ...]
-    flows: tuple[Flow, ...]
-    collector: tuple[str, str]                       # (node, peer): capture on that link
-    hops: tuple[Hop, ...]
-    loss_link: tuple[str, str, str]                  # (router node, from node, to ip)
-    lb: LoadBalancer | None = None                   # b3: the vTAP's destination is an ILB
-    # msp: the collector's decap interfaces (vtap-decap.sh), one per tenant VNI.
-    decap_vnis: tuple[int, ...] = ()
-
-    def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
-
-
-def gw(subnet: str) -> str:
-    """The fabric's address in a subnet: .1, as in Azure."""
-    return subnet.rsplit(".", 1)[0] + ".1"
-
-
-def cidr(ip: str, subnet: str) -> str:
-    return f"{ip}/{subnet.split('/')[1]}"
-
-
-def b2_topology() -> Topology:
-    """B2: vTAP -> proxy (DNAT to PE) -> PE+PLS (SNAT to a NAT IP) -> ILB -> collector."""
-    src_net = plan.CONSUMER_SUBNETS["snet-src"]
-    pe_net = plan.CONSUMER_SUBNETS["snet-pe"]
-    proxy_net = plan.CONSUMER_SUBNETS["snet-proxy"]
-    pls_net = plan.PROVIDER_SUBNETS["snet-pls"]
-    col_net = plan.PROVIDER_SUBNETS["snet-col"]
-    nat_ip = plan.PLS_NAT_IPS[0]
-    port = str(facts.VXLAN_PORT)
-    vtep_ip = VTEP_LINK_VTEP.split("/")[0]
-    nodes = (
-        Node("src", "vm-src (HTTP/1.1 server, tapped)", gateway=gw(src_net)),
-        Node("cli", "client VM", gateway=gw(src_net)),
-        Node("fa", "VNet A fabric (router; bridge for snet-src)", forwarding=True,
-             bridges=(("br", (cidr(gw(src_net), src_net),)),)),
-        Node("vtp", "vTAP VTEP (Azure host side)", gateway=VTEP_LINK_FABRIC.split("/")[0]),
-        Node("prx", "vm-proxy (vtap-proxy.sh)", gateway=gw(proxy_net)),
-        Node("pe", "Private Endpoint + PLS (DNAT to ILB, SNAT to NAT IP)", forwarding=True,
-             gateway=gw(pe_net)),
-        Node("fb", "VNet B fabric + ILB (DNAT to collector)", forwarding=True),
-        Node("col", "vm-col (vtap-capture.sh)", gateway=gw(col_net)),
-    )
-    links = (
-        Link(End("src", (cidr(plan.VM_SRC_IP, src_net),)), End("fa", bridge="br")),
-        Link(End("cli", (cidr(plan.VM_CLIENT_IP, src_net),)), End("fa", bridge="br")),
-        Link(End("vtp", (VTEP_LINK_VTEP,)), End("fa", (VTEP_LINK_FABRIC,))),
-        Link(End("prx", (cidr(plan.VM_PROXY_IP, proxy_net),)),
-             End("fa", (cidr(gw(proxy_net), proxy_net),))),
-        Link(End("pe", (cidr(plan.PE_IP, pe_net),)), End("fa", (cidr(gw(pe_net), pe_net),))),
-        Link(End("pe", (cidr(nat_ip, pls_net),)),
-             End("fb", (cidr(gw(pls_net), pls_net), f"{plan.PROVIDER_ILB_IP}/32"))),
-        Link(End("col", (cidr(plan.VM_COL_IP, col_net),)),
-             End("fb", (cidr(gw(col_net), col_net),))),
-    )
-    nat = (
-        # PE -> PLS -> ILB frontend, the provider sees the PLS NAT IP as source.
-        ("pe", ("-t", "nat", "-A", "PREROUTING", "-d", plan.PE_IP, "-p", "udp", "--dport", port,
-                "-j", "DNAT", "--to-destination", plan.PROVIDER_ILB_IP)),
-        ("pe", ("-t", "nat", "-A", "POSTROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
-                "--dport", port, "-j", "SNAT", "--to-source", nat_ip)),
-        # ILB: floating-IP-less rule to the backend, source kept.
-        ("fb", ("-t", "nat", "-A", "PREROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
-                "--dport", port, "-j", "DNAT", "--to-destination", plan.VM_COL_IP)),
-    )
-    return Topology(
-        scenario="b2",
-        nodes=nodes,
-        links=links,
-        nat=nat,
-        taps=(Tap(source="src", fabric="fa", vtep="vtp", vtep_ip=vtep_ip,
-                  remote=plan.VM_PROXY_IP),),
-        proxies=(Proxy("prx", plan.PE_IP),),
-        flows=(Flow(client="cli", server="src", server_ip=plan.VM_SRC_IP),),
-        collector=("col", "fb"),
-        hops=(
-            Hop("vtep", "vtp", "fa", "out"),
-            Hop("proxy-in", "prx", "fa", "in"),
-            Hop("proxy-out", "prx", "fa", "out"),
-            Hop("pls", "pe", "fb", "out"),
-        ),
-        loss_link=("fa", "prx", plan.PE_IP),
-    )
-
-
-def msp_topology(tenants: int = MSP_DEFAULT_TENANTS) -> Topology:
-    """msp: N tenants, each a copy of b2's consumer side with the *same* addresses (their own
-    namespaces, as their own VNets), each proxy stamping its tenant's VNI, each PE towards one
-    shared PLS (SNAT to one NAT IP) -> ILB -> one collector, which tells tenants apart by VNI.
-    """
-    src_net = plan.CONSUMER_SUBNETS["snet-src"]
-    pe_net = plan.CONSUMER_SUBNETS["snet-pe"]
-    proxy_net = plan.CONSUMER_SUBNETS["snet-proxy"]
-    pls_net = plan.PROVIDER_SUBNETS["snet-pls"]
-    col_net = plan.PROVIDER_SUBNETS["snet-col"]
-    nat_ip = plan.PLS_NAT_IPS[0]
-    port = str(facts.VXLAN_PORT)
-    vtep_ip = VTEP_LINK_VTEP.split("/")[0]
-    nodes: list[Node] = []
-    links: list[Link] = []
-    nat: list[tuple[str, tuple[str, ...]]] = []
-    taps, proxies, flows, hops = [], [], [], []
-    for i in range(1, tenants + 1):
-        src, cli, fab, vtp, prx, pe = (f"{r}{i}" for r in "scavpe")
-        # The PE's private link to the shared PLS: emulator-only addresses.
-        pe_pls, pls_pe = f"100.65.{i}.2/30", f"100.65.{i}.1/30"
-        nodes += [
-            Node(src, f"tenant {i} vm-src (tapped)", gateway=gw(src_net)),
-            Node(cli, f"tenant {i} client", gateway=gw(src_net)),
-            Node(fab, f"tenant {i} VNet fabric", forwarding=True,
-                 bridges=(("br", (cidr(gw(src_net), src_net),)),)),
-            Node(vtp, f"tenant {i} vTAP VTEP", gateway=VTEP_LINK_FABRIC.split("/")[0]),
-            Node(prx, f"tenant {i} vm-proxy (--vni {plan.tenant_vni(i)})",
-                 gateway=gw(proxy_net)),
-            Node(pe, f"tenant {i} Private Endpoint (DNAT to ILB)", forwarding=True,
-                 gateway=pls_pe.split("/")[0]),
-        ]
-        links += [
-            Link(End(src, (cidr(plan.VM_SRC_IP, src_net),)), End(fab, bridge="br")),
-            Link(End(cli, (cidr(plan.VM_CLIENT_IP, src_net),)), End(fab, bridge="br")),
-            Link(End(vtp, (VTEP_LINK_VTEP,)), End(fab, (VTEP_LINK_FABRIC,))),
-            Link(End(prx, (cidr(plan.VM_PROXY_IP, proxy_net),)),
-                 End(fab, (cidr(gw(proxy_net), proxy_net),))),
-            Link(End(pe, (cidr(plan.PE_IP, pe_net),)), End(fab, (cidr(gw(pe_net), pe_net),))),
-            Link(End(pe, (pe_pls,)), End("pls", (pls_pe,))),
-        ]
-        nat.append((pe, ("-t", "nat", "-A", "PREROUTING", "-d", plan.PE_IP, "-p", "udp",
-                         "--dport", port, "-j", "DNAT", "--to-destination",
-                         plan.PROVIDER_ILB_IP)))
-        taps.append(Tap(source=src, fabric=fab, vtep=vtp, vtep_ip=vtep_ip,
-                        remote=plan.VM_PROXY_IP))
-        proxies.append(Proxy(prx, plan.PE_IP, vni=plan.tenant_vni(i)))
-        flows.append(Flow(client=cli, server=src, server_ip=plan.VM_SRC_IP, tenant=str(i)))
-        hops.append(Hop(f"proxy{i}-out", prx, fab, "out"))
-    nodes += [
-        Node("pls", "Private Link Service (SNAT to the NAT IP)", forwarding=True),
-        Node("fb", "VNet B fabric + ILB (DNAT to collector)", forwarding=True),
-        Node("col", "vm-col (vtap-capture.sh)", gateway=gw(col_net)),
-    ]
-    links += [
-        Link(End("pls", (cidr(nat_ip, pls_net),)),
-             End("fb", (cidr(gw(pls_net), pls_net), f"{plan.PROVIDER_ILB_IP}/32"))),
-        Link(End("col", (cidr(plan.VM_COL_IP, col_net),)),
-             End("fb", (cidr(gw(col_net), col_net),))),
-    ]
-    nat += [
-        ("pls", ("-t", "nat", "-A", "POSTROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
-                 "--dport", port, "-j", "SNAT", "--to-source", nat_ip)),
-        ("fb", ("-t", "nat", "-A", "PREROUTING", "-d", plan.PROVIDER_ILB_IP, "-p", "udp",
-                "--dport", port, "-j", "DNAT", "--to-destination", plan.VM_COL_IP)),
-    ]
-    return Topology(
-        scenario="msp", nodes=tuple(nodes), links=tuple(links), nat=tuple(nat),
-        taps=tuple(taps), proxies=tuple(proxies), flows=tuple(flows), collector=("col", "fb"),
-        hops=(*hops, Hop("pls", "pls", "fb", "out")), loss_link=("a1", "p1", plan.PE_IP),
-        decap_vnis=tuple(p.vni for p in proxies if p.vni is not None))
-
-
-def b3_topology() -> Topology:
-    """b3: vTAP -> internal LB frontend in the source VNet -> 2 proxies -> PE -> PLS -> ILB ->
-    collector. b2 with the single proxy replaced by an LB over two (health-probed) proxies."""
-    b2 = b2_topology()
-    ilb_net = plan.CONSUMER_SUBNETS["snet-ilb"]
-    proxy_net = plan.CONSUMER_SUBNETS["snet-proxy"]
-    proxies = (("p1", plan.VM_PROXY_IP), ("p2", plan.VM_PROXY2_IP))
-    nodes = [n for n in b2.nodes if n.name not in ("prx", "fa")]
-    fabric = next(n for n in b2.nodes if n.name == "fa")
-    nodes += [
-        # The proxies share snet-proxy: a second bridge on the fabric.
-        Node("fa", "VNet A fabric (router; bridges for snet-src and snet-proxy)",
-             forwarding=True,
-             bridges=(*fabric.bridges, ("bp", (cidr(gw(proxy_net), proxy_net),)))),
-        Node("ilb", "source-side internal LB (hash to a healthy proxy)", forwarding=True,
-             gateway=gw(ilb_net)),
-        *(Node(name, f"vm-proxy{i} (vtap-proxy.sh)", gateway=gw(proxy_net))
-          for i, (name, _ip) in enumerate(proxies, 1)),
-    ]
-    links = [lk for lk in b2.links if "prx" not in (lk.a.node, lk.b.node)]
-    links += [
-        Link(End("ilb", (cidr(plan.CONSUMER_ILB_IP, ilb_net),)),
-             End("fa", (cidr(gw(ilb_net), ilb_net),))),
-        *(Link(End(name, (cidr(ip, proxy_net),)), End("fa", bridge="bp"))
-          for name, ip in proxies),
-    ]
-    return replace(
-        b2, scenario="b3", nodes=tuple(nodes), links=tuple(links),
-        taps=(replace(b2.taps[0], remote=plan.CONSUMER_ILB_IP),),
-        proxies=tuple(Proxy(name, plan.PE_IP) for name, _ip in proxies),
-        hops=(Hop("vtep", "vtp", "fa", "out"), Hop("ilb-out", "ilb", "fa", "out"),
-              # On the fabric's side of each proxy's link: it stays up when a proxy is down.
-              *(Hop(f"proxy{i}-out", "fa", name, "in") for i, (name, _) in
-                enumerate(proxies, 1)),
-              Hop("pls", "pe", "fb", "out")),
-        loss_link=("fa", "p1", plan.PE_IP),
-        lb=LoadBalancer("ilb", plan.CONSUMER_ILB_IP, proxies))
-
-
-# Builders take the tenant count (only msp uses it).
-TOPOLOGIES: dict[str, Callable[[int], Topology]] = {
-    "b2": lambda _tenants: b2_topology(),
-    "b3": lambda _tenants: b3_topology(),
-    "msp": msp_topology,
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Building and running
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class RunOptions:
-    scenario: str
+    stack: str
+    graph: Path | None = None
     proxy_mode: str = "netdev"
     fault: str = "none"
-    requests: int = 10
+    requests: int = DEFAULT_REQUESTS
     out: Path = field(default_factory=lambda: Path("evidence/emulator/b2"))
     keep: bool = False
-    proxy_vni: int | None = None
-    tenants: int = MSP_DEFAULT_TENANTS
+    tenants: int | None = None
     verbose: bool = False
-
-
 class LbProber(threading.Thread):
     """The LB stand-in's health probe, running while the traffic does: every
-    ``PROBE_INTERVAL_S`` it probes each backend and, when the healthy set changes, reprograms
+    its (scaled) probe interval it probes each backend and, when the healthy set changes, reprograms
     the LB and records when, and how many datagrams it had sent to each backend by then."""
 
     def __init__(self, emu: Emulation, lb: LoadBalancer, health: dict[str, bool]) -> None:
@@ -416,8 +124,14 @@ class LbProber(threading.Thread):
     def run(self) -> None:
         deadline = time.monotonic() + PROBER_MAX_S
         try:
+            threshold = max(1, self.lb.probe.threshold if self.lb.probe else 1)
+            failures = {node: 0 for node, _ip in self.lb.backends}
             while not self.halt.is_set() and time.monotonic() < deadline:
-                health = self.emu.probe_backends(self.lb)
+                answered = self.emu.probe_backends(self.lb)
+                # Out after `threshold` failures in a row (probeThreshold), in after one answer.
+                for node, ok in answered.items():
+                    failures[node] = 0 if ok else failures[node] + 1
+                health = {node: failures[node] < threshold for node in failures}
                 if health != self.health and not self.halt.is_set():
                     self.emu.program_lb(self.lb, health)
                     event = {"at": time.time(), "health": health,
@@ -426,7 +140,7 @@ class LbProber(threading.Thread):
                         self.events.append(event)
                         self.health = health
                         self.changed.notify_all()
-                self.halt.wait(PROBE_INTERVAL_S)
+                self.halt.wait(_probe_interval(self.lb))
         except (NetnsError, OSError) as exc:   # e.g. torn down under it: recorded, not raised
             self.error = str(exc)
 
@@ -448,6 +162,12 @@ class LbProber(threading.Thread):
             self.join(timeout=5)
 
 
+
+def _probe_interval(lb: LoadBalancer) -> float:
+    """The declared probe interval, scaled (behaviours assumption probe-interval-scale)."""
+    return round((lb.probe.interval_s if lb.probe else 5) * PROBE_SCALE, 3)
+
+
 class Emulation:
     """One run: owns the namespaces (via Lab), the processes it starts and their teardown."""
 
@@ -456,13 +176,19 @@ class Emulation:
         self.opts = opts
         self.lab = lab
         self.out = opts.out
+        self.scenario: Scenario = topo.scenarios[0]
         self.www: Path | None = None
+        self.served: dict[str, Any] = {}
         self.servers: list[subprocess.Popen[str]] = []
+        self.unready: list[tuple[str, subprocess.Popen[str]]] = []
         self.pidfiles: list[tuple[str, Path]] = []     # (namespace, pidfile) of our captures
         self.timings: dict[str, float] = {}
         self.facts: dict[str, Any] = {}
-        self.prober: LbProber | None = None
+        self.probers: dict[str, LbProber] = {}
+        self.health: dict[str, dict[str, bool]] = {}
         self.failover: dict[str, Any] = {}
+        self.verdicts: dict[str, dict[str, Any]] = {}
+        self.drops_seen: dict[str, int] = {}
 
     # names ------------------------------------------------------------------------------------
     def ns(self, node: str) -> str:
@@ -473,178 +199,241 @@ class Emulation:
 
     # build -------------------------------------------------------------------------------------
     def build(self) -> None:
-        lab = self.lab
-        for node in self.topo.nodes:
-            ns = lab.add_ns(node.name)
-            for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
-                lab.sysctl(ns, key, "0")
-            lab.sysctl(ns, "net.ipv4.ip_forward", "1" if node.forwarding else "0")
-            # No IPv6 chatter (DAD, MLD): every mirrored packet is the test traffic, so the
-            # counts of hops whose captures start a few ms apart stay comparable.
-            for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
-                lab.sysctl(ns, key, "1")
+        """Namespaces, ports and links in a few batched commands (``ip -batch``: one process
+        per namespace instead of one per address or route), then each element's rules."""
+        lab, topo = self.lab, self.topo
+        global_batch = []
+        for node in topo.nodes:
+            global_batch.append(f"netns add {self.ns(node.name)}")
+            lab.created.append(self.ns(node.name))
+        per_ns: dict[str, list[str]] = {n.name: ["link set lo up"] for n in topo.nodes}
+        sysctl: dict[str, dict[str, str]] = {}
+        for node in topo.nodes:
+            settings = sysctl[node.name] = {
+                "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0",
+                "net.ipv4.ip_forward": "1" if node.forwarding else "0",
+                # No IPv6 chatter (DAD, MLD): every mirrored packet is test traffic.
+                "net.ipv6.conf.all.disable_ipv6": "1",
+                "net.ipv6.conf.default.disable_ipv6": "1"}
             if node.forwarding:
-                # Routers that forward out of the interface a packet came in on (the proxy's
-                # and the ILB's hairpin) must not tell the sender to go elsewhere.
-                for key in ("net.ipv4.conf.all.send_redirects",
-                            "net.ipv4.conf.default.send_redirects"):
-                    lab.sysctl(ns, key, "0")
-            for name, addrs in node.bridges:
-                bridge = lab.ifname(node.name, name)
-                lab.add_bridge(ns, bridge)
-                for addr in addrs:
-                    lab.add_addr(ns, bridge, addr)
-                lab.up(ns, bridge)
-        for link in self.topo.links:
-            if_a = self.ifname(link.a.node, link.b.node)
-            if_b = self.ifname(link.b.node, link.a.node)
-            lab.add_veth(self.ns(link.a.node), if_a, self.ns(link.b.node), if_b)
-            for end, dev in ((link.a, if_a), (link.b, if_b)):
-                ns = self.ns(end.node)
-                if end.bridge is not None:
-                    lab.set_master(ns, dev, lab.ifname(end.node, end.bridge))
-                for addr in end.addrs:
-                    lab.add_addr(ns, dev, addr)
-                lab.up(ns, dev)
-        for node in self.topo.nodes:
-            if node.gateway:
-                self.lab.add_route(self.ns(node.name), "default", node.gateway)
-        for node_name, argv in self.topo.nat:
-            lab.iptables(self.ns(node_name), *argv)
-        for tap in self.topo.taps:
-            self._build_tap(tap)
-        if self.topo.decap_vnis:
-            self.lab.exec(self.ns(self.topo.collector[0]),
-                          [str(DECAP_SCRIPT), "apply", "--vni",
-                           ",".join(str(v) for v in self.topo.decap_vnis)])
+                # Routers that forward out of the interface a packet came in on (the LB's
+                # hairpin) must not tell the sender to go elsewhere.
+                settings["net.ipv4.conf.all.send_redirects"] = "0"
+                settings["net.ipv4.conf.default.send_redirects"] = "0"
+        for port in topo.ports:
+            # A port: the node's side holds its address; the fabric's side holds the subnet's
+            # gateway (.1) and answers ARP for every other address of the VNet (proxy ARP), so
+            # every packet goes through the fabric, as in Azure.
+            node_if = self.ifname(port.node, port.fabric)
+            fabric_if = self.ifname(port.fabric, port.node)
+            global_batch.append(f"link add {node_if} netns {self.ns(port.node)} mtu 1500 type "
+                                f"veth peer name {fabric_if} netns {self.ns(port.fabric)} "
+                                "mtu 1500")
+            per_ns[port.node] += [f"addr add {port.ip}/{port.prefixlen} dev {node_if}",
+                                  f"link set {node_if} up",
+                                  f"route replace default via {port.gateway} dev {node_if}"]
+            per_ns[port.fabric] += [f"addr add {port.gateway}/32 dev {fabric_if}",
+                                    f"link set {fabric_if} up",
+                                    f"route replace {port.ip}/32 dev {fabric_if}"]
+            sysctl[port.fabric][f"net.ipv4.conf.{fabric_if}.proxy_arp"] = "1"
+            # Answer at once: Linux delays proxy ARP replies by up to 0.8 s by default.
+            sysctl[port.fabric][f"net.ipv4.neigh.{fabric_if}.proxy_delay"] = "0"
+        for link in topo.links:
+            if_a, if_b = self.ifname(link.a, link.b), self.ifname(link.b, link.a)
+            global_batch.append(f"link add {if_a} netns {self.ns(link.a)} mtu 1500 type veth "
+                                f"peer name {if_b} netns {self.ns(link.b)} mtu 1500")
+            per_ns[link.a] += [f"addr add {link.a_ip} dev {if_a}", f"link set {if_a} up"]
+            per_ns[link.b] += [f"addr add {link.b_ip} dev {if_b}", f"link set {if_b} up"]
+        for node, destination, via in topo.routes:
+            per_ns[node].append(f"route replace {destination} via {via}")
+        probe = behaviours.AZURE_LB_PROBE_SOURCE
+        for lb in topo.lbs:
+            # Probes come from 168.63.129.16 (the AzureLoadBalancer tag) as Azure's do; one LB
+            # per VNet answers for it on the fabric (the twin's limit: enough here).
+            per_ns[lb.node].append(f"addr add {probe}/32 dev lo")
+            gateway = topo.port(lb.node).gateway
+            per_ns[lb.node] += [f"route replace {ip}/32 via {gateway} src {probe}"
+                                for _node, ip in lb.backends]
+            fabric = f"f{lb.node[1]}"
+            if not any(line.startswith(f"route replace {probe}/32") for line in per_ns[fabric]):
+                per_ns[fabric].append(f"route replace {probe}/32 dev "
+                                      f"{self.ifname(fabric, lb.node)}")
+        for tap in topo.taps:
+            # The outer source is the tapped NIC's address (assumption vtap-outer-source),
+            # held by the VTEP namespace: the VXLAN socket lives there.
+            line = f"addr add {tap.local_ip}/32 dev lo"
+            if tap.on_fastpath and line not in per_ns[tap.vtep]:
+                per_ns[tap.vtep].append(line)
+        lab.runner.run(["ip", "-batch", "-"], input_text="\n".join(global_batch) + "\n")
+        for node in topo.nodes:
+            # One process per namespace: its sysctls (through /proc: interface names need no
+            # escaping there), then its addresses and routes from stdin.
+            lab.runner.run(["sh", "-c", "; ".join(
+                [*(f"echo {v} > /proc/sys/{k.replace('.', '/')}"
+                   for k, v in sysctl[node.name].items()), "exec ip -batch -"])],
+                ns=self.ns(node.name), input_text="\n".join(per_ns[node.name]) + "\n")
+        self.launch_servers()
+        for fabric in topo.vnets:
+            lab.nft(self.ns(fabric), nft.fabric_ruleset(topo, fabric, self.ifname))
+        for link in topo.private_links:
+            self._build_private_link(link)
+        self.await_servers()
+        for lb in topo.lbs:
+            self._build_lb(lb)
+        for tap in topo.taps:
+            if tap.on_fastpath:
+                self._build_tap(tap)
+        for vm in topo.vms:
+            if vm.decap_args:
+                lab.exec(self.ns(vm.node), [str(DECAP_SCRIPT), "apply", *vm.decap_args])
 
-    def _build_tap(self, tap: Tap) -> None:
+    def _build_private_link(self, link: Any) -> None:
+        """PE -> PLS: the PE hands what is sent to its address to the PLS (DNAT to the PLS's
+        target); the PLS source-NATs it to its NAT IP into the provider's VNet."""
+        self.lab.iptables(self.ns(link.pe_node), "-t", "nat", "-A", "PREROUTING", "-d",
+                          link.pe_ip, "-j", "DNAT", "--to-destination", link.target)
+        self.lab.runner.run(
+            ["sh", "-c", f"iptables -t nat -C POSTROUTING -o {self.ifname(link.pls_node, 'f0')} "
+                         f"-j SNAT --to-source {link.nat_ip} 2>/dev/null || iptables -t nat -A "
+                         f"POSTROUTING -o {self.ifname(link.pls_node, 'f0')} -j SNAT "
+                         f"--to-source {link.nat_ip}"], ns=self.ns(link.pls_node))
+
+    def _build_lb(self, lb: LoadBalancer) -> None:
+        """The LB's rules over the backends its first probe round finds healthy."""
+        ns = self.ns(lb.node)
+        health = self.probe_backends(lb)
+        self.program_lb(lb, health)
+        self.lab.nft(ns, nft.lb_stat_ruleset(lb))
+
+    def _build_tap(self, tap: Any) -> None:
         lab = self.lab
         vtep_ns, fabric_ns = self.ns(tap.vtep), self.ns(tap.fabric)
-        vx = lab.ifname(tap.vtep, "vx")
+        vx = lab.ifname(tap.vtep, f"x{tap.index}")
         # Created in the VTEP namespace (its UDP socket stays there), then moved next to the
         # tapped port, because mirred can only redirect to a device of its own namespace.
-        lab.runner.run(["ip", "link", "add", vx, "type", "vxlan", "id", str(tap.vni),
-                        "dstport", str(tap.port), "remote", tap.remote, "local", tap.vtep_ip,
-                        "nolearning"], ns=vtep_ns, tolerate=("File exists",))
-        lab.runner.run(["ip", "link", "set", vx, "netns", fabric_ns], ns=vtep_ns,
-                       tolerate=("Cannot find device",))
-        lab.runner.run(["ip", "link", "set", vx, "mtu", "1500"], ns=fabric_ns)
-        lab.up(fabric_ns, vx)
+        lab.runner.run(["ip", "-n", vtep_ns, "-batch", "-"], input_text=(
+            f"link add {vx} type vxlan id {tap.vni} dstport {tap.port} remote {tap.remote} "
+            f"local {tap.local_ip} nolearning\n"
+            f"link set {vx} netns {fabric_ns}\n"))
+        lab.runner.run(["ip", "-n", fabric_ns, "link", "set", vx, "mtu", "1500", "up"])
         # Valid outer (and inner) checksums in captures: the VTEP's veth computes them.
         lab.ethtool_off(vtep_ns, self.ifname(tap.vtep, tap.fabric), "tx")
         port = self.ifname(tap.fabric, tap.source)
-        lab.tc(fabric_ns, "qdisc", "add", "dev", port, "clsact", tolerate=("File exists",))
-        for direction in ("ingress", "egress"):
-            lab.tc(fabric_ns, "filter", "replace", "dev", port, direction, "pref", "1",
-                   "protocol", "all", "u32", "match", "u32", "0", "0",
-                   "action", "mirred", "egress", "mirror", "dev", vx)
+        mirror = (f"protocol all u32 match u32 0 0 action mirred egress mirror dev {vx}")
+        lab.runner.run(["tc", "-n", fabric_ns, "-batch", "-"], input_text=(
+            f"qdisc add dev {port} clsact\n"
+            f"filter replace dev {port} ingress pref 1 {mirror}\n"
+            f"filter replace dev {port} egress pref 1 {mirror}\n"))
 
-    def apply_proxy(self) -> None:
-        for proxy in self.topo.proxies:
-            argv = [str(PROXY_SCRIPT), "apply", "--mode", self.opts.proxy_mode,
-                    "--target", proxy.target]
-            vni = self.opts.proxy_vni if self.opts.proxy_vni is not None else proxy.vni
-            if self.opts.fault == "shared-vni" and vni is not None:
-                vni = plan.tenant_vni(1)   # every tenant's proxy: tenant 1's VNI
-            if vni is not None:
-                argv += ["--vni", str(vni)]
-            self.lab.exec(self.ns(proxy.node), argv)
+    # the VMs' scripts ------------------------------------------------------------------------
+    def proxy_argv(self, node: str) -> list[str]:
+        """``vtap-proxy.sh apply`` with the arguments the proxy's user data passes; the mode
+        is --proxy-mode's, the VNI tenant 1's under shared-vni."""
+        args = list(self.topo.vm(node).proxy_args)
+        if "--mode" in args:
+            args[args.index("--mode") + 1] = self.opts.proxy_mode
+        if self.opts.fault == "shared-vni" and "--vni" in args:
+            args[args.index("--vni") + 1] = str(plan.tenant_vni(1))
+        return [str(PROXY_SCRIPT), "apply", *args]
 
-    def remove_proxy(self) -> None:
-        for proxy in self.topo.proxies:
-            self.lab.exec(self.ns(proxy.node), [str(PROXY_SCRIPT), "remove"])
+    def apply_proxy(self, proxies: Sequence[str] | None = None) -> None:
+        for node in proxies if proxies is not None else self.all_proxies():
+            self.lab.exec(self.ns(node), self.proxy_argv(node))
 
-    def inject_loss(self) -> None:
-        router, from_node, to_ip = self.topo.loss_link
-        iif = self.ifname(router, from_node)
-        self.lab.nft(self.ns(router), (
-            "table ip vtaplab_fault {\n"
-            "  chain forward {\n"
-            "    type filter hook forward priority filter; policy accept;\n"
-            f'    iifname "{iif}" ip daddr {to_ip} numgen random mod 100 < 2 counter drop\n'
-            "  }\n"
-            "}\n"))
+    def remove_proxy(self, proxies: Sequence[str]) -> None:
+        for node in proxies:
+            self.lab.exec(self.ns(node), [str(PROXY_SCRIPT), "remove"])
 
-    def start_probe_listeners(self, lb: LoadBalancer) -> None:
-        """What the LB's TCP probe connects to on each backend (sshd on the VMs)."""
-        for node, ip in lb.backends:
-            self._start_http(node, ip, lb.probe_port)
+    def all_proxies(self) -> list[str]:
+        return [vm.node for vm in self.topo.vms if vm.role == "proxy" and vm.proxy_args]
 
+    def inject_loss(self, scenario: Scenario) -> None:
+        """loss-2pct: the consumer fabric drops 2% of what each proxy sends towards its PE."""
+        for proxy in scenario.proxies:
+            fabric = f"f{proxy[1]}"
+            pe = next(pl.pe_ip for pl in self.topo.private_links if pl.pe_node[1] == proxy[1])
+            self.lab.nft(self.ns(fabric), (
+                "table ip vtaplab_fault {\n"
+                "  chain forward {\n"
+                "    type filter hook forward priority filter - 1; policy accept;\n"
+                f'    iifname "{self.ifname(fabric, proxy)}" ip daddr {pe} numgen random mod '
+                '100 < 2 counter drop comment "fault:loss-2pct"\n'
+                "  }\n"
+                "}\n"))
+
+    # load balancers ----------------------------------------------------------------------------
     def probe_backends(self, lb: LoadBalancer) -> dict[str, bool]:
-        """One round of the LB's probe, run from the LB's namespace: backend -> healthy."""
-        health = {}
-        for node, ip in lb.backends:
-            probe = self.lab.exec(
-                self.ns(lb.node),
-                ["timeout", PROBE_TIMEOUT_S, "bash", "-c",
-                 f"exec 3<>/dev/tcp/{ip}/{lb.probe_port}"],
-                check=False)
-            health[node] = probe.returncode == 0
-        return health
+        """One round of the LB's probe, from the LB's namespace and from 168.63.129.16 (the
+        AzureLoadBalancer tag): backend -> answered. A TCP probe is a connect, made by a
+        thread that enters the LB's namespace (setns applies to that thread only): no process
+        per probe, so a probe every fifth of a second costs next to nothing."""
+        if lb.probe is None or lb.probe.protocol.lower() != "tcp":
+            return {node: True for node, _ip in lb.backends}
+        port = lb.probe.port
+        health: dict[str, bool] = {}
+        failure: list[str] = []
+
+        def probe() -> None:
+            try:
+                _enter_netns(self.ns(lb.node))
+            except OSError as exc:
+                failure.append(str(exc))
+                return
+            for node, ip in lb.backends:
+                try:
+                    with socket.create_connection(
+                            (ip, port), timeout=PROBE_TIMEOUT_S,
+                            source_address=(behaviours.AZURE_LB_PROBE_SOURCE, 0)):
+                        health[node] = True
+                except OSError:
+                    health[node] = False
+
+        self.lab.runner._record(self.ns(lb.node), ["probe", "tcp", *(f"{ip}:{port}" for
+                                                                    _n, ip in lb.backends)])
+        worker = threading.Thread(target=probe, name="lb-probe", daemon=True)
+        worker.start()
+        worker.join(timeout=PROBE_TIMEOUT_S * len(lb.backends) + 5)
+        if failure:
+            raise NetnsError(f"probe from {self.ns(lb.node)}: {failure[0]}")
+        return {node: health.get(node, False) for node, _ip in lb.backends}
 
     def program_lb(self, lb: LoadBalancer, health: dict[str, bool]) -> None:
-        """Hash flows over the healthy backends only; forget the flows of the others.
-
-        Azure keeps no flow state for UDP: once a backend fails its probe, the flows it had
-        move to a healthy one. Here the DNAT's connection-tracking entries towards a backend
-        taken out are deleted, so its flows are hashed again over the healthy ones.
-        """
+        """Hash flows over the healthy backends only; forget the flows of the others (Azure
+        keeps no flow state for UDP once a backend fails its probe)."""
         healthy = [(node, ip) for node, ip in lb.backends if health.get(node)]
-        self.facts["lb_backends"] = dict(health)
-        if healthy:
-            mapping = ", ".join(f"{i} : {ip}" for i, (_node, ip) in enumerate(healthy))
-            rule = (f"ip daddr {lb.frontend} udp dport {lb.port} "
-                    f"dnat to jhash ip saddr . udp sport mod {len(healthy)} map {{ {mapping} }}")
-        else:   # no healthy backend: Azure's LB drops the flow
-            rule = f"ip daddr {lb.frontend} udp dport {lb.port} drop"
-        # Declared, flushed and filled in one transaction: never a moment without the rule.
-        self.lab.nft(self.ns(lb.node), (
-            "table ip vtaplab_ilb\n"
-            "flush table ip vtaplab_ilb\n"
-            "table ip vtaplab_ilb {\n"
-            "  chain prerouting {\n"
-            "    type nat hook prerouting priority dstnat; policy accept;\n"
-            f"    {rule}\n"
-            "  }\n"
-            "}\n"))
+        self.health[lb.node] = dict(health)
+        self.lab.nft(self.ns(lb.node), nft.lb_ruleset(lb, self.ifname(lb.node,
+                                                                       f"f{lb.node[1]}"),
+                                                      healthy))
         for node, ip in lb.backends:
-            if not health.get(node):
+            if not health.get(node) and any(r.ha_ports for r in lb.rules):
                 self.lab.exec(self.ns(lb.node),
-                              ["conntrack", "-D", "-p", "udp", "--orig-dst", lb.frontend,
+                              ["conntrack", "-D", "--orig-dst", lb.frontend,
                                "--reply-src", ip], check=False)
 
-    def count_lb_steering(self, lb: LoadBalancer) -> None:
-        """Named counters of the datagrams the LB sends to each backend (after its DNAT, in a
-        table of their own that reprogramming the LB never touches)."""
-        counters = "".join(f"  counter to_{node} {{}}\n" for node, _ip in lb.backends)
-        rules = "".join(f'    ip daddr {ip} udp dport {lb.port} counter name "to_{node}"\n'
-                        for node, ip in lb.backends)
-        self.lab.nft(self.ns(lb.node), (
-            "table ip vtaplab_ilbstat {\n"
-            f"{counters}"
-            "  chain postrouting {\n"
-            "    type filter hook postrouting priority filter; policy accept;\n"
-            f"{rules}"
-            "  }\n"
-            "}\n"))
-
     def lb_steering(self, lb: LoadBalancer) -> dict[str, int]:
-        """Datagrams the LB has sent to each backend so far."""
+        """Packets the LB has forwarded to each backend so far."""
         proc = self.lab.exec(self.ns(lb.node), ["nft", "list", "counters", "table", "ip",
-                                                "vtaplab_ilbstat"], check=False)
+                                                nft.LB_STAT_TABLE], check=False)
         found = dict(re.findall(r"counter to_(\w+) \{\s*packets (\d+)", proc.stdout))
         return {node: int(found.get(node, 0)) for node, _ip in lb.backends}
 
-    def loss_counter(self) -> int | None:
-        """Packets the injected loss rule dropped (its nftables counter)."""
-        router = self.topo.loss_link[0]
-        proc = self.lab.exec(self.ns(router), ["nft", "list", "table", "ip", "vtaplab_fault"],
-                             check=False)
-        match = re.search(r"counter packets (\d+)", proc.stdout)
-        return int(match.group(1)) if match else None
+    def drops(self) -> dict[str, int]:
+        """Packets dropped so far, by the rule (and so the resource) that dropped them."""
+        found: dict[str, int] = {}
+        nodes = [n.name for n in self.topo.nodes if n.kind in ("fabric", "lb")]
+        for listing in self.at_once(nodes, ["nft", "list", "ruleset"]).values():
+            for key, count in nft.drops(listing).items():
+                found[key] = found.get(key, 0) + count
+        return found
 
-    # processes ---------------------------------------------------------------------------------
+    def at_once(self, nodes: Sequence[str], argv: Sequence[str]) -> dict[str, str]:
+        """Run a read-only command in each node's namespace concurrently: node -> stdout."""
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(nodes)))) as pool:
+            outs = pool.map(lambda n: self.lab.exec(self.ns(n), argv, check=False).stdout,
+                            nodes)
+            return dict(zip(nodes, outs, strict=True))
+
     def start_captures(self, hops: Sequence[Hop]) -> None:
         """Start the captures of ``hops`` at once; return when every one listens."""
         jobs: list[tuple[str | None, Sequence[str]]] = []
@@ -660,12 +449,14 @@ class Emulation:
         self.lab.runner.run_parallel(jobs)
 
     def stop_captures(self) -> None:
-        for ns, pidfile in self.pidfiles:
-            try:
-                self.lab.exec(ns, [str(CAPTURE_SCRIPT), "stop", "--pidfile", str(pidfile)],
-                              check=False, timeout=15)
-            except NetnsError:
-                pass
+        """Stop every capture at once; any the script could not stop is ended by its pids."""
+        try:
+            self.lab.runner.run_parallel(
+                [(ns, [str(CAPTURE_SCRIPT), "stop", "--pidfile", str(pidfile)])
+                 for ns, pidfile in self.pidfiles], timeout=15)
+        except NetnsError:
+            pass
+        for _ns, pidfile in self.pidfiles:
             self._kill_pidfile(pidfile)
         self.pidfiles.clear()
 
@@ -685,38 +476,65 @@ class Emulation:
                 self.lab.runner.run(["kill", "-TERM", "--", target.format(pid)], check=False)
         pidfile.unlink(missing_ok=True)
 
-    def start_servers(self) -> None:
-        self.www = self._www()
-        (self.www / SMALL_PAGE).write_text(
-            "<html><body><h1>vtaplab vm-src</h1><p>mirrored by vTAP</p></body></html>\n")
-        body = random.Random(facts.VXLAN_PORT).randbytes(LARGE_FILE_BYTES)
-        (self.www / LARGE_FILE).write_bytes(body)
-        self.facts["served"] = {
-            f"/{name}": {"bytes": (self.www / name).stat().st_size,
-                         "sha256": hashlib.sha256((self.www / name).read_bytes()).hexdigest()}
-            for name in (SMALL_PAGE, LARGE_FILE)}
-        for node, ip in dict.fromkeys((f.server, f.server_ip) for f in self.topo.flows):
-            self._start_http(node, ip, HTTP_PORT)
+    def launch_servers(self) -> None:
+        """Start, all at once, each tapped VM's web server (its web root as its user data
+        writes it: write_files under the web root, the big file from its ``yes ... | head -c
+        N`` line) and what each probed backend's sshd answers; ``await_servers`` waits."""
+        for vm in self.topo.vms:
+            if vm.role != "src":
+                continue
+            www = self._www() / vm.node
+            www.mkdir(exist_ok=True)
+            for name, content in vm.www:
+                (www / name).write_text(content)
+            for command in vm.www_commands:
+                match = _YES_HEAD.match(command.strip())
+                if match is None or int(match.group(2)) > MAX_BODY_BYTES:
+                    raise TopologyError(f"VM {vm.resource}: runcmd {command!r} is not one the "
+                                        "twin can reproduce; accepted: yes 'TEXT' | head -c N "
+                                        f"> {WEB_ROOT}NAME (N <= {MAX_BODY_BYTES})")
+                line = (match.group(1) + "\n").encode()
+                size = int(match.group(2))
+                (www / match.group(3)).write_bytes((line * (size // len(line) + 1))[:size])
+            self.served[vm.node] = {
+                f"/{p.name}": {"bytes": p.stat().st_size,
+                               "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                for p in sorted(www.iterdir())}
+            ports = {int(m.group(1)) if (m := re.match(r"https?://[^/:]+:(\d+)", url)) else
+                     HTTP_PORT for s in self.topo.scenarios for f in s.flows
+                     if f.server == vm.node for url in f.urls}
+            for port in sorted(ports):
+                self._launch_http(vm.node, vm.ip, port, www)
+        for lb in self.topo.lbs:
+            if lb.probe is not None and lb.probe.protocol.lower() == "tcp":
+                for node, ip in lb.backends:
+                    self._launch_http(node, ip, lb.probe.port)   # what sshd answers
+        self.facts["served"] = self.served
 
     def _www(self) -> Path:
         if self.www is None:
             self.www = Path(tempfile.mkdtemp(prefix=f"{self.lab.prefix}-www-"))
         return self.www
 
-    def _start_http(self, node: str, ip: str, port: int) -> None:
+    def _launch_http(self, node: str, ip: str, port: int, root: Path | None = None) -> None:
         server = self.lab.popen(
             self.ns(node),
-            [sys.executable, "-m", "vtaplab.emulator.httpserver", "--dir", str(self._www()),
-             "--bind", ip, "--port", str(port)],
+            [sys.executable, "-m", "vtaplab.emulator.httpserver", "--dir",
+             str(root or self._www()), "--bind", ip, "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT),
             start_new_session=True)
         self.servers.append(server)
-        assert server.stdout is not None
-        line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
-        if not line.startswith("ready"):
-            err = server.stderr.read() if server.stderr else ""
-            raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
-                             f"{err.strip()}")
+        self.unready.append((node, server))
+
+    def await_servers(self) -> None:
+        for node, server in self.unready:
+            assert server.stdout is not None
+            line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
+            if not line.startswith("ready"):
+                err = server.stderr.read() if server.stderr else ""
+                raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
+                                 f"{err.strip()}")
+        self.unready.clear()
 
     def stop_servers(self) -> None:
         for server in self.servers:
@@ -734,8 +552,7 @@ class Emulation:
             self.www = None
 
     def run_traffic(self, flow: Flow, count: int, log: Path) -> None:
-        ip = flow.server_ip
-        urls = [f"http://{ip}/", f"http://{ip}/{LARGE_FILE}"]
+        urls = flow.urls
         argv = [str(TRAFFIC_SCRIPT), "--count", str(count), "--log", str(log), "--timeout", "10"]
         for url in urls:
             argv += ["--url", url]
@@ -762,13 +579,18 @@ class Emulation:
         except ValueError:
             return None
 
+    def scenario_lb(self) -> LoadBalancer | None:
+        return self.topo.lb(self.scenario.lb) if self.scenario.lb else None
+
     # the run -----------------------------------------------------------------------------------
     def traffic_phases(self) -> None:
-        """Every client's requests, with the fault (if any) woven in, into one traffic.log."""
+        """The scenario's clients' requests, with the fault (if any) woven in, into one
+        traffic.log."""
         from vtaplab.judge.verdict import parse_traffic_log
 
-        fault, n = self.opts.fault, self.opts.requests
-        if fault in ("flap-proxy-rule", "proxy-down"):
+        fault, n, scenario = self.opts.fault, self.opts.requests, self.scenario
+        split = fault == "flap-proxy-rule" or (fault == "proxy-down" and scenario.lb)
+        if split:
             # Thirds: rule on, rule removed, rule restored; or both proxies up, one down
             # until the LB's probe takes it out, after the failover.
             phases = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
@@ -783,17 +605,17 @@ class Emulation:
         for i, count in enumerate(phases):
             if len(phases) == 3 and i == 1:
                 if fault == "flap-proxy-rule":
-                    self.remove_proxy()
+                    self.remove_proxy(scenario.proxies)
                 else:
                     self.stop_backend()
-            for flow in self.topo.flows:
+            for flow in scenario.flows:
                 part = self.out / f".traffic-{i}-{flow.client}.log"
                 if count:
                     self.run_traffic(flow, count, part)
                     parts.append((flow, part))
             if len(phases) == 3 and i == 1:
                 if fault == "flap-proxy-rule":
-                    self.apply_proxy()
+                    self.apply_proxy(scenario.proxies)
                 else:
                     self.await_failover()
         # One log, renumbered, in the order the requests were made.
@@ -807,7 +629,7 @@ class Emulation:
             part.unlink(missing_ok=True)
         (self.out / "traffic.log").write_text("\n".join(lines) + "\n")
         summaries = {}
-        for flow in self.topo.flows:
+        for flow in scenario.flows:
             part = self.out / f".traffic-{flow.client}.log"
             part.write_text("\n".join(["# vtap-traffic v1", *per_client.get(flow.client, [])])
                             + "\n")
@@ -815,34 +637,183 @@ class Emulation:
             part.unlink()
         self.facts["traffic_per_client"] = summaries
 
+    def run(self) -> dict[str, dict[str, Any]]:
+        """Build once, then every scenario's traffic and captures in turn; verdicts by id."""
+        opts, topo = self.opts, self.topo
+        t0 = time.monotonic()
+        self.build()
+        if opts.fault != "no-proxy-rule":
+            self.apply_proxy()
+        if opts.fault == "loss-2pct":
+            for scenario in topo.scenarios:
+                self.inject_loss(scenario)
+        self.drops_seen = self.drops()
+        self.timings["build_s"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        base = self.out
+        for scenario in topo.scenarios:
+            self.scenario = scenario
+            self.out = base / scenario.id if len(topo.scenarios) > 1 else base
+            _prepare_out(self.out, scenario)
+            self.facts = {"served": self.served}
+            self.failover = {}
+            self.run_scenario()
+            self.verdicts[scenario.id] = self.judge()
+        self.out = base
+        self.timings["traffic_s"] = time.monotonic() - t1 - self.timings.get("decode_s", 0.0)
+        return self.verdicts
+
+    def run_scenario(self) -> None:
+        scenario, opts = self.scenario, self.opts
+        drops_before = self.drops_seen
+        lb = self.scenario_lb()
+        if lb is not None and len(lb.backends) > 1:
+            # Probing all along while a failover can happen (two or more backends).
+            self.probers[lb.node] = LbProber(self, lb, self.health[lb.node])
+            self.probers[lb.node].start()
+        late = opts.fault == "late-capture"
+        self.start_captures([*scenario.hops, *([] if late else [scenario.collector])])
+        self.traffic_phases()
+        if late:
+            self.settle(self.out / f"{scenario.hops[-1].name}.pcap")
+            self.start_captures([scenario.collector])
+        self.settle(self.out / "collector.pcap")
+        self.stop_captures()
+        after = self.drops_seen = self.drops()
+        self.facts["drops"] = {k: v - drops_before.get(k, 0) for k, v in after.items()
+                               if v - drops_before.get(k, 0) > 0}
+        if lb is not None:
+            prober = self.probers.get(lb.node)
+            if prober is not None:
+                prober.stop()
+                self.facts["lb_events"] = [
+                    {"at": round(e["at"], 6), "health": e["health"], "steered": e["steered"]}
+                    for e in prober.events]
+                if prober.error:
+                    self.facts["lb_prober_error"] = prober.error
+            self.facts["lb_backends"] = dict(self.health.get(lb.node, {}))
+            self.facts["lb_steered"] = self.lb_steering(lb)
+        if self.failover:
+            self.facts["failover"] = self.failover_facts()
+        if scenario.decap_vnis:
+            status = self.lab.exec(self.ns(scenario.collector.node),
+                                   [str(DECAP_SCRIPT), "status"], check=False).stdout
+            self.facts["decap"] = {int(vni): [name, int(rx)] for name, vni, rx in
+                                   (line.split() for line in status.splitlines())}
+        if opts.fault == "loss-2pct":
+            self.facts["injected_loss_packets"] = self.facts["drops"].get("fault:loss-2pct", 0)
+        self.facts["conntrack_entries"] = {p: self.conntrack_count(p)
+                                           for p in scenario.proxies}
+        self.facts["proxy_status"] = {
+            p: out.splitlines() for p, out in
+            self.at_once(scenario.proxies, [str(PROXY_SCRIPT), "status"]).items()}
+
+    def hop_figures(self) -> list[dict[str, Any]]:
+        """Per hop, in path order: packets, VXLAN, fragments sent and reassembled, HTTP and
+        bodies (whole and incomplete), and the capture's own drops."""
+        from vtaplab.judge.decode import CaptureError, decode_capture
+
+        rows: list[dict[str, Any]] = []
+        for hop in [*self.scenario.hops, self.scenario.collector]:
+            pcap = self.out / f"{hop.name}.pcap"
+            row: dict[str, Any] = {"hop": hop.name, "file": pcap.name, "stage": hop.stage,
+                                   "at": f"{hop.node}/{hop.peer} {hop.direction}",
+                                   "kernel_drops": _tcpdump_drops(pcap)}
+            try:
+                summary = decode_capture(pcap).to_dict() if pcap.exists() else None
+            except CaptureError as exc:
+                row["error"] = str(exc)
+                summary = None
+            if summary is not None:
+                http = summary["inner_http"]
+                row.update(packets=summary["frames"], vxlan_packets=summary["vxlan_packets"],
+                           fragments=summary["fragments"].get("frames", 0),
+                           reassembled=summary["fragments"].get("reassembled", 0),
+                           outer_sources=summary["outer_sources"],
+                           requests=http["request_count"], responses=http["response_count"],
+                           bodies=sum(int(b.get("count", 1)) for b in http["bodies"]),
+                           incomplete_bodies=http["incomplete_bodies"])
+            rows.append(row)
+        return rows
+
+    def judge(self) -> dict[str, Any]:
+        t2 = time.monotonic()
+        hops = self.hop_figures()
+        self.facts["hops"] = hops
+        emulator_json = self.out / "emulator.json"
+        scenario = self.scenario
+        self.facts.update(
+            stack=self.topo.stack, scenario=scenario.id, prefix=self.lab.prefix,
+            proxy_mode=self.opts.proxy_mode, fault=self.opts.fault,
+            fault_description=FAULTS[self.opts.fault], requests_per_url=self.opts.requests,
+            namespaces=[self.ns(n.name) for n in self.topo.nodes],
+            topology=self.topo.summary())
+        files = [self.out / "collector.pcap", *(self.out / f"{h.name}.pcap"
+                                                for h in scenario.hops),
+                 self.out / "traffic.log", emulator_json, self.out / "commands.log"]
+        # Everything the judge weighs, at once: the capture, the traffic, the hops, the
+        # tenants (msp), the failover (b3 proxy-down) and the twin's account of the path.
+        more: dict[str, Any] = {"hops": hops, "failover": self.facts.get("failover")}
+        if scenario.decap_vnis or len(scenario.flows) > 1:
+            more.update(self.tenant_evidence())
+        verdict = _judge_scenario(
+            scenario=scenario.id, out=self.out, files=[f for f in files
+                                                       if f.exists() or f == emulator_json],
+            more=more,
+            mirror=mirror_figures(hops, self.facts.get("drops", {}), scenario, self.topo, sent={
+                key: sum(int(c.get(key, 0)) for c in self.facts.get(
+                    "traffic_per_client", {}).values()) for key in ("requests", "ok")}))
+        from vtaplab.judge.verdict import write_verdict
+
+        write_verdict(self.out, verdict)
+        self.timings["decode_s"] = self.timings.get("decode_s", 0.0) + time.monotonic() - t2
+        emulator_json.write_text(json.dumps(self.facts, indent=2) + "\n")
+        return verdict
+
+    def tenant_evidence(self) -> dict[str, Any]:
+        """msp: per tenant, the VNI its proxy's user data stamps, what its client sent and the
+        collector's decap counters (the judge tells the tenants apart from them)."""
+        vnis: dict[str, int] = {}
+        for flow in self.scenario.flows:
+            proxy = next((p for p in self.scenario.proxies if p[1] == flow.client[1]), None)
+            # What the user data configures (a fault may make the proxy stamp another).
+            argv = list(self.topo.vm(proxy).proxy_args) if proxy else []
+            if "--vni" in argv:
+                vnis[f"t{flow.tenant}"] = int(argv[argv.index("--vni") + 1])
+        per_client = self.facts.get("traffic_per_client", {})
+        sent = {f"t{flow.tenant}": int(per_client.get(flow.client, {}).get("requests", 0))
+                for flow in self.scenario.flows}
+        decap = {vni: (name, rx) for vni, (name, rx) in self.facts.get("decap", {}).items()}
+        return {"tenants": vnis, "tenants_sent": sent, "decap": decap if decap else None}
     def stop_backend(self) -> None:
         """proxy-down: the LB's last backend loses its NIC (the VM stopped) mid-traffic."""
-        lb = self.topo.lb
+        lb = self.scenario_lb()
         assert lb is not None
         node = lb.backends[-1][0]
         self.failover = {"backend": node, "steered_at_down": self.lb_steering(lb),
                          "down_at": time.time()}
-        self.lab.runner.run(["ip", "link", "set", self.ifname(node, "fa"), "down"],
+        self.lab.runner.run(["ip", "link", "set", self.ifname(node, f"f{node[1]}"), "down"],
                             ns=self.ns(node))
 
     def await_failover(self) -> None:
         """Wait (bounded) until the LB's probe has taken the stopped backend out."""
-        if self.prober is not None and self.failover:
-            self.failover["event"] = self.prober.wait_for(
+        prober = self.probers.get(self.scenario.lb or "")
+        if prober is not None and self.failover:
+            self.failover["event"] = prober.wait_for(
                 self.failover["backend"], False, FAILOVER_WAIT_S)
 
     def failover_facts(self) -> dict[str, Any]:
         """What the proxy-down run shows: when the LB took the proxy out, and where the loss
         fell. Datagrams the LB sent the stopped proxy are lost; "confined" means every one of
         them was sent inside the failover window (none after the LB took it out)."""
-        lb = self.topo.lb
+        lb = self.scenario_lb()
         assert lb is not None and self.failover
         node = self.failover["backend"]
         at_down = self.failover["steered_at_down"]
         event = self.failover.get("event")
         end = self.lb_steering(lb)
         result: dict[str, Any] = {
-            "backend": node, "probe_interval_s": PROBE_INTERVAL_S,
+            "backend": node, "probe_interval_s": _probe_interval(lb),
             "down_at": round(self.failover["down_at"], 6),
             "steered_before_down": at_down,
         }
@@ -863,130 +834,10 @@ class Emulation:
         result["confined"] = result["lost_after_window"] == 0
         return result
 
-    def run(self) -> dict[str, Any]:
-        opts, topo = self.opts, self.topo
-        t0 = time.monotonic()
-        self.build()
-        if opts.fault != "no-proxy-rule":
-            self.apply_proxy()
-        if opts.fault == "loss-2pct":
-            self.inject_loss()
-        if topo.lb is not None:
-            self.start_probe_listeners(topo.lb)
-            health = self.probe_backends(topo.lb)
-            self.program_lb(topo.lb, health)
-            self.count_lb_steering(topo.lb)
-            self.prober = LbProber(self, topo.lb, health)
-            self.prober.start()
-        self.timings["build_s"] = time.monotonic() - t0
-
-        t1 = time.monotonic()
-        col_node, col_peer = topo.collector
-        collector = Hop("collector", col_node, col_peer, "inout")
-        collector_pcap = self.out / "collector.pcap"
-        late = opts.fault == "late-capture"
-        self.start_captures([*topo.hops, *([] if late else [collector])])
-        self.start_servers()
-        self.traffic_phases()
-        if late:
-            self.settle(self.out / f"{topo.hops[-1].name}.pcap")
-            self.start_captures([collector])
-        self.settle(collector_pcap)
-        self.stop_captures()
-        self.timings["traffic_s"] = time.monotonic() - t1
-        if self.prober is not None:
-            self.prober.stop()
-            self.facts["lb_events"] = [
-                {"at": round(e["at"], 6), "health": e["health"], "steered": e["steered"]}
-                for e in self.prober.events]
-            if self.prober.error:
-                self.facts["lb_prober_error"] = self.prober.error
-            assert topo.lb is not None
-            self.facts["lb_steered"] = self.lb_steering(topo.lb)
-        if opts.fault == "proxy-down":
-            self.facts["failover"] = self.failover_facts()
-        if topo.decap_vnis:
-            status = self.lab.exec(self.ns(topo.collector[0]), [str(DECAP_SCRIPT), "status"],
-                                   check=False).stdout
-            self.facts["decap"] = {int(vni): [name, int(rx)] for name, vni, rx in
-                                   (line.split() for line in status.splitlines())}
-        if opts.fault == "loss-2pct":
-            self.facts["injected_loss_packets"] = self.loss_counter()
-        self.facts["conntrack_entries"] = {
-            p.node: self.conntrack_count(p.node) for p in topo.proxies}
-        self.facts["proxy_status"] = {
-            p.node: self.lab.exec(self.ns(p.node), [str(PROXY_SCRIPT), "status"],
-                                  check=False).stdout.splitlines()
-            for p in topo.proxies}
-        return self.judge()
-
-    def judge(self) -> dict[str, Any]:
-        from vtaplab.judge.decode import CaptureError, decode_capture
-        from vtaplab.judge.verdict import build_verdict, write_verdict
-
-        t2 = time.monotonic()
-        root = Path.cwd()
-        pcaps = [self.out / f"{hop.name}.pcap" for hop in self.topo.hops]
-        collector = self.out / "collector.pcap"
-        hops: list[dict[str, Any]] = []
-        for pcap in [*pcaps, collector]:
-            row: dict[str, Any] = {"hop": pcap.stem, "file": pcap.name,
-                                   "kernel_drops": _tcpdump_drops(pcap)}
-            try:
-                summary = decode_capture(pcap).to_dict() if pcap.exists() else None
-            except CaptureError as exc:
-                row["error"] = str(exc)
-                summary = None
-            if summary is not None:
-                http = summary["inner_http"]
-                row.update(vxlan_packets=summary["vxlan_packets"],
-                           fragments=summary["fragments"].get("frames", 0),
-                           reassembled=summary["fragments"].get("reassembled", 0),
-                           fragments_incomplete=summary["fragments"].get("incomplete", 0),
-                           incomplete_bodies=http["incomplete_bodies"],
-                           outer_sources=summary["outer_sources"],
-                           requests=http["request_count"], responses=http["response_count"])
-            hops.append(row)
-        self.facts["hops"] = hops
-        emulator_json = self.out / "emulator.json"
-        self.facts.update(
-            scenario=self.topo.scenario, prefix=self.lab.prefix, proxy_mode=self.opts.proxy_mode,
-            fault=self.opts.fault, fault_description=FAULTS[self.opts.fault],
-            requests_per_url=self.opts.requests, namespaces=[self.ns(n.name) for n in
-                                                             self.topo.nodes],
-            topology=asdict(self.topo))
-        files = [collector, *pcaps, self.out / "traffic.log", emulator_json,
-                 self.out / "commands.log"]
-        # The judge decides from all of it at once: the capture, the tenants (msp), the
-        # failover (b3 proxy-down) and the hops (where a loss shows first).
-        verdict = build_verdict(scenario=self.topo.scenario,
-                                collector_pcap=collector if collector.exists() else None,
-                                files=[f for f in files if f.exists() or f == emulator_json],
-                                traffic_log=self.out / "traffic.log", root=root,
-                                hops=hops, failover=self.facts.get("failover"),
-                                **(self.tenant_evidence() if self.topo.scenario == "msp"
-                                   else {}))
-        write_verdict(self.out, verdict)
-        self.timings["decode_s"] = time.monotonic() - t2
-        self.facts["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
-        emulator_json.write_text(json.dumps(self.facts, indent=2) + "\n")
-        return verdict
-
-    def tenant_evidence(self) -> dict[str, Any]:
-        """msp: per tenant, the VNI its proxy is configured to stamp, what its client sent,
-        and the collector's decap counters (the judge tells the tenants apart from them)."""
-        vnis = {f"t{flow.tenant}": proxy.vni for flow, proxy in
-                zip(self.topo.flows, self.topo.proxies, strict=True) if proxy.vni is not None}
-        per_client = self.facts.get("traffic_per_client", {})
-        sent = {f"t{flow.tenant}": int(per_client.get(flow.client, {}).get("requests", 0))
-                for flow in self.topo.flows}
-        decap = {vni: (name, rx) for vni, (name, rx) in self.facts.get("decap", {}).items()}
-        return {"tenants": vnis, "tenants_sent": sent, "decap": decap if decap else None}
-
     def teardown(self) -> list[str]:
         t3 = time.monotonic()
-        if self.prober is not None:
-            self.prober.stop()
+        for prober in self.probers.values():
+            prober.stop()
         self.stop_captures()
         self.stop_servers()
         _reap_orphans()
@@ -996,8 +847,92 @@ class Emulation:
 
 
 # ---------------------------------------------------------------------------------------------
+# The verdict: figures per hop, where the mirror lost, and the ONE call to the judge
+# ---------------------------------------------------------------------------------------------
+def mirror_figures(hops: Sequence[dict[str, Any]], drops: dict[str, int], scenario: Scenario,
+                   topo: Topology, sent: dict[str, int] | None = None) -> dict[str, Any]:
+    """What the judge needs to tell a complete mirror from a lossy one: the per-hop figures
+    (path order, collector last), the packets each resource's rules dropped, where the loss
+    happened (resources that dropped; the first hop pair whose packet count falls), whether
+    every tapped NIC was on fastpath, and the behaviours/assumptions the twin rested on."""
+    # Packets per stage of the path (parallel hops of one stage summed): the first stage
+    # that has fewer packets than the one before is where they fell (beyond the few packets a
+    # capture stopped a moment earlier than the one before it may miss).
+    stages: dict[int, list[dict[str, Any]]] = {}
+    for hop in hops:
+        stages.setdefault(int(hop.get("stage", 0)), []).append(hop)
+    lost_between = None
+    previous: tuple[str, int] | None = None
+    for _stage, members in sorted(stages.items()):
+        if any("packets" not in h for h in members):
+            continue
+        label = "+".join(h["hop"] for h in members)
+        packets = sum(int(h["packets"]) for h in members)
+        if previous is not None and previous[1] - packets > max(
+                STRAGGLERS, previous[1] * STRAGGLER_SHARE):
+            lost_between = [previous[0], label]
+            break
+        previous = (label, packets)
+    # Loss caused by a resource's rule; the injected fault is reported as such.
+    at = sorted({key.split(":")[1] for key in drops if not key.startswith("fault:")})
+    not_on_fastpath = [t.why_not for t in scenario.taps if not t.on_fastpath]
+    collector = hops[-1] if hops else {}
+    # What the clients exchanged (their traffic logs) against what the collector decoded.
+    sent = dict(sent or {})
+    missing = {"requests": max(0, sent.get("requests", 0) - collector.get("requests", 0)),
+               "bodies": max(0, sent.get("ok", 0) - collector.get("bodies", 0)),
+               "incomplete_bodies": int(collector.get("incomplete_bodies", 0) or 0)}
+    complete = (not drops and not not_on_fastpath and collector.get("vxlan_packets", 0) > 0
+                and not any(missing.values()))
+    return {
+        "complete": complete,
+        "sent": sent,
+        "missing_at_collector": missing,
+        "hops": list(hops),
+        "drops": dict(sorted(drops.items())),
+        "lost_at": at,
+        "lost_between": lost_between,
+        "not_on_fastpath": not_on_fastpath,
+        **behaviours.listing(list(topo.behaviours), list(topo.assumptions)),
+    }
+
+
+def _judge_scenario(*, scenario: str, out: Path, files: Sequence[Path],
+                    more: dict[str, Any], mirror: dict[str, Any]) -> dict[str, Any]:
+    """The one call to the judge (``vtaplab.judge.outcome`` via ``build_verdict``): the
+    collector's capture, the traffic log, ``more`` (hops, tenants, failover) and the twin's
+    figures (``mirror``: drops by resource, fastpath); the behaviours and assumptions the run
+    rested on are listed at the top level."""
+    from vtaplab.judge.outcome import settle
+    from vtaplab.judge.verdict import build_verdict
+
+    collector = out / "collector.pcap"
+    verdict = build_verdict(scenario=scenario,
+                            collector_pcap=collector if collector.exists() else None,
+                            files=files, traffic_log=out / "traffic.log", root=Path.cwd(),
+                            **more)
+    verdict["mirror"] = {k: v for k, v in mirror.items()
+                         if k not in ("behaviours", "assumptions")}
+    verdict["behaviours"] = mirror["behaviours"]
+    verdict["assumptions"] = mirror["assumptions"]
+    return settle(verdict)
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+def _enter_netns(ns: str) -> None:
+    """Move the calling thread into network namespace ``ns`` (setns(2): this thread only)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"setns {ns}: {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+
+
 def _become_subreaper() -> None:
     """Adopt the detached captures the scripts start, so their zombies are ours to reap."""
     try:
@@ -1042,31 +977,105 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"emulate: {message} (see --help)\n")
 
 
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m vtaplab emulate",
-        description="Run a scenario's data path locally in network namespaces (needs root).")
-    p.add_argument("scenario", help=f"accepted: {', '.join(TOPOLOGIES)}")
+        description="Build a stack's twin from its resource graph (the program under Pulumi's "
+                    "mocks) and run it locally in network namespaces (needs root).")
+    p.add_argument("stack", nargs="?", default=None,
+                   help="a stack whose scenarios carry traffic: b2, b3, msp, a, uksouth (any "
+                        "Pulumi.STACK.yaml)")
+    p.add_argument("--graph", type=Path, default=None,
+                   help="emulate this graph JSON file (python -m vtaplab graph STACK --json) "
+                        "instead of a stack's")
     p.add_argument("--proxy-mode", default="all",
-                   help="netdev | stateless | conntrack | all (default: all, netdev first with "
-                        "its evidence in OUT, then stateless and conntrack in OUT/<mode>)")
+                   help="netdev | stateless | conntrack | all (default: all, the user data's "
+                        "mode first with its evidence in OUT, the others in OUT/<mode>)")
     p.add_argument("--out", type=Path, default=None,
-                   help="evidence directory (default evidence/emulator/SCENARIO)")
-    p.add_argument("--requests", default="10",
-                   help="rounds of requests; each fetches / and the 200 kB file (default 10)")
+                   help="evidence directory (default evidence/emulator/STACK; a stack with "
+                        "several scenarios writes OUT/<scenario>/)")
+    p.add_argument("--requests", default=str(DEFAULT_REQUESTS),
+                   help="rounds of requests; each fetches every URL of the stack's traffic "
+                        f"command once (default {DEFAULT_REQUESTS})")
     p.add_argument("--fault", default="none", help="; ".join(f"{k}: {v}" for k, v in
                                                              FAULTS.items()))
-    p.add_argument("--proxy-vni", default=None, help="have the proxy stamp this VXLAN VNI")
     p.add_argument("--tenants", default=None,
-                   help=f"msp only: tenants (default {MSP_DEFAULT_TENANTS}; "
-                        f"{MSP_TENANTS[0]}..{MSP_TENANTS[1]}); tenant i's proxy stamps VNI "
-                        f"{plan.MSP_VNI_BASE}+i")
+                   help="msp: the tenant count expected (the graph's, from mspTenants; a "
+                        "different number is refused)")
     p.add_argument("--keep", action="store_true",
                    help="leave the namespaces for inspection (delete with --teardown PREFIX)")
     p.add_argument("--teardown", metavar="PREFIX", default=None,
                    help="only delete the namespaces of an earlier --keep run, then exit")
     p.add_argument("-v", "--verbose", action="store_true", help="print every command as run")
     return p
+
+
+def _options(argv: list[str]) -> RunOptions | str:
+    args = _parser().parse_args(argv)
+    if args.teardown is not None:
+        return str(args.teardown)
+    if args.stack is None and args.graph is None:
+        raise ValueError("required: stack (or --graph FILE)")
+    if args.proxy_mode not in PROXY_MODES:
+        raise ValueError(f"--proxy-mode {args.proxy_mode!r} is not accepted; accepted: "
+                         f"{', '.join(PROXY_MODES)}")
+    if args.fault not in FAULTS:
+        raise ValueError(f"--fault {args.fault!r} is not accepted; accepted: {', '.join(FAULTS)}")
+    requests = _int_option("--requests", args.requests, 1, 1000)
+    if args.fault == "flap-proxy-rule" and requests < 3:
+        raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
+                         "accepted: 3..1000 (one third per phase)")
+    tenants = None if args.tenants is None else _int_option("--tenants", args.tenants, 1, 9)
+    name = args.stack or args.graph.stem
+    out = args.out if args.out is not None else Path("evidence/emulator") / name
+    return RunOptions(stack=name, graph=args.graph, proxy_mode=args.proxy_mode,
+                      fault=args.fault, requests=requests, out=out, keep=args.keep,
+                      tenants=tenants, verbose=args.verbose)
+
+
+def load_topology(opts: RunOptions) -> tuple[Topology, str]:
+    """The twin's topology for ``opts`` (checked against the options), and where its graph
+    came from; ValueError with one line when it can't be emulated as asked."""
+    from vtaplab.preflight.graph import GraphError
+
+    try:
+        if opts.graph is not None:
+            resources, origin = load_graph_file(opts.graph), f"graph file {opts.graph}"
+        else:
+            resources, cached = stack_graph(opts.stack)
+            origin = f"stack {opts.stack}'s graph" + (" (cached)" if cached else "")
+        topo = from_graph(resources, opts.stack)
+    except GraphError as exc:
+        raise ValueError(str(exc)) from None
+    except TopologyError as exc:
+        raise ValueError(str(exc)) from None
+    lbs_before_proxies = [s for s in topo.scenarios if s.lb]
+    if opts.fault == "proxy-down" and not lbs_before_proxies:
+        raise ValueError(f"--fault 'proxy-down' is not accepted with {opts.stack}; accepted: "
+                         "a stack with an LB before its proxies (b3, uksouth)")
+    tenants = max((len(s.flows) for s in topo.scenarios if s.decap_vnis), default=0)
+    if opts.fault == "shared-vni" and not tenants:
+        raise ValueError(f"--fault 'shared-vni' is not accepted with {opts.stack}; accepted: "
+                         "a stack with tenants (msp)")
+    if opts.tenants is not None and opts.tenants != tenants:
+        raise ValueError(f"--tenants {str(opts.tenants)!r} is not accepted with {opts.stack}; "
+                         f"accepted: {tenants or 'none'} (the graph's tenants: set mspTenants "
+                         "in the stack file)")
+    return topo, origin
+
+
+def _prepare_out(out: Path, scenario: Scenario) -> None:
+    """Make the evidence directory and drop the files an earlier run of ours left in it."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [*(hop.name for hop in scenario.hops), "collector"]
+    ours = [f"{n}.pcap" for n in names] + [f"{n}.pcap.log" for n in names]
+    ours += [f".{n}.pid" for n in names]
+    ours += [f".traffic-{i}-{f.client}.log" for i in range(3) for f in scenario.flows]
+    ours += [f".traffic-{f.client}.log" for f in scenario.flows]
+    ours += ["traffic.log", "verdict.json", "emulator.json"]
+    for name in ours:
+        (out / name).unlink(missing_ok=True)
 
 
 def _tcpdump_drops(pcap: Path) -> int | None:
@@ -1087,58 +1096,6 @@ def _int_option(name: str, text: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{name} {text!r} is not accepted; accepted: {low}..{high}")
     return value
-
-
-def _options(argv: list[str]) -> RunOptions | str:
-    args = _parser().parse_args(argv)
-    if args.teardown is not None:
-        return str(args.teardown)
-    if args.scenario not in TOPOLOGIES:
-        known = "known but not emulated" if args.scenario in facts.SCENARIOS else "unknown"
-        raise ValueError(f"scenario {args.scenario!r} ({known}) is not accepted; accepted: "
-                         f"{', '.join(TOPOLOGIES)}")
-    if args.proxy_mode not in PROXY_MODES:
-        raise ValueError(f"--proxy-mode {args.proxy_mode!r} is not accepted; accepted: "
-                         f"{', '.join(PROXY_MODES)}")
-    if args.fault not in FAULTS:
-        raise ValueError(f"--fault {args.fault!r} is not accepted; accepted: {', '.join(FAULTS)}")
-    if args.fault == "shared-vni" and args.scenario != "msp":
-        raise ValueError(f"--fault 'shared-vni' is not accepted with {args.scenario}; "
-                         "accepted: with msp (the scenario with tenants)")
-    if args.fault == "proxy-down" and args.scenario != "b3":
-        raise ValueError(f"--fault 'proxy-down' is not accepted with {args.scenario}; "
-                         "accepted: with b3 (the scenario with two proxies)")
-    requests = _int_option("--requests", args.requests, 1, 1000)
-    if args.fault == "flap-proxy-rule" and requests < 3:
-        raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
-                         "accepted: 3..1000 (one third per phase)")
-    vni = None if args.proxy_vni is None else _int_option("--proxy-vni", args.proxy_vni, 0,
-                                                          2**24 - 1)
-    if args.scenario == "msp" and vni is not None:
-        raise ValueError(f"--proxy-vni {args.proxy_vni!r} is not accepted with msp; accepted: "
-                         "no --proxy-vni (each tenant's proxy stamps its own VNI)")
-    if args.tenants is not None and args.scenario != "msp":
-        raise ValueError(f"--tenants {args.tenants!r} is not accepted with {args.scenario}; "
-                         "accepted: --tenants with msp only")
-    tenants = MSP_DEFAULT_TENANTS if args.tenants is None else _int_option(
-        "--tenants", args.tenants, *MSP_TENANTS)
-    out = args.out if args.out is not None else Path("evidence/emulator") / args.scenario
-    return RunOptions(scenario=args.scenario, proxy_mode=args.proxy_mode, fault=args.fault,
-                      requests=requests, out=out, keep=args.keep, proxy_vni=vni,
-                      tenants=tenants, verbose=args.verbose)
-
-
-def _prepare_out(out: Path, topo: Topology) -> None:
-    """Make the evidence directory and drop the files an earlier run of ours left in it."""
-    out.mkdir(parents=True, exist_ok=True)
-    names = [*(hop.name for hop in topo.hops), "collector"]
-    ours = [f"{n}.pcap" for n in names] + [f"{n}.pcap.log" for n in names]
-    ours += [f".{n}.pid" for n in names]
-    ours += [f".traffic-{i}-{f.client}.log" for i in range(3) for f in topo.flows]
-    ours += [f".traffic-{f.client}.log" for f in topo.flows]
-    ours += ["traffic.log", "verdict.json", "emulator.json", "commands.log"]
-    for name in ours:
-        (out / name).unlink(missing_ok=True)
 
 
 def _print_hops(facts_: dict[str, Any]) -> None:
@@ -1176,6 +1133,31 @@ def _print_failover(failover: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def _print_rested_on(topo: Topology) -> None:
+    """The Azure behaviours the twin enforced and the assumptions it relied on."""
+    print("behaviours in force (Azure docs):")
+    for key in topo.behaviours:
+        entry = behaviours.BEHAVIOURS[key]
+        print(f"  {key}: {entry.source}")
+    print("assumptions relied on (not documented by Azure):")
+    for key in topo.assumptions:
+        entry = behaviours.ASSUMPTIONS[key]
+        print(f"  {key}: {entry.value}")
+
+
+def _print_mirror(mirror: dict[str, Any]) -> None:
+    lost = ", ".join(f"{k}: {v}" for k, v in mirror["drops"].items()) or "nothing dropped"
+    missing = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in
+                        mirror["missing_at_collector"].items() if v)
+    if missing:
+        lost += f"; missing at the collector: {missing}"
+    print(f"mirror {'complete' if mirror['complete'] else 'LOSSY'}: {lost}"
+          + (f"; packets fall between {mirror['lost_between'][0]} and "
+             f"{mirror['lost_between'][1]}" if mirror["lost_between"] else ""))
+    for why in mirror["not_on_fastpath"]:
+        print(why)
+
+
 def main(argv: list[str]) -> int:
     try:
         parsed = _options(argv)
@@ -1189,33 +1171,47 @@ def main(argv: list[str]) -> int:
     if isinstance(parsed, str):
         return _teardown_only(parsed)
     opts = parsed
-    if opts.proxy_mode != "all":
-        return _run_one(opts)[0]
-    # Every mode, one after the other: the default mode's evidence where the scenario's
-    # evidence goes, each other mode's in a subdirectory named after it.
     started = time.monotonic()
+    try:
+        topo, origin = load_topology(opts)
+    except ValueError as exc:
+        print(f"emulate: {exc}", file=sys.stderr)
+        return 2
+    graph_s = time.monotonic() - started
+    print(f"emulate {opts.stack}: twin of {origin}: {len(topo.nodes)} nodes, scenarios "
+          f"{', '.join(s.id for s in topo.scenarios)} (graph {graph_s:.2f}s)", flush=True)
+    for note in topo.notes:
+        print(f"  {note}")
+    if opts.proxy_mode != "all":
+        return _run_one(opts, topo)[0]
+    # Every mode, one after the other: the user data's mode first, its evidence where the
+    # stack's evidence goes, each other mode's in a subdirectory named after it.
+    stated = [vm.proxy_args[vm.proxy_args.index("--mode") + 1] for vm in topo.vms
+              if "--mode" in vm.proxy_args]
+    order = sorted(PROXY_MODES_ORDER, key=lambda m: (m not in stated[:1],
+                                                     PROXY_MODES_ORDER.index(m)))
     results: list[tuple[str, int, str]] = []
-    for i, mode in enumerate(PROXY_MODES_ORDER):
+    for i, mode in enumerate(order):
         out = opts.out if i == 0 else opts.out / mode
-        rc, outcome = _run_one(replace(opts, proxy_mode=mode, out=out))
+        rc, outcome = _run_one(replace(opts, proxy_mode=mode, out=out), topo)
         results.append((mode, rc, outcome))
         if outcome == "interrupted":
             break
         print()
     summary = ", ".join(f"{mode} {outcome}" for mode, _rc, outcome in results)
-    print(f"emulate {opts.scenario}, every proxy mode: {summary} "
+    print(f"emulate {opts.stack}, every proxy mode: {summary} "
           f"(took {time.monotonic() - started:.2f}s in all)")
     return max(rc for _mode, rc, _outcome in results)
 
 
-def _run_one(opts: RunOptions) -> tuple[int, str]:
-    """One emulation in one proxy mode: (exit status, outcome or what went wrong)."""
+def _run_one(opts: RunOptions, topo: Topology) -> tuple[int, str]:
+    """One emulation in one proxy mode: (exit status, outcomes or what went wrong)."""
     from vtaplab.judge.verdict import format_table
 
     started = time.monotonic()
-    topo = TOPOLOGIES[opts.scenario](opts.tenants)
     try:
-        _prepare_out(opts.out, topo)
+        opts.out.mkdir(parents=True, exist_ok=True)
+        (opts.out / "commands.log").unlink(missing_ok=True)
     except OSError as exc:
         print(f"emulate: --out {str(opts.out)!r} is not usable: {exc.strerror}", file=sys.stderr)
         return 2, "error"
@@ -1224,19 +1220,23 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
     runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
     lab = Lab(prefix, runner)
     emu = Emulation(topo, opts, lab)
-    print(f"emulate {opts.scenario}: run {prefix}, proxy mode {opts.proxy_mode}, "
-          f"fault {opts.fault}, {opts.requests} rounds x 2 URLs x {len(topo.flows)} client(s), "
-          f"evidence in {opts.out}", flush=True)
-    verdict: dict[str, Any] | None = None
+    rounds = ", ".join(f"{s.id}: {opts.requests} rounds x {len(s.flows[0].urls)} URLs x "
+                       f"{len(s.flows)} client(s)" for s in topo.scenarios)
+    print(f"emulate {opts.stack}: run {prefix}, proxy mode {opts.proxy_mode}, "
+          f"fault {opts.fault}, {rounds}, evidence in {opts.out}", flush=True)
+    _print_rested_on(topo)
+    verdicts: dict[str, dict[str, Any]] = {}
     error: str | None = None
     interrupted = False
     left: list[str] = []
     with _signals_raise():
         try:
-            verdict = emu.run()
+            verdicts = emu.run()
         except _Interrupted as exc:
             error = f"interrupted by {exc}; torn down"
             interrupted = True
+        except TopologyError as exc:
+            error = str(exc)
         except (NetnsError, OSError) as exc:
             error = str(exc)
         finally:
@@ -1245,10 +1245,9 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             left = emu.teardown()
     elapsed = time.monotonic() - started
-    if verdict is not None:
-        emu.facts["timings"] = {k: round(v, 3) for k, v in
-                                {**emu.timings, "total_s": elapsed}.items()}
-        (opts.out / "emulator.json").write_text(json.dumps(emu.facts, indent=2) + "\n")
+    for scenario_id, verdict in verdicts.items():
+        out = opts.out / scenario_id if len(topo.scenarios) > 1 else opts.out
+        print(f"\n== {scenario_id}")
         print(format_table(verdict))
         print()
         if "tenant_table" in verdict:
@@ -1259,11 +1258,16 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
         if "failover" in verdict:
             _print_failover(verdict["failover"])
             print()
-        _print_hops(emu.facts)
-        print()
+        facts_ = json.loads((out / "emulator.json").read_text())
+        _print_hops(facts_)
+        _print_mirror(verdict["mirror"])
+        timings = {k: round(v, 3) for k, v in {**emu.timings, "total_s": elapsed}.items()}
+        facts_["timings"] = timings
+        (out / "emulator.json").write_text(json.dumps(facts_, indent=2) + "\n")
+    print()
     if opts.keep:
         print(f"kept namespaces {prefix}-*: delete with "
-              f"python -m vtaplab emulate {opts.scenario} --teardown {prefix}")
+              f"python -m vtaplab emulate --teardown {prefix}")
     elif left:
         print(f"emulate: could not delete namespaces: {', '.join(left)}", file=sys.stderr)
     timings = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in emu.timings.items())
@@ -1271,13 +1275,17 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
     if error is not None:
         print(f"emulate: {error}", file=sys.stderr)
         return 3, "interrupted" if interrupted else "error"
-    assert verdict is not None
-    print(f"verdict: {verdict['outcome']} -> {opts.out / 'verdict.json'}")
+    for scenario_id, verdict in verdicts.items():
+        out = opts.out / scenario_id if len(topo.scenarios) > 1 else opts.out
+        print(f"verdict {scenario_id}: {verdict['outcome']} -> {out / 'verdict.json'}")
+    outcome = ", ".join(f"{k} {v['outcome']}" for k, v in verdicts.items()) \
+        if len(verdicts) > 1 else next(iter(verdicts.values()))["outcome"]
     if left:
-        return 3, verdict["outcome"]
-    if opts.fault in FAULTS_STILL_DELIVERED and verdict.get("matches_expected") is False:
-        return 1, verdict["outcome"]
-    return 0, verdict["outcome"]
+        return 3, outcome
+    if opts.fault in FAULTS_STILL_DELIVERED and any(
+            v.get("matches_expected") is False for v in verdicts.values()):
+        return 1, outcome
+    return 0, outcome
 
 
 def _teardown_only(prefix: str) -> int:

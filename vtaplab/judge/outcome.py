@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vtaplab import facts
@@ -99,6 +99,8 @@ class Evidence:
     failover: Mapping[str, Any] | None = None
     variants: Sequence[Mapping[str, Any]] = ()
     hops: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    mirror: Mapping[str, Any] | None = None
+    """The emulator's account of the path (drops by resource, fastpath, lost_between)."""
 
     @classmethod
     def of(cls, verdict: Mapping[str, Any]) -> Evidence:
@@ -117,7 +119,8 @@ class Evidence:
                    tenant_table=verdict.get("tenant_table"),
                    failover=verdict.get("failover"),
                    variants=verdict.get("variants") or (),
-                   hops=verdict.get("hops") or ())
+                   hops=verdict.get("hops") or (),
+                   mirror=verdict.get("mirror"))
 
 
 def settle(verdict: dict[str, Any]) -> dict[str, Any]:
@@ -187,8 +190,27 @@ def judge(ev: Evidence) -> Judgement:
     if spec is not None and not spec.carries_traffic:
         return Judgement("accepted", _matches(spec, "accepted"),
                          "ARM accepted the deployment (no error recorded)")
-    base = _judge_capture(spec, ev)
+    base = _with_mirror(_judge_capture(spec, ev), ev.mirror)
     return _with_variants(spec, base, ev.variants)
+
+
+def _with_mirror(base: Judgement, mirror: Mapping[str, Any] | None) -> Judgement:
+    """The emulator knows more than the captures: which tapped NICs were not on fastpath and
+    which resource's rules dropped packets. That sharpens the reason and the loss location;
+    the outcome stays what the evidence at the collector shows."""
+    if not mirror:
+        return base
+    notes = list(mirror.get("not_on_fastpath") or [])
+    drops = {k: v for k, v in (mirror.get("drops") or {}).items() if not k.startswith("fault:")}
+    if drops and base.outcome != "delivered":
+        notes.append("dropped by " + ", ".join(f"{k} ({v})" for k, v in drops.items()))
+    if not notes:
+        return base
+    lost = [str(r) for r in mirror.get("lost_at") or []]
+    loss_at = base.loss_at
+    if lost and base.outcome in ("degraded", "not-delivered"):
+        loss_at = ", ".join(lost)
+    return replace(base, reason=f"{base.reason}; {'; '.join(notes)}", loss_at=loss_at)
 
 
 def _judge_attempts(attempts: Sequence[Mapping[str, Any]]) -> Judgement:
