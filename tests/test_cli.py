@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from vtaplab import cli, facts
 
 
@@ -41,3 +43,21 @@ def test_commands_stored_in_pulumi_state_go_through_the_dispatcher():
         out = subprocess.run([sys.executable, "-m", "vtaplab", name, "--help"],
                              capture_output=True, text=True, check=True).stdout
         assert out.startswith(f"usage: python -m vtaplab {name} ")
+
+
+def _every_command_line() -> list[list[str]]:
+    """Every command of the dispatcher, and every subcommand of those that have some."""
+    from vtaplab.bench import cli as bench_cli
+
+    lines = [[name] for name in cli.COMMANDS]
+    lines += [["bench", what] for what in bench_cli.BENCHES]
+    return lines
+
+
+@pytest.mark.parametrize("words", _every_command_line(), ids=" ".join)
+def test_every_command_and_subcommand_answers_help_with_exit_0(words):
+    proc = subprocess.run([sys.executable, "-m", "vtaplab", *words, "--help"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.startswith("usage: python -m vtaplab")

@@ -1069,8 +1069,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="evidence directory (default evidence/emulator/SCENARIO)")
     p.add_argument("--requests", default="10",
                    help="rounds of requests; each fetches / and the 200 kB file (default 10)")
-    p.add_argument("--fault", default="none", help="; ".join(f"{k}: {v}" for k, v in
-                                                             FAULTS.items()))
+    # argparse formats help with %: a literal % (as in "2% of the packets") must be %%.
+    p.add_argument("--fault", default="none", help="; ".join(
+        f"{k}: {v}" for k, v in FAULTS.items()).replace("%", "%%"))
     p.add_argument("--proxy-vni", default=None, help="have the proxy stamp this VXLAN VNI")
     p.add_argument("--tenants", default=None,
                    help=f"msp only: tenants (default {MSP_DEFAULT_TENANTS}; "
