@@ -61,3 +61,31 @@ def test_every_command_and_subcommand_answers_help_with_exit_0(words):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout.startswith("usage: python -m vtaplab")
+
+
+def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, capsys):
+    import types
+
+    def main(_argv: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "vtaplab_test_interrupted", types.SimpleNamespace(main=main))
+    monkeypatch.setitem(cli.COMMANDS, "interrupted", ("vtaplab_test_interrupted", "test"))
+    assert cli.main(["interrupted"]) == cli.EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "vtaplab interrupted: interrupted"
+
+
+def test_an_interrupted_emulation_exits_130(monkeypatch, tmp_path, capsys):
+    from vtaplab.emulator import engine
+
+    def interrupted(_self: object) -> None:
+        raise engine._Interrupted("SIGINT")
+
+    monkeypatch.setattr(engine, "list_namespaces", lambda *a: [])
+    monkeypatch.setattr(engine.Emulation, "run", interrupted)
+    monkeypatch.setattr(engine.Emulation, "teardown", lambda _self: [])
+    opts = engine._options(["b2", "--proxy-mode", "netdev", "--out", str(tmp_path)])
+    assert not isinstance(opts, str)
+    assert engine._run_one(opts) == (130, "interrupted")
+    assert "interrupted by SIGINT" in capsys.readouterr().err

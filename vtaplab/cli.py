@@ -11,6 +11,10 @@ import argparse
 import importlib
 import sys
 
+# Exit status of an interrupted command (Ctrl-C, SIGTERM), every command alike: 128 + SIGINT,
+# what a shell reports for a program killed by Ctrl-C (README, "Exit status").
+EXIT_INTERRUPTED = 130
+
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "emulate": ("vtaplab.emulator.engine",
@@ -55,7 +59,12 @@ def main(argv: list[str]) -> int:
             raise
         print(f"vtaplab: command {name!r} is not built yet", file=sys.stderr)
         return 2
-    return int(module.main(rest))
+    try:
+        return int(module.main(rest))
+    except KeyboardInterrupt:
+        # A command without its own handler: one line and 130, never a traceback.
+        print(f"vtaplab {name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def positive_int(text: str) -> int:

@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from vtaplab import PROJECT_ROOT, facts, plan
+from vtaplab.cli import EXIT_INTERRUPTED
 from vtaplab.emulator.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
 
 SCRIPTS = PROJECT_ROOT / "cloudinit"
@@ -79,8 +80,8 @@ LARGE_FILE_BYTES = 200 * 1024
 HTTP_PORT = 80
 # msp: tenant i's proxy stamps VNI plan.tenant_vni(i) (the vTAP itself sends VXLAN_ID), the
 # numbering the Pulumi program uses too. Default tenants as the program's mspTenants default.
-MSP_TENANTS = (1, 9)
-MSP_DEFAULT_TENANTS = 3
+MSP_TENANTS = (plan.MSP_TENANTS_MIN, plan.MSP_TENANTS_MAX)
+MSP_DEFAULT_TENANTS = plan.MSP_TENANTS_DEFAULT
 # b3's LB stand-in probes like the program's LB (TCP connect to sshd's port, one failure takes
 # a backend out: probe_threshold 1), only more often than Azure's 5 s: a shorter failover
 # window, the same logic. Bounded: a prober never outlives this.
@@ -1286,7 +1287,9 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
     print(f"took {elapsed:.2f}s ({timings})", flush=True)
     if error is not None:
         print(f"emulate: {error}", file=sys.stderr)
-        return 3, "interrupted" if interrupted else "error"
+        if interrupted:
+            return EXIT_INTERRUPTED, "interrupted"
+        return 3, "error"
     assert verdict is not None
     print(f"verdict: {verdict['outcome']} -> {opts.out / 'verdict.json'}")
     if left:

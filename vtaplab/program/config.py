@@ -65,7 +65,7 @@ PROXY_MODES: tuple[str, ...] = ("netdev", "stateless", "conntrack")
 # Inclusive bounds: generous enough for any real run, tight enough to catch a typo (60000 s).
 CAPTURE_SECONDS_RANGE = (10, 3600)
 TRAFFIC_REQUESTS_RANGE = (1, 10000)
-MSP_TENANTS_RANGE = (1, facts.MAX_VTAPS_PER_SUBSCRIPTION)
+MSP_TENANTS_RANGE = (plan.MSP_TENANTS_MIN, plan.MSP_TENANTS_MAX)
 # Azure: the smallest subnet is a /29 (5 addresses reserved, 3 usable).
 SMALLEST_SUBNET_PREFIX = 29
 # Address ranges a VNet may use here: RFC 1918 and the shared (CGNAT) range.
@@ -224,7 +224,7 @@ KEYS: tuple[Key, ...] = (
     Key("trafficRequests", "integer", 20,
         f"HTTP requests vm-client makes to vm-src per run, {TRAFFIC_REQUESTS_RANGE[0]}-"
         f"{TRAFFIC_REQUESTS_RANGE[1]}."),
-    Key("mspTenants", "integer", 3,
+    Key("mspTenants", "integer", plan.MSP_TENANTS_DEFAULT,
         f"Tenants (consumer VNets) in scenario msp, {MSP_TENANTS_RANGE[0]}-"
         f"{MSP_TENANTS_RANGE[1]} (vTAP preview allows about "
         f"{facts.MAX_VTAPS_PER_SUBSCRIPTION} per subscription)."),
