@@ -43,6 +43,7 @@ from typing import Any, NoReturn
 
 from vtaplab import PROJECT_ROOT, facts, plan
 from vtaplab.cli import EXIT_INTERRUPTED
+from vtaplab.emulator import runs
 from vtaplab.emulator.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
 
 SCRIPTS = PROJECT_ROOT / "cloudinit"
@@ -659,6 +660,7 @@ class Emulation:
                               "--snaplen", str(CAPTURE_SNAPLEN)]))
             self.pidfiles.append((ns, pidfile))
         self.lab.runner.run_parallel(jobs)
+        runs.note_pidfiles(self.lab.record, (pidfile for _ns, pidfile in self.pidfiles))
 
     def stop_captures(self) -> None:
         for ns, pidfile in self.pidfiles:
@@ -1062,7 +1064,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m vtaplab emulate",
         description="Run a scenario's data path locally in network namespaces (needs root).")
-    p.add_argument("scenario", help=f"accepted: {', '.join(TOPOLOGIES)}")
+    p.add_argument("scenario", nargs="?", help=f"accepted: {', '.join(TOPOLOGIES)}")
     p.add_argument("--proxy-mode", default="all",
                    help="netdev | stateless | conntrack | all (default: all, netdev first with "
                         "its evidence in OUT, then stateless and conntrack in OUT/<mode>)")
@@ -1081,7 +1083,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true",
                    help="leave the namespaces for inspection (delete with --teardown PREFIX)")
     p.add_argument("--teardown", metavar="PREFIX", default=None,
-                   help="only delete the namespaces of an earlier --keep run, then exit")
+                   help="only remove what an earlier run left (--keep, or killed): its "
+                        "processes, namespaces, temp dirs; then exit (no SCENARIO)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every command as run")
     return p
 
@@ -1108,8 +1111,10 @@ def _int_option(name: str, text: str, low: int, high: int) -> int:
 
 def _options(argv: list[str]) -> RunOptions | str:
     args = _parser().parse_args(argv)
-    if args.teardown is not None:
+    if args.teardown is not None:   # a SCENARIO before it (the old form) changes nothing
         return str(args.teardown)
+    if args.scenario is None:
+        raise ValueError(f"no SCENARIO given; accepted: {', '.join(TOPOLOGIES)}")
     if args.scenario not in TOPOLOGIES:
         known = "known but not emulated" if args.scenario in facts.SCENARIOS else "unknown"
         raise ValueError(f"scenario {args.scenario!r} ({known}) is not accepted; accepted: "
@@ -1237,9 +1242,10 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
         print(f"emulate: --out {str(opts.out)!r} is not usable: {exc.strerror}", file=sys.stderr)
         return 2, "error"
     _become_subreaper()
+    runs.clean_dead_runs(print)   # what runs killed with SIGKILL left, said and removed
     prefix = new_prefix(list_namespaces())
     runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
-    lab = Lab(prefix, runner)
+    lab = Lab(prefix, runner, record=runs.begin(prefix))
     emu = Emulation(topo, opts, lab)
     print(f"emulate {opts.scenario}: run {prefix}, proxy mode {opts.proxy_mode}, "
           f"fault {opts.fault}, {opts.requests} rounds x 2 URLs x {len(topo.flows)} client(s), "
@@ -1261,6 +1267,8 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             left = emu.teardown()
+            if not left and lab.record is not None:
+                lab.record.finish(kept=opts.keep)
     elapsed = time.monotonic() - started
     if verdict is not None:
         emu.facts["timings"] = {k: round(v, 3) for k, v in
@@ -1280,7 +1288,7 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
         print()
     if opts.keep:
         print(f"kept namespaces {prefix}-*: delete with "
-              f"python -m vtaplab emulate {opts.scenario} --teardown {prefix}")
+              f"python -m vtaplab emulate --teardown {prefix}")
     elif left:
         print(f"emulate: could not delete namespaces: {', '.join(left)}", file=sys.stderr)
     timings = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in emu.timings.items())
@@ -1300,14 +1308,6 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
 
 
 def _teardown_only(prefix: str) -> int:
-    try:
-        lab = Lab(prefix, Runner())
-    except ValueError as exc:
-        print(f"emulate: --teardown {exc}", file=sys.stderr)
-        return 2
-    left = lab.teardown()
-    if left:
-        print(f"emulate: could not delete: {', '.join(left)}", file=sys.stderr)
-        return 3
-    print(f"emulate: deleted the namespaces of run {prefix}")
-    return 0
+    code, line = runs.teardown(prefix)
+    print(line, file=sys.stderr if code else sys.stdout)
+    return code

@@ -19,6 +19,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vtaplab.emulator.runs import RunRecord
 
 # Interface names: at most 15 characters (IFNAMSIZ - 1).
 IFNAME_MAX = 15
@@ -173,6 +177,9 @@ class Lab:
     prefix: str
     runner: Runner
     created: list[str] = field(default_factory=list)
+    # The run's record (vtaplab.emulator.runs): every process popen() starts is written to it,
+    # so a run killed with SIGKILL leaves nothing the next run can't find and stop.
+    record: RunRecord | None = None
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
@@ -246,8 +253,11 @@ class Lab:
     def popen(self, ns: str, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[str]:
         """Start a long-running process in ``ns``; the caller owns (and stops) its pid."""
         self.runner._record(ns, argv, "   &")
-        return subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True,
-                                **kwargs)  # type: ignore[call-overload]
+        proc: subprocess.Popen[str] = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv], text=True, **kwargs)  # type: ignore[call-overload]
+        if self.record is not None:
+            self.record.add_process(proc.pid, f"{Path(argv[0]).name} in {ns}")
+        return proc
 
     # remove (tolerates "missing") ------------------------------------------------------------
     def mine(self) -> list[str]:
