@@ -82,6 +82,9 @@ def test_an_interrupted_emulation_exits_130(monkeypatch, tmp_path, capsys):
     def interrupted(_self: object) -> None:
         raise engine._Interrupted("SIGINT")
 
+    from vtaplab.emulator import runs
+
+    monkeypatch.setenv(runs.STATE_DIR_ENV, str(tmp_path / "state"))   # this run's record only
     monkeypatch.setattr(engine, "list_namespaces", lambda *a: [])
     monkeypatch.setattr(engine.Emulation, "run", interrupted)
     monkeypatch.setattr(engine.Emulation, "teardown", lambda _self: [])
@@ -89,3 +92,4 @@ def test_an_interrupted_emulation_exits_130(monkeypatch, tmp_path, capsys):
     assert not isinstance(opts, str)
     assert engine._run_one(opts) == (130, "interrupted")
     assert "interrupted by SIGINT" in capsys.readouterr().err
+    assert list((tmp_path / "state").iterdir()) == []   # torn down: its record is gone too

@@ -3,6 +3,10 @@
 Each command lives in its own module exposing ``main(argv: list[str]) -> int`` with its own
 argparse parser. Modules are imported only when their command runs, so ``decode`` never pays
 for importing the Pulumi SDK and ``graph`` never needs tshark.
+
+What every command shares lives here too: the exit status of an interrupted command (130) and
+the bounded whole-file reads of files a user names (a huge file or /dev/zero is one line, not
+an out-of-memory).
 """
 
 from __future__ import annotations

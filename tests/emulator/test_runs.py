@@ -248,3 +248,15 @@ def test_a_run_killed_with_sigkill_is_torn_down_by_prefix(tmp_path):
             proc.wait()
         if prefix:
             runs.teardown(prefix, state=state)
+
+
+def test_an_unwritable_state_dir_is_one_line(monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(runs.STATE_DIR_ENV, str(blocker / "state"))   # under a file: ENOTDIR
+    monkeypatch.setattr(engine.Emulation, "run", lambda _self: pytest.fail("ran"))
+    opts = engine._options(["b2", "--proxy-mode", "netdev", "--out", str(tmp_path / "out")])
+    assert not isinstance(opts, str)
+    assert engine._run_one(opts) == (2, "error")
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert str(blocker / "state") in line and runs.STATE_DIR_ENV in line

@@ -1245,7 +1245,12 @@ def _run_one(opts: RunOptions) -> tuple[int, str]:
     runs.clean_dead_runs(print)   # what runs killed with SIGKILL left, said and removed
     prefix = new_prefix(list_namespaces())
     runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
-    lab = Lab(prefix, runner, record=runs.begin(prefix))
+    try:
+        lab = Lab(prefix, runner, record=runs.begin(prefix))
+    except OSError as exc:
+        print(f"emulate: {runs.state_dir()}: {exc.strerror}; accepted: a writable directory "
+              f"for run records (${runs.STATE_DIR_ENV})", file=sys.stderr)
+        return 2, "error"
     emu = Emulation(topo, opts, lab)
     print(f"emulate {opts.scenario}: run {prefix}, proxy mode {opts.proxy_mode}, "
           f"fault {opts.fault}, {opts.requests} rounds x 2 URLs x {len(topo.flows)} client(s), "

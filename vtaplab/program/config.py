@@ -6,6 +6,11 @@ value against ``vtaplab.facts`` and either returns a ``LabConfig`` or raises ``C
 with a one-line message naming the key, the bad value and what would be accepted. The program
 calls it before declaring any resource, so a bad stack file never gets as far as Azure.
 
+``read_stack_file()`` is the one reader of ``Pulumi.<stack>.yaml`` files for every command:
+it keeps values as their author wrote them and refuses, in one line, what YAML would read
+otherwise. ``check_stand_ins()`` gives preflight the checks of ``load()`` that its test
+stand-ins (secrets, the operator CIDR) would otherwise hide.
+
 Keys are flat camelCase strings, integers or lists because Pulumi.yaml's config schema types
 are only ``string``, ``integer``, ``boolean`` and ``array``: a flat key is typed and
 defaulted by Pulumi itself, and ``pulumi config set vtaplab:peIp 10.30.3.9`` just works.
