@@ -260,3 +260,23 @@ def test_an_unwritable_state_dir_is_one_line(monkeypatch, tmp_path, capsys):
     assert engine._run_one(opts) == (2, "error")
     [line] = capsys.readouterr().err.strip().splitlines()
     assert str(blocker / "state") in line and runs.STATE_DIR_ENV in line
+
+
+@needs_root
+def test_a_command_in_a_namespace_bounds_itself(prefix):
+    from vtaplab.emulator.netns import Lab, NetnsError, Runner
+
+    lab = Lab(prefix, Runner())
+    ns = lab.add_ns("t")
+    try:
+        started = time.monotonic()
+        with pytest.raises(NetnsError, match=r"no answer within 1 s"):
+            lab.exec(ns, ["sleep", "30"], timeout=1)
+        assert time.monotonic() - started < 5       # timeout(1) ended it, not the backstop
+        assert subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                              check=False, timeout=10).stdout.split() == []
+        # A command's own exit status 124, early, is its own: not a timeout of ours.
+        done = lab.exec(ns, ["sh", "-c", "exit 124"], check=False, timeout=10)
+        assert done.returncode == 124
+    finally:
+        lab.teardown()
