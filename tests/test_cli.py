@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from vtaplab import cli, facts
 
 
@@ -41,3 +43,54 @@ def test_commands_stored_in_pulumi_state_go_through_the_dispatcher():
         out = subprocess.run([sys.executable, "-m", "vtaplab", name, "--help"],
                              capture_output=True, text=True, check=True).stdout
         assert out.startswith(f"usage: python -m vtaplab {name} ")
+
+
+def _every_command_line() -> list[list[str]]:
+    """Every command of the dispatcher, and every subcommand of those that have some."""
+    from vtaplab.bench import cli as bench_cli
+
+    lines = [[name] for name in cli.COMMANDS]
+    lines += [["bench", what] for what in bench_cli.BENCHES]
+    return lines
+
+
+@pytest.mark.parametrize("words", _every_command_line(), ids=" ".join)
+def test_every_command_and_subcommand_answers_help_with_exit_0(words):
+    proc = subprocess.run([sys.executable, "-m", "vtaplab", *words, "--help"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.startswith("usage: python -m vtaplab")
+
+
+def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, capsys):
+    import types
+
+    def main(_argv: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "vtaplab_test_interrupted", types.SimpleNamespace(main=main))
+    monkeypatch.setitem(cli.COMMANDS, "interrupted", ("vtaplab_test_interrupted", "test"))
+    assert cli.main(["interrupted"]) == cli.EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "vtaplab interrupted: interrupted"
+
+
+def test_an_interrupted_emulation_exits_130(monkeypatch, tmp_path, capsys):
+    from vtaplab.emulator import engine
+
+    def interrupted(_self: object) -> None:
+        raise engine._Interrupted("SIGINT")
+
+    from vtaplab.emulator import runs
+
+    monkeypatch.setenv(runs.STATE_DIR_ENV, str(tmp_path / "state"))   # this run's record only
+    monkeypatch.setattr(engine, "list_namespaces", lambda *a: [])
+    monkeypatch.setattr(engine.Emulation, "run", interrupted)
+    monkeypatch.setattr(engine.Emulation, "teardown", lambda _self: [])
+    opts = engine._options(["b2", "--proxy-mode", "netdev", "--out", str(tmp_path)])
+    assert not isinstance(opts, str)
+    topo, _origin = engine.load_topology(opts)
+    assert engine._run_one(opts, topo) == (130, "interrupted")
+    assert "interrupted by SIGINT" in capsys.readouterr().err
+    assert list((tmp_path / "state").iterdir()) == []   # torn down: its record is gone too

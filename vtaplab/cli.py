@@ -3,6 +3,10 @@
 Each command lives in its own module exposing ``main(argv: list[str]) -> int`` with its own
 argparse parser. Modules are imported only when their command runs, so ``decode`` never pays
 for importing the Pulumi SDK and ``graph`` never needs tshark.
+
+What every command shares lives here too: the exit status of an interrupted command (130) and
+the bounded whole-file reads of files a user names (a huge file or /dev/zero is one line, not
+an out-of-memory).
 """
 
 from __future__ import annotations
@@ -10,6 +14,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
+
+# Exit status of an interrupted command (Ctrl-C, SIGTERM), every command alike: 128 + SIGINT,
+# what a shell reports for a program killed by Ctrl-C (README, "Exit status").
+EXIT_INTERRUPTED = 130
+
+# Bounds of the whole-file reads of files a user names (a huge file or /dev/zero must stop
+# with one line, not grow until out of memory). Each is far above what a real run writes: a
+# traffic log line is ~100 bytes (10000 requests x 2 URLs x 10 tenants is ~20 MB); the
+# largest committed stack's graph is a few MB; stack outputs are kilobytes.
+MAX_TRAFFIC_LOG_BYTES = 64 << 20
+MAX_GRAPH_BYTES = 64 << 20
+MAX_OUTPUTS_BYTES = 16 << 20
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -57,7 +74,12 @@ def main(argv: list[str]) -> int:
             raise
         print(f"vtaplab: command {name!r} is not built yet", file=sys.stderr)
         return 2
-    return int(module.main(rest))
+    try:
+        return int(module.main(rest))
+    except KeyboardInterrupt:
+        # A command without its own handler: one line and 130, never a traceback.
+        print(f"vtaplab {name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def positive_int(text: str) -> int:
@@ -69,3 +91,33 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"invalid count {text!r}; accepted: an integer >= 1")
     return value
+
+
+class InputTooLarge(ValueError):
+    """A file a user named is larger than the bound its reader accepts."""
+
+
+def read_bytes_bounded(path: Path, *, limit: int, what: str) -> bytes:
+    """At most ``limit`` bytes of ``path``, or ``InputTooLarge`` naming ``what``, the file and
+    the bound. Reads one byte past the bound (never more), so a size ``stat`` can't tell
+    (/dev/zero, a pipe) is caught too. ``OSError`` (missing, unreadable) goes to the caller."""
+    with Path(path).open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InputTooLarge(f"{what} {path}: larger than {_size(limit)} (reading stopped "
+                            f"there); accepted: a {what} of at most {_size(limit)}")
+    return data
+
+
+def read_text_bounded(path: Path, *, limit: int, what: str) -> str:
+    """``read_bytes_bounded`` decoded as UTF-8; undecodable bytes are a one-line ValueError."""
+    data = read_bytes_bounded(path, limit=limit, what=what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path}: not UTF-8 text (byte {exc.start}); accepted: a text "
+                         f"{what}") from None
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"

@@ -387,12 +387,23 @@ def test_missing_ssh_key_names_the_paths_tried(tmp_path):
         ("ssh-ed25519 " + _ssh_blob(b"ssh-rsa", b"x"), "doesn't match its type"),
         ("ssh-ed25519 " + _ssh_blob(b"ssh-ed25519", b"short"), "malformed Ed25519"),
         (RSA_1024_KEY, "1024-bit RSA key"),
-        ("-----BEGIN OPENSSH PRIVATE KEY-----", "PRIVATE key"),
         (ED25519_KEY + "\n" + RSA_2048_KEY, "more than one line"),
     ],
 )
 def test_bad_ssh_key(value, problem):
     rejects("sshPublicKey", value, "ssh-ed25519", problem)
+
+
+@pytest.mark.parametrize("value", [
+    "-----BEGIN OPENSSH PRIVATE KEY-----",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0\n-----END OPENSSH PRIVATE KEY-----",
+])
+def test_a_private_key_as_public_key_is_refused_without_showing_it(value):
+    with pytest.raises(ConfigError) as err:
+        load_with(sshPublicKey=value)
+    message = str(err.value)
+    assert "vtaplab:sshPublicKey" in message and "PRIVATE key (value not shown" in message
+    assert "BEGIN" not in message and "c2Vj" not in message and "\n" not in message
 
 
 def test_bad_proxy_mode():

@@ -40,9 +40,12 @@ def read_outputs(stack: str, outputs_file: Path | None,
                  run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
                  ) -> dict[str, Any]:
     if outputs_file is not None:
+        from vtaplab.cli import MAX_OUTPUTS_BYTES, read_text_bounded
+
         try:
-            data = json.loads(outputs_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(read_text_bounded(outputs_file, limit=MAX_OUTPUTS_BYTES,
+                                                what="outputs file"))
+        except (OSError, ValueError) as exc:   # ValueError: bad JSON, too large, not UTF-8
             raise EvidenceError(f"--outputs {outputs_file}: {exc}; accepted: the JSON of "
                                 f"pulumi stack output --json -s {stack}") from None
     else:

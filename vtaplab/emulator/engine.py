@@ -39,7 +39,8 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from vtaplab import PROJECT_ROOT, behaviours, plan
-from vtaplab.emulator import nft
+from vtaplab.cli import EXIT_INTERRUPTED
+from vtaplab.emulator import nft, runs
 from vtaplab.emulator.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
 from vtaplab.emulator.topology import (
     WEB_ROOT,
@@ -447,6 +448,7 @@ class Emulation:
                               "--snaplen", str(CAPTURE_SNAPLEN)]))
             self.pidfiles.append((ns, pidfile))
         self.lab.runner.run_parallel(jobs)
+        runs.note_pidfiles(self.lab.record, (pidfile for _ns, pidfile in self.pidfiles))
 
     def stop_captures(self) -> None:
         """Stop every capture at once; any the script could not stop is ended by its pids."""
@@ -998,22 +1000,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", default=str(DEFAULT_REQUESTS),
                    help="rounds of requests; each fetches every URL of the stack's traffic "
                         f"command once (default {DEFAULT_REQUESTS})")
-    p.add_argument("--fault", default="none", help="; ".join(f"{k}: {v}" for k, v in
-                                                             FAULTS.items()))
+    # argparse formats help with %: a literal % (as in "2% of the packets") must be %%.
+    p.add_argument("--fault", default="none", help="; ".join(
+        f"{k}: {v}" for k, v in FAULTS.items()).replace("%", "%%"))
     p.add_argument("--tenants", default=None,
                    help="msp: the tenant count expected (the graph's, from mspTenants; a "
                         "different number is refused)")
     p.add_argument("--keep", action="store_true",
                    help="leave the namespaces for inspection (delete with --teardown PREFIX)")
     p.add_argument("--teardown", metavar="PREFIX", default=None,
-                   help="only delete the namespaces of an earlier --keep run, then exit")
+                   help="only remove what an earlier run left (--keep, or killed): its "
+                        "processes, namespaces, temp dirs; then exit (no STACK)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every command as run")
     return p
 
 
 def _options(argv: list[str]) -> RunOptions | str:
     args = _parser().parse_args(argv)
-    if args.teardown is not None:
+    if args.teardown is not None:   # a STACK before it (the old form) changes nothing
         return str(args.teardown)
     if args.stack is None and args.graph is None:
         raise ValueError("required: stack (or --graph FILE)")
@@ -1026,7 +1030,8 @@ def _options(argv: list[str]) -> RunOptions | str:
     if args.fault == "flap-proxy-rule" and requests < 3:
         raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
                          "accepted: 3..1000 (one third per phase)")
-    tenants = None if args.tenants is None else _int_option("--tenants", args.tenants, 1, 9)
+    tenants = None if args.tenants is None else _int_option(
+        "--tenants", args.tenants, plan.MSP_TENANTS_MIN, plan.MSP_TENANTS_MAX)
     name = args.stack or args.graph.stem
     out = args.out if args.out is not None else Path("evidence/emulator") / name
     return RunOptions(stack=name, graph=args.graph, proxy_mode=args.proxy_mode,
@@ -1216,9 +1221,15 @@ def _run_one(opts: RunOptions, topo: Topology) -> tuple[int, str]:
         print(f"emulate: --out {str(opts.out)!r} is not usable: {exc.strerror}", file=sys.stderr)
         return 2, "error"
     _become_subreaper()
+    runs.clean_dead_runs(print)   # what runs killed with SIGKILL left, said and removed
     prefix = new_prefix(list_namespaces())
     runner = Runner(log_path=opts.out / "commands.log", echo=opts.verbose)
-    lab = Lab(prefix, runner)
+    try:
+        lab = Lab(prefix, runner, record=runs.begin(prefix))
+    except OSError as exc:
+        print(f"emulate: {runs.state_dir()}: {exc.strerror}; accepted: a writable directory "
+              f"for run records (${runs.STATE_DIR_ENV})", file=sys.stderr)
+        return 2, "error"
     emu = Emulation(topo, opts, lab)
     rounds = ", ".join(f"{s.id}: {opts.requests} rounds x {len(s.flows[0].urls)} URLs x "
                        f"{len(s.flows)} client(s)" for s in topo.scenarios)
@@ -1244,6 +1255,8 @@ def _run_one(opts: RunOptions, topo: Topology) -> tuple[int, str]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             left = emu.teardown()
+            if not left and lab.record is not None:
+                lab.record.finish(kept=opts.keep)
     elapsed = time.monotonic() - started
     for scenario_id, verdict in verdicts.items():
         out = opts.out / scenario_id if len(topo.scenarios) > 1 else opts.out
@@ -1274,7 +1287,9 @@ def _run_one(opts: RunOptions, topo: Topology) -> tuple[int, str]:
     print(f"took {elapsed:.2f}s ({timings})", flush=True)
     if error is not None:
         print(f"emulate: {error}", file=sys.stderr)
-        return 3, "interrupted" if interrupted else "error"
+        if interrupted:
+            return EXIT_INTERRUPTED, "interrupted"
+        return 3, "error"
     for scenario_id, verdict in verdicts.items():
         out = opts.out / scenario_id if len(topo.scenarios) > 1 else opts.out
         print(f"verdict {scenario_id}: {verdict['outcome']} -> {out / 'verdict.json'}")
@@ -1289,14 +1304,6 @@ def _run_one(opts: RunOptions, topo: Topology) -> tuple[int, str]:
 
 
 def _teardown_only(prefix: str) -> int:
-    try:
-        lab = Lab(prefix, Runner())
-    except ValueError as exc:
-        print(f"emulate: --teardown {exc}", file=sys.stderr)
-        return 2
-    left = lab.teardown()
-    if left:
-        print(f"emulate: could not delete: {', '.join(left)}", file=sys.stderr)
-        return 3
-    print(f"emulate: deleted the namespaces of run {prefix}")
-    return 0
+    code, line = runs.teardown(prefix)
+    print(line, file=sys.stderr if code else sys.stdout)
+    return code

@@ -19,7 +19,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from vtaplab.emulator.runs import RunRecord
+
+# A command run in a namespace gets SIGTERM at its timeout and SIGKILL SELF_KILL_AFTER_S
+# later (timeout(1)); this process waits that long plus SELF_TIMEOUT_SLACK_S before it gives up.
+SELF_KILL_AFTER_S = 5.0
+SELF_TIMEOUT_SLACK_S = 5.0
 # Interface names: at most 15 characters (IFNAMSIZ - 1).
 IFNAME_MAX = 15
 _PREFIX_RE = re.compile(r"^vl[0-9a-f]{4}$")
@@ -88,16 +96,26 @@ class Runner:
         exists and removing what is missing are no-ops); any other failure raises NetnsError
         when ``check``.
         """
-        full = [*(["ip", "netns", "exec", ns] if ns else []), *argv]
+        # Inside a namespace the command bounds itself (timeout(1)), so a run killed with
+        # SIGKILL can't leave a traffic client running for hours; the subprocess timeout, a
+        # little later, is only the backstop (killing timeout(1) would orphan the command).
+        bound = ["timeout", f"--kill-after={SELF_KILL_AFTER_S:g}", f"{timeout:g}"] if ns else []
+        full = [*(["ip", "netns", "exec", ns] if ns else []), *bound, *argv]
+        started = time.monotonic()
         self._record(ns, argv)
         if input_text is not None:
             for text_line in input_text.rstrip("\n").splitlines():
                 self._record(ns, ["  |"], " " + text_line)
         try:
-            proc = subprocess.run(full, capture_output=True, text=True, input=input_text,
-                                  timeout=timeout, check=False)
+            proc = subprocess.run(
+                full, capture_output=True, text=True, input=input_text, check=False,
+                timeout=timeout + (SELF_KILL_AFTER_S + SELF_TIMEOUT_SLACK_S if bound else 0))
         except subprocess.TimeoutExpired as exc:
             raise NetnsError(f"{shlex.join(full)}: no answer within {timeout:g} s") from exc
+        # timeout(1) says 124 (137 after its SIGKILL); only the full time tells it from a
+        # command of our own that exits 124 early (the LB probe's own `timeout 0.5`).
+        if bound and proc.returncode in (124, 137) and time.monotonic() - started >= timeout:
+            raise NetnsError(f"{shlex.join(full)}: no answer within {timeout:g} s")
         if proc.returncode != 0:
             err = proc.stderr.strip()
             if any(marker in err for marker in tolerate):
@@ -173,6 +191,9 @@ class Lab:
     prefix: str
     runner: Runner
     created: list[str] = field(default_factory=list)
+    # The run's record (vtaplab.emulator.runs): every process popen() starts is written to it,
+    # so a run killed with SIGKILL leaves nothing the next run can't find and stop.
+    record: RunRecord | None = None
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
@@ -246,8 +267,11 @@ class Lab:
     def popen(self, ns: str, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[str]:
         """Start a long-running process in ``ns``; the caller owns (and stops) its pid."""
         self.runner._record(ns, argv, "   &")
-        return subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True,
-                                **kwargs)  # type: ignore[call-overload]
+        proc: subprocess.Popen[str] = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv], text=True, **kwargs)  # type: ignore[call-overload]
+        if self.record is not None:
+            self.record.add_process(proc.pid, f"{Path(argv[0]).name} in {ns}")
+        return proc
 
     # remove (tolerates "missing") ------------------------------------------------------------
     def mine(self) -> list[str]:

@@ -10,9 +10,9 @@ whether the graph puts the source VM's (re)start after the vTAP ("fastpath"). Wh
 behaviour each element follows is named from ``vtaplab.behaviours``.
 
 Naming scheme (short: interface names are ``<run prefix>-<node>-<peer>``, at most 15
-characters). VNet ``k`` (1..9 in graph order; the provider's VNet is 0) gives its nodes a
-letter for what they are plus ``k``: ``f`` the VNet's fabric (its router), ``v`` the vTAP's
-host side (the VTEP), ``e`` a Private Endpoint, ``n`` a Private Link Service (its NAT), ``b`` an
+characters). VNet ``k`` (1..9, then a..z: base 36, in graph order; the provider's VNet is 0)
+gives its nodes a letter for what they are plus ``k``: ``f`` the VNet's fabric (its router),
+``v`` the vTAP's host side (the VTEP), ``e`` a Private Endpoint, ``n`` a Private Link Service (its NAT), ``b`` an
 internal load balancer, and VMs by role: ``s`` the tapped source, ``c`` the client, ``p`` a
 proxy, ``o`` the collector, ``x`` any other. A second node of the same letter in the same VNet
 gets its ordinal after ``k`` (``p1`` and ``p12``). A VXLAN device is ``<prefix>-<vtep>-x<j>``.
@@ -43,7 +43,15 @@ GATEWAY_HOST = 1
 VTEP_LINK_NET = "100.64.{k}.0/30"
 PRIVATE_LINK_NET = "100.65.{k}.{n}/30"
 VTAP_VNI = 1   # behaviours.ASSUMPTIONS["vtap-vni"]
-MAX_VNETS = 9  # one digit in node names
+# One character in node names: VNet k is written in base 36 (1..9, then a..z), so node names
+# stay three characters and interface names within 15 (msp goes up to 10 tenants).
+VNET_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+MAX_VNETS = len(VNET_DIGITS) - 1
+
+
+def vnet_digit(index: int) -> str:
+    """VNet ``index``'s character in node names (base 36)."""
+    return VNET_DIGITS[index]
 ROLE_LETTERS = {"src": "s", "client": "c", "proxy": "p", "collector": "o"}
 # Where the graph cache lives and what it depends on: any change there rebuilds the graph.
 CACHE_DIR = Path.home() / ".cache" / "vtaplab" / "graphs"
@@ -456,7 +464,7 @@ class _Names:
     used: dict[str, int] = field(default_factory=dict)
 
     def take(self, letter: str, vnet: int) -> str:
-        key = f"{letter}{vnet}"
+        key = f"{letter}{vnet_digit(vnet)}"
         count = self.used.get(key, 0) + 1
         self.used[key] = count
         return key if count == 1 else f"{key}{count}"
@@ -499,7 +507,7 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                                     f"accepted: up to {MAX_VNETS}")
             index = consumer
         vnet_index[name] = index
-        vnet_info[f"f{index}"] = (name, prefixes)
+        vnet_info[f"f{vnet_digit(index)}"] = (name, prefixes)
     if 0 not in vnet_index.values():
         raise TopologyError("the graph has no Private Link Service (no provider VNet); "
                             "accepted: a stack whose scenarios carry traffic (b2, b3, msp, a, "
@@ -545,7 +553,8 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
         prefixlen = _subnet_prefixlen(by_kind, vnet_name, str(_seg(subnet_id, "subnets")))
         nsg_name = _seg((_inputs(nic).get("networkSecurityGroup") or {}).get("id"),
                         "networkSecurityGroups")
-        ports.append(Port(node, f"f{index}", str(ip), prefixlen, str(nic_name), nic=True,
+        ports.append(Port(node, f"f{vnet_digit(index)}", str(ip), prefixlen, str(nic_name),
+                          nic=True,
                           forwarding=bool(_inputs(nic).get("enableIPForwarding")),
                           nsg=nsgs.get(str(nsg_name))))
         nodes.append(Node(node, "vm", str(vm.get("name"))))
@@ -591,7 +600,7 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                                       str(_seg((frontend.get("subnet") or {}).get("id"),
                                                "subnets")))
         nodes.append(Node(node, "lb", name, True))
-        ports.append(Port(node, f"f{index}", ip, prefixlen, name))
+        ports.append(Port(node, f"f{vnet_digit(index)}", ip, prefixlen, name))
         lbs.append(LoadBalancer(node, name, ip, rules, tuple(backends.get(name, [])), probe))
         behaviours += ["lb-port-rule", "lb-probes"]
         if any(r.ha_ports for r in rules):
@@ -650,7 +659,7 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                                       str(_seg((_inputs(pe).get("subnet") or {}).get("id"),
                                                "subnets")))
         nodes.append(Node(node, "pe", name, True))
-        ports.append(Port(node, f"f{index}", ip, prefixlen, name))
+        ports.append(Port(node, f"f{vnet_digit(index)}", ip, prefixlen, name))
         pls_node = pls_nodes[pls_name]
         net = ipaddress.ip_network(PRIVATE_LINK_NET.format(k=index, n=0))
         pe_side, pls_side = str(net[2]), str(net[1])
@@ -692,19 +701,19 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
             raise TopologyError(f"vTAP {vtap_name!r}: its destination is not an emulated NIC "
                                 "or LB frontend")
         source = vm_node_of_nic[nic_name]
-        index = int(source[1])
+        index = VNET_DIGITS.index(source[1])
         vtep = vtep_of.get(index)
         if vtep is None:
             vtep = vtep_of[index] = names.take("v", index)
             nodes.append(Node(vtep, "vtep", f"vTAP host side of VNet {index}"))
             net = ipaddress.ip_network(VTEP_LINK_NET.format(k=index))
-            links.append(Link(vtep, f"{net[2]}/30", f"f{index}", f"{net[1]}/30"))
+            links.append(Link(vtep, f"{net[2]}/30", f"f{vnet_digit(index)}", f"{net[1]}/30"))
             routes.append((vtep, "default", str(net[1])))
         vm_resource = next(v.resource for v in vms if v.node == source)
         on_fastpath, why = _fastpath(vm_by_name.get(vm_resource), urn_of.get(vtap_name),
                                      fastpath_cmds, closure, vm_resource, vtap_name, nic_name)
         tap_count[vtep] = tap_count.get(vtep, 0) + 1
-        taps.append(Tap(source, nic_name, vm_resource, vtap_name, f"f{index}", vtep,
+        taps.append(Tap(source, nic_name, vm_resource, vtap_name, f"f{vnet_digit(index)}", vtep,
                         tap_count[vtep], nic_ip[nic_name], remote,
                         int(vi.get("destinationPort") or facts.VXLAN_PORT), VTAP_VNI,
                         on_fastpath, why))

@@ -1273,6 +1273,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--traffic-log", type=Path, metavar="FILE",
                         help="the run's traffic log (# vtap-traffic v1), for the loss figures")
     args = parser.parse_args(argv)
+    if args.traffic_log is not None:
+        # Bad input is refused before the (long) decode, in one line: missing, unreadable,
+        # too large or not a traffic log.
+        try:
+            verdict.parse_traffic_log(args.traffic_log)
+        except verdict.TrafficLogError as exc:
+            print(f"vtaplab decode: --traffic-log {exc}", file=sys.stderr)
+            return 2
     capture = args.pcap[0] if len(args.pcap) == 1 else args.pcap
     try:
         summary = decode_capture(capture, port=args.port)

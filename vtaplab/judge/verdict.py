@@ -42,10 +42,15 @@ class TrafficLogError(ValueError):
 
 def parse_traffic_log(path: Path) -> dict[str, Any]:
     """Summarise a traffic log: requests sent, statuses, bytes, failures, per URL."""
+    from vtaplab.cli import MAX_TRAFFIC_LOG_BYTES, InputTooLarge, read_bytes_bounded
+
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        data = read_bytes_bounded(Path(path), limit=MAX_TRAFFIC_LOG_BYTES, what="traffic log")
     except OSError as exc:
         raise TrafficLogError(f"{path}: cannot read ({exc.strerror})") from None
+    except InputTooLarge as exc:
+        raise TrafficLogError(str(exc)) from None
+    text = data.decode("utf-8", errors="replace")
     lines = text.splitlines()
     if not lines or lines[0].strip() != TRAFFIC_LOG_HEADER:
         raise TrafficLogError(f"{path}: first line is not {TRAFFIC_LOG_HEADER!r}; accepted: "

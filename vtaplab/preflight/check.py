@@ -294,8 +294,10 @@ def main(argv: list[str]) -> int:
 
 
 def _read_graph(path: Path) -> list[dict[str, Any]]:
+    from vtaplab.cli import MAX_GRAPH_BYTES, read_text_bounded
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_bounded(path, limit=MAX_GRAPH_BYTES, what="graph file"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not JSON ({error.msg}, line {error.lineno}); "
                          "accepted: the output of 'python -m vtaplab graph STACK --json'") from None

@@ -6,6 +6,11 @@ value against ``vtaplab.facts`` and either returns a ``LabConfig`` or raises ``C
 with a one-line message naming the key, the bad value and what would be accepted. The program
 calls it before declaring any resource, so a bad stack file never gets as far as Azure.
 
+``read_stack_file()`` is the one reader of ``Pulumi.<stack>.yaml`` files for every command:
+it keeps values as their author wrote them and refuses, in one line, what YAML would read
+otherwise. ``check_stand_ins()`` gives preflight the checks of ``load()`` that its test
+stand-ins (secrets, the operator CIDR) would otherwise hide.
+
 Keys are flat camelCase strings, integers or lists because Pulumi.yaml's config schema types
 are only ``string``, ``integer``, ``boolean`` and ``array``: a flat key is typed and
 defaulted by Pulumi itself, and ``pulumi config set vtaplab:peIp 10.30.3.9`` just works.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import difflib
 import ipaddress
 import json
@@ -65,7 +71,7 @@ PROXY_MODES: tuple[str, ...] = ("netdev", "stateless", "conntrack")
 # Inclusive bounds: generous enough for any real run, tight enough to catch a typo (60000 s).
 CAPTURE_SECONDS_RANGE = (10, 3600)
 TRAFFIC_REQUESTS_RANGE = (1, 10000)
-MSP_TENANTS_RANGE = (1, facts.MAX_VTAPS_PER_SUBSCRIPTION)
+MSP_TENANTS_RANGE = (plan.MSP_TENANTS_MIN, plan.MSP_TENANTS_MAX)
 # Azure: the smallest subnet is a /29 (5 addresses reserved, 3 usable).
 SMALLEST_SUBNET_PREFIX = 29
 # Address ranges a VNet may use here: RFC 1918 and the shared (CGNAT) range.
@@ -224,7 +230,7 @@ KEYS: tuple[Key, ...] = (
     Key("trafficRequests", "integer", 20,
         f"HTTP requests vm-client makes to vm-src per run, {TRAFFIC_REQUESTS_RANGE[0]}-"
         f"{TRAFFIC_REQUESTS_RANGE[1]}."),
-    Key("mspTenants", "integer", 3,
+    Key("mspTenants", "integer", plan.MSP_TENANTS_DEFAULT,
         f"Tenants (consumer VNets) in scenario msp, {MSP_TENANTS_RANGE[0]}-"
         f"{MSP_TENANTS_RANGE[1]} (vTAP preview allows about "
         f"{facts.MAX_VTAPS_PER_SUBSCRIPTION} per subscription)."),
@@ -507,6 +513,11 @@ def _ssh_key(values: Mapping[str, object], home: Path | None) -> str:
             )
         key = f"sshPublicKey (from {source})"
     problem = _ssh_key_problem(text)
+    if "PRIVATE KEY" in text:
+        # Not even its first characters: they would be the secret's.
+        raise ConfigError(f"{NAMESPACE}:{key}: is a PRIVATE key (value not shown; never put "
+                          "it in config); accepted: one OpenSSH public key line: "
+                          f"{' or '.join(SSH_KEY_TYPES)} (RSA >= {SSH_RSA_MIN_BITS} bits)")
     if problem:
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise _fail(key, shown, problem,
@@ -712,9 +723,15 @@ def shutdown_settings(values: Mapping[str, object]) -> tuple[str, str]:
         raise _fail("autoShutdownTime", time, "is not a time of day",
                     f"HHMM in UTC from 0000 to 2359, e.g. 1900, or {AUTO_SHUTDOWN_OFF}")
     expires = _text(values, "expiresOn")
+    accepted = "YYYY-MM-DDTHH:MMZ, e.g. 2026-11-27T07:00Z, or empty"
     if expires and not _EXPIRES_ON.match(expires):
-        raise _fail("expiresOn", expires, "is not a UTC time",
-                    "YYYY-MM-DDTHH:MMZ, e.g. 2026-11-27T07:00Z, or empty")
+        raise _fail("expiresOn", expires, "is not a UTC time", accepted)
+    if expires:
+        try:   # the pattern lets 2026-02-30 through; the calendar doesn't
+            datetime.datetime.strptime(expires, "%Y-%m-%dT%H:%MZ")
+        except ValueError:
+            raise _fail("expiresOn", expires, "is not a date of the calendar",
+                        accepted) from None
     return time, expires
 
 
@@ -756,10 +773,7 @@ def require_run_secrets(cfg: LabConfig, *, is_secret: Callable[[str], bool]) -> 
     for key in SECRET_KEYS:
         value = cfg.ssh_private_key
         if value and not is_secret(key):
-            raise ConfigError(
-                f"{NAMESPACE}:{key} is stored in clear in the stack file; accepted: an "
-                f"encrypted value: pulumi config rm vtaplab:{key}, then set it again with "
-                "pulumi config set --secret")
+            raise _stored_in_clear(key)
     if any(s in TRAFFIC_SCENARIOS for s in cfg.scenarios) and not (
             cfg.ssh_private_key or cfg.ssh_private_key_file):
         tried = ", ".join(f"~/{p}" for p in SSH_PRIVATE_KEY_FALLBACKS)
@@ -774,6 +788,32 @@ def require_run_secrets(cfg: LabConfig, *, is_secret: Callable[[str], bool]) -> 
         raise ConfigError(
             f"{NAMESPACE}:sshPrivateKeyFile: {cfg.ssh_private_key_file!r} is not a readable "
             "file; accepted: the path of the private key of sshPublicKey")
+
+
+def _stored_in_clear(key: str) -> ConfigError:
+    return ConfigError(
+        f"{NAMESPACE}:{key} is stored in clear in the stack file (value not shown); "
+        f"accepted: an encrypted value: pulumi config rm vtaplab:{key}, then set it again "
+        "with pulumi config set --secret")
+
+
+def check_stand_ins(values: Mapping[str, object], *, environ: Mapping[str, str]) -> None:
+    """What ``load()`` refuses under ``pulumi up`` that preflight's stand-ins would hide.
+
+    Preflight (graph, check, cost) runs the program on a stack file with test values standing
+    in for what it can't read or the user hasn't set: encrypted secrets, the operator CIDR.
+    Before it substitutes, the raw stack-file ``values`` pass the same checks ``load()`` and
+    ``require_run_secrets`` make on them, so preflight can't call clean what ``pulumi up``
+    refuses: a secret key in clear text, an operator CIDR from ``$VTAPLAB_OPERATOR_CIDR``
+    that is not acceptable (0.0.0.0/0...)."""
+    values = _strip_namespace(values)
+    for key in SECRET_KEYS:
+        value = values.get(key)
+        # A `pulumi config set --secret` value is a {secure: ...} map in the stack file.
+        if value not in (None, "") and not (isinstance(value, Mapping) and "secure" in value):
+            raise _stored_in_clear(key)
+    if not _text(values, "operatorCidr") and environ.get(OPERATOR_CIDR_ENV, "").strip():
+        _operator_cidr(values, environ)
 
 
 def _all_set_keys() -> list[str]:
@@ -823,14 +863,150 @@ def load(
 # ----------------------------------------------------------------------------- stack files
 
 
+# A stack file is a few kilobytes; this bound only stops /dev/zero or a wrong path early.
+STACK_FILE_MAX_BYTES = 1 << 20
+# Nodes of a stack file's config map, counted through YAML aliases (a "billion laughs" file
+# expands exponentially); the largest committed stack has fewer than 100.
+STACK_FILE_MAX_NODES = 10_000
+_YAML_STR = "tag:yaml.org,2002:str"
+_YAML_NULL = "tag:yaml.org,2002:null"
+_YAML_BOOL = "tag:yaml.org,2002:bool"
+_YAML_INT = "tag:yaml.org,2002:int"
+_YAML_FLOAT = "tag:yaml.org,2002:float"
+_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_YAML_SEQ = "tag:yaml.org,2002:seq"
+_YAML_MAP = "tag:yaml.org,2002:map"
+# Plain scalars both YAML 1.1 (PyYAML, this reader) and YAML 1.2 (the Pulumi CLI's reader)
+# type the same way; any other typed plain scalar means different things to the two readers
+# (0700: octal 448 or decimal 700; 19:00: base-60 1140 or text), so it must be quoted.
+_PLAIN_INT = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
+_PLAIN_FLOAT = re.compile(r"^[-+]?(0|[1-9][0-9]*)\.[0-9]+$")
+_PLAIN_BOOL = ("true", "false")
+# YAML 1.1 booleans that YAML 1.2 reads as text: kept as written (autoShutdownTime: off).
+_YAML11_ONLY_BOOLS = ("yes", "no", "on", "off", "y", "n")
+
+
+class _StackFile:
+    """Turns the composed YAML of one stack file into plain values, refusing in one line
+    (file:line, key, the value as written, what is accepted) whatever YAML would type
+    differently from what its author wrote."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.nodes = 0
+
+    def where(self, node: Any) -> str:
+        return f"{self.path}:{node.start_mark.line + 1}"
+
+    def fail(self, node: Any, key: str, problem: str, accepted: str) -> ConfigError:
+        return ConfigError(f"{self.where(node)}: {key}: {problem}; accepted: {accepted}")
+
+    def mapping(self, node: Any, key: str) -> dict[str, object]:
+        import yaml
+
+        out: dict[str, object] = {}
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _YAML_STR:
+                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a " + (
+                    "list" if isinstance(key_node, yaml.SequenceNode) else "map")
+                raise self.fail(key_node, key or "config", f"key {shown!r} is not text",
+                                "keys such as vtaplab:scenarios (quote a key YAML would type)")
+            name = key_node.value
+            full = f"{key}.{name}" if key else name
+            if name in out:
+                raise self.fail(key_node, full, f"set twice (first on line {lines[name]}; "
+                                "YAML would silently keep the last)", "each key once")
+            lines[name] = key_node.start_mark.line + 1
+            out[name] = self.value(value_node, full)
+        return out
+
+    def value(self, node: Any, key: str) -> object:
+        import yaml
+
+        self.nodes += 1
+        if self.nodes > STACK_FILE_MAX_NODES:
+            raise self.fail(node, key, f"more than {STACK_FILE_MAX_NODES} values (YAML "
+                            "aliases expanding?)", "a stack file without aliases")
+        if isinstance(node, yaml.MappingNode) and node.tag == _YAML_MAP:
+            return self.mapping(node, key)
+        if isinstance(node, yaml.SequenceNode) and node.tag == _YAML_SEQ:
+            return [self.value(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+        if not isinstance(node, yaml.ScalarNode) or node.tag.startswith("!") or node.tag not in (
+                _YAML_STR, _YAML_NULL, _YAML_BOOL, _YAML_INT, _YAML_FLOAT, _YAML_TIMESTAMP):
+            raise self.fail(node, key, f"YAML tag {node.tag} is not accepted",
+                            "plain text, numbers, lists and maps")
+        text = node.value
+        quote_it = f'quote it: {key}: "{text}"'
+        if node.style is not None or node.tag == _YAML_STR:   # quoted or plain text
+            return text
+        if node.tag == _YAML_NULL:
+            raise self.fail(node, key, f"has no value ({text or 'empty'})",
+                            "a value, or no line at all for the default")
+        if node.tag == _YAML_TIMESTAMP:
+            raise self.fail(node, key, f"{text} (unquoted) is read by YAML as a date, not "
+                            "the text written", quote_it)
+        if node.tag == _YAML_BOOL:
+            if text.lower() in _YAML11_ONLY_BOOLS:
+                return text
+            if text.lower() in _PLAIN_BOOL:
+                return text.lower() == "true"
+            raise self.fail(node, key, f"{text} (unquoted) is a YAML boolean spelled "
+                            "unusually", f"true or false, or {quote_it}")
+        if node.tag == _YAML_INT:
+            if _PLAIN_INT.match(text):
+                return int(text)
+            number = yaml.SafeLoader(text).get_single_data()
+            raise self.fail(node, key, f"{text} (unquoted) is read by YAML 1.1 as the number "
+                            f"{number}, not as written", f"{quote_it} (or a plain decimal)")
+        if _PLAIN_FLOAT.match(text):
+            return float(text)
+        raise self.fail(node, key, f"{text} (unquoted) is read by YAML as a number, not as "
+                        "written", f"{quote_it} (or a plain decimal)")
+
+
 def read_stack_file(path: Path) -> dict[str, object]:
-    """The ``config:`` map of a ``Pulumi.<stack>.yaml``, values as YAML gives them."""
+    """The ``config:`` map of a ``Pulumi.<stack>.yaml``, values as their author wrote them.
+
+    The one stack-file reader of every command (graph, check, cost, matrix, the tests): a
+    file it can't read, a YAML syntax error, a key set twice, a value YAML would type behind
+    the author's back (an unquoted date, ``0700``, ``19:00``) or without a value is one
+    ``ConfigError`` line naming the file, the line, the key and the value as written."""
     import yaml
 
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
-        raise ConfigError(f"{path}: not a Pulumi stack file (no 'config:' map)")
-    return dict(document.get("config") or {})
+    from vtaplab.cli import read_text_bounded
+
+    what = f"{path}: not a Pulumi stack file"
+    accepted = "accepted: a YAML map with config: and one namespace:key: value per line"
+    try:
+        text = read_text_bounded(path, limit=STACK_FILE_MAX_BYTES, what="stack file")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}); accepted: a readable "
+                          "Pulumi.<stack>.yaml") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        document = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        raise ConfigError(f"{at}: not valid YAML ({problem}); {accepted}") from None
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid YAML ({problem}); {accepted}") from None
+    if document is None:
+        return {}
+    reader = _StackFile(path)
+    if not isinstance(document, yaml.MappingNode):
+        raise ConfigError(f"{what} (its top level is not a map); {accepted}")
+    top = {k.value: v for k, v in document.value if isinstance(k, yaml.ScalarNode)}
+    node = top.get("config")
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _YAML_NULL):
+        return {}   # a stack without config (Pulumi writes such files too)
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{reader.where(node)}: config: is not a map; {accepted}")
+    return reader.mapping(node, "")
 
 
 def as_pulumi_config(values: Mapping[str, object]) -> dict[str, str]:
