@@ -13,9 +13,10 @@ Naming scheme (short: interface names are ``<run prefix>-<node>-<peer>``, at mos
 characters). VNet ``k`` (1..9, then a..z: base 36, in graph order; the provider's VNet is 0)
 gives its nodes a letter for what they are plus ``k``: ``f`` the VNet's fabric (its router),
 ``v`` the vTAP's host side (the VTEP), ``e`` a Private Endpoint, ``n`` a Private Link Service
-(its NAT), ``b`` an internal load balancer, and VMs by role: ``s`` the tapped source, ``c`` the client, ``p`` a
-proxy, ``o`` the collector, ``x`` any other. A second node of the same letter in the same VNet
-gets its ordinal after ``k`` (``p1`` and ``p12``). A VXLAN device is ``<prefix>-<vtep>-x<j>``.
+(its NAT), ``b`` an internal load balancer, and VMs by role: ``s`` the tapped source, ``c`` the
+client, ``p`` a proxy, ``o`` the collector, ``x`` any other. A second node of the same letter
+in the same VNet gets its ordinal after ``k`` (``p1`` and ``p12``). A VXLAN device is
+``<prefix>-<vtep>-x<j>``.
 """
 
 from __future__ import annotations
