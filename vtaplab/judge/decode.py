@@ -2,10 +2,13 @@
 
 One pass over the file, constant memory in the number of packets:
 
-  file (pcap | pcapng) -> link layer (Ethernet, Linux SLL/SLL2, raw IP)
+  records (capture.py) -> link layer (Ethernet, Linux SLL/SLL2, raw IP)
     -> outer IPv4 (fragments reassembled in a bounded table) -> UDP to the VXLAN port
-    -> VXLAN (VNI) -> inner Ethernet (802.1Q tags) -> inner IPv4 -> TCP
-    -> per-direction byte stream, ordered by sequence number (duplicates and retransmissions
+    -> VXLAN (VNI; datagrams too short for the header counted as malformed, the I flag clear
+       as invalid: neither is a VXLAN packet nor a tenant's)
+    -> inner Ethernet (802.1Q tags) -> inner IPv4 or IPv6 -> TCP
+    -> per-direction byte stream, ordered by sequence number, followed from the SYN (its data
+       too: TCP Fast Open) or from the first segment seen (duplicates and retransmissions
        dropped, out-of-order data buffered up to a cap, holes skipped and counted)
     -> HTTP/1.x start lines, headers, and response bodies (length + incremental sha256).
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -32,6 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vtaplab import facts
 
 # CaptureError, ReadState, read_records and ring_members are also this module's interface
 # (the emulator, the verdict, ssh and the tests import them from here).
@@ -66,6 +72,17 @@ TIMELINE_BUCKETS = 3600            # VXLAN packets per second; wider for longer 
 HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ")
 _START_PREFIXES = (*HTTP_METHODS, b"HTTP/")
+_LONGEST_START = max(map(len, _START_PREFIXES))
+
+# Inner IPv6 (RFC 8200 section 4): extension headers a TCP header may follow. Hop-by-hop,
+# routing and destination options give their length in 8-octet units past the first 8; AH
+# (RFC 4302) in 4-octet units past the first 8; a fragment header is 8 octets.
+_IPV6_OPTION_HEADERS = frozenset({0, 43, 60})
+_IPV6_FRAGMENT_HEADER = 44
+_IPV6_AH = 51
+MAX_IPV6_EXTENSIONS = 8   # headers walked before the packet counts as not TCP
+IPV6_FRAGMENT = -1        # _ipv6_transport: a fragment (offset or more-fragments set)
+IPV6_NOT_TCP = -2         # ... no TCP header
 
 _U32 = struct.Struct("!I")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
@@ -127,6 +144,8 @@ class CaptureSummary:
     non_vxlan_packets: int = 0
     vxlan_packets: int = 0
     vxlan_bad_flags: int = 0
+    vxlan_malformed: int = 0
+    vxlan_invalid: int = 0
     vnis: dict[int, dict[str, Any]] = field(default_factory=dict)
     outer_sources: dict[str, int] = field(default_factory=dict)
     outer_udp_source_ports: int = 0
@@ -163,6 +182,8 @@ class CaptureSummary:
             "vxlan_port": self.port,
             "vxlan_packets": self.vxlan_packets,
             "vxlan_bad_flags": self.vxlan_bad_flags,
+            "vxlan_malformed": self.vxlan_malformed,
+            "vxlan_invalid": self.vxlan_invalid,
             "vnis": sorted(self.vnis),
             "per_vni": {str(v): s for v, s in sorted(self.vnis.items())},
             "outer_sources": sorted(self.outer_sources, key=_ip_sort_key),
@@ -196,20 +217,45 @@ def _ip_sort_key(text: str) -> tuple[int, ...]:
 
 
 def _ip_text(raw: bytes) -> str:
+    if len(raw) == 16:
+        return str(ipaddress.IPv6Address(raw))
     return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
+
+
+def _ipv6_transport(data: bytes, q: int) -> int:
+    """Offset of the TCP header of the IPv6 packet at ``q``, past its extension headers, or
+    IPV6_FRAGMENT / IPV6_NOT_TCP. Raises IndexError when the headers run past the data."""
+    next_header = data[q + 6]
+    at = q + 40
+    for _ in range(MAX_IPV6_EXTENSIONS):
+        if next_header == 6:
+            return at
+        if next_header in _IPV6_OPTION_HEADERS:
+            next_header, at = data[at], at + ((data[at + 1] + 1) << 3)
+        elif next_header == _IPV6_FRAGMENT_HEADER:
+            if ((data[at + 2] << 8) | data[at + 3]) & 0xFFF9:  # offset, or more to come
+                return IPV6_FRAGMENT
+            # An atomic fragment (RFC 6946): offset 0, no more fragments - the whole packet.
+            next_header, at = data[at], at + 8
+        elif next_header == _IPV6_AH:
+            next_header, at = data[at], at + ((data[at + 1] + 2) << 2)
+        else:
+            return IPV6_NOT_TCP
+    return IPV6_NOT_TCP
 
 
 class Decoder:
     """Feed it records; read ``summary`` after ``finish()``."""
 
-    def __init__(self, port: int = 4789) -> None:
+    def __init__(self, port: int = facts.VXLAN_PORT) -> None:
         self.port = port
         # outer
         self.frames = 0
         self.malformed = 0
         self.non_vxlan = 0
         self.vxlan = 0
-        self.bad_flags = 0
+        self.vxlan_short = 0     # UDP to the VXLAN port with no room for a VXLAN header
+        self.vxlan_invalid = 0   # VXLAN with the I flag clear
         self.sources: dict[bytes, int] = {}
         self.sources_overflow = 0
         self.sports = bytearray(65536)  # 1 where an outer UDP source port was seen
@@ -234,7 +280,8 @@ class Decoder:
         self.frag_since_sweep = 0
         # inner
         self.inner_frames = 0
-        self.inner_non_ipv4 = 0
+        self.inner_ipv6 = 0
+        self.inner_non_ip = 0
         self.inner_non_tcp = 0
         self.inner_fragments = 0
         self.vlan_tagged = 0
@@ -281,8 +328,8 @@ class Decoder:
         vnis = self.vnis
         streams_get = self.streams.get
         fragment = self._fragment
-        frames = malformed = non_vxlan = vxlan = bad_flags = 0
-        inner_frames = vlan_tagged = non_ipv4 = non_tcp = inner_fragments = segments = 0
+        frames = malformed = non_vxlan = vxlan = vxlan_short = vxlan_invalid = 0
+        inner_frames = vlan_tagged = ipv6 = non_ip = non_tcp = inner_fragments = segments = 0
         ts = self.last_ts
         for ts, linktype, data in records:
             frames += 1
@@ -329,6 +376,17 @@ class Decoder:
                 if ((data[u + 2] << 8) | data[u + 3]) != port:
                     non_vxlan += 1
                     continue
+                p = u + 8
+                # The VXLAN header must fit in the datagram, by the IP and the UDP length
+                # alike: past them is Ethernet padding (or nothing), not a VNI.
+                if end - p < 8 or ((data[u + 4] << 8) | data[u + 5]) - 8 < 8:
+                    vxlan_short += 1
+                    continue
+                if not data[p] & 0x08:
+                    # I flag clear: RFC 7348 section 5 makes the VNI invalid and Linux's vxlan
+                    # driver drops the packet, so no tenant (VNI) ever receives it.
+                    vxlan_invalid += 1
+                    continue
                 vxlan += 1
                 if ts < self.bucket_end:
                     self.bucket_count += 1
@@ -346,9 +404,6 @@ class Decoder:
                     run_src = src
                     run_count = 1
                 sports[(data[u] << 8) | data[u + 1]] = 1
-                p = u + 8
-                if not data[p] & 0x08:
-                    bad_flags += 1
                 vni = (data[p + 4] << 16) | (data[p + 5] << 8) | data[p + 6]
                 stats = vnis.get(vni)
                 if stats is None:
@@ -372,25 +427,42 @@ class Decoder:
                     while etype == 0x8100 or etype == 0x88A8:
                         etype = (data[q + 2] << 8) | data[q + 3]
                         q += 4
-                if etype != 0x0800:
-                    non_ipv4 += 1
+                if etype == 0x0800:
+                    if data[q + 9] != 6:
+                        non_tcp += 1
+                        continue
+                    if (data[q + 6] & 0x3F) or data[q + 7]:
+                        inner_fragments += 1
+                        continue
+                    stop = q + ((data[q + 2] << 8) | data[q + 3])
+                    if stop > end or stop == q:
+                        stop = end
+                    t = q + ((data[q] & 0x0F) << 2)
+                    addresses = q + 12  # source and destination, 4 bytes each
+                    a_end = q + 20
+                elif etype == 0x86DD:
+                    ipv6 += 1
+                    stop = q + 40 + ((data[q + 4] << 8) | data[q + 5])
+                    if stop > end or stop == q + 40:  # payload length 0: a jumbogram
+                        stop = end
+                    t = _ipv6_transport(data, q)
+                    if t < 0:
+                        if t == IPV6_FRAGMENT:
+                            inner_fragments += 1
+                        else:
+                            non_tcp += 1
+                        continue
+                    addresses = q + 8   # source and destination, 16 bytes each
+                    a_end = q + 40
+                else:
+                    non_ip += 1
                     continue
-                if data[q + 9] != 6:
-                    non_tcp += 1
-                    continue
-                if (data[q + 6] & 0x3F) or data[q + 7]:
-                    inner_fragments += 1
-                    continue
-                stop = q + ((data[q + 2] << 8) | data[q + 3])
-                if stop > end or stop == q:
-                    stop = end
-                t = q + ((data[q] & 0x0F) << 2)
                 flags = data[t + 13]
                 payload_at = t + ((data[t + 12] >> 4) << 2)
                 segments += 1
                 if payload_at >= stop and not flags & 0x03:
                     continue  # a pure ACK: nothing for the streams
-                key = data[q + 12:q + 20] + data[t:t + 4] + data[p + 4:p + 7]  # + the VNI
+                key = data[addresses:a_end] + data[t:t + 4] + data[p + 4:p + 7]  # + the VNI
                 stream = streams_get(key)
                 if stream is None and payload_at >= stop and not flags & 0x02:
                     continue  # a bare FIN of a stream we never saw
@@ -405,10 +477,12 @@ class Decoder:
         self.malformed += malformed
         self.non_vxlan += non_vxlan
         self.vxlan += vxlan
-        self.bad_flags += bad_flags
+        self.vxlan_short += vxlan_short
+        self.vxlan_invalid += vxlan_invalid
         self.inner_frames += inner_frames
         self.vlan_tagged += vlan_tagged
-        self.inner_non_ipv4 += non_ipv4
+        self.inner_ipv6 += ipv6
+        self.inner_non_ip += non_ip
         self.inner_non_tcp += non_tcp
         self.inner_fragments += inner_fragments
         self.tcp_segments += segments
@@ -527,7 +601,10 @@ class Decoder:
                     self.streams_seen += 1
                 stream.isn = seq
                 stream.next_seq = (seq + 1) & 0xFFFFFFFF
-            return
+            if not payload:
+                return
+            # TCP Fast Open (RFC 7413): the SYN carries the first bytes of the stream.
+            seq = (seq + 1) & 0xFFFFFFFF
         if payload:
             if seq == stream.next_seq and not stream.ooo:
                 self._deliver(stream, payload)  # in order, nothing waiting: the usual case
@@ -665,10 +742,7 @@ class Decoder:
             elif state == S_OTHER:
                 return
             elif state == S_RESYNC:
-                if not data.startswith(_START_PREFIXES):
-                    return
-                stream.state = S_HEAD
-                stream.buf.clear()
+                data = self._resync(stream, data)
             elif state == S_CLOSE:
                 if stream.hasher is not None:
                     stream.hasher.update(data)
@@ -676,6 +750,25 @@ class Decoder:
                 return
             else:
                 data = self._chunked(stream, data)
+
+    def _resync(self, stream: Stream, data: bytes) -> bytes:
+        """Out of step (the stream began before the capture, or bytes went missing): skip
+        data until a segment starts with an HTTP start line. A segment too short to tell
+        ("GE", "HTTP") is held until the next one says, as a stream followed from its start
+        would be; returns what to parse as a head, or b"" to skip."""
+        buf = stream.buf
+        candidates = (bytes(buf) + data, data) if buf else (data,)
+        buf.clear()
+        for candidate in candidates:
+            if candidate.startswith(_START_PREFIXES):
+                stream.state = S_HEAD
+                return candidate
+        for candidate in candidates:
+            if len(candidate) < _LONGEST_START and any(
+                    prefix.startswith(candidate) for prefix in _START_PREFIXES):
+                buf += candidate
+                break
+        return b""
 
     def _head(self, stream: Stream, data: bytes) -> bytes:
         buf = stream.buf
@@ -872,7 +965,9 @@ class Decoder:
         summary.malformed_frames = self.malformed
         summary.non_vxlan_packets = self.non_vxlan
         summary.vxlan_packets = self.vxlan
-        summary.vxlan_bad_flags = self.bad_flags
+        # The I flag is the only flag RFC 7348 defines: "bad flags" are invalid packets.
+        summary.vxlan_bad_flags = summary.vxlan_invalid = self.vxlan_invalid
+        summary.vxlan_malformed = self.vxlan_short
         summary.vnis = {
             v: {"packets": s[0], "requests": s[1], "responses": s[2],
                 "delivered": s[1] > 0 and s[2] > 0,
@@ -884,7 +979,8 @@ class Decoder:
                              "incomplete": self.frag_incomplete, "overlaps": self.frag_overlaps}
         summary.inner = {
             "frames": self.inner_frames, "vlan_tagged": self.vlan_tagged,
-            "non_ipv4": self.inner_non_ipv4, "non_tcp": self.inner_non_tcp,
+            "non_ipv4": self.inner_ipv6 + self.inner_non_ip, "ipv6": self.inner_ipv6,
+            "non_ip": self.inner_non_ip, "non_tcp": self.inner_non_tcp,
             "ip_fragments": self.inner_fragments, "tcp_segments": self.tcp_segments,
             "tcp_streams": self.streams_seen, "tcp_duplicates": self.tcp_duplicates,
             "tcp_out_of_order": self.tcp_out_of_order, "tcp_holes": self.tcp_holes,
@@ -912,6 +1008,13 @@ class Decoder:
                                  "itemised")
         if self.malformed:
             summary.notes.append(f"{self.malformed} frames too short for their headers")
+        if self.vxlan_short:
+            summary.notes.append(f"{self.vxlan_short} UDP/{self.port} datagrams too short for a "
+                                 "VXLAN header (8 bytes): malformed, not counted as VXLAN")
+        if self.vxlan_invalid:
+            summary.notes.append(f"{self.vxlan_invalid} VXLAN packets with the I flag clear "
+                                 "(RFC 7348: VNI invalid; Linux drops them): not counted as "
+                                 "VXLAN nor as any VNI's")
         return summary
 
 
@@ -925,17 +1028,24 @@ def _count(table: dict[str, int], line: str) -> None:
 
 
 def _flow_text(key: bytes) -> str:
-    """A stream key as 'src:port -> dst:port' (the direction the bytes went)."""
-    return (f"{_ip_text(key[0:4])}:{int.from_bytes(key[8:10], 'big')} -> "
-            f"{_ip_text(key[4:8])}:{int.from_bytes(key[10:12], 'big')}")
+    """A stream key as 'src:port -> dst:port' (IPv6: '[src]:port -> [dst]:port')."""
+    n = (len(key) - 7) // 2
+    src, dst = _ip_text(key[0:n]), _ip_text(key[n:2 * n])
+    if n == 16:
+        src, dst = f"[{src}]", f"[{dst}]"
+    return (f"{src}:{int.from_bytes(key[2 * n:2 * n + 2], 'big')} -> "
+            f"{dst}:{int.from_bytes(key[2 * n + 2:2 * n + 4], 'big')}")
 
 
 def _reverse_key(key: bytes) -> bytes:
-    # key = src(4) dst(4) sport(2) dport(2) vni(3)
-    return key[4:8] + key[0:4] + key[10:12] + key[8:10] + key[12:]
+    # key = src(n) dst(n) sport(2) dport(2) vni(3); n is 4 (IPv4) or 16 (IPv6)
+    n = (len(key) - 7) // 2
+    return (key[n:2 * n] + key[0:n] + key[2 * n + 2:2 * n + 4] + key[2 * n:2 * n + 2]
+            + key[2 * n + 4:])
 
 
-def decode_capture(path: Path | Sequence[Path], *, port: int = 4789) -> CaptureSummary:
+def decode_capture(path: Path | Sequence[Path], *,
+                   port: int = facts.VXLAN_PORT) -> CaptureSummary:
     """Decode a capture in one streaming pass; raise CaptureError if it isn't one.
 
     ``path`` is a capture file, the prefix of a tcpdump ring, or a sequence of files; several
@@ -975,7 +1085,6 @@ def _port(text: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from vtaplab import facts
     from vtaplab.judge import verdict
 
     parser = argparse.ArgumentParser(
@@ -987,7 +1096,7 @@ def main(argv: list[str]) -> int:
                              "in rotation order")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     parser.add_argument("--port", type=_port, default=facts.VXLAN_PORT,
-                        help="VXLAN UDP port (default 4789)")
+                        help=f"VXLAN UDP port (default {facts.VXLAN_PORT})")
     parser.add_argument("--scenario", choices=sorted(facts.SCENARIOS),
                         help="judge against this scenario's expected outcome")
     parser.add_argument("--traffic-log", type=Path, metavar="FILE",
