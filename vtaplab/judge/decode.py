@@ -17,7 +17,7 @@ per-layer parse runs at about 0.65x tshark's time; this keeps the common path (a
 a body segment) to a few dozen bytecodes so ``bench decode`` can compare.
 
 A capture may be several files (a tcpdump ring, or files named one by one): they are decoded as
-one stream, in the order ``capture.capture_files`` gives, so flows, fragments and HTTP messages
+one stream, in the order ``capture.open_members`` gives, so flows, fragments and HTTP messages
 that span a rotation are still joined.
 """
 
@@ -48,8 +48,8 @@ from vtaplab.judge.capture import (
     ReadState,
     Record,
     _merge_state,
-    capture_files,
-    read_records,
+    open_members,
+    read_records,  # noqa: F401 (re-exported)
     ring_members,  # noqa: F401 (re-exported)
 )
 
@@ -133,6 +133,7 @@ class CaptureSummary:
     path: str
     port: int
     format: str = ""
+    compression: list[str] = field(default_factory=list)
     linktypes: list[str] = field(default_factory=list)
     frames: int = 0
     first_ts: float | None = None
@@ -170,6 +171,7 @@ class CaptureSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
+            "compression": self.compression,
             "linktypes": self.linktypes,
             "frames": self.frames,
             "first_timestamp": self.first_ts,
@@ -955,6 +957,7 @@ class Decoder:
         self.pending_bytes = 0
         summary = CaptureSummary(path=str(path), port=self.port)
         summary.format = state.format
+        summary.compression = sorted(state.compression)
         summary.linktypes = [LINKTYPES.get(t, str(t)) for t in sorted(state.linktypes)]
         summary.frames = self.frames
         summary.first_ts = self.first_ts
@@ -1049,21 +1052,25 @@ def decode_capture(path: Path | Sequence[Path], *,
     """Decode a capture in one streaming pass; raise CaptureError if it isn't one.
 
     ``path`` is a capture file, the prefix of a tcpdump ring, or a sequence of files; several
-    files are decoded as one stream in rotation order (see ``capture_files``).
+    files are decoded as one stream in rotation order (see ``capture.open_members``).
     """
-    files = capture_files(path)
-    several = len(files) > 1
+    members = open_members(path)
+    several = len(members) > 1
     state = ReadState()
     decoder = Decoder(port)
-    for member in files:
-        # One run() per file: the decoder's state carries over, the hot loop stays as it is.
-        part = ReadState()
-        try:
-            decoder.run(read_records(member, part))
-        except OSError as exc:  # EIO and friends, mid-file
-            raise CaptureError(f"{member}: read failed "
-                               f"({exc.strerror or exc}); accepted: {ACCEPTED}") from None
-        _merge_state(state, part, member, several=several)
+    try:
+        for member in members:
+            # One run() per file: the decoder's state carries over, the hot loop stays as is.
+            try:
+                decoder.run(member.records)
+            except OSError as exc:  # EIO and friends, mid-file
+                raise CaptureError(f"{member.path}: read failed "
+                                   f"({exc.strerror or exc}); accepted: {ACCEPTED}") from None
+            _merge_state(state, member.state, member.path, several=several)
+    finally:
+        for member in members:
+            member.close()
+    files = [member.path for member in members]
     label = Path(path) if isinstance(path, (str, Path)) else files[0]
     summary = decoder.finish(label, state)
     summary.files = [str(member) for member in files]
