@@ -398,15 +398,20 @@ def test_port_reuse_by_a_new_connection_starts_a_new_stream(tmp_path):
     assert s.inner["tcp_streams"] == 4 and s.inner["tcp_holes"] == 0
 
 
-def test_gso_super_packet_with_zero_ip_length(tmp_path):
+@pytest.mark.parametrize("udp_length_too", [False, True])
+def test_gso_super_packet_with_zero_ip_length(tmp_path, udp_length_too):
     exchange = b2_exchange()
     frames = []
     for frame in exchange.frames():
-        # Captured before segmentation offload: the outer IPv4 total length reads 0.
+        # Captured before segmentation offload: the outer IPv4 total length reads 0 (and the
+        # UDP length too, when the super-packet is longer than it can say).
         [outer_frame] = Outer(mtu=65535).wrap(frame)
-        frames.append(outer_frame[:16] + b"\0\0" + outer_frame[18:])
+        outer_frame = outer_frame[:16] + b"\0\0" + outer_frame[18:]
+        if udp_length_too:
+            outer_frame = outer_frame[:38] + b"\0\0" + outer_frame[40:]
+        frames.append(outer_frame)
     s = decode.decode_capture(write(tmp_path, frames))
-    assert s.delivered and s.malformed_frames == 0
+    assert s.delivered and s.malformed_frames == 0 and s.vxlan_malformed == 0
 
 
 def test_timeline_shows_a_gap(tmp_path):

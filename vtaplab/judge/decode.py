@@ -380,8 +380,9 @@ class Decoder:
                     continue
                 p = u + 8
                 # The VXLAN header must fit in the datagram, by the IP and the UDP length
-                # alike: past them is Ethernet padding (or nothing), not a VNI.
-                if end - p < 8 or ((data[u + 4] << 8) | data[u + 5]) - 8 < 8:
+                # alike: past them is Ethernet padding (or nothing), not a VNI. (A UDP
+                # length of 0 is unknown, as in a GSO super-packet or a jumbogram.)
+                if end - p < 8 or 0 < ((data[u + 4] << 8) | data[u + 5]) < 16:
                     vxlan_short += 1
                     continue
                 if not data[p] & 0x08:
