@@ -66,8 +66,9 @@ _OTHER_COMPRESSION = {b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4"}
 # What a corrupt or cut compressed stream raises (BadGzipFile is an OSError).
 _DECOMPRESS_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
 
-# pcapng blocks (pcapng spec, draft-ietf-opsawg-pcapng, section 4): type -> (name, bytes of
-# fixed fields in the body). A shorter body is corruption, not a packet.
+# pcapng blocks (the block definitions of draft-ietf-opsawg-pcapng; the obsolete Packet Block
+# in its appendix): type -> (name, bytes of fixed fields in the body). A shorter body is
+# corruption, not a packet.
 PCAPNG_IDB, PCAPNG_SPB, PCAPNG_OPB, PCAPNG_EPB = 1, 3, 2, 6
 _PCAPNG_FIXED = {
     PCAPNG_IDB: ("interface description", 8),
