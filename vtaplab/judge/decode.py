@@ -381,8 +381,9 @@ class Decoder:
                 p = u + 8
                 # The VXLAN header must fit in the datagram, by the IP and the UDP length
                 # alike: past them is Ethernet padding (or nothing), not a VNI. (A UDP
-                # length of 0 is unknown, as in a GSO super-packet or a jumbogram.)
-                if end - p < 8 or 0 < ((data[u + 4] << 8) | data[u + 5]) < 16:
+                # length of 0 is unknown, as in a GSO super-packet or a jumbogram; one of
+                # 256 or more fits, so its high byte alone settles the common case.)
+                if end - p < 8 or (not data[u + 4] and 0 < data[u + 5] < 16):
                     vxlan_short += 1
                     continue
                 if not data[p] & 0x08:
@@ -441,8 +442,6 @@ class Decoder:
                     if stop > end or stop == q:
                         stop = end
                     t = q + ((data[q] & 0x0F) << 2)
-                    addresses = q + 12  # source and destination, 4 bytes each
-                    a_end = q + 20
                 elif etype == 0x86DD:
                     ipv6 += 1
                     stop = q + 40 + ((data[q + 4] << 8) | data[q + 5])
@@ -455,8 +454,6 @@ class Decoder:
                         else:
                             non_tcp += 1
                         continue
-                    addresses = q + 8   # source and destination, 16 bytes each
-                    a_end = q + 40
                 else:
                     non_ip += 1
                     continue
@@ -465,7 +462,9 @@ class Decoder:
                 segments += 1
                 if payload_at >= stop and not flags & 0x03:
                     continue  # a pure ACK: nothing for the streams
-                key = data[addresses:a_end] + data[t:t + 4] + data[p + 4:p + 7]  # + the VNI
+                # source and destination addresses, ports, VNI
+                key = ((data[q + 12:q + 20] if etype == 0x0800 else data[q + 8:q + 40])
+                       + data[t:t + 4] + data[p + 4:p + 7])
                 stream = streams_get(key)
                 if stream is None and payload_at >= stop and not flags & 0x02:
                     continue  # a bare FIN of a stream we never saw
