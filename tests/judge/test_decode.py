@@ -398,15 +398,20 @@ def test_port_reuse_by_a_new_connection_starts_a_new_stream(tmp_path):
     assert s.inner["tcp_streams"] == 4 and s.inner["tcp_holes"] == 0
 
 
-def test_gso_super_packet_with_zero_ip_length(tmp_path):
+@pytest.mark.parametrize("udp_length_too", [False, True])
+def test_gso_super_packet_with_zero_ip_length(tmp_path, udp_length_too):
     exchange = b2_exchange()
     frames = []
     for frame in exchange.frames():
-        # Captured before segmentation offload: the outer IPv4 total length reads 0.
+        # Captured before segmentation offload: the outer IPv4 total length reads 0 (and the
+        # UDP length too, when the super-packet is longer than it can say).
         [outer_frame] = Outer(mtu=65535).wrap(frame)
-        frames.append(outer_frame[:16] + b"\0\0" + outer_frame[18:])
+        outer_frame = outer_frame[:16] + b"\0\0" + outer_frame[18:]
+        if udp_length_too:
+            outer_frame = outer_frame[:38] + b"\0\0" + outer_frame[40:]
+        frames.append(outer_frame)
     s = decode.decode_capture(write(tmp_path, frames))
-    assert s.delivered and s.malformed_frames == 0
+    assert s.delivered and s.malformed_frames == 0 and s.vxlan_malformed == 0
 
 
 def test_timeline_shows_a_gap(tmp_path):
@@ -722,3 +727,154 @@ def test_cli_reads_a_ring_prefix_and_several_files(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vtaplab", "decode", str(tmp_path / "none")],
                           capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- what a collector meets beyond the emulator's traffic (issue 13, items 1-5) -----------------
+def _tshark(path: Path, *args: str) -> list[str]:
+    done = subprocess.run(["tshark", "-r", str(path), "-d", "udp.port==4789,vxlan", *args],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.splitlines()
+
+
+def _tshark_count(path: Path, display_filter: str) -> int:
+    return len(_tshark(path, "-Y", display_filter))
+
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+
+
+@pytest.mark.parametrize("split_at", [2, 3, 4, 9])
+def test_a_stream_begun_before_the_capture_is_followed_from_its_first_segment(tmp_path,
+                                                                               split_at):
+    # A keep-alive connection captured after its handshake; each request is two segments,
+    # the first as short as "GE" (too short to tell it is HTTP on its own).
+    second = http_ok(pcapgen.body_of(900, 5))
+    exchange = b2_exchange(split_at=split_at, messages=[(http_get("/a"), SMALL),
+                                                        (http_get("/b"), second)])
+    frames = frames_of((Outer(), exchange))[3:]  # no SYN, SYN-ACK, ACK
+    path = write(tmp_path, frames)
+    s = decode.decode_capture(path)
+    assert s.requests == {"GET /a": 1, "GET /b": 1}
+    assert s.responses == {"HTTP/1.1 200 OK": 2}
+    assert {(b["request"], b["sha256"]) for b in s.bodies} == {
+        ("GET /a", hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest()),
+        ("GET /b", hashlib.sha256(pcapgen.body_of(900, 5)).hexdigest())}
+    if shutil.which("tshark"):
+        uris = _tshark(path, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri")
+        assert sorted(uris) == ["/a", "/b"]
+
+
+def test_a_stream_begun_mid_body_still_skips_to_the_next_message(tmp_path):
+    # What must not change: bytes that can't start a message are skipped, not parsed.
+    exchange = b2_exchange(mss=100, messages=[(http_get("/a"), BIG), (http_get("/b"), SMALL)])
+    frames = frames_of((Outer(mtu=9000), exchange))
+    s = decode.decode_capture(write(tmp_path, frames[10:]))
+    assert s.requests == {"GET /b": 1} and s.responses == {"HTTP/1.1 200 OK": 1}
+    assert [b["request"] for b in s.bodies] == ["GET /b"]
+
+
+def test_data_in_a_syn_tcp_fast_open_is_decoded(tmp_path):
+    exchange = b2_exchange(fast_open=True, messages=[(http_get("/tfo"), SMALL),
+                                                     (http_get("/next"), SMALL)])
+    frames = frames_of((Outer(), exchange))
+    path = write(tmp_path, frames)
+    s = decode.decode_capture(path)
+    assert s.requests == {"GET /tfo": 1, "GET /next": 1}
+    assert [b["request"] for b in s.bodies] == ["GET /tfo", "GET /next"]
+    # A retransmitted SYN with the same data is a duplicate, not a second request.
+    again = write(tmp_path, [frames[0], *frames], name="again.pcap")
+    s = decode.decode_capture(again)
+    assert s.requests == {"GET /tfo": 1, "GET /next": 1} and s.inner["tcp_duplicates"] == 1
+    if shutil.which("tshark"):
+        uris = _tshark(path, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri")
+        assert uris == ["/tfo", "/next"]
+
+
+def _with_hop_by_hop(frame: bytes) -> bytes:
+    """Insert an 8-byte hop-by-hop options header (PadN) after an inner IPv6 header."""
+    ip = frame[14:]
+    payload_length = int.from_bytes(ip[4:6], "big") + 8
+    header = ip[:4] + payload_length.to_bytes(2, "big") + b"\0" + ip[7:40]
+    options = bytes([ip[6], 0, 1, 4, 0, 0, 0, 0])  # next header, length 0, PadN of 4
+    return frame[:14] + header + options + ip[40:]
+
+
+@pytest.mark.parametrize("extension", [False, True])
+def test_inner_ipv6_decodes_like_ipv4(tmp_path, extension):
+    v6 = b2_exchange(client="fd00:30::5", server="fd00:30::4",
+                     messages=[(http_get("/big.bin"), BIG), (http_get("/six"), SMALL)])
+    v4 = b2_exchange(client_port=41000, messages=[(http_get("/four"), SMALL)])
+    inner = list(v6.frames())
+    if extension:
+        inner = [_with_hop_by_hop(f) for f in inner]
+    frames = [piece for f in inner for piece in Outer(vni=6).wrap(f)]
+    frames += frames_of((Outer(vni=4, ident=9000), v4))
+    path = write(tmp_path, frames)
+    s = decode.decode_capture(path)
+    assert s.requests == {"GET /big.bin": 1, "GET /six": 1, "GET /four": 1}
+    assert {(b["request"], b["length"], b["sha256"]) for b in s.bodies} == {
+        ("GET /big.bin", 200_000, hashlib.sha256(BIG_BODY).hexdigest()),
+        ("GET /six", 612, hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest()),
+        ("GET /four", 612, hashlib.sha256(pcapgen.body_of(612, 2)).hexdigest())}
+    d = s.to_dict()
+    assert d["per_vni"]["6"]["delivered"] and d["per_vni"]["4"]["delivered"]
+    assert s.inner["ipv6"] == len(inner) and s.inner["non_ip"] == 0
+    assert s.inner["non_ipv4"] == s.inner["ipv6"]  # the key keeps its meaning: not IPv4
+    assert s.body_samples[0]["flow"] == "[fd00:30::4]:80 -> [fd00:30::5]:40000"
+    if shutil.which("tshark"):
+        uris = _tshark(path, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri")
+        assert sorted(uris) == ["/big.bin", "/four", "/six"]
+        objects = tmp_path / "objects"
+        _tshark(path, "--export-objects", f"http,{objects}")
+        assert sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in objects.iterdir()) \
+            == sorted(b["sha256"] for b in s.bodies for _ in range(b["count"]))
+
+
+def test_inner_ipv6_fragments_and_other_protocols_are_counted_not_decoded(tmp_path):
+    udp6 = pcapgen.ipv6("fd00::1", "fd00::2", 17, pcapgen.udp(1, 2, b"x" * 20))
+    frag_header = bytes([6, 0]) + (0x0001).to_bytes(2, "big") + (7).to_bytes(4, "big")
+    fragment6 = pcapgen.ipv6("fd00::1", "fd00::2", 44, frag_header + b"y" * 32)
+    outer = Outer()
+    frames = [piece for packet in (udp6, fragment6)
+              for piece in outer.wrap(pcapgen.ethernet(packet, ethertype=0x86DD))]
+    frames += outer.wrap(pcapgen.ethernet(b"\0" * 28, ethertype=0x0806))  # ARP
+    s = decode.decode_capture(write(tmp_path, frames))
+    assert s.inner["ipv6"] == 2 and s.inner["non_ip"] == 1 and s.inner["non_ipv4"] == 3
+    assert s.inner["non_tcp"] == 1 and s.inner["ip_fragments"] == 1
+    assert s.inner["tcp_segments"] == 0 and s.malformed_frames == 0
+
+
+@needs_tshark
+def test_udp_to_the_vxlan_port_too_short_for_a_header_is_malformed_not_vxlan(tmp_path):
+    stray = Outer(src="10.9.9.9", sport=1234)
+    shorts = [stray.short(), stray.short(b"\x08\0\0"), stray.short(b"\x08\0\0\0\0\0\x07")]
+    good = frames_of((Outer(vni=100), b2_exchange()))
+    path = write(tmp_path, [*shorts[:2], *good, *shorts[2:]])
+    assert all(len(f) == pcapgen.ETHERNET_MIN_FRAME for f in shorts)  # padded
+    s = decode.decode_capture(path)
+    d = s.to_dict()
+    assert d["vxlan_malformed"] == 3 and d["vxlan_packets"] == len(good)
+    assert d["vnis"] == [100] and d["outer_sources"] == ["10.40.2.5"]
+    assert d["outer_udp_source_ports"] == 1
+    assert sum(d["timeline"]["vxlan_packets"]) == len(good)
+    assert s.delivered and any("too short for a VXLAN header" in n for n in s.notes)
+    # tshark: a datagram with no room for the header is not VXLAN, or is "Malformed Packet".
+    assert _tshark_count(path, "vxlan && !_ws.malformed") == d["vxlan_packets"]
+    assert _tshark_count(path, "udp.dstport == 4789 && !(vxlan && !_ws.malformed)") == 3
+
+
+@needs_tshark
+def test_vxlan_with_the_i_flag_clear_is_invalid_not_a_tenant(tmp_path):
+    invalid = frames_of((Outer(vni=7, flags=0), b2_exchange(messages=[(http_get("/i"),
+                                                                        SMALL)])))
+    valid = frames_of((Outer(vni=8, ident=5000), b2_exchange(client_port=41000)))
+    path = write(tmp_path, [*invalid, *valid])
+    s = decode.decode_capture(path)
+    d = s.to_dict()
+    assert d["vxlan_invalid"] == len(invalid) and d["vxlan_packets"] == len(valid)
+    assert d["vxlan_bad_flags"] == d["vxlan_invalid"]  # the older key, kept
+    assert d["vnis"] == [8] and list(d["per_vni"]) == ["8"]
+    assert s.requests == {"GET /": 1}
+    assert any("I flag clear" in note for note in s.notes)
+    assert _tshark_count(path, "vxlan.flag_i == 0") == d["vxlan_invalid"]
+    assert _tshark_count(path, "vxlan.flag_i == 1") == d["vxlan_packets"]

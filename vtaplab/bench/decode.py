@@ -5,7 +5,7 @@ a little non-HTTP and non-VXLAN traffic), then times, in the same run and altern
 neither gets a warmer cache:
 
   ours:   python -m vtaplab decode FILE --json          (a fresh interpreter, like tshark)
-  tshark: tshark -r FILE -d udp.port==4789,vxlan        (its default one-line-per-packet)
+  tshark: tshark -r FILE -d udp.port==PORT,vxlan        (its default one-line-per-packet)
 
 and prints both, the ratio, and whether the two agree on the VXLAN packet count per VNI.
 """
@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vtaplab import facts
 from vtaplab.bench import pcapgen
 from vtaplab.cli import positive_int
 
@@ -120,7 +121,8 @@ def _run(args: argparse.Namespace, capture: Path, tshark: str | None) -> int:
     in_process = time.perf_counter() - start
 
     ours_cmd = [sys.executable, "-m", "vtaplab", "decode", str(capture), "--json"]
-    tshark_cmd = [tshark or "tshark", "-r", str(capture), "-d", "udp.port==4789,vxlan"]
+    port = facts.VXLAN_PORT
+    tshark_cmd = [tshark or "tshark", "-r", str(capture), "-d", f"udp.port=={port},vxlan"]
     ours: list[Timing] = []
     theirs: list[Timing] = []
     for _ in range(args.repeat):
@@ -148,14 +150,14 @@ def _run(args: argparse.Namespace, capture: Path, tshark: str | None) -> int:
     if not tshark:
         print("tshark: not installed (apt-get install tshark) - no ratio")
         return 1
-    print(f"tshark (tshark -r FILE -d udp.port==4789,vxlan): {_describe(theirs)}")
+    print(f"tshark (tshark -r FILE -d udp.port=={port},vxlan): {_describe(theirs)}")
     ratio = min(r.wall for r in ours) / min(r.wall for r in theirs)
     cpu_ratio = min(r.cpu for r in ours) / min(r.cpu for r in theirs)
     print(f"ratio ours/tshark: {ratio:.2f} wall, {cpu_ratio:.2f} cpu (goal <= {GOAL_RATIO}: "
           f"{'met' if ratio <= GOAL_RATIO else 'NOT met'})")
 
     expected = {v: s["packets"] for v, s in summary.vnis.items()}
-    seen = _tshark_vnis(tshark, capture, 4789)
+    seen = _tshark_vnis(tshark, capture, port)
     if seen == expected:
         print(f"cross-check: tshark agrees on VXLAN packets per VNI {seen}")
         return 0

@@ -3,12 +3,16 @@
 Packets are built byte by byte with ``struct`` (scapy builds ~800 packets/s here, far too slow
 for a 100k-packet bench). The shapes follow what a vTAP collector sees: an outer
 Ethernet/IPv4/UDP(4789)/VXLAN datagram, fragmented by IP when it exceeds the MTU, carrying the
-tapped VM's inner Ethernet/IPv4/TCP frames of HTTP/1.1 conversations.
+tapped VM's inner Ethernet/IPv4 (or IPv6)/TCP frames of HTTP/1.1 conversations. The odd shapes
+a real collector also meets are here too: connections whose start was not captured (slice the
+frames), data in a SYN (TCP Fast Open), VXLAN with the I flag clear, UDP datagrams to the VXLAN
+port too short for a VXLAN header (padded to Ethernet's minimum frame), gzip'ed files.
 """
 
 from __future__ import annotations
 
 import array
+import gzip
 import ipaddress
 import struct
 import sys
@@ -16,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from vtaplab import facts
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -26,6 +32,10 @@ MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+ETHERTYPE_IPV4, ETHERTYPE_IPV6 = 0x0800, 0x86DD
+ETHERNET_MIN_FRAME = 60    # without the FCS: shorter frames are padded with zeros on the wire
+VXLAN_FLAG_I = 0x08        # RFC 7348 section 5: "I" set = the VNI is valid
+TCP_OPTION_FAST_OPEN = 34  # RFC 7413 section 4.1.1
 
 
 def _checksum(data: bytes) -> int:
@@ -45,10 +55,22 @@ def ip4(address: str) -> bytes:
     return ipaddress.IPv4Address(address).packed
 
 
-def ethernet(payload: bytes, *, ethertype: int = 0x0800, vlan: int | None = None,
-             src: bytes = MAC_A, dst: bytes = MAC_B) -> bytes:
+def ip6(address: str) -> bytes:
+    return ipaddress.IPv6Address(address).packed
+
+
+def is_ipv6(address: str) -> bool:
+    return ":" in address
+
+
+def ethernet(payload: bytes, *, ethertype: int = ETHERTYPE_IPV4, vlan: int | None = None,
+             src: bytes = MAC_A, dst: bytes = MAC_B, pad: bool = False) -> bytes:
+    """An Ethernet frame; ``pad``: zero-filled to the 60-byte minimum, as a NIC sends it."""
     tag = struct.pack("!HH", 0x8100, vlan & 0x0FFF) if vlan is not None else b""
-    return dst + src + tag + struct.pack("!H", ethertype) + payload
+    frame = dst + src + tag + struct.pack("!H", ethertype) + payload
+    if pad and len(frame) < ETHERNET_MIN_FRAME:
+        frame += b"\0" * (ETHERNET_MIN_FRAME - len(frame))
+    return frame
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ident: int = 0,
@@ -60,22 +82,40 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ident: int = 0,
     return header[:10] + struct.pack("!H", checksum) + header[12:] + payload
 
 
+def ipv6(src: str, dst: str, next_header: int, payload: bytes, *, hop_limit: int = 64) -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hop_limit, ip6(src),
+                       ip6(dst)) + payload
+
+
+def ip_packet(src: str, dst: str, proto: int, payload: bytes) -> tuple[int, bytes]:
+    """(ethertype, packet): IPv6 when the addresses are, IPv4 otherwise."""
+    if is_ipv6(src):
+        return ETHERTYPE_IPV6, ipv6(src, dst, proto, payload)
+    return ETHERTYPE_IPV4, ipv4(src, dst, proto, payload)
+
+
 def udp(sport: int, dport: int, payload: bytes) -> bytes:
     # Checksum 0 ("none") is legal for UDP over IPv4 and what many VTEPs send.
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
 def tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
-        payload: bytes = b"", window: int = 65535) -> bytes:
+        payload: bytes = b"", window: int = 65535, options: bytes = b"") -> bytes:
+    """A TCP segment with a valid checksum over the IPv4 or IPv6 pseudo-header."""
+    options += b"\x01" * (-len(options) % 4)  # NOP-padded to whole words
     header = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
-                         5 << 4, flags, window, 0, 0)
-    pseudo = ip4(src) + ip4(dst) + struct.pack("!BBH", 0, 6, len(header) + len(payload))
+                         (5 + len(options) // 4) << 4, flags, window, 0, 0) + options
+    length = len(header) + len(payload)
+    if is_ipv6(src):
+        pseudo = ip6(src) + ip6(dst) + struct.pack("!IxxxB", length, 6)
+    else:
+        pseudo = ip4(src) + ip4(dst) + struct.pack("!BBH", 0, 6, length)
     checksum = _checksum(pseudo + header + payload)
     return header[:16] + struct.pack("!H", checksum) + header[18:] + payload
 
 
-def vxlan(vni: int, inner_frame: bytes) -> bytes:
-    return struct.pack("!II", 0x08000000, (vni & 0xFFFFFF) << 8) + inner_frame
+def vxlan(vni: int, inner_frame: bytes, *, flags: int = VXLAN_FLAG_I) -> bytes:
+    return struct.pack("!II", flags << 24, (vni & 0xFFFFFF) << 8) + inner_frame
 
 
 def fragment(ip_packet: bytes, mtu: int) -> list[bytes]:
@@ -105,22 +145,37 @@ class Outer:
     dst: str = "10.40.3.4"
     vni: int = 100
     sport: int = 49152
-    dport: int = 4789
+    dport: int = facts.VXLAN_PORT
     mtu: int = 1500
     ident: int = 1
+    flags: int = VXLAN_FLAG_I
 
     def wrap(self, inner_frame: bytes) -> list[bytes]:
         """Inner Ethernet frame -> outer Ethernet frames (several when fragmented)."""
         datagram = ipv4(self.src, self.dst, 17, udp(self.sport, self.dport,
-                                                   vxlan(self.vni, inner_frame)),
+                                                   vxlan(self.vni, inner_frame,
+                                                         flags=self.flags)),
                         ident=self.ident)
         self.ident = (self.ident + 1) & 0xFFFF
         return [ethernet(piece) for piece in fragment(datagram, self.mtu)]
 
+    def short(self, payload: bytes = b"") -> bytes:
+        """A UDP datagram to the VXLAN port with ``payload`` (under 8 bytes: no room for a
+        VXLAN header), in a frame padded to Ethernet's minimum, as it arrives on the wire."""
+        datagram = ipv4(self.src, self.dst, 17, udp(self.sport, self.dport, payload),
+                        ident=self.ident)
+        self.ident = (self.ident + 1) & 0xFFFF
+        return ethernet(datagram, pad=True)
+
 
 @dataclass
 class HttpExchange:
-    """One HTTP/1.1 connection: requests and their responses, segmented at ``mss``."""
+    """One HTTP/1.1 connection: requests and their responses, segmented at ``mss``.
+
+    Addresses may be IPv4 or IPv6. ``fast_open``: the first request rides in the SYN, with a
+    TCP Fast Open cookie (RFC 7413), as a client that connected before sends it.
+    ``split_at``: every request is sent as two segments, cut after that many bytes.
+    """
 
     client: str = "10.30.1.5"
     server: str = "10.30.1.4"
@@ -129,26 +184,46 @@ class HttpExchange:
     mss: int = 1460
     vlan: int | None = None
     messages: list[tuple[bytes, bytes]] = field(default_factory=list)
+    fast_open: bool = False
+    split_at: int | None = None
 
     def frames(self) -> Iterator[bytes]:
         """Inner Ethernet frames in wire order: handshake, request/response pairs, FINs."""
         c, s = self.client, self.server
         cseq, sseq = 1000, 5000
 
-        def seg(from_client: bool, flags: int, payload: bytes = b"") -> bytes:
+        def seg(from_client: bool, flags: int, payload: bytes = b"",
+                options: bytes = b"") -> bytes:
             if from_client:
-                body = tcp(c, s, self.client_port, self.server_port, cseq, sseq, flags, payload)
-                return ethernet(ipv4(c, s, 6, body), vlan=self.vlan, src=MAC_A, dst=MAC_B)
-            body = tcp(s, c, self.server_port, self.client_port, sseq, cseq, flags, payload)
-            return ethernet(ipv4(s, c, 6, body), vlan=self.vlan, src=MAC_B, dst=MAC_A)
+                body = tcp(c, s, self.client_port, self.server_port, cseq, sseq, flags, payload,
+                           options=options)
+                ethertype, packet = ip_packet(c, s, 6, body)
+                return ethernet(packet, ethertype=ethertype, vlan=self.vlan, src=MAC_A,
+                                dst=MAC_B)
+            body = tcp(s, c, self.server_port, self.client_port, sseq, cseq, flags, payload,
+                       options=options)
+            ethertype, packet = ip_packet(s, c, 6, body)
+            return ethernet(packet, ethertype=ethertype, vlan=self.vlan, src=MAC_B, dst=MAC_A)
 
-        yield seg(True, TCP_SYN)
-        cseq += 1
+        messages = list(self.messages)
+        if self.fast_open and messages:
+            request, response = messages.pop(0)
+            cookie = bytes(range(1, 9))
+            yield seg(True, TCP_SYN, request,
+                      options=bytes([TCP_OPTION_FAST_OPEN, 2 + len(cookie)]) + cookie)
+            cseq += 1 + len(request)
+            messages.insert(0, (b"", response))
+        else:
+            yield seg(True, TCP_SYN)
+            cseq += 1
         yield seg(False, TCP_SYN | TCP_ACK)
         sseq += 1
         yield seg(True, TCP_ACK)
-        for request, response in self.messages:
-            for chunk in _chunks(request, self.mss):
+        for request, response in messages:
+            cut = self.split_at
+            pieces = ([c for c in (request[:cut], request[cut:]) if c] if cut is not None
+                      else _chunks(request, self.mss))
+            for chunk in pieces:
                 yield seg(True, TCP_PSH | TCP_ACK, chunk)
                 cseq += len(chunk)
             for chunk in _chunks(response, self.mss):
@@ -238,12 +313,16 @@ def to_sll(ethernet_frame: bytes) -> bytes:
 
 def write_capture(path: Path, frames: Iterable[bytes], *, pcapng: bool = False,
                   linktype: int = LINKTYPE_ETHERNET, start: float = 1_700_000_000.0,
-                  step: float = 0.0001, snaplen: int = 262144) -> int:
-    """Write Ethernet ``frames`` (re-framed for ``linktype``) to ``path``; returns the count."""
+                  step: float = 0.0001, snaplen: int = 262144, gzipped: bool = False) -> int:
+    """Write Ethernet ``frames`` (re-framed for ``linktype``) to ``path``; returns the count.
+
+    ``gzipped``: the file is gzip-compressed, as ``tcpdump -z gzip`` leaves ring members.
+    """
     reframe = {LINKTYPE_ETHERNET: None, LINKTYPE_LINUX_SLL2: to_sll2,
                LINKTYPE_LINUX_SLL: to_sll, LINKTYPE_RAW: lambda f: f[14:]}[linktype]
     count = 0
-    with path.open("wb") as fh:
+    opener = gzip.open if gzipped else Path.open
+    with opener(path, "wb") as fh:
         writer = (PcapngWriter if pcapng else PcapWriter)(fh, linktype, snaplen)
         for count, frame in enumerate(frames, 1):
             writer.write(start + count * step, reframe(frame) if reframe else frame)
