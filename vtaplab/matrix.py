@@ -581,7 +581,7 @@ class OfflineMatrix:
         if (self.root / f"Pulumi.{scenario}.yaml").is_file():
             return scenario
         from vtaplab.preflight.check import stack_scenarios
-        from vtaplab.preflight.graph import stack_names
+        from vtaplab.preflight.mocks import stack_names
 
         for stack in stack_names(self.root):
             if scenario in stack_scenarios(stack, self.root):
@@ -591,7 +591,7 @@ class OfflineMatrix:
     def _build_graphs(self, stacks: Sequence[str]) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from vtaplab.preflight.graph import build_graph
+        from vtaplab.preflight.mocks import build_graph
 
         todo = [s for s in stacks if s not in self._graphs]
         with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 2))) as pool:
@@ -741,7 +741,7 @@ def with_attempts(graph: Sequence[Mapping[str, Any]], scenario: str) -> list[dic
     them (vtaplab.azure.attempts), with ids formed by the graph's mocks."""
     from vtaplab.azure import attempts
     from vtaplab.preflight import rules
-    from vtaplab.preflight.graph import azure_id
+    from vtaplab.preflight.mocks import azure_id
 
     def the(typ: str, suffix: str) -> Mapping[str, Any]:
         hits = [e for e in graph if e.get("type") == typ
@@ -829,7 +829,7 @@ def _offline_scenarios(text: str | None, root: Path) -> list[str]:
 
 def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ...]]]:
     from vtaplab.preflight.check import stack_scenarios
-    from vtaplab.preflight.graph import stack_names
+    from vtaplab.preflight.mocks import stack_names
 
     committed = stack_names(root)
     names = [t.strip() for t in (text or ",".join(DEFAULT_STACKS)).split(",") if t.strip()]

@@ -291,7 +291,7 @@ def _attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]
 def _with_attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
     """The stack's graph plus the RejectedAttempt(s) the program is to declare for
     ``scenario``, with ids formed by the graph's own mocks (vtaplab.preflight.graph.azure_id)."""
-    from vtaplab.preflight.graph import azure_id
+    from vtaplab.preflight.mocks import azure_id
 
     def the(typ: str, name_suffix: str) -> dict[str, Any]:
         hits = [e for e in graph if e["type"] == typ and e["name"].startswith(scenario)

@@ -186,14 +186,14 @@ class _Graphs:
 
     def __getitem__(self, stack: str) -> list[dict[str, Any]]:
         try:
-            from vtaplab.preflight import graph
+            from vtaplab.preflight import mocks
         except ImportError as error:
             pytest.skip(f"vtaplab.preflight.graph is not there yet ({error}): "
                         "stacks can't be checked")
         if stack not in self._cache:
             try:
-                self._cache[stack] = graph.build_graph(stack, root=ROOT)
-            except graph.GraphError as error:
+                self._cache[stack] = mocks.build_graph(stack, root=ROOT)
+            except mocks.GraphError as error:
                 pytest.fail(f"graph {stack}: {error}")
         return self._cache[stack]
 

@@ -179,7 +179,7 @@ def test_validators_agree_with_check_on_the_committed_stacks():
     test_check breaks it): the pack reports exactly what ``check`` reports."""
     from helpers.graphs import STACKS, _attempts, _mutations, _with_attempts
 
-    from vtaplab.preflight.graph import GraphError, build_graph
+    from vtaplab.preflight.mocks import GraphError, build_graph
 
     if not STACKS:
         pytest.skip("no Pulumi.<stack>.yaml committed yet")

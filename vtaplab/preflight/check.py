@@ -310,11 +310,11 @@ def _load(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, tuple[st
     if args.graph is not None:
         graph = _read_graph(args.graph)
         return graph, args.graph.stem, graph_scenarios(graph)
-    from vtaplab.preflight import graph as graph_module
+    from vtaplab.preflight import mocks
 
     root = (args.root or PROJECT_ROOT).resolve()
     try:
-        graph = graph_module.build_graph(args.stack, root=root)
-    except graph_module.GraphError as error:
+        graph = mocks.build_graph(args.stack, root=root)
+    except mocks.GraphError as error:
         raise ValueError(str(error)) from None
     return graph, args.stack, stack_scenarios(args.stack, root) or graph_scenarios(graph)

@@ -204,17 +204,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="the estimate as JSON")
     p.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from vtaplab.preflight import graph as graph_module
+    from vtaplab.preflight import mocks
 
     root = (args.root or PROJECT_ROOT).resolve()
-    known = graph_module.stack_names(root)
+    known = mocks.stack_names(root)
     if args.stack not in known:
         print(f"vtaplab cost: stack {args.stack!r} has no Pulumi.{args.stack}.yaml; accepted: "
               f"{', '.join(known)}", file=sys.stderr)
         return 2
     try:
-        graph = graph_module.build_graph(args.stack, root=root)
-    except graph_module.GraphError as exc:
+        graph = mocks.build_graph(args.stack, root=root)
+    except mocks.GraphError as exc:
         print(f"vtaplab cost: {exc}", file=sys.stderr)
         return 2
     est = estimate(graph, stack=args.stack)

@@ -3,7 +3,7 @@
 A pull request that changes what the program registers must also change
 ``tests/snapshots/<stack>.json``; tests/test_snapshots.py fails otherwise, with a readable
 diff (added / removed resources, changed inputs path by path). ``docs/graphs/<stack>.md``
-holds each stack's diagram (``vtaplab.preflight.graph.to_mermaid``), checked the same way.
+holds each stack's diagram (``vtaplab.preflight.diagrams.to_mermaid``), checked the same way.
 
 Rewrite both after an intended change::
 
@@ -81,7 +81,7 @@ def readme_diagrams(root: Path) -> dict[str, str]:
 
 
 def _mermaid_body(graph: Sequence[Mapping[str, Any]]) -> str:
-    from vtaplab.preflight.graph import to_mermaid
+    from vtaplab.preflight.diagrams import to_mermaid
 
     return to_mermaid(graph).rstrip() + "\n"
 
@@ -141,7 +141,7 @@ def stale(stack: str, graph: Sequence[Mapping[str, Any]], root: Path) -> list[st
 def update(root: Path | None = None, stacks: Sequence[str] | None = None) -> list[Path]:
     """Rewrite the snapshots and diagrams of ``stacks`` (default: every committed stack);
     remove those of stacks that no longer exist. Returns the files written."""
-    from vtaplab.preflight.graph import build_graph, stack_names
+    from vtaplab.preflight.mocks import build_graph, stack_names
 
     root = (root or PROJECT_ROOT).resolve()
     names = list(stacks) if stacks else stack_names(root)
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("stacks", nargs="*", help="only these stacks (default: all)")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from vtaplab.preflight.graph import GraphError, build_graph, stack_names
+    from vtaplab.preflight.mocks import GraphError, build_graph, stack_names
 
     root = args.root.resolve()
     unknown = [s for s in args.stacks if s not in stack_names(root)]
