@@ -9,7 +9,7 @@ import pytest
 from helpers.graphs import b2_graph, node
 
 from vtaplab import PROJECT_ROOT
-from vtaplab.preflight import diagrams, mocks, snapshots
+from vtaplab.preflight import mocks, snapshots
 
 ROOT = PROJECT_ROOT
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
@@ -70,9 +70,9 @@ def test_normalise_drops_pickles_and_digests_long_strings():
 
 def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):
     g = b2_graph()
-    monkeypatch.setattr(mocks, "build_graph", lambda stack, root=None: g)
-    monkeypatch.setattr(mocks, "stack_names", lambda root=None: ["b2"])
-    monkeypatch.setattr(diagrams, "to_mermaid", lambda graph: "flowchart LR\n  a --> b\n")
+    monkeypatch.setattr(snapshots, "build_graph", lambda stack, root=None: g)
+    monkeypatch.setattr(snapshots, "stack_names", lambda root=None: ["b2"])
+    monkeypatch.setattr(snapshots, "to_mermaid", lambda graph: "flowchart LR\n  a --> b\n")
     orphan = tmp_path / snapshots.SNAPSHOT_DIR / "gone.json"
     orphan.parent.mkdir(parents=True)
     orphan.write_text("[]")
@@ -91,9 +91,9 @@ def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):
 
 def test_readme_embedded_diagram_is_kept_current(tmp_path, monkeypatch):
     g = b2_graph()
-    monkeypatch.setattr(mocks, "build_graph", lambda stack, root=None: g)
-    monkeypatch.setattr(mocks, "stack_names", lambda root=None: ["b2"])
-    monkeypatch.setattr(diagrams, "to_mermaid", lambda graph: "flowchart LR\n  new\n")
+    monkeypatch.setattr(snapshots, "build_graph", lambda stack, root=None: g)
+    monkeypatch.setattr(snapshots, "stack_names", lambda root=None: ["b2"])
+    monkeypatch.setattr(snapshots, "to_mermaid", lambda graph: "flowchart LR\n  new\n")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n\n<!-- graph b2 -->\n```mermaid\nflowchart LR\n  old\n```\n\nend\n")
     assert "README.md embeds an outdated diagram of b2" in snapshots.stale("b2", g, tmp_path)

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT, facts
+from vtaplab.preflight import mocks
 from vtaplab.preflight.rules import MANDATORY, Finding, run_rules
+from vtaplab.program import config
 
 # Rules whose finding on a rejected scenario's attempt *is* the experiment: what the lab
 # tries on purpose, to record what ARM says (an IP-based pool with the PE's IP has no known
@@ -121,8 +123,6 @@ def prediction(report: Report, scenario: str) -> dict[str, Any]:
 
 def stack_scenarios(stack: str, root: Path) -> tuple[str, ...]:
     """The stack file's ``vtaplab:scenarios``."""
-    from vtaplab.program import config
-
     values = config.read_stack_file(root / f"Pulumi.{stack}.yaml")
     raw = values.get(f"{config.NAMESPACE}:scenarios") or ()
     if isinstance(raw, str):
@@ -310,8 +310,6 @@ def _load(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, tuple[st
     if args.graph is not None:
         graph = _read_graph(args.graph)
         return graph, args.graph.stem, graph_scenarios(graph)
-    from vtaplab.preflight import mocks
-
     root = (args.root or PROJECT_ROOT).resolve()
     try:
         graph = mocks.build_graph(args.stack, root=root)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT
+from vtaplab.preflight import mocks
 
 PRICE_REGION = "uksouth"
 PRICE_DATE = "2026-11-26"
@@ -204,8 +205,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="the estimate as JSON")
     p.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from vtaplab.preflight import mocks
-
     root = (args.root or PROJECT_ROOT).resolve()
     known = mocks.stack_names(root)
     if args.stack not in known:

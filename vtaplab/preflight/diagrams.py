@@ -7,15 +7,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vtaplab.arm_ids import segment
+
 
 def _node(kind: str, name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", f"{kind}_{name}")
-
-
-def _segment(resource_id: object, collection: str) -> str | None:
-    """The name after ``/<collection>/`` in an ARM id (case-insensitive), or None."""
-    match = re.search(rf"/{collection}/([^/]+)", str(resource_id or ""), re.IGNORECASE)
-    return match.group(1) if match else None
 
 
 def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
@@ -37,11 +33,11 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
     vnet_of: dict[str, str | None] = {}  # node -> its VNet's name (a rewrite stays in its VNet)
 
     def place(subnet_id: object, line: str) -> None:
-        members.setdefault(_segment(subnet_id, "virtualNetworks") or "?", []).append(line)
+        members.setdefault(segment(subnet_id, "virtualNetworks") or "?", []).append(line)
 
     for vm in by_type.get("VirtualMachine", []):
         name = str(inputs(vm).get("vmName") or vm["name"])
-        nic_name = _segment(
+        nic_name = segment(
             ((inputs(vm).get("networkProfile") or {}).get("networkInterfaces") or [{}])[0]
             .get("id"), "networkInterfaces")
         nic = nics.get(nic_name) or {}
@@ -52,7 +48,7 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
               f'{_node("vm", name)}["VM {name}<br/>{config.get("privateIPAddress", "")}'
               f' {size}{forwarding}"]')
         vm_by_nic[str(nic_name)] = _node("vm", name)
-        vnet_of[_node("vm", name)] = _segment((config.get("subnet") or {}).get("id"),
+        vnet_of[_node("vm", name)] = segment((config.get("subnet") or {}).get("id"),
                                               "virtualNetworks")
         custom = (inputs(vm).get("osProfile") or {}).get("customData") or ""
         try:
@@ -70,7 +66,7 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
     for nic_name, nic in nics.items():
         for config in nic.get("ipConfigurations") or []:
             for pool in config.get("loadBalancerBackendAddressPools") or []:
-                lb_name = _segment(pool.get("id"), "loadBalancers")
+                lb_name = segment(pool.get("id"), "loadBalancers")
                 if lb_name and nic_name in vm_by_nic:
                     edges.append(f'{_node("lb", lb_name)} -->|backend pool| '
                                  f'{vm_by_nic[str(nic_name)]}')
@@ -79,12 +75,12 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
         name = str(inputs(pe).get("privateEndpointName") or pe["name"])
         ip = ((inputs(pe).get("ipConfigurations") or [{}])[0]).get("privateIPAddress", "")
         pe_ips[_node("pe", name)] = str(ip)
-        vnet_of[_node("pe", name)] = _segment((inputs(pe).get("subnet") or {}).get("id"),
+        vnet_of[_node("pe", name)] = segment((inputs(pe).get("subnet") or {}).get("id"),
                                               "virtualNetworks")
         place((inputs(pe).get("subnet") or {}).get("id"),
               f'{_node("pe", name)}(["PE {name}<br/>{ip}"])')
         for connection in inputs(pe).get("privateLinkServiceConnections") or []:
-            pls = _segment(connection.get("privateLinkServiceId"), "privateLinkServices")
+            pls = segment(connection.get("privateLinkServiceId"), "privateLinkServices")
             if pls:
                 edges.append(f'{_node("pe", name)} -->|Private Link| {_node("pls", pls)}')
     for pls in by_type.get("PrivateLinkService", []):
@@ -94,7 +90,7 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
         place((configs[0].get("subnet") or {}).get("id"),
               f'{_node("pls", name)}{{{{"PLS {name}<br/>NAT {nat}"}}}}')
         for frontend in inputs(pls).get("loadBalancerFrontendIpConfigurations") or []:
-            lb_name = _segment(frontend.get("id"), "loadBalancers")
+            lb_name = segment(frontend.get("id"), "loadBalancers")
             if lb_name:
                 edges.append(f'{_node("pls", name)} --> {_node("lb", lb_name)}')
         destination = inputs(pls).get("destinationIPAddress")
@@ -113,14 +109,14 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
         lb_frontend = (tap_inputs.get("destinationLoadBalancerFrontEndIPConfiguration")
                        or {}).get("id")
         if nic_config:
-            target = vm_by_nic.get(str(_segment(nic_config, "networkInterfaces")), "unknown")
+            target = vm_by_nic.get(str(segment(nic_config, "networkInterfaces")), "unknown")
         else:
-            target = _node("lb", str(_segment(lb_frontend, "loadBalancers")))
+            target = _node("lb", str(segment(lb_frontend, "loadBalancers")))
         taps[name] = f"-. vTAP {name} UDP/{port} .-> {target}"
     for config in by_type.get("NetworkInterfaceTapConfiguration", []):
         config_inputs = inputs(config)
         source = vm_by_nic.get(str(config_inputs.get("networkInterfaceName")))
-        tap_name = _segment((config_inputs.get("virtualNetworkTap") or {}).get("id"),
+        tap_name = segment((config_inputs.get("virtualNetworkTap") or {}).get("id"),
                             "virtualNetworkTaps")
         if source and tap_name in taps:
             edges.append(f"{source} {taps[tap_name]}")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from vtaplab import PROJECT_ROOT
+from vtaplab.preflight import snapshots
 from vtaplab.preflight.diagrams import to_mermaid
 from vtaplab.preflight.mocks import GraphError, run_here
 
@@ -33,8 +34,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.update_snapshots:
-        from vtaplab.preflight import snapshots
-
         return snapshots.main(["--update"])
     if not args.stack:
         print("vtaplab graph: name a STACK (a Pulumi.STACK.yaml), or --update-snapshots",

@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import runpy
 import subprocess
 import sys
 import threading
@@ -24,7 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vtaplab import PROJECT_ROOT
+import pulumi
+import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.mocks import Mocks as PulumiMocks
+from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from vtaplab import PROJECT_ROOT, arm_ids
+from vtaplab.azure.ssh import host_key_for, host_key_from_seed
+from vtaplab.program import config
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 TENANT_ID = "11111111-1111-1111-1111-111111111111"
@@ -44,6 +56,7 @@ TEST_OPERATOR_CIDR = "203.0.113.0/24"
 # derives from this and the VM's name (vtaplab.azure.ssh.host_key_for), so two runs are identical.
 TEST_HOST_KEY_SEED = "vtaplab-mock-host-key-seed-" + hashlib.sha256(b"seed").hexdigest()[:32]
 TLS_PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+NIC = "azure-native:network:NetworkInterface"
 HOST_KEY_SUFFIX = "-hostkey"
 # The secrets a stack file can't carry in clear: test values, handed to the program as secrets
 # (so a test can check they reach no registered input except as a secret).
@@ -53,9 +66,9 @@ MOCK_PRIVATE_KEY_FILE = "tests/fixtures/ssh/mock_operator_ed25519"
 
 def test_ssh_private_key() -> str:
     """A fixed Ed25519 private key standing in for the operator's under mocks."""
-    from vtaplab.azure.ssh import host_key_from_seed
-
     return host_key_from_seed(hashlib.sha256(b"vtaplab mock user key").digest()).private_pem
+
+
 # Public IPs the mocks hand out: TEST-NET-2 (RFC 5737), never a real host.
 MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("198.51.100.0/24")
 
@@ -63,8 +76,6 @@ MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("198.51.100.0/24")
 def mock_private_key(name: str, inputs: Mapping[str, Any]) -> dict[str, str]:
     """What pulumi-tls computes for a ``PrivateKey`` (the OpenSSH texts the program reads),
     fixed for ``name``: ``<vm>-hostkey`` gets ``host_key_for(TEST_HOST_KEY_SEED, vm)``."""
-    from vtaplab.azure.ssh import host_key_for
-
     if inputs.get("algorithm") != "ED25519":
         raise GraphError(f"tls.PrivateKey {name!r}: the mocks make ED25519 keys only; "
                          f"got algorithm {inputs.get('algorithm')!r}")
@@ -77,79 +88,13 @@ class GraphError(RuntimeError):
     """The graph could not be built (unknown stack, bad config, program error): one line."""
 
 
-@dataclass(frozen=True)
-class AzureType:
-    """How ARM names and addresses one azure-native resource type."""
-
-    name_key: str  # the input holding the resource's Azure name
-    collection: str  # "Microsoft.Network/virtualNetworks"
-    scope_key: str | None = None  # parent resource name input, e.g. virtualNetworkName
-    scope_collection: str | None = None  # the parent's collection
-    taggable: bool = True
-
-
-AZURE_TYPES: dict[str, AzureType] = {
-    "azure-native:resources:ResourceGroup": AzureType("resourceGroupName", ""),
-    "azure-native:network:VirtualNetwork": AzureType(
-        "virtualNetworkName", "Microsoft.Network/virtualNetworks"),
-    "azure-native:network:Subnet": AzureType(
-        "subnetName", "subnets", "virtualNetworkName", "Microsoft.Network/virtualNetworks",
-        taggable=False),
-    "azure-native:network:NetworkSecurityGroup": AzureType(
-        "networkSecurityGroupName", "Microsoft.Network/networkSecurityGroups"),
-    "azure-native:network:PublicIPAddress": AzureType(
-        "publicIpAddressName", "Microsoft.Network/publicIPAddresses"),
-    "azure-native:network:NetworkInterface": AzureType(
-        "networkInterfaceName", "Microsoft.Network/networkInterfaces"),
-    "azure-native:network:LoadBalancer": AzureType(
-        "loadBalancerName", "Microsoft.Network/loadBalancers"),
-    "azure-native:network:PrivateLinkService": AzureType(
-        "serviceName", "Microsoft.Network/privateLinkServices"),
-    "azure-native:network:PrivateEndpoint": AzureType(
-        "privateEndpointName", "Microsoft.Network/privateEndpoints"),
-    "azure-native:network:VirtualNetworkTap": AzureType(
-        "tapName", "Microsoft.Network/virtualNetworkTaps"),
-    "azure-native:network:NetworkInterfaceTapConfiguration": AzureType(
-        "tapConfigurationName", "tapConfigurations", "networkInterfaceName",
-        "Microsoft.Network/networkInterfaces", taggable=False),
-    "azure-native:compute:VirtualMachine": AzureType(
-        "vmName", "Microsoft.Compute/virtualMachines"),
-    # A VM's auto-shutdown (components/shutdown.py).
-    "azure-native:devtestlab:GlobalSchedule": AzureType(
-        "name", "Microsoft.DevTestLab/schedules"),
-}
-# Sub-resources ARM gives an id inside their parent's id.
-_SUB_RESOURCES: dict[str, tuple[str, ...]] = {
-    "azure-native:network:NetworkInterface": ("ipConfigurations",),
-    "azure-native:network:LoadBalancer": (
-        "frontendIPConfigurations", "backendAddressPools", "probes", "loadBalancingRules"),
-    "azure-native:network:PrivateLinkService": ("ipConfigurations",),
-}
-
-
 def _digest(*parts: str) -> bytes:
     return hashlib.sha256("\x00".join(parts).encode()).digest()
 
 
-def azure_name(type_: str, name: str, inputs: Mapping[str, Any]) -> str:
-    """The Azure name a resource gets: its name input, or Pulumi's name when it has none."""
-    kind = AZURE_TYPES.get(type_)
-    value = inputs.get(kind.name_key) if kind else None
-    return str(value) if value else name
-
-
 def azure_id(type_: str, name: str, inputs: Mapping[str, Any]) -> str:
-    """The ARM id of a resource, as ARM would form it."""
-    kind = AZURE_TYPES[type_]
-    own = azure_name(type_, name, inputs)
-    group = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups"
-    if type_ == "azure-native:resources:ResourceGroup":
-        return f"{group}/{own}"
-    base = f"{group}/{inputs.get('resourceGroupName')}/providers"
-    if kind.scope_key:
-        scope = inputs.get(kind.scope_key)
-        return f"{base}/{kind.scope_collection}/{scope}/{kind.collection}/{own}"
-    return f"{base}/{kind.collection}/{own}"
+    """The ARM id of a resource under the mocks, as ARM would form it."""
+    return arm_ids.id_from_inputs(SUBSCRIPTION_ID, type_, name, inputs)
 
 
 class AzureMocks:
@@ -169,20 +114,21 @@ class AzureMocks:
         if not args.typ.startswith("azure-native:"):
             # e.g. a dynamic provider's resource (pulumi-python:dynamic:Resource): not ARM's.
             return f"{args.name}-id", dict(args.inputs)
-        if args.typ not in AZURE_TYPES:
+        kind = arm_ids.BY_TOKEN.get(args.typ)
+        if kind is None:
             raise GraphError(
                 f"the graph mocks don't know resource type {args.typ!r}; "
-                "add it to vtaplab/preflight/graph.py AZURE_TYPES"
+                "add its row to vtaplab/arm_ids.py TYPES"
             )
         inputs: dict[str, Any] = dict(args.inputs)
         resource_id = azure_id(args.typ, args.name, inputs)
         outputs: dict[str, Any] = {
             **inputs,
             "id": resource_id,
-            "name": azure_name(args.typ, args.name, inputs),
+            "name": arm_ids.azure_name(args.typ, args.name, inputs),
             "provisioningState": "Succeeded",
         }
-        for collection in _SUB_RESOURCES.get(args.typ, ()):
+        for collection in kind.sub_resources:
             outputs[collection] = [
                 {**item, "id": f"{resource_id}/{collection}/{item.get('name')}"}
                 for item in inputs.get(collection) or []
@@ -240,8 +186,7 @@ class AzureMocks:
         group = str(inputs.get("resourceGroupName"))
         nic_name = inputs.get("customNetworkInterfaceName") or (
             f"{outputs['name']}.nic.{_digest(resource_id)[:16].hex()}")
-        nic_id = (f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{group}/providers/"
-                  f"Microsoft.Network/networkInterfaces/{nic_name}")
+        nic_id = arm_ids.build(SUBSCRIPTION_ID, group, NIC, nic_name)
         static = [c.get("privateIPAddress") for c in inputs.get("ipConfigurations") or []]
         address = static[0] if static and static[0] else _first_free(inputs)
         config_name = f"privateEndpointIpConfig.{_digest(resource_id, 'ip')[:16].hex()}"
@@ -282,13 +227,17 @@ def stack_names(root: Path | None = None) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
 
 
+def read_project(root: Path) -> dict[str, Any]:
+    """``Pulumi.yaml``: the project's name and its config defaults."""
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
+    if not isinstance(project, dict) or "name" not in project:
+        raise GraphError(f"{root / 'Pulumi.yaml'}: not a Pulumi project file (no 'name:')")
+    return project
+
+
 def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
     """The config the Pulumi CLI would hand the program for ``stack``: Pulumi.yaml defaults,
     then the stack file; plus test values for the operator's key and CIDR when unset."""
-    import yaml
-
-    from vtaplab.program import config
-
     root = root or PROJECT_ROOT
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
@@ -296,7 +245,7 @@ def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
             f"stack {stack!r}: no {path.name} in {root}; accepted: "
             + (", ".join(stack_names(root)) or "(no stack files)")
         )
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
+    project = read_project(root)
     namespace = str(project.get("name", config.NAMESPACE))
     defaults: dict[str, object] = {}
     for key, spec in (project.get("config") or {}).items():
@@ -327,21 +276,12 @@ def secret_keys(settings: Mapping[str, str]) -> list[str]:
 
 def run_here(stack: str, root: Path | None = None) -> GraphRun:
     """Run the program for ``stack`` in this process under mocks. Once per process."""
-    import runpy
-
-    import pulumi
-    import yaml
-    from pulumi.runtime import mocks, rpc
-    from pulumi.runtime.settings import get_root_resource
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
-
     root = (root or PROJECT_ROOT).resolve()
     settings = mock_config(stack, root)
-    project = str(yaml.safe_load((root / "Pulumi.yaml").read_text())["name"])
+    project = str(read_project(root)["name"])
     records: list[dict[str, Any]] = []
 
-    class RecordingMonitor(mocks.MockMonitor):
+    class RecordingMonitor(MockMonitor):
         def RegisterResource(self, request: Any) -> Any:
             response = super().RegisterResource(request)
             if request.type != "pulumi:pulumi:Stack":
@@ -362,7 +302,7 @@ def run_here(stack: str, root: Path | None = None) -> GraphRun:
                 records.append(record)
             return response
 
-    class Mocks(AzureMocks, mocks.Mocks):
+    class Mocks(AzureMocks, PulumiMocks):
         pass
 
     pulumi.runtime.set_all_config(settings, secret_keys(settings))
@@ -395,8 +335,6 @@ def _reveal(inputs: Any) -> tuple[Any, list[str]]:
     """Inputs with Pulumi's secret wrappers taken off (the graph shows what the program sent),
     and the dotted paths that were secrets (``osProfile.customData``), so a test can tell a
     value sent as a secret from one sent in clear."""
-    from pulumi.runtime import rpc
-
     paths: list[str] = []
 
     def walk(value: Any, path: str) -> Any:
@@ -426,22 +364,35 @@ def _plain(value: Any) -> Any:
     return whole(json.loads(json.dumps(value, default=str, sort_keys=True)))
 
 
-def build_run(stack: str, *, root: Path | None = None) -> GraphRun:
-    """``run_here`` in a fresh interpreter: the graph and the stack outputs."""
+# One graph per stack and process: (stack, root, the stack file's and Pulumi.yaml's text) ->
+# the fresh interpreter's JSON. A changed stack file is another key, so it is never stale.
+_RUNS: dict[tuple[str, str, str, str], str] = {}
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def build_run(stack: str, *, root: Path | None = None, cached: bool = True) -> GraphRun:
+    """``run_here`` in a fresh interpreter: the graph and the stack outputs. Built once per
+    stack and process (``cached=False``: run again); each call gets its own copy."""
     root = (root or PROJECT_ROOT).resolve()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    child = subprocess.run(
-        [sys.executable, "-m", "vtaplab", "graph", stack, "--run", "--root", str(root)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )
-    if child.returncode != 0:
-        lines = (child.stderr or child.stdout).strip().splitlines()
-        raise GraphError(lines[-1] if lines else f"graph {stack}: exit {child.returncode}")
-    data = json.loads(child.stdout)
+    key = (stack, str(root), _text(root / f"Pulumi.{stack}.yaml"), _text(root / "Pulumi.yaml"))
+    if not cached or key not in _RUNS:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        child = subprocess.run(
+            [sys.executable, "-m", "vtaplab", "graph", stack, "--run", "--root", str(root)],
+            capture_output=True, text=True, env=env, timeout=300, check=False,
+        )
+        if child.returncode != 0:
+            lines = (child.stderr or child.stdout).strip().splitlines()
+            raise GraphError(lines[-1] if lines else f"graph {stack}: exit {child.returncode}")
+        _RUNS[key] = child.stdout
+    data = json.loads(_RUNS[key])
     return GraphRun(resources=data["resources"], outputs=data["outputs"])
 
 
-def build_graph(stack: str, *, root: Path | None = None) -> list[dict]:
+def build_graph(stack: str, *, root: Path | None = None, cached: bool = True) -> list[dict]:
     """Every resource ``__main__.py`` registers for ``Pulumi.<stack>.yaml``, under mocks."""
-    return build_run(stack, root=root).resources
+    return build_run(stack, root=root, cached=cached).resources

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vtaplab import facts, plan
+from vtaplab import arm_ids, facts, plan
 
 if TYPE_CHECKING:
     import pulumi
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
-# What this program builds today; the others come with later issues.
+# What this program builds (c1 is not expressible: facts.SCENARIOS says why).
 BUILT_SCENARIOS = ("r1", "b1", "b2", "a", "b3", "msp")
 
 
@@ -205,10 +205,9 @@ def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
     cfg = shared.cfg
     targets: dict[str, Any] = {}
     if scenario == "r1":
-        targets["vtap-pe-destination"] = Output.concat(
-            "/subscriptions/", shared.subscription_id, "/resourceGroups/",
-            shared.resource_group_name, "/providers/Microsoft.Network/virtualNetworkTaps/",
-            f"{scenario}-vtap")
+        targets["vtap-pe-destination"] = Output.all(
+            shared.subscription_id, shared.resource_group_name).apply(
+            lambda parts: arm_ids.build(parts[0], parts[1], arm_ids.VTAP, f"{scenario}-vtap"))
     else:
         pool = consumer.ilb_backend_pool_id
         if pool is None:
@@ -482,9 +481,8 @@ def _run_keys(cfg: LabConfig) -> RunKeys | None:
 
     from pulumi import Output
 
-    from vtaplab.program.config import TRAFFIC_SCENARIOS
 
-    if not any(s in TRAFFIC_SCENARIOS for s in cfg.scenarios):
+    if not any(s in facts.TRAFFIC_SCENARIOS for s in cfg.scenarios):
         return None
     text, path = cfg.ssh_private_key, cfg.ssh_private_key_file
     if not text:
@@ -542,10 +540,9 @@ def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVn
 
     def vm(vm_name: str, ssh_host: pulumi.Output[str] | None,
            component: pulumi.Resource, tapped: bool = False) -> RunVm:
-        vm_id = Output.concat(
-            "/subscriptions/", shared.subscription_id, "/resourceGroups/",
-            shared.resource_group_name, "/providers/Microsoft.Compute/virtualMachines/",
-            vm_name) if tapped else None
+        vm_id = Output.all(shared.subscription_id, shared.resource_group_name).apply(
+            lambda parts: arm_ids.build(parts[0], parts[1], arm_ids.VM, vm_name)
+        ) if tapped else None
         return RunVm(name=vm_name, host=address(ssh_host, vm_name), user=cfg.admin_username,
                      host_key=host_key_of(component, vm_name), wait_for=[component],
                      vm_id=vm_id)
