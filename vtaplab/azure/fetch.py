@@ -39,7 +39,6 @@ from vtaplab.azure.ssh import RemoteFileMissing, SshError, SshSession
 COLLECTOR_PCAP = "collector.pcap"
 TRAFFIC_LOG = "traffic.log"
 KEY_ENV = "VTAPLAB_SSH_KEY"
-VNI_MAX = 2**24 - 1
 
 
 @dataclass(frozen=True)
@@ -217,9 +216,9 @@ def _parse_tenants(specs: Sequence[str]) -> dict[str, int] | None:
     for spec in specs:
         name, sep, vni = spec.partition("=")
         if (not sep or not name or name in tenants or not vni.isdigit()
-                or not 1 <= int(vni) <= VNI_MAX):
+                or not 1 <= int(vni) <= facts.VNI_MAX):
             raise ValueError(f"--tenant {spec!r}: accepted: NAME=VNI, a new name and a VNI "
-                             f"1..{VNI_MAX}")
+                             f"1..{facts.VNI_MAX}")
         try:
             tenant_log_name(name)  # a name a file can carry
         except ValueError as exc:

@@ -52,8 +52,7 @@ DECAP_SCRIPT = SCRIPTS / "vtap-decap.sh"
 
 # "all" (the default) runs every mode in this order: the lab's default mode first (the
 # fastest measured: its evidence is the scenario's), each other mode's in OUT/<mode>/.
-PROXY_MODES_ORDER = ("netdev", "stateless", "conntrack")
-PROXY_MODES = (*PROXY_MODES_ORDER, "all")
+PROXY_MODES = (*facts.PROXY_MODES, "all")
 FAULTS: dict[str, str] = {
     "none": "no fault",
     "no-proxy-rule": "the proxy's rewrite is never applied",
@@ -79,8 +78,8 @@ LARGE_FILE_BYTES = 200 * 1024
 HTTP_PORT = 80
 # msp: tenant i's proxy stamps VNI plan.tenant_vni(i) (the vTAP itself sends VXLAN_ID), the
 # numbering the Pulumi program uses too. Default tenants as the program's mspTenants default.
-MSP_TENANTS = (1, 9)
-MSP_DEFAULT_TENANTS = 3
+MSP_TENANTS = facts.MSP_TENANTS_RANGE
+MSP_DEFAULT_TENANTS = facts.MSP_TENANTS_DEFAULT
 # b3's LB stand-in probes like the program's LB (TCP connect to sshd's port, one failure takes
 # a backend out: probe_threshold 1), only more often than Azure's 5 s: a shorter failover
 # window, the same logic. Bounded: a prober never outlives this.
@@ -1128,7 +1127,7 @@ def _options(argv: list[str]) -> RunOptions | str:
         raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
                          "accepted: 3..1000 (one third per phase)")
     vni = None if args.proxy_vni is None else _int_option("--proxy-vni", args.proxy_vni, 0,
-                                                          2**24 - 1)
+                                                          facts.VNI_MAX)
     if args.scenario == "msp" and vni is not None:
         raise ValueError(f"--proxy-vni {args.proxy_vni!r} is not accepted with msp; accepted: "
                          "no --proxy-vni (each tenant's proxy stamps its own VNI)")
@@ -1210,7 +1209,7 @@ def main(argv: list[str]) -> int:
     # evidence goes, each other mode's in a subdirectory named after it.
     started = time.monotonic()
     results: list[tuple[str, int, str]] = []
-    for i, mode in enumerate(PROXY_MODES_ORDER):
+    for i, mode in enumerate(facts.PROXY_MODES):
         out = opts.out if i == 0 else opts.out / mode
         rc, outcome = _run_one(replace(opts, proxy_mode=mode, out=out))
         results.append((mode, rc, outcome))
