@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -41,3 +42,8 @@ def test_commands_stored_in_pulumi_state_go_through_the_dispatcher():
         out = subprocess.run([sys.executable, "-m", "vtaplab", name, "--help"],
                              capture_output=True, text=True, check=True).stdout
         assert out.startswith(f"usage: python -m vtaplab {name} ")
+
+
+def test_every_command_module_exists_and_has_a_main():
+    for name, (module, _help) in cli.COMMANDS.items():
+        assert callable(getattr(importlib.import_module(module), "main", None)), name
