@@ -43,7 +43,7 @@ class Run:
 
     @property
     def emulator(self) -> dict:
-        return json.loads((self.out / "emulator.json").read_text())
+        return json.loads((self.out / "engine.json").read_text())
 
     def hop(self, name: str) -> dict:
         return next(h for h in self.emulator["hops"] if h["hop"] == name)
@@ -236,7 +236,7 @@ def emulate_scenario(scenario: str, out: Path, *args: str, requests: int = 4,
     prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
     assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
     return (json.loads((out / "verdict.json").read_text()),
-            json.loads((out / "emulator.json").read_text()))
+            json.loads((out / "engine.json").read_text()))
 
 
 def hop_of(emulator_json: dict, name: str) -> dict:
@@ -299,7 +299,7 @@ def test_msp_tenants_are_told_apart_by_vni(tmp_path):
     prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
     assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
     verdict = json.loads((tmp_path / "verdict.json").read_text())
-    facts_ = json.loads((tmp_path / "emulator.json").read_text())
+    facts_ = json.loads((tmp_path / "engine.json").read_text())
     assert verdict["outcome"] == "delivered" and verdict["matches_expected"] is True
     assert verdict["vnis"] == [1001, 1002, 1003] == [plan.tenant_vni(i) for i in (1, 2, 3)]
     assert verdict["tenants_told_apart"] is True
@@ -376,19 +376,19 @@ def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
 
 @needs_root
 def test_captures_are_killed_by_pid_when_their_stop_cannot_run(tmp_path):
-    from vtaplab.emulator import engine as emulator
+    from vtaplab.emulator import engine
     from vtaplab.emulator.netns import Lab, Runner, new_prefix
 
     lab = Lab(new_prefix(namespaces()), Runner())
     try:
         ns = lab.add_ns("col")
         pidfile = tmp_path / ".c.pid"
-        subprocess.run(["ip", "netns", "exec", ns, str(emulator.CAPTURE_SCRIPT), "start",
+        subprocess.run(["ip", "netns", "exec", ns, str(engine.CAPTURE_SCRIPT), "start",
                         "--out", str(tmp_path / "c.pcap"), "--iface", "lo", "--pidfile",
                         str(pidfile)], check=True, capture_output=True)
         tcpdump, watchdog = (int(w) for w in pidfile.read_text().split())
-        emu = emulator.Emulation(emulator.b2_topology(),
-                                 emulator.RunOptions(scenario="b2", out=tmp_path), lab)
+        emu = engine.Emulation(engine.b2_topology(),
+                                 engine.RunOptions(scenario="b2", out=tmp_path), lab)
         emu._kill_pidfile(pidfile)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(_running(p) for p in (tcpdump, watchdog)):
@@ -409,12 +409,12 @@ def _running(pid: int) -> bool:
 
 FAILING_BUILD = """
 import dataclasses, sys
-from vtaplab.emulator import engine as emulator
-good = emulator.b2_topology()
+from vtaplab.emulator import engine
+good = engine.b2_topology()
 bad = dataclasses.replace(good, nat=(*good.nat, ("fb", ("-t", "nat", "-A", "PREROUTING",
                                                       "-j", "NOSUCHTARGET"))))
-emulator.TOPOLOGIES["b2"] = lambda _tenants: bad
-sys.exit(emulator.main(sys.argv[1:]))
+engine.TOPOLOGIES["b2"] = lambda _tenants: bad
+sys.exit(engine.main(sys.argv[1:]))
 """
 
 
@@ -462,10 +462,10 @@ def test_bad_input_is_one_clear_line(args, needle):
 def test_not_root_is_one_clear_line(monkeypatch, capsys):
     # In-process with the effective uid faked: dropping to a real unprivileged user would also
     # need the checkout to be readable by that user, which a CI clone need not be.
-    from vtaplab.emulator import engine as emulator
+    from vtaplab.emulator import engine
 
     monkeypatch.setattr(os, "geteuid", lambda: 65534)
-    assert emulator.main(["b2", "--out", "/nonexistent/x"]) == 2
+    assert engine.main(["b2", "--out", "/nonexistent/x"]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == (
         "emulate: must run as root (network namespaces, veths and firewall rules need it)")

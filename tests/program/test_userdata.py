@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from vtaplab.program import userdata as cloudinit
+from vtaplab.program import userdata
 from vtaplab.program.userdata import CloudInitError, render
 
 PARAMS: dict[str, dict[str, str]] = {
@@ -42,7 +42,7 @@ def files_of(doc: dict) -> dict[str, dict]:
 
 
 def require_scripts(role: str) -> None:
-    missing = [s for s in SCRIPTS[role] if not (cloudinit.TEMPLATE_DIR / s).is_file()]
+    missing = [s for s in SCRIPTS[role] if not (userdata.TEMPLATE_DIR / s).is_file()]
     if missing:
         pytest.skip(f"scripts not written yet (emulator engineer): {', '.join(missing)}")
 
@@ -51,7 +51,7 @@ def require_scripts(role: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian's cloud-init not installed")
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_rendered_user_data_passes_cloud_init_schema(role, tmp_path):
     require_scripts(role)
     path = tmp_path / f"{role}.yaml"
@@ -75,20 +75,20 @@ def test_schema_check_can_fail(tmp_path):
     assert result.returncode != 0
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_rendered_user_data_fits_azure_custom_data(role):
     require_scripts(role)
     text = render(role, **PARAMS[role])
-    assert len(text.encode()) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
-    assert base64.b64decode(cloudinit.custom_data(text)).decode() == text
+    assert len(text.encode()) <= userdata.AZURE_CUSTOM_DATA_LIMIT
+    assert base64.b64decode(userdata.custom_data(text)).decode() == text
 
 
 def test_custom_data_over_the_limit_is_refused():
     with pytest.raises(CloudInitError, match="70014 bytes; accepted: at most 65535"):
-        cloudinit.custom_data("#cloud-config\n" + "x" * 70000)
+        userdata.custom_data("#cloud-config\n" + "x" * 70000)
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_rendering_is_deterministic(role):
     require_scripts(role)
     assert render(role, **PARAMS[role]) == render(role, **PARAMS[role])
@@ -97,7 +97,7 @@ def test_rendering_is_deterministic(role):
 # ----------------------------------------------------------------------------- content
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_scripts_are_embedded_byte_for_byte(role):
     require_scripts(role)
     files = files_of(parsed(role, **PARAMS[role]))
@@ -107,7 +107,7 @@ def test_scripts_are_embedded_byte_for_byte(role):
         entry = files[f"/usr/local/sbin/{script}"]
         assert entry["permissions"] == "0755"
         assert entry["encoding"] == "b64"
-        assert base64.b64decode(entry["content"]) == (cloudinit.TEMPLATE_DIR / script).read_bytes()
+        assert base64.b64decode(entry["content"]) == (userdata.TEMPLATE_DIR / script).read_bytes()
 
 
 def test_src_runs_nginx_with_a_page_and_a_big_file():
@@ -160,7 +160,7 @@ def test_proxy_unit_passes_systemd_analyze(tmp_path):
     doc = parsed("proxy", **PARAMS["proxy"])
     unit = files_of(doc)["/etc/systemd/system/vtap-proxy.service"]["content"]
     # verify insists the ExecStart binary exists: point it at the script in this checkout.
-    script = str(cloudinit.TEMPLATE_DIR / "vtap-proxy.sh")
+    script = str(userdata.TEMPLATE_DIR / "vtap-proxy.sh")
     path = tmp_path / "vtap-proxy.service"
     path.write_text(unit.replace("/usr/local/sbin/vtap-proxy.sh", script))
     result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
@@ -198,8 +198,8 @@ def test_collector_decaps_the_vnis_given_on_every_boot():
                                   ["systemctl", "enable", "--now", "vtap-decap.service"]]
     # the capture is still there, unchanged
     assert "/usr/local/sbin/vtap-capture.sh" in files_of(doc)
-    assert cloudinit.scripts_for("collector") == [cloudinit.TEMPLATE_DIR / "vtap-capture.sh",
-                                                  cloudinit.TEMPLATE_DIR / "vtap-decap.sh"]
+    assert userdata.scripts_for("collector") == [userdata.TEMPLATE_DIR / "vtap-capture.sh",
+                                                  userdata.TEMPLATE_DIR / "vtap-decap.sh"]
 
 
 def test_collector_without_decap_vnis_has_no_decap():
@@ -226,7 +226,7 @@ def test_collector_without_decap_passes_cloud_init_schema(tmp_path):
 def test_decap_unit_passes_systemd_analyze(tmp_path):
     require_scripts("collector")
     unit = files_of(parsed("collector", **PARAMS["collector"]))[DECAP_UNIT]["content"]
-    script = str(cloudinit.TEMPLATE_DIR / "vtap-decap.sh")
+    script = str(userdata.TEMPLATE_DIR / "vtap-decap.sh")
     path = tmp_path / "vtap-decap.service"
     path.write_text(unit.replace("/usr/local/sbin/vtap-decap.sh", script))
     result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
@@ -289,7 +289,7 @@ def test_non_string_parameter_says_to_use_apply():
 
 @pytest.fixture
 def template_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(cloudinit, "TEMPLATE_DIR", tmp_path)
+    monkeypatch.setattr(userdata, "TEMPLATE_DIR", tmp_path)
     return tmp_path
 
 
@@ -314,11 +314,11 @@ def test_stray_dollar_is_named(template_dir):
 
 
 def test_templates_use_only_known_placeholders():
-    for role in cloudinit.ROLES:
-        names = cloudinit.placeholders(cloudinit.template_path(role).read_text())
-        allowed = set(cloudinit.ROLE_PARAMS[role]) | set(cloudinit.DERIVED.get(role, ()))
+    for role in userdata.ROLES:
+        names = userdata.placeholders(userdata.template_path(role).read_text())
+        allowed = set(userdata.ROLE_PARAMS[role]) | set(userdata.DERIVED.get(role, ()))
         for name in names:
-            assert name.startswith(cloudinit.SCRIPT_PREFIX) or name in allowed, (role, name)
+            assert name.startswith(userdata.SCRIPT_PREFIX) or name in allowed, (role, name)
 
 
 # ----------------------------------------------------------------------------- the glue works
@@ -367,12 +367,12 @@ def _with_key(role: str) -> tuple[str, object]:
     from vtaplab.azure import ssh
 
     pair = ssh.host_key_for("a test seed of thirty-two characters!", f"b2-{role}")
-    return cloudinit.with_host_key(render(role, **PARAMS[role]), private_pem=pair.private_pem,
+    return userdata.with_host_key(render(role, **PARAMS[role]), private_pem=pair.private_pem,
                                    public_line=pair.public_line), pair
 
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian's cloud-init not installed")
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_user_data_with_host_key_passes_cloud_init_schema(role, tmp_path):
     require_scripts(role)
     text, _pair = _with_key(role)
@@ -385,7 +385,7 @@ def test_user_data_with_host_key_passes_cloud_init_schema(role, tmp_path):
     assert "deprecat" not in output.lower()
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_host_key_lands_where_cloud_init_reads_it(role):
     require_scripts(role)
     text, pair = _with_key(role)
@@ -394,9 +394,9 @@ def test_host_key_lands_where_cloud_init_reads_it(role):
     assert doc["ssh_keys"]["ed25519_private"].strip() == pair.private_pem.strip()
     assert doc["ssh_keys"]["ed25519_public"] == pair.public_line
     # the rest of the document is untouched
-    assert {k: v for k, v in doc.items() if k not in cloudinit.HOST_KEY_KEYS} == yaml.safe_load(
+    assert {k: v for k, v in doc.items() if k not in userdata.HOST_KEY_KEYS} == yaml.safe_load(
         render(role, **PARAMS[role]))
-    assert len(text.encode()) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
+    assert len(text.encode()) <= userdata.AZURE_CUSTOM_DATA_LIMIT
 
 
 def test_host_key_input_errors_are_one_line():
@@ -404,15 +404,15 @@ def test_host_key_input_errors_are_one_line():
 
     pair = ssh.generate_host_key()
     base = render("src")
-    with pytest.raises(cloudinit.CloudInitError, match="not an OpenSSH private key") as caught:
-        cloudinit.with_host_key(base, private_pem="secret-text", public_line=pair.public_line)
+    with pytest.raises(userdata.CloudInitError, match="not an OpenSSH private key") as caught:
+        userdata.with_host_key(base, private_pem="secret-text", public_line=pair.public_line)
     assert "secret-text" not in str(caught.value)
-    with pytest.raises(cloudinit.CloudInitError, match="not an Ed25519 public key"):
-        cloudinit.with_host_key(base, private_pem=pair.private_pem, public_line="ssh-rsa x")
-    once = cloudinit.with_host_key(base, private_pem=pair.private_pem,
+    with pytest.raises(userdata.CloudInitError, match="not an Ed25519 public key"):
+        userdata.with_host_key(base, private_pem=pair.private_pem, public_line="ssh-rsa x")
+    once = userdata.with_host_key(base, private_pem=pair.private_pem,
                                    public_line=pair.public_line)
-    with pytest.raises(cloudinit.CloudInitError, match="already sets ssh_deletekeys"):
-        cloudinit.with_host_key(once, private_pem=pair.private_pem,
+    with pytest.raises(userdata.CloudInitError, match="already sets ssh_deletekeys"):
+        userdata.with_host_key(once, private_pem=pair.private_pem,
                                 public_line=pair.public_line)
 
 
