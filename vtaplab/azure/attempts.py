@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,7 +51,6 @@ SCENARIO_ATTEMPTS: dict[str, tuple[str, ...]] = {
     "r1": ("vtap-pe-destination",),
     "b1": ("nic-pool", "ip-pool"),
 }
-ATTEMPT_OUTCOMES = ("rejected", "accepted", "error")
 
 
 @dataclass
@@ -321,13 +320,3 @@ def _rel(path: Path, root: Path | None) -> str:
         return str(path.resolve().relative_to(base))
     except ValueError:
         return str(path)
-
-
-def outcome_to_json(outcome: AttemptOutcome) -> dict[str, Any]:
-    return asdict(outcome)
-
-
-def outcome_from_json(data: Mapping[str, Any]) -> AttemptOutcome:
-    fields = dict(data)
-    fields["expected_codes"] = tuple(fields.get("expected_codes") or ())
-    return AttemptOutcome(**fields)

@@ -45,7 +45,6 @@ T_RULE = NET + "SecurityRule"
 T_VNET = NET + "VirtualNetwork"
 T_SUBNET = NET + "Subnet"
 T_PEERING = NET + "VirtualNetworkPeering"
-T_FIREWALL = NET + "AzureFirewall"
 T_VM = "azure-native:compute:VirtualMachine"
 T_RG = "azure-native:resources:ResourceGroup"
 # Anything that would join the consumer and the provider networks, which the lab rules out.
