@@ -24,6 +24,7 @@ from pulumi_azure_native import compute, network
 
 from components.shutdown import AutoShutdown, daily_shutdown, from_config, with_expiry
 from vtaplab import facts
+from vtaplab.program.userdata import with_host_key
 
 # Canonical's Ubuntu 24.04 LTS (Gen2) image.
 UBUNTU_2404 = {
@@ -258,8 +259,6 @@ class LinuxVm(pulumi.ComponentResource):
 
 def _with_host_key(cloud_init: Input[str], key: tls.PrivateKey) -> Output[str]:
     """``cloud_init`` plus cloud-init's ``ssh_keys`` with ``key`` (a secret: the private half)."""
-    from vtaplab.program.userdata import with_host_key
-
     return Output.secret(Output.all(cloud_init, key.private_key_openssh,
                                     key.public_key_openssh).apply(
         lambda v: with_host_key(str(v[0]), private_pem=str(v[1]), public_line=str(v[2]))))

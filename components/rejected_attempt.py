@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    Resource,
+    ResourceProvider,
+)
 
 from vtaplab.azure import attempts
 from vtaplab.azure.arm import ArmClient
@@ -54,8 +61,6 @@ class AttemptProvider(ResourceProvider):
         return self._client_factory() if self._client_factory else ArmClient()
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        from pulumi.dynamic import CheckFailure, CheckResult
-
         failures = []
         attempt = news.get("attempt")
         if attempt not in attempts.ATTEMPTS:

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from vtaplab import facts
 from vtaplab.azure import arm_bodies
 from vtaplab.azure.arm import NETWORK_API, ArmClient, ArmError, ArmResponse
+from vtaplab.judge.verdict import build_verdict, write_verdict
 
 log = logging.getLogger("vtaplab.azure.attempts")
 
@@ -167,7 +168,6 @@ def scenario_verdict(scenario: str, outcomes: Sequence[AttemptOutcome], *,
         raise ValueError(f"scenario_verdict({scenario!r}): no attempts")
     primary = outcomes[0]
     files = [Path(o.evidence_path) for o in outcomes]
-    from vtaplab.judge.verdict import build_verdict
 
     verdict = build_verdict(scenario=scenario, collector_pcap=None, files=files,
                             arm_error=primary.arm_error(), root=root)
@@ -209,8 +209,6 @@ def verdict_from_evidence(scenario: str, evidence_dir: Path, *,
 
 
 def write_scenario_verdict(evidence_dir: Path, verdict: dict[str, Any]) -> Path:
-    from vtaplab.judge.verdict import write_verdict
-
     return write_verdict(evidence_dir, verdict)
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab.azure import run as runsteps
+from vtaplab.azure.fetch import RemoteFile, fetch_scenario, outputs_summary
+from vtaplab.azure.ssh import SshError, SshSession
 
 KEY_FALLBACKS = ("~/.ssh/id_ed25519", "~/.ssh/id_rsa")
 
@@ -200,9 +202,6 @@ def run_scenario(stack: str, hosts: ScenarioHosts, *, key: str, port: int = 22,
                  connect_seconds: float = 120.0, root: Path | None = None,
                  log: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
     """Capture, traffic, stop, fetch, verdict. Returns the fetch's outputs summary."""
-    from vtaplab.azure.fetch import RemoteFile, fetch_scenario, outputs_summary
-    from vtaplab.azure.ssh import SshSession
-
     everyone = [hosts.collector, *hosts.proxies, *[c.host for c in hosts.clients]]
     known = {h.address: h.host_key for h in everyone}
 
@@ -275,7 +274,6 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--connect-seconds", type=float, default=120.0)
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON")
     args = parser.parse_args(list(argv))
-    from vtaplab.azure.ssh import SshError
 
     try:
         if not 10 <= args.capture_seconds <= 3600:

@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import facts
+from vtaplab.azure.run import traffic_log_name
 from vtaplab.azure.ssh import RemoteFileMissing, SshError, SshSession
+from vtaplab.judge.tenants import separate_tenants
+from vtaplab.judge.verdict import (
+    TRAFFIC_LOG_HEADER,
+    TrafficLogError,
+    build_verdict,
+    parse_traffic_log,
+    write_verdict,
+)
 
 COLLECTOR_PCAP = "collector.pcap"
 TRAFFIC_LOG = "traffic.log"
@@ -69,8 +78,6 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     """Fetch ``files`` into ``<root>/<evidence_base>/<stack>/<scenario>/``, write and return
     the verdict (with ``fetched`` and, where something was missing, ``reason``/``missing``).
     ``tenants`` (msp: name -> VNI): judge them apart from ``traffic-<name>.log`` each."""
-    from vtaplab.judge.verdict import build_verdict, write_verdict
-
     if scenario not in facts.SCENARIOS:
         raise ValueError(f"scenario {scenario!r}: accepted: {', '.join(facts.SCENARIOS)}")
     root = (root or Path.cwd()).resolve()
@@ -126,8 +133,6 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     verdict = build_verdict(scenario=scenario, collector_pcap=collector, files=present,
                             traffic_log=traffic, root=root)
     if tenants:
-        from vtaplab.judge.tenants import separate_tenants
-
         separate_tenants(verdict, dict(tenants), sent)
     verdict["fetched"] = fetched
     if missing:
@@ -151,15 +156,11 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
 
 def tenant_log_name(tenant: str) -> str:
     """A tenant's traffic log in the evidence directory (``runsteps.traffic_log_name``)."""
-    from vtaplab.azure.run import traffic_log_name
-
     return traffic_log_name(tenant)
 
 
 def _tenant_sent(logs: Mapping[str, Path]) -> dict[str, int]:
     """Requests each tenant's client sent (a log that can't be read: not known, left out)."""
-    from vtaplab.judge.verdict import TrafficLogError, parse_traffic_log
-
     sent: dict[str, int] = {}
     for tenant, path in logs.items():
         try:
@@ -172,8 +173,6 @@ def _tenant_sent(logs: Mapping[str, Path]) -> dict[str, int]:
 def merge_traffic_logs(parts: Sequence[Path], out: Path) -> Path:
     """One ``# vtap-traffic v1`` log from several, renumbered, part by part (a part without
     the header is left out: the verdict reports the tenant's log separately)."""
-    from vtaplab.judge.verdict import TRAFFIC_LOG_HEADER
-
     lines = [TRAFFIC_LOG_HEADER]
     for part in parts:
         rows = Path(part).read_text(encoding="utf-8", errors="replace").splitlines()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from vtaplab.bench import pcapgen
 from vtaplab.cli import positive_int
+from vtaplab.judge.decode import decode_capture
 
 GOAL_RATIO = 0.5
 # Generated mixes: the default one is the collector's view of the emulator's traffic.
@@ -113,8 +114,6 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, capture: Path, tshark: str | None) -> int:
-    from vtaplab.judge.decode import decode_capture
-
     start = time.perf_counter()
     summary = decode_capture(capture)
     in_process = time.perf_counter() - start
