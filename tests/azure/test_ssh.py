@@ -13,6 +13,7 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from helpers.sshd import SSHD, Sshd, free_port
@@ -226,11 +227,18 @@ def test_fetch_scenario_unreachable_collector_is_error_not_a_claim(keys, tmp_pat
     assert verdict["outcome"] == "error" and "not reachable" in verdict["reason"]
 
 
-def test_fetch_cli_prints_small_json(sshd, keys, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run's remote folder holding an empty traffic log, for the fetch command; the
+    command's own working folder is tmp_path."""
     monkeypatch.chdir(tmp_path)
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    (remote / "traffic.log").write_text("# vtap-traffic v1\n")
+    folder = tmp_path / "remote"
+    folder.mkdir()
+    (folder / "traffic.log").write_text("# vtap-traffic v1\n")
+    return folder
+
+
+def test_fetch_cli_prints_small_json(sshd, keys, tmp_path, remote, monkeypatch, capsys):
     hosts = tmp_path / "hosts.json"
     hosts.write_text(json.dumps({f"[127.0.0.1]:{sshd.port}": keys["host"].public_line}))
     monkeypatch.setenv(fetch.KEY_ENV, keys["client"].private_pem)
@@ -309,11 +317,7 @@ def test_derived_host_key_text_is_byte_for_byte_stable(tmp_path):
     assert derived.stdout.strip() == first.public_line  # OpenSSH reads it as the same key
 
 
-def test_fetch_cli_takes_pinned_keys_inline(sshd, keys, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    (remote / "traffic.log").write_text("# vtap-traffic v1\n")
+def test_fetch_cli_takes_pinned_keys_inline(sshd, keys, tmp_path, remote, capsys):
     key_file = tmp_path / "id"
     key_file.write_text(keys["client"].private_pem)
     base = ["--stack", "b2", "--scenario", "b2", "--user", "root", "--port", str(sshd.port),

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
+from helpers.netns import ns_run
 
 from vtaplab.program import userdata
 from vtaplab.program.userdata import CloudInitError, render
@@ -329,35 +330,31 @@ def _can_use_netns() -> bool:
             and shutil.which("nft") is not None)
 
 
+def _boot_command_applied(tmp_path: Path, ns: str, doc: dict, script_path: str,
+                          exec_start: str) -> None:
+    """Write the user data's copy of ``script_path`` and run the unit's ExecStart in ``ns``."""
+    script = tmp_path / Path(script_path).name
+    script.write_bytes(base64.b64decode(files_of(doc)[script_path]["content"]))
+    script.chmod(0o755)
+    argv = shlex.split(exec_start)
+    assert argv[0] == script_path
+    ns_run(ns, str(script), *argv[1:], timeout=30)
+
+
 @pytest.mark.skipif(not _can_use_netns(), reason="needs root, iproute2 and nftables")
-def test_proxy_boot_command_works_with_its_script(tmp_path):
+def test_proxy_boot_command_works_with_its_script(tmp_path, lab):
     """Run the rendered unit's ExecStart (script from user data) in a namespace of our own."""
     require_scripts("proxy")
     doc = parsed("proxy", pe_ip="10.30.3.4", mode="stateless", vni="42")
-    script = tmp_path / "vtap-proxy.sh"
-    script.write_bytes(base64.b64decode(files_of(doc)["/usr/local/sbin/vtap-proxy.sh"]["content"]))
-    script.chmod(0o755)
-    argv = shlex.split(proxy_exec_start(doc))
-    assert argv[0] == "/usr/local/sbin/vtap-proxy.sh"
-    netns = "vl" + secrets.token_hex(2) + "ci"
-    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
-    try:
-        run = ["ip", "netns", "exec", netns]
-        applied = subprocess.run([*run, str(script), *argv[1:]], capture_output=True, text=True,
-                                 timeout=30)
-        assert applied.returncode == 0, applied.stderr
-        # Read the ruleset directly rather than through `vtap-proxy.sh status`: this test is
-        # about the user data's command line, not about the script's own reporting.
-        status = subprocess.run([*run, "nft", "list", "table", "ip", "vtaplab_proxy"],
-                                capture_output=True, text=True, timeout=30)
-        assert status.returncode == 0, status.stderr
-        forward = subprocess.run([*run, "cat", "/proc/sys/net/ipv4/ip_forward"],
-                                 capture_output=True, text=True, timeout=10)
-        assert forward.stdout.strip() == "1"
-        assert "ip daddr set 10.30.3.4" in status.stdout
-        assert "set 0x2a" in status.stdout  # VNI 42 stamped
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
+    ns = lab.add_ns("proxy")
+    _boot_command_applied(tmp_path, ns, doc, "/usr/local/sbin/vtap-proxy.sh",
+                          proxy_exec_start(doc))
+    # Read the ruleset directly rather than through `vtap-proxy.sh status`: this test is
+    # about the user data's command line, not about the script's own reporting.
+    status = ns_run(ns, "nft", "list", "table", "ip", "vtaplab_proxy", timeout=30).stdout
+    assert ns_run(ns, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    assert "ip daddr set 10.30.3.4" in status
+    assert "set 0x2a" in status  # VNI 42 stamped
 
 
 # ----------------------------------------------------------------------------- host keys
@@ -417,27 +414,15 @@ def test_host_key_input_errors_are_one_line():
 
 
 @pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip")), reason="needs root, iproute2")
-def test_decap_boot_command_works_with_its_script(tmp_path):
+def test_decap_boot_command_works_with_its_script(tmp_path, lab):
     """Run the rendered decap unit's ExecStart (script from user data) in a namespace of ours:
     one VXLAN interface per VNI given."""
     require_scripts("collector")
     doc = parsed("collector", decap_vnis="1001,1002")
-    script = tmp_path / "vtap-decap.sh"
-    script.write_bytes(base64.b64decode(files_of(doc)["/usr/local/sbin/vtap-decap.sh"]["content"]))
-    script.chmod(0o755)
-    argv = shlex.split(decap_exec_start(doc))
-    assert argv[0] == "/usr/local/sbin/vtap-decap.sh"
-    netns = "vl" + secrets.token_hex(2) + "dc"
-    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
-    try:
-        run = ["ip", "netns", "exec", netns]
-        applied = subprocess.run([*run, str(script), *argv[1:]], capture_output=True, text=True,
-                                 timeout=30)
-        assert applied.returncode == 0, applied.stderr
-        links = subprocess.run([*run, "ip", "-d", "-o", "link", "show", "type", "vxlan"],
-                               capture_output=True, text=True, timeout=10).stdout
-        assert sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()) == [
-            "vtap1001", "vtap1002"]
-        assert "vxlan id 1001 " in links and "vxlan id 1002 " in links
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
+    ns = lab.add_ns("col")
+    _boot_command_applied(tmp_path, ns, doc, "/usr/local/sbin/vtap-decap.sh",
+                          decap_exec_start(doc))
+    links = ns_run(ns, "ip", "-d", "-o", "link", "show", "type", "vxlan", timeout=10).stdout
+    assert sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()) == [
+        "vtap1001", "vtap1002"]
+    assert "vxlan id 1001 " in links and "vxlan id 1002 " in links
