@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vtaplab import facts
 from vtaplab.arm_ids import segment
 
 
@@ -125,7 +126,7 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
     for vm_node, user_data in vm_user_data.items():
         for pe_node, ip in pe_ips.items():
             if ip and f"--target {ip}" in user_data and vnet_of.get(vm_node) == vnet_of[pe_node]:
-                edges.append(f"{vm_node} -->|UDP/4789 rewritten to {ip}| {pe_node}")
+                edges.append(f"{vm_node} -->|UDP/{facts.VXLAN_PORT} rewritten to {ip}| {pe_node}")
 
     lines = ["flowchart LR"]
     for vnet in by_type.get("VirtualNetwork", []):
