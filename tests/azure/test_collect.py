@@ -257,8 +257,8 @@ def run_cli(lab: dict, tmp_path: Path, *extra: str, stack: str = "b2") -> int:
     os.chdir(tmp_path)
     try:
         return collect.main([stack, "--outputs", str(lab["outputs"]), "--key-file",
-                              str(lab["key"]), "--port", str(lab["port"]), "--requests", "3",
-                              "--capture-seconds", "30", "--connect-seconds", "10", *extra])
+                             str(lab["key"]), "--port", str(lab["port"]), "--requests", "3",
+                             "--capture-seconds", "30", "--connect-seconds", "10", *extra])
     finally:
         os.chdir(cwd)
 

@@ -186,7 +186,7 @@ def test_fetch_scenario_missing_collector_capture_is_not_delivered(sshd, keys, t
     files = [fetch.RemoteFile("collector.pcap", "127.0.0.1", str(remote / "nope.pcap")),
              fetch.RemoteFile("traffic.log", "127.0.0.1", str(remote / "traffic.log"))]
     verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=_connect(sshd, keys), root=tmp_path)
+                                   connect=_connect(sshd, keys), root=tmp_path)
     assert verdict["outcome"] == "not-delivered"
     assert verdict["matches_expected"] is False
     assert "nope.pcap" in verdict["reason"] and "no such file" in verdict["reason"]
@@ -205,7 +205,7 @@ def test_fetch_scenario_decodes_what_arrived(sshd, keys, tmp_path):
     (remote / "c.pcap").write_bytes(b"this is not a pcap")
     files = [fetch.RemoteFile("collector.pcap", "127.0.0.1", str(remote / "c.pcap"))]
     verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=_connect(sshd, keys), root=tmp_path)
+                                   connect=_connect(sshd, keys), root=tmp_path)
     assert verdict["fetched"]["collector.pcap"]["bytes"] == 18
     assert verdict["outcome"] == "error" and "unreadable" in verdict["reason"]
     assert issubclass(CaptureError, ValueError)
@@ -223,7 +223,7 @@ def test_fetch_scenario_unreachable_collector_is_error_not_a_claim(keys, tmp_pat
 
     files = [fetch.RemoteFile("collector.pcap", "127.0.0.1", "/x/collector.pcap")]
     verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=connect, root=tmp_path)
+                                   connect=connect, root=tmp_path)
     assert verdict["outcome"] == "error" and "not reachable" in verdict["reason"]
 
 
@@ -243,16 +243,16 @@ def test_fetch_cli_prints_small_json(sshd, keys, tmp_path, remote, monkeypatch, 
     hosts.write_text(json.dumps({f"[127.0.0.1]:{sshd.port}": keys["host"].public_line}))
     monkeypatch.setenv(fetch.KEY_ENV, keys["client"].private_pem)
     rc = fetch.main(["--stack", "b2", "--scenario", "b2", "--user", "root",
-                         "--port", str(sshd.port), "--known-hosts", str(hosts),
-                         "--file", f"collector.pcap=127.0.0.1:{remote}/missing.pcap",
-                         "--file", f"traffic.log=127.0.0.1:{remote}/traffic.log"])
+                     "--port", str(sshd.port), "--known-hosts", str(hosts),
+                     "--file", f"collector.pcap=127.0.0.1:{remote}/missing.pcap",
+                     "--file", f"traffic.log=127.0.0.1:{remote}/traffic.log"])
     out = capsys.readouterr()
     assert rc == 0, out.err
     summary = json.loads(out.out)
     assert summary["outcome"] == "not-delivered"
     assert "PRIVATE" not in out.out + out.err
     assert fetch.main(["--stack", "b2", "--scenario", "b2", "--known-hosts",
-                           str(hosts), "--file", "bad"]) == 2
+                       str(hosts), "--file", "bad"]) == 2
     assert "NAME=HOST:/ABSOLUTE/PATH" in capsys.readouterr().err
 
 
@@ -294,9 +294,9 @@ def test_fetch_scenario_unreadable_collector_file_is_error(sshd, keys, tmp_path)
     remote = tmp_path / "remote"
     (remote / "collector.pcap").mkdir(parents=True)  # there, but not a file SFTP can read
     files = [fetch.RemoteFile("collector.pcap", "127.0.0.1",
-                                  str(remote / "collector.pcap"))]
+                              str(remote / "collector.pcap"))]
     verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=_connect(sshd, keys), root=tmp_path)
+                                   connect=_connect(sshd, keys), root=tmp_path)
     assert verdict["outcome"] == "error", verdict
     assert "collector.pcap" in verdict["missing"]
 

@@ -388,7 +388,7 @@ def test_captures_are_killed_by_pid_when_their_stop_cannot_run(tmp_path):
                         str(pidfile)], check=True, capture_output=True)
         tcpdump, watchdog = (int(w) for w in pidfile.read_text().split())
         emu = engine.Emulation(engine.b2_topology(),
-                                 engine.RunOptions(scenario="b2", out=tmp_path), lab)
+                               engine.RunOptions(scenario="b2", out=tmp_path), lab)
         emu._kill_pidfile(pidfile)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(_running(p) for p in (tcpdump, watchdog)):
