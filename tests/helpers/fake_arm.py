@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.azure.arm import ArmClient
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "arm"
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures" / "arm"
 
 
 TOKEN = "test-token-3f9c"  # a recognisable value: tests assert it never reaches evidence

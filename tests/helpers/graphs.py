@@ -243,8 +243,7 @@ def direct_connect_graph(location: str = "centralus") -> list[dict[str, Any]]:
 
 
 
-STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")]
-                for p in PROJECT_ROOT.glob("Pulumi.*.yaml"))
+STACKS = mocks.stack_names(PROJECT_ROOT)
 
 
 def _mutations(graph: list[dict[str, Any]]) -> dict[str, tuple[str, list[dict[str, Any]]]]:

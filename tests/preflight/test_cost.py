@@ -12,7 +12,7 @@ from vtaplab import PROJECT_ROOT
 from vtaplab.preflight import cost, mocks
 
 ROOT = PROJECT_ROOT
-STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+STACKS = mocks.stack_names(ROOT)
 
 
 def _count(g: list[dict], typ: str) -> int:
