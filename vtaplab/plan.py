@@ -1,4 +1,4 @@
-"""The default address plan (../shared/DESIGN.md, "Address plan").
+"""The default address plan: VNets, subnets, fixed addresses, msp tenant VNIs. Imports nothing.
 
 The config loader starts from these values and validates whatever the stack file overrides;
 the emulator builds its namespaces from the same numbers, so a capture from the emulator and

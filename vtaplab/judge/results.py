@@ -2,7 +2,7 @@
 
 Nothing here is typed by hand: every row is one ``verdict.json`` (``vtaplab.judge.verdict``'s
 format),
-read back from disk. Besides DESIGN.md's keys a row uses the extra keys ``vtaplab matrix``
+read back from disk. Besides a verdict's own keys a row uses the extra keys ``vtaplab matrix``
 writes into the verdicts it produces, each optional:
 
   label    "measured on Azure" | "emulated" | "predicted" (default: from the path — a verdict

@@ -1,8 +1,8 @@
 """Verdicts: what a scenario's evidence files prove, computed from those files only.
 
-The format is ../shared/DESIGN.md's ("Evidence and verdicts"); every key it names comes first,
-in its order, and the extra keys follow. The emulator, ``decode`` and the Azure evidence run all
-call ``build_verdict``, so there is one definition of "delivered":
+A verdict's documented keys come first, in their order, and the extra keys follow. The
+emulator, ``decode`` and the Azure evidence run all call ``build_verdict``, so there is one
+definition of "delivered":
 
   delivered      the collector capture holds VXLAN whose inner traffic has at least one HTTP
                  request and one HTTP response (msp: every VNI that arrived has both)
