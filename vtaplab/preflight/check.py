@@ -1,6 +1,6 @@
 """``python -m vtaplab check STACK``: the preflight — Azure's refusals, predicted from the graph.
 
-Builds the stack's resource graph under Pulumi mocks (``vtaplab.preflight.graph``; no cloud, no
+Builds the stack's resource graph under Pulumi mocks (``vtaplab.preflight.mocks``; no cloud, no
 CLI), runs every rule of ``vtaplab.preflight.rules`` and prints the findings as a table.
 A scenario that exists to be refused (r1, b1: ``facts.SCENARIOS[s].expected_arm_codes``) shows
 its predicted rejection beside the expected one, so ``check r1``

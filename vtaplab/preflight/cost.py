@@ -1,6 +1,6 @@
 """``python -m vtaplab cost STACK [--json]``: what a stack costs per hour while it runs.
 
-Counted from the stack's resource graph (``vtaplab.preflight.graph``, the program under mocks — no
+Counted from the stack's resource graph (``vtaplab.preflight.mocks``, the program under mocks — no
 cloud) against :data:`PRICES`: a small, dated table of approximate pay-as-you-go list prices
 for one region. They are NOT fetched and NOT a quote: Azure's prices change and differ by
 region (typically within about 20 %); check the Azure pricing calculator before relying on
