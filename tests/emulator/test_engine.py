@@ -43,7 +43,7 @@ class Run:
 
     @property
     def emulator(self) -> dict:
-        return json.loads((self.out / "engine.json").read_text())
+        return json.loads((self.out / "emulator.json").read_text())
 
     def hop(self, name: str) -> dict:
         return next(h for h in self.emulator["hops"] if h["hop"] == name)
@@ -236,7 +236,7 @@ def emulate_scenario(scenario: str, out: Path, *args: str, requests: int = 4,
     prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
     assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
     return (json.loads((out / "verdict.json").read_text()),
-            json.loads((out / "engine.json").read_text()))
+            json.loads((out / "emulator.json").read_text()))
 
 
 def hop_of(emulator_json: dict, name: str) -> dict:
@@ -299,7 +299,7 @@ def test_msp_tenants_are_told_apart_by_vni(tmp_path):
     prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
     assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
     verdict = json.loads((tmp_path / "verdict.json").read_text())
-    facts_ = json.loads((tmp_path / "engine.json").read_text())
+    facts_ = json.loads((tmp_path / "emulator.json").read_text())
     assert verdict["outcome"] == "delivered" and verdict["matches_expected"] is True
     assert verdict["vnis"] == [1001, 1002, 1003] == [plan.tenant_vni(i) for i in (1, 2, 3)]
     assert verdict["tenants_told_apart"] is True
