@@ -100,20 +100,27 @@ vni_statement() {
   printf '@th,96,24 set %s udp checksum set 0 ' "$vni"
 }
 
+# Table FAMILY $NFT_TABLE becomes the chains read from stdin, in one transaction: declare (so
+# delete cannot fail), delete, define. Re-applying replaces the rules instead of adding to them.
+replace_nft_table() {
+  local family=$1
+  {
+    printf 'table %s %s\ndelete table %s %s\n' "$family" "$NFT_TABLE" "$family" "$NFT_TABLE"
+    printf 'table %s %s {\n' "$family" "$NFT_TABLE"
+    cat
+    printf '}\n'
+  } | nft -f -
+}
+
 apply_stateless() {
   local target=$1 port=$2 vni=$3 stamp
   stamp=$(vni_statement "$vni")
-  # One transaction: declare (so delete cannot fail), delete, define.
-  nft -f - <<EOF
-table ip $NFT_TABLE
-delete table ip $NFT_TABLE
-table ip $NFT_TABLE {
+  replace_nft_table ip <<EOF
   chain prerouting {
     type filter hook prerouting priority raw; policy accept;
     fib daddr type local udp dport $port ${stamp}notrack ip daddr set $target counter accept comment "vxlan: whole datagrams and first fragments"
     fib daddr type local ip protocol udp ip frag-off & 0x1fff != 0 notrack ip daddr set $target counter accept comment "vxlan: non-first fragments carry no UDP port"
   }
-}
 EOF
 }
 
@@ -155,16 +162,12 @@ apply_netdev() {
   outdev=${BASH_REMATCH[1]}
   # fwd: out of OUTDEV to the next hop the route names (neighbour resolution as usual, TTL
   # decremented); the packet never enters the IP stack of this host.
-  nft -f - <<EOF
-table netdev $NFT_TABLE
-delete table netdev $NFT_TABLE
-table netdev $NFT_TABLE {
+  replace_nft_table netdev <<EOF
   chain ingress {
     type filter hook ingress devices = { $devs } priority filter; policy accept;
     ip daddr { $addrs } udp dport $port ${stamp}ip daddr set $target fwd ip to $nexthop device "$outdev" comment "vxlan: whole datagrams and first fragments"
     ip daddr { $addrs } ip frag-off & 0x1fff != 0 ip daddr set $target fwd ip to $nexthop device "$outdev" comment "vxlan: non-first fragments carry no UDP port"
   }
-}
 EOF
 }
 
@@ -178,15 +181,11 @@ apply_conntrack() {
   if [[ -n $vni ]]; then
     # After defragmentation and conntrack (-200), before DNAT (-100): whole datagrams.
     stamp=$(vni_statement "$vni")
-    nft -f - <<EOF
-table ip $NFT_TABLE
-delete table ip $NFT_TABLE
-table ip $NFT_TABLE {
+    replace_nft_table ip <<EOF
   chain prerouting {
     type filter hook prerouting priority -150; policy accept;
     fib daddr type local udp dport $port ${stamp}counter comment "vxlan: stamp VNI"
   }
-}
 EOF
   fi
 }

@@ -1,4 +1,4 @@
-"""The lab's Pulumi components: one module per concern (see ../../shared/DESIGN.md).
+"""The lab's Pulumi components: one module per concern.
 
 ``LinuxVm`` is the building block every VM goes through; ``SourceVnet`` (a consumer),
 ``CollectorService`` (the provider), ``ProxyNat`` and ``VtapAttachment`` compose it.

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import network
 
+from vtaplab import arm_ids
+
 FRONTEND = "fe"
 BACKEND_POOL = "be"
 PROBE = "probe-tcp"
@@ -50,9 +52,7 @@ def internal_lb(
     # A rule names its frontend, pool and probe by id, and those ids live inside the LB being
     # declared: they are written out from the LB's own (deterministic) Azure id.
     lb_id = Output.all(subscription_id, resource_group_name).apply(
-        lambda parts: f"/subscriptions/{parts[0]}/resourceGroups/{parts[1]}"
-        f"/providers/Microsoft.Network/loadBalancers/{name}"
-    )
+        lambda parts: arm_ids.build(parts[0], parts[1], arm_ids.LOAD_BALANCER, name))
     frontend_ref = {"id": Output.concat(lb_id, "/frontendIPConfigurations/", FRONTEND)}
     pool_ref = {"id": Output.concat(lb_id, "/backendAddressPools/", BACKEND_POOL)}
     probe_ref = {"id": Output.concat(lb_id, "/probes/", PROBE)}

@@ -23,6 +23,8 @@ from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import compute, network
 
 from components.shutdown import AutoShutdown, daily_shutdown, from_config, with_expiry
+from vtaplab import facts
+from vtaplab.program.userdata import with_host_key
 
 # Canonical's Ubuntu 24.04 LTS (Gen2) image.
 UBUNTU_2404 = {
@@ -33,8 +35,6 @@ UBUNTU_2404 = {
 }
 # The image's own disk size: the smallest an Ubuntu VM can have.
 OS_DISK_GB = 30
-# Sources an NSG rule must never admit: they open the VM to the internet.
-OPEN_SOURCES = frozenset({"*", "internet", "any", "0.0.0.0/0", "::/0"})
 SSH_PRIORITY = 100
 
 
@@ -178,7 +178,7 @@ class LinuxVm(pulumi.ComponentResource):
             *args.inbound_rules,
         ]
         for rule in rules:
-            if rule.source.strip().lower() in OPEN_SOURCES:
+            if rule.source.strip().lower() in facts.OPEN_SOURCES:
                 raise ValueError(
                     f"{name}: NSG rule {rule.name!r} would admit {rule.source!r}; "
                     "accepted: a private CIDR or a service tag such as VirtualNetwork"
@@ -259,8 +259,6 @@ class LinuxVm(pulumi.ComponentResource):
 
 def _with_host_key(cloud_init: Input[str], key: tls.PrivateKey) -> Output[str]:
     """``cloud_init`` plus cloud-init's ``ssh_keys`` with ``key`` (a secret: the private half)."""
-    from vtaplab.program.userdata import with_host_key
-
     return Output.secret(Output.all(cloud_init, key.private_key_openssh,
                                     key.public_key_openssh).apply(
         lambda v: with_host_key(str(v[0]), private_pem=str(v[1]), public_line=str(v[2]))))

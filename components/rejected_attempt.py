@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
 
 from vtaplab.azure import attempts
 from vtaplab.azure.arm import ArmClient
@@ -83,8 +91,6 @@ class AttemptProvider(ResourceProvider):
         return ArmClient(token_provider=token_provider(ARM_SCOPE, config=config))
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        from pulumi.dynamic import CheckFailure, CheckResult
-
         failures = []
         attempt = news.get("attempt")
         if attempt not in attempts.ATTEMPTS:

@@ -1,7 +1,7 @@
 """Shared fixtures: the program run under Pulumi mocks, once per committed stack file.
 
 - ``committed_stack``: a test taking it runs once per ``Pulumi.<stack>.yaml`` in the repo.
-- ``graph_of(stack)``: the registered resources (``vtaplab.preflight.graph.build_graph``'s list).
+- ``graph_of(stack)``: the registered resources (``vtaplab.preflight.mocks.build_graph``'s list).
 - ``run_of(stack)``: a ``GraphRun`` with ``.resources`` and the resolved stack ``.outputs``.
 - ``lab_config_of(stack)``: the ``LabConfig`` the program saw for that stack.
 
@@ -22,11 +22,11 @@ import pytest
 
 from vtaplab import PROJECT_ROOT
 from vtaplab.emulator.netns import Lab, Runner, list_namespaces, new_prefix
-from vtaplab.preflight import graph
+from vtaplab.preflight import mocks
 from vtaplab.program import config
 
 ROOT = PROJECT_ROOT
-COMMITTED_STACKS = graph.stack_names(ROOT)
+COMMITTED_STACKS = mocks.stack_names(ROOT)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -35,16 +35,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def run_of() -> Callable[[str], graph.GraphRun]:
-    cache: dict[str, graph.GraphRun] = {}
+def run_of() -> Callable[[str], mocks.GraphRun]:
+    cache: dict[str, mocks.GraphRun] = {}
 
-    def run(stack: str) -> graph.GraphRun:
+    def run(stack: str) -> mocks.GraphRun:
         if stack not in cache:
             pending = [s for s in COMMITTED_STACKS if s not in cache] or [stack]
             if stack not in pending:
                 pending.append(stack)
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                for name, result in zip(pending, pool.map(graph.build_run, pending),
+                for name, result in zip(pending, pool.map(mocks.build_run, pending),
                                         strict=True):
                     cache[name] = result
         return cache[stack]
@@ -53,14 +53,14 @@ def run_of() -> Callable[[str], graph.GraphRun]:
 
 
 @pytest.fixture(scope="session")
-def graph_of(run_of: Callable[[str], graph.GraphRun]) -> Callable[[str], list[dict]]:
+def graph_of(run_of: Callable[[str], mocks.GraphRun]) -> Callable[[str], list[dict]]:
     return lambda stack: run_of(stack).resources
 
 
 @pytest.fixture(scope="session")
 def lab_config_of() -> Callable[[str], config.LabConfig]:
     def load(stack: str) -> config.LabConfig:
-        return config.from_values(graph.mock_config(stack, ROOT), stack=stack)
+        return config.from_values(mocks.mock_config(stack, ROOT), stack=stack)
 
     return load
 

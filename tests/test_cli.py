@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -94,3 +95,6 @@ def test_an_interrupted_emulation_exits_130(monkeypatch, tmp_path, capsys):
     assert engine._run_one(opts, topo) == (130, "interrupted")
     assert "interrupted by SIGINT" in capsys.readouterr().err
     assert list((tmp_path / "state").iterdir()) == []   # torn down: its record is gone too
+def test_every_command_module_exists_and_has_a_main():
+    for name, (module, _help) in cli.COMMANDS.items():
+        assert callable(getattr(importlib.import_module(module), "main", None)), name

@@ -66,14 +66,7 @@ def main(argv: list[str]) -> int:
         print(f"vtaplab: unknown command {name!r}; accepted: {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    module_name = COMMANDS[name][0]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        print(f"vtaplab: command {name!r} is not built yet", file=sys.stderr)
-        return 2
+    module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest))
     except KeyboardInterrupt:

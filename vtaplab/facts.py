@@ -1,8 +1,8 @@
-"""Azure facts and the scenario catalogue: the one place the lab writes them down.
+"""Azure facts, the scenario catalogue and the lab's shared vocabulary: each written once.
 
-Everything here comes from ../shared/DESIGN.md ("Facts the program must respect"), which in
-turn cites Azure's documentation. When Azure changes, change it here and nowhere else: the
-config loader, the preflight rules, the verdicts and the results table all read this module.
+Azure's facts cite the documentation they come from. When Azure changes, change it here and
+nowhere else: the config loader, the preflight rules, the verdicts, the emulator and the results
+table all read this module. It imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -156,6 +156,26 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
+# Scenarios whose run sends traffic through the data path (a capture, a client, a verdict on
+# what arrived); the others are ARM answers (r1, b1) or not expressible (c1).
+TRAFFIC_SCENARIOS: tuple[str, ...] = tuple(s for s, v in SCENARIOS.items() if v.carries_traffic)
+
+# How the proxy VM forwards the vTAP's VXLAN to the Private Endpoint (cloudinit/vtap-proxy.sh
+# --mode): an nftables netdev hook, stateless NAT, or conntrack DNAT. The first is the default.
+PROXY_MODES: tuple[str, ...] = ("netdev", "stateless", "conntrack")
+
+# A VXLAN Network Identifier is 24 bits (RFC 7348, section 5 "VXLAN Frame Format").
+VNI_MAX = 2**24 - 1
+
+# msp: tenants (consumer VNets) a stack or the emulator may have. One vTAP per tenant, so at
+# most the per-subscription vTAP limit; three unless the stack says otherwise.
+MSP_TENANTS_RANGE: tuple[int, int] = (1, MAX_VTAPS_PER_SUBSCRIPTION)
+MSP_TENANTS_DEFAULT = 3
+
+# NSG rule sources that admit the whole internet, compared lower-case: "*" (portal "Any"), the
+# "Internet" service tag, and the all-addresses prefix of either family (Azure docs "Network
+# security groups", section "Security rules": source "Any, ... CIDR block, service tag").
+OPEN_SOURCES: frozenset[str] = frozenset({"*", "any", "internet", "0.0.0.0/0", "::/0"})
 
 # ---------------------------------------------------------------------------------------------
 # Azure's behaviours the local twin enforces (one entry each, with doc + section) and what

@@ -42,13 +42,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from vtaplab import PROJECT_ROOT, facts
+from vtaplab import PROJECT_ROOT, arm_ids, facts
 
 DEFAULT_STACKS = ("uksouth",)
 EXPIRES_KEY = "vtaplab:expiresOn"
@@ -421,12 +421,8 @@ def _first_line(text: str) -> str:
 
 
 def _run_evidence_command(stack: str, root: Path, outputs_file: Path) -> None:
-    """``python -m vtaplab evidence STACK --outputs FILE`` — traffic and captures over SSH —
-    when that command exists; its verdicts are then picked up like the program's own."""
-    import importlib.util
-
-    if importlib.util.find_spec("vtaplab.azure.collect") is None:
-        return
+    """``python -m vtaplab evidence STACK --outputs FILE`` — traffic and captures over SSH;
+    its verdicts are then picked up like the program's own."""
     log = outputs_file.parent / "evidence.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w", encoding="utf-8") as handle:
@@ -571,8 +567,8 @@ class OfflineMatrix:
                          config.KEYS_BY_NAME["mspTenants"].default)
         try:
             return int(str(raw))
-        except ValueError:
-            return 2
+        except ValueError:  # the stack run itself reports the bad value
+            return facts.MSP_TENANTS_DEFAULT
 
     # -- the rules' predictions
 
@@ -582,7 +578,7 @@ class OfflineMatrix:
         if (self.root / f"Pulumi.{scenario}.yaml").is_file():
             return scenario
         from vtaplab.preflight.check import stack_scenarios
-        from vtaplab.preflight.graph import stack_names
+        from vtaplab.preflight.mocks import stack_names
 
         for stack in stack_names(self.root):
             if scenario in stack_scenarios(stack, self.root):
@@ -592,7 +588,7 @@ class OfflineMatrix:
     def _build_graphs(self, stacks: Sequence[str]) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from vtaplab.preflight.graph import build_graph
+        from vtaplab.preflight.mocks import build_graph
 
         todo = [s for s in stacks if s not in self._graphs]
         with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 2))) as pool:
@@ -633,19 +629,13 @@ class OfflineMatrix:
             stack, graph = self._graph(scenario)
         except Exception as exc:  # a graph that doesn't build is this row's error
             return self._error(scenario, f"the stack's graph did not build: {exc}")
-        note = ""
-        if not [e for e in graph if "RejectedAttempt" in str(e.get("type"))
-                and (e.get("inputs") or {}).get("scenario") == scenario]:
-            graph = with_attempts(graph, scenario)
-            note = ("; with the attempts of vtaplab.azure.attempts added to the graph (the "
-                    "program declares none yet)")
         report = check.evaluate(graph, stack=stack, scenarios=[scenario])
         pred = check.prediction(report, scenario)
         out_dir = self.base / scenario
         files = self._prediction_files(out_dir, graph, report)
         found = [f for f in report.findings if f.scenario == scenario or f.scenario is None]
         coded = [f for f in found if f.arm_code]
-        tried = f"python -m vtaplab check {stack}{note}"
+        tried = f"python -m vtaplab check {stack}"
         arm_error = None
         if pred["predicted"]:
             first = coded[0] if coded else found[0]
@@ -663,7 +653,7 @@ class OfflineMatrix:
     def predict_c1(self) -> Path:
         """c1: b2's tap with an Azure Firewall's ip-configuration as destination."""
         from vtaplab.judge.verdict import verdict_from_summary, write_verdict
-        from vtaplab.preflight import check, rules
+        from vtaplab.preflight import check, mocks, rules
 
         try:
             stack, graph = self._graph("c1")
@@ -675,9 +665,8 @@ class OfflineMatrix:
         tap = dict(taps[0])
         inputs = dict(tap.get("inputs") or {})
         group = inputs.get("resourceGroupName") or "rg"
-        firewall_ipconfig = (f"/subscriptions/00000000-0000-0000-0000-000000000000/"
-                             f"resourceGroups/{group}/providers/Microsoft.Network/"
-                             "azureFirewalls/c1-firewall/ipConfigurations/fw-ipconfig")
+        firewall_ipconfig = arm_ids.build(mocks.SUBSCRIPTION_ID, group, arm_ids.AZURE_FIREWALL,
+                                          "c1-firewall") + "/ipConfigurations/fw-ipconfig"
         inputs.pop("destinationLoadBalancerFrontEndIPConfiguration", None)
         inputs["destinationNetworkInterfaceIPConfiguration"] = {"id": firewall_ipconfig}
         tap["inputs"] = inputs
@@ -721,46 +710,6 @@ class OfflineMatrix:
         verdict.update(label=LABEL_PREDICTED, stack=stack,
                        tried=f"python -m vtaplab check {stack}")
         return write_verdict(out_dir, verdict)
-
-
-def with_attempts(graph: Sequence[Mapping[str, Any]], scenario: str) -> list[dict]:
-    """``graph`` plus the ``RejectedAttempt`` entries for ``scenario`` as the program declares
-    them (vtaplab.azure.attempts), with ids formed by the graph's mocks."""
-    from vtaplab.azure import attempts
-    from vtaplab.preflight import rules
-    from vtaplab.preflight.graph import azure_id
-
-    def the(typ: str, suffix: str) -> Mapping[str, Any]:
-        hits = [e for e in graph if e.get("type") == typ
-                and str(e.get("name")).startswith(scenario) and str(e.get("name")).endswith(suffix)]
-        if len(hits) != 1:
-            raise ValueError(f"{scenario}: expected one {typ} named {scenario}...{suffix}, "
-                             f"found {len(hits)}")
-        return hits[0]
-
-    pe = the(rules.T_PE, "-pe")
-    pe_id = azure_id(str(pe["type"]), str(pe["name"]), pe["inputs"])
-    group = pe["inputs"]["resourceGroupName"]
-    prefix = f"/subscriptions/{pe_id.split('/')[2]}/resourceGroups/{group}/providers/"
-    targets: dict[str, str] = {}
-    for attempt in attempts.SCENARIO_ATTEMPTS.get(scenario, ()):
-        if attempt == "vtap-pe-destination":
-            targets[attempt] = prefix + f"Microsoft.Network/virtualNetworkTaps/{scenario}-vtap"
-        else:
-            lb = the(rules.T_LB, "-ilb")
-            lb_id = azure_id(str(lb["type"]), str(lb["name"]), lb["inputs"])
-            targets[attempt] = f"{lb_id}/backendAddressPools/" + (
-                "be" if attempt == "nic-pool" else "pe-ip")
-    typ = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
-    stack_urn = str(pe.get("urn", "")).split("::")[0]
-    extra = [{"urn": f"{stack_urn}::vtaplab::{typ}::{scenario}-{attempt}", "type": typ,
-              "name": f"{scenario}-{attempt}", "parent": None,
-              "inputs": {"scenario": scenario, "attempt": attempt, "stack": scenario,
-                         "private_endpoint_id": pe_id, "target_id": target,
-                         "location": pe["inputs"].get("location"), "port": facts.VXLAN_PORT,
-                         "tags": {}, "evidence_root": "evidence"}}
-             for attempt, target in targets.items()]
-    return [*(dict(e) for e in graph), *extra]
 
 
 # --------------------------------------------------------------------------- command line
@@ -820,7 +769,7 @@ def _offline_scenarios(text: str | None, root: Path) -> list[str]:
 
 def _azure_stacks(text: str | None, root: Path) -> list[tuple[str, tuple[str, ...]]]:
     from vtaplab.preflight.check import stack_scenarios
-    from vtaplab.preflight.graph import stack_names
+    from vtaplab.preflight.mocks import stack_names
 
     committed = stack_names(root)
     names = [t.strip() for t in (text or ",".join(DEFAULT_STACKS)).split(",") if t.strip()]

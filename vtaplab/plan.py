@@ -1,4 +1,4 @@
-"""The default address plan (../shared/DESIGN.md, "Address plan").
+"""The default address plan: VNets, subnets, fixed addresses, msp tenant VNIs. Imports nothing.
 
 The config loader starts from these values and validates whatever the stack file overrides;
 the emulator builds its namespaces from the same numbers, so a capture from the emulator and
@@ -36,13 +36,6 @@ VM_COL_IP = "10.40.3.4"
 # msp: tenant i (1, 2, ...) is told apart at the collector by the VXLAN VNI its proxy stamps.
 # The program (each tenant's proxy cloud-init) and the emulator both number tenants with it.
 MSP_VNI_BASE = 1000
-# How many msp tenants a stack (vtaplab:mspTenants) and the emulator (emulate msp --tenants)
-# take: one bound for both. Each tenant needs its own vTAP and the preview allows about
-# facts.MAX_VTAPS_PER_SUBSCRIPTION of them (this module imports nothing; a test checks the two
-# agree).
-MSP_TENANTS_MIN = 1
-MSP_TENANTS_MAX = 10
-MSP_TENANTS_DEFAULT = 3
 
 
 def tenant_vni(tenant: int) -> int:

@@ -1,7 +1,10 @@
-"""The README's config-key table, generated from ``vtaplab.program.config.KEYS`` (never stale).
+"""README.md's generated blocks: the one place that finds, replaces and writes them, and the
+config-key table it generates from ``vtaplab.program.config.KEYS`` (never stale).
 
-``python -m vtaplab.readme --update`` rewrites the block between ``<!-- config-keys:begin -->``
-and ``<!-- config-keys:end -->``; ``tests/test_readme.py`` fails when the block is not current.
+A block is ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->`` (``config-keys``, ``results``);
+the graph diagrams use their own marker (``vtaplab.preflight.snapshots``) and the same writer.
+``python -m vtaplab.readme --update`` rewrites the config-key block; ``tests/test_readme.py``
+fails when it is not current.
 """
 
 from __future__ import annotations
@@ -12,9 +15,48 @@ import sys
 from pathlib import Path
 
 from vtaplab import PROJECT_ROOT
+from vtaplab.program.config import KEYS
 
-BLOCK = re.compile(r"(<!-- config-keys:begin -->\n)(?P<body>.*?)(<!-- config-keys:end -->)",
-                   re.DOTALL)
+CONFIG_KEYS = "config-keys"
+
+
+class BlockMissing(ValueError):
+    """The text has no ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->`` block."""
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def _block(name: str) -> re.Pattern[str]:
+    begin, end = markers(name)
+    return re.compile(rf"{re.escape(begin)}\n(?P<body>.*?){re.escape(end)}", re.DOTALL)
+
+
+def block_body(text: str, name: str) -> str:
+    """What the ``name`` block holds now (raises BlockMissing)."""
+    match = _block(name).search(text)
+    if match is None:
+        begin, end = markers(name)
+        raise BlockMissing(f"no {begin} ... {end} block")
+    return match.group("body")
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """``text`` with the ``name`` block holding ``body`` and nothing else changed."""
+    block_body(text, name)  # raises when the markers are missing
+    begin, end = markers(name)
+    return _block(name).sub(lambda _m: f"{begin}\n{body}{end}", text, count=1)
+
+
+def write_changed(path: Path, new: str) -> bool:
+    """Write ``new`` to ``path`` (atomically) when it differs; True when it changed."""
+    if path.is_file() and path.read_text(encoding="utf-8") == new:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new, encoding="utf-8")
+    tmp.replace(path)
+    return True
 
 
 def _default(value: object) -> str:
@@ -28,8 +70,6 @@ def _default(value: object) -> str:
 
 
 def config_table() -> str:
-    from vtaplab.program.config import KEYS
-
     rows = ["| key (`vtaplab:`) | default | meaning |", "|---|---|---|"]
     rows += [f"| `{k.name}` | {_default(k.default)} | {k.description.replace('|', '/')} |"
              for k in KEYS]
@@ -38,9 +78,10 @@ def config_table() -> str:
 
 def render(text: str) -> str:
     """``text`` with its config-key block replaced by the current table."""
-    if not BLOCK.search(text):
-        raise ValueError("README.md has no <!-- config-keys:begin --> ... end block")
-    return BLOCK.sub(lambda m: m.group(1) + config_table() + m.group(3), text, count=1)
+    try:
+        return replace_block(text, CONFIG_KEYS, config_table())
+    except BlockMissing:
+        raise BlockMissing("README.md has no <!-- config-keys:begin --> ... end block") from None
 
 
 def main(argv: list[str]) -> int:
@@ -54,14 +95,14 @@ def main(argv: list[str]) -> int:
     text = readme.read_text(encoding="utf-8")
     try:
         new = render(text)
-    except ValueError as exc:
+    except BlockMissing as exc:
         print(f"vtaplab.readme: {exc}", file=sys.stderr)
         return 2
     if new == text:
         print("README.md config-key table is current")
         return 0
     if args.update:
-        Path(readme).write_text(new, encoding="utf-8")
+        write_changed(readme, new)
         print("wrote README.md")
         return 0
     print("README.md config-key table is stale: run python -m vtaplab.readme --update",

@@ -38,8 +38,7 @@ from helpers.sshd import SSHD, Sshd, free_port
 from helpers.systemd import SYSTEMCTL, SYSTEMD_RUN
 
 from vtaplab import PROJECT_ROOT, plan
-from vtaplab.azure import collect as evidence
-from vtaplab.azure import ssh
+from vtaplab.azure import collect, ssh
 from vtaplab.bench import pcapgen
 
 REPO = PROJECT_ROOT
@@ -265,9 +264,9 @@ def run_cli(lab: dict, tmp_path: Path, *extra: str, stack: str = "b2") -> int:
     cwd = Path.cwd()
     os.chdir(tmp_path)
     try:
-        return evidence.main([stack, "--outputs", str(lab["outputs"]), "--key-file",
-                              str(lab["key"]), "--port", str(lab["port"]), "--requests", "3",
-                              "--capture-seconds", "30", "--connect-seconds", "10", *extra])
+        return collect.main([stack, "--outputs", str(lab["outputs"]), "--key-file",
+                             str(lab["key"]), "--port", str(lab["port"]), "--requests", "3",
+                             "--capture-seconds", "30", "--connect-seconds", "10", *extra])
     finally:
         os.chdir(cwd)
 
@@ -344,7 +343,7 @@ def test_a_scenario_without_traffic_is_named(lab, tmp_path, capsys):
 
 def test_without_the_cli_or_a_file_says_what_to_do(monkeypatch, capsys):
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    assert evidence.main(["b2"]) == 2
+    assert collect.main(["b2"]) == 2
     err = capsys.readouterr().err
     assert "pulumi CLI is not on PATH" in err and "--outputs FILE" in err
 

@@ -80,7 +80,7 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
     ("uksouth", "uksouth", 20, False), ("msp", "uksouth", 20, False),
     ("a", "centralus", 8, True)])
 def test_needs_are_counted_from_the_stacks_graph(arm, stack, region, vcpus, direct):
-    from vtaplab.preflight.graph import build_graph
+    from vtaplab.preflight.mocks import build_graph
 
     needs = doctor.needs_from_graph(build_graph(stack))
     assert needs.regions == (region,) and needs.direct_connect is direct

@@ -13,12 +13,12 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from helpers.sshd import SSHD, Sshd, free_port
 
-from vtaplab.azure import fetch as fetch_mod
-from vtaplab.azure import ssh
+from vtaplab.azure import fetch, ssh
 from vtaplab.judge.decode import CaptureError
 
 pytestmark = pytest.mark.skipif(
@@ -183,10 +183,10 @@ def test_fetch_scenario_missing_collector_capture_is_not_delivered(sshd, keys, t
     remote.mkdir()
     (remote / "traffic.log").write_text(
         "# vtap-traffic v1\n1\thttp://10.30.1.4/\t200\t615\t0.004\n")
-    files = [fetch_mod.RemoteFile("collector.pcap", "127.0.0.1", str(remote / "nope.pcap")),
-             fetch_mod.RemoteFile("traffic.log", "127.0.0.1", str(remote / "traffic.log"))]
-    verdict = fetch_mod.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=_connect(sshd, keys), root=tmp_path)
+    files = [fetch.RemoteFile("collector.pcap", "127.0.0.1", str(remote / "nope.pcap")),
+             fetch.RemoteFile("traffic.log", "127.0.0.1", str(remote / "traffic.log"))]
+    verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
+                                   connect=_connect(sshd, keys), root=tmp_path)
     assert verdict["outcome"] == "not-delivered"
     assert verdict["matches_expected"] is False
     assert "nope.pcap" in verdict["reason"] and "no such file" in verdict["reason"]
@@ -194,7 +194,7 @@ def test_fetch_scenario_missing_collector_capture_is_not_delivered(sshd, keys, t
     assert verdict["traffic"]["requests"] == 1
     written = json.loads((tmp_path / "evidence/b2/b2/verdict.json").read_text())
     assert written["outcome"] == "not-delivered" and written["reason"] == verdict["reason"]
-    summary = fetch_mod.outputs_summary(verdict, stack="b2")
+    summary = fetch.outputs_summary(verdict, stack="b2")
     assert summary["verdict"] == "evidence/b2/b2/verdict.json"
 
 
@@ -203,9 +203,9 @@ def test_fetch_scenario_decodes_what_arrived(sshd, keys, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()
     (remote / "c.pcap").write_bytes(b"this is not a pcap")
-    files = [fetch_mod.RemoteFile("collector.pcap", "127.0.0.1", str(remote / "c.pcap"))]
-    verdict = fetch_mod.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=_connect(sshd, keys), root=tmp_path)
+    files = [fetch.RemoteFile("collector.pcap", "127.0.0.1", str(remote / "c.pcap"))]
+    verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
+                                   connect=_connect(sshd, keys), root=tmp_path)
     assert verdict["fetched"]["collector.pcap"]["bytes"] == 18
     assert verdict["outcome"] == "error" and "unreadable" in verdict["reason"]
     assert issubclass(CaptureError, ValueError)
@@ -221,31 +221,38 @@ def test_fetch_scenario_unreachable_collector_is_error_not_a_claim(keys, tmp_pat
                               connect_attempts=2, connect_total_seconds=5,
                               backoff_initial=0.05)
 
-    files = [fetch_mod.RemoteFile("collector.pcap", "127.0.0.1", "/x/collector.pcap")]
-    verdict = fetch_mod.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=connect, root=tmp_path)
+    files = [fetch.RemoteFile("collector.pcap", "127.0.0.1", "/x/collector.pcap")]
+    verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
+                                   connect=connect, root=tmp_path)
     assert verdict["outcome"] == "error" and "not reachable" in verdict["reason"]
 
 
-def test_fetch_cli_prints_small_json(sshd, keys, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run's remote folder holding an empty traffic log, for the fetch command; the
+    command's own working folder is tmp_path."""
     monkeypatch.chdir(tmp_path)
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    (remote / "traffic.log").write_text("# vtap-traffic v1\n")
+    folder = tmp_path / "remote"
+    folder.mkdir()
+    (folder / "traffic.log").write_text("# vtap-traffic v1\n")
+    return folder
+
+
+def test_fetch_cli_prints_small_json(sshd, keys, tmp_path, remote, monkeypatch, capsys):
     hosts = tmp_path / "hosts.json"
     hosts.write_text(json.dumps({f"[127.0.0.1]:{sshd.port}": keys["host"].public_line}))
-    monkeypatch.setenv(fetch_mod.KEY_ENV, keys["client"].private_pem)
-    rc = fetch_mod.main(["--stack", "b2", "--scenario", "b2", "--user", "root",
-                         "--port", str(sshd.port), "--known-hosts", str(hosts),
-                         "--file", f"collector.pcap=127.0.0.1:{remote}/missing.pcap",
-                         "--file", f"traffic.log=127.0.0.1:{remote}/traffic.log"])
+    monkeypatch.setenv(fetch.KEY_ENV, keys["client"].private_pem)
+    rc = fetch.main(["--stack", "b2", "--scenario", "b2", "--user", "root",
+                     "--port", str(sshd.port), "--known-hosts", str(hosts),
+                     "--file", f"collector.pcap=127.0.0.1:{remote}/missing.pcap",
+                     "--file", f"traffic.log=127.0.0.1:{remote}/traffic.log"])
     out = capsys.readouterr()
     assert rc == 0, out.err
     summary = json.loads(out.out)
     assert summary["outcome"] == "not-delivered"
     assert "PRIVATE" not in out.out + out.err
-    assert fetch_mod.main(["--stack", "b2", "--scenario", "b2", "--known-hosts",
-                           str(hosts), "--file", "bad"]) == 2
+    assert fetch.main(["--stack", "b2", "--scenario", "b2", "--known-hosts",
+                       str(hosts), "--file", "bad"]) == 2
     assert "NAME=HOST:/ABSOLUTE/PATH" in capsys.readouterr().err
 
 
@@ -286,10 +293,10 @@ VM_ID_EXAMPLE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGr
 def test_fetch_scenario_unreadable_collector_file_is_error(sshd, keys, tmp_path):
     remote = tmp_path / "remote"
     (remote / "collector.pcap").mkdir(parents=True)  # there, but not a file SFTP can read
-    files = [fetch_mod.RemoteFile("collector.pcap", "127.0.0.1",
-                                  str(remote / "collector.pcap"))]
-    verdict = fetch_mod.fetch_scenario(stack="b2", scenario="b2", files=files,
-                                       connect=_connect(sshd, keys), root=tmp_path)
+    files = [fetch.RemoteFile("collector.pcap", "127.0.0.1",
+                              str(remote / "collector.pcap"))]
+    verdict = fetch.fetch_scenario(stack="b2", scenario="b2", files=files,
+                                   connect=_connect(sshd, keys), root=tmp_path)
     assert verdict["outcome"] == "error", verdict
     assert "collector.pcap" in verdict["missing"]
 
@@ -310,26 +317,22 @@ def test_derived_host_key_text_is_byte_for_byte_stable(tmp_path):
     assert derived.stdout.strip() == first.public_line  # OpenSSH reads it as the same key
 
 
-def test_fetch_cli_takes_pinned_keys_inline(sshd, keys, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    (remote / "traffic.log").write_text("# vtap-traffic v1\n")
+def test_fetch_cli_takes_pinned_keys_inline(sshd, keys, tmp_path, remote, capsys):
     key_file = tmp_path / "id"
     key_file.write_text(keys["client"].private_pem)
     base = ["--stack", "b2", "--scenario", "b2", "--user", "root", "--port", str(sshd.port),
             "--key-file", str(key_file),
             "--file", f"collector.pcap=127.0.0.1:{remote}/none.pcap",
             "--file", f"traffic.log=127.0.0.1:{remote}/traffic.log"]
-    rc = fetch_mod.main([*base, "--known-host", f"127.0.0.1={keys['host'].public_line}"])
+    rc = fetch.main([*base, "--known-host", f"127.0.0.1={keys['host'].public_line}"])
     out = capsys.readouterr()
     assert rc == 0, out.err
     summary = json.loads(out.out)
     assert summary["files"] == ["evidence/b2/b2/traffic.log"]
     assert summary["outcome"] == "not-delivered"  # looked, and no capture was there
     other = ssh.generate_host_key().public_line
-    assert fetch_mod.main([*base, "--known-host", f"127.0.0.1={other}"]) == 0
+    assert fetch.main([*base, "--known-host", f"127.0.0.1={other}"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["outcome"] == "error" and "host key mismatch" in summary["reason"]
-    assert fetch_mod.main(base) == 2
+    assert fetch.main(base) == 2
     assert "no pinned host key" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vtaplab.bench import proxy as proxy_bench
+from vtaplab.bench import proxy
 from vtaplab.bench.proxy import ModeResult, Sample
 from vtaplab.emulator.netns import Lab, list_namespaces
 
@@ -21,10 +21,10 @@ needs_root_and_cc = pytest.mark.skipif(
 
 # --- pure parts -------------------------------------------------------------------------------
 def test_generator_line_is_parsed_and_checked():
-    got = proxy_bench._parse_generator("sent=10 frames=30 seconds=0.5 cpu=0.25\n")
+    got = proxy._parse_generator("sent=10 frames=30 seconds=0.5 cpu=0.25\n")
     assert got == {"sent": 10, "frames": 30, "seconds": 0.5, "cpu": 0.25}
-    with pytest.raises(proxy_bench.BenchError, match="unexpected generator output"):
-        proxy_bench._parse_generator("sent=10 frames=30\n")
+    with pytest.raises(proxy.BenchError, match="unexpected generator output"):
+        proxy._parse_generator("sent=10 frames=30\n")
 
 
 def _result(mode: str, cpu_pps: list[float], *, entries: int = 0, whole: int = 10) -> ModeResult:
@@ -42,7 +42,7 @@ def test_summary_ratios_use_medians_and_the_best_mode_must_be_safe():
         "stateless": _result("stateless", [800, 810, 790]),
         "netdev": _result("netdev", [900, 10, 905], whole=9),        # lost a fragment
     }
-    summary = proxy_bench.summarise(results)
+    summary = proxy.summarise(results)
     modes = summary["modes"]
     assert modes["plain"]["ratio_to_plain"] == 1.0
     assert modes["stateless"]["ratio_to_plain"] == 0.8
@@ -54,7 +54,7 @@ def test_summary_ratios_use_medians_and_the_best_mode_must_be_safe():
     assert summary["best_fragment_safe_stateless_mode"] == "stateless"
     assert summary["best_ratio"] == 0.8 and summary["goal_met"] is False
     results["netdev"] = _result("netdev", [950, 940, 960])
-    summary = proxy_bench.summarise(results)
+    summary = proxy.summarise(results)
     assert summary["best_fragment_safe_stateless_mode"] == "netdev"
     assert summary["best_ratio"] == 0.95 and summary["goal_met"] is True
 
@@ -66,7 +66,7 @@ def test_summary_ratios_use_medians_and_the_best_mode_must_be_safe():
 ])
 def test_bad_arguments_are_one_line(capsys, argv, needle):
     with pytest.raises(SystemExit) as exc:
-        proxy_bench.main(argv)
+        proxy.main(argv)
     assert exc.value.code == 2
     assert needle in capsys.readouterr().err
 
@@ -76,7 +76,7 @@ def test_bad_arguments_are_one_line(capsys, argv, needle):
 def udpgen(tmp_path_factory) -> Path:
     if shutil.which("cc") is None:
         pytest.skip("no C compiler")
-    return proxy_bench.compile_generator(tmp_path_factory.mktemp("gen"))
+    return proxy.compile_generator(tmp_path_factory.mktemp("gen"))
 
 
 def _pair(lab: Lab) -> tuple[str, str, str]:
@@ -113,7 +113,7 @@ def _gen(lab: Lab, gen: str, binary: Path, iface: str, *extra: str,
 def test_generator_sends_exactly_the_count_cycling_source_ports(lab, udpgen):
     gen, rx, gen_if = _pair(lab)
     out = _gen(lab, gen, udpgen, gen_if, "-c", "3000", "-t", "30", "-n", "1000").stdout
-    fields = proxy_bench._parse_generator(out)
+    fields = proxy._parse_generator(out)
     assert fields["sent"] == 3000 and fields["frames"] == 3000
     assert _count(lab, rx, "frames") == 3000 == _count(lab, rx, "firsts")
     ports = lab.exec(rx, ["nft", "-j", "list", "set", "netdev", "t", "sports"]).stdout
@@ -125,12 +125,12 @@ def test_generator_sends_exactly_the_count_cycling_source_ports(lab, udpgen):
 def test_generator_fragments_and_stops_at_the_time_bound(lab, udpgen):
     gen, rx, gen_if = _pair(lab)
     out = _gen(lab, gen, udpgen, gen_if, "-c", "100", "-t", "30", "-f", "-l", "3000").stdout
-    fields = proxy_bench._parse_generator(out)
+    fields = proxy._parse_generator(out)
     # 3,008 bytes of UDP datagram: 1,480 + 1,480 + 48, only the first with the UDP header.
     assert fields["sent"] == 100 and fields["frames"] == 300
     assert _count(lab, rx, "frames") == 300 and _count(lab, rx, "firsts") == 100
     out = _gen(lab, gen, udpgen, gen_if, "-c", "1000000000", "-t", "0.1").stdout
-    assert 0 < proxy_bench._parse_generator(out)["sent"] < 1_000_000_000
+    assert 0 < proxy._parse_generator(out)["sent"] < 1_000_000_000
 
 
 @needs_root_and_cc
@@ -151,10 +151,10 @@ def test_generator_bad_input_is_one_line(lab, udpgen, extra, needle):
 # --- the bench, short -----------------------------------------------------------------------
 @needs_root_and_cc
 def test_short_bench_measures_every_mode_and_cleans_up(capsys):
-    assert proxy_bench.main(["--short", "--json"]) == 0
+    assert proxy.main(["--short", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     modes = summary["modes"]
-    assert list(modes) == ["plain", "conntrack", "stateless", "netdev"]
+    assert list(modes) == ["plain", "netdev", "stateless", "conntrack"]
     for name, mode in modes.items():
         assert mode["median_pps_per_cpu_second"] > 0, name
         assert len(mode["samples"]) == 1 and mode["samples"][0]["received"] > 0, name
@@ -172,7 +172,7 @@ def test_short_bench_measures_every_mode_and_cleans_up(capsys):
 
 @needs_root_and_cc
 def test_short_bench_prints_the_table(capsys):
-    assert proxy_bench.main(["--short"]) == 0
+    assert proxy.main(["--short"]) == 0
     out = capsys.readouterr().out
     for needle in ("plain ", "conntrack ", "stateless ", "netdev ", "ratio",
                    "best fragment-safe mode with no tracked entries:"):

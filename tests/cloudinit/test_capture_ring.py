@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.netns import ns_run
 
 from vtaplab import PROJECT_ROOT
 from vtaplab.emulator.netns import Lab, Runner, list_namespaces, new_prefix
@@ -45,14 +46,6 @@ def ns() -> Iterator[str]:
         assert lab.teardown() == []
 
 
-def run(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          timeout=60, check=False)
-    if check:
-        assert proc.returncode == 0, f"{argv}: {proc.stderr}"
-    return proc
-
-
 def sequence_numbers(files: list[Path]) -> list[int]:
     """The sequence number of every captured datagram, file after file."""
     seen = []
@@ -66,15 +59,15 @@ def sequence_numbers(files: list[Path]) -> list[int]:
 @needs_root
 def test_ring_is_bounded_wraps_and_decodes_in_rotation_order(ns, tmp_path):
     out, pidfile = tmp_path / "collector.pcap", tmp_path / "c.pid"
-    started = run(ns, str(CAPTURE), "start", "--out", str(out), "--iface", "lo",
+    started = ns_run(ns, str(CAPTURE), "start", "--out", str(out), "--iface", "lo",
                   "--duration", "120", "--pidfile", str(pidfile),
                   "--ring-files", "3", "--ring-mb", "1")
     assert "3 files x 1 MB" in started.stdout
     # 4,300 records of 1,058 bytes: 946 fit a file, so files 0, 1, 2, 0, then 1 is written
     # last: the ring wrapped and its oldest data is in file 2, not file 0.
     sent = 4300
-    run(ns, sys.executable, "-c", SENDER, str(sent), "1000")
-    run(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
+    ns_run(ns, sys.executable, "-c", SENDER, str(sent), "1000")
+    ns_run(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
     assert not out.exists()
     members = decode.ring_members(out)
     assert [p.name for p in members] == ["collector.pcap0", "collector.pcap1",
@@ -100,10 +93,10 @@ def test_ring_is_bounded_wraps_and_decodes_in_rotation_order(ns, tmp_path):
 @needs_root
 def test_snaplen_cuts_records_and_the_decoder_counts_them(ns, tmp_path):
     out, pidfile = tmp_path / "s.pcap", tmp_path / "s.pid"
-    run(ns, str(CAPTURE), "start", "--out", str(out), "--iface", "lo", "--duration", "60",
+    ns_run(ns, str(CAPTURE), "start", "--out", str(out), "--iface", "lo", "--duration", "60",
         "--pidfile", str(pidfile), "--snaplen", "96")
-    run(ns, sys.executable, "-c", SENDER, "20", "1000")
-    run(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
+    ns_run(ns, sys.executable, "-c", SENDER, "20", "1000")
+    ns_run(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
     lengths = [len(frame) for _ts, _lt, frame in decode.read_records(out, decode.ReadState())]
     assert lengths == [96] * 20
     summary = decode.decode_capture(out)
@@ -143,7 +136,7 @@ def test_unit_mode_hands_the_ring_to_tcpdump(ns, tmp_path, monkeypatch):
     monkeypatch.setenv("STUB_STATE", str(state))
     out = tmp_path / "caps" / "collector.pcap"
     out.parent.mkdir()
-    started = run(ns, str(CAPTURE), "start", "--out", str(out), "--iface", "lo",
+    started = ns_run(ns, str(CAPTURE), "start", "--out", str(out), "--iface", "lo",
                   "--unit", "vtaplab-ring", "--ring-files", "4", "--ring-mb", "2",
                   "--snaplen", "2048")
     assert "(unit vtaplab-ring)" in started.stdout and "4 files x 2 MB" in started.stdout
@@ -151,7 +144,7 @@ def test_unit_mode_hands_the_ring_to_tcpdump(ns, tmp_path, monkeypatch):
     assert cmd[0] == "tcpdump"
     at = cmd.index("-C")
     assert cmd[at:at + 4] == ["-C", "2", "-W", "4"] and cmd[cmd.index("-s") + 1] == "2048"
-    run(ns, sys.executable, "-c", SENDER, "30", "500")
-    run(ns, str(CAPTURE), "stop", "--unit", "vtaplab-ring")
+    ns_run(ns, sys.executable, "-c", SENDER, "30", "500")
+    ns_run(ns, str(CAPTURE), "stop", "--unit", "vtaplab-ring")
     assert [p.name for p in decode.ring_members(out)] == ["collector.pcap0"]
     assert decode.decode_capture(out).vxlan_packets == 30

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.netns import ns_run
 
 from vtaplab import PROJECT_ROOT
 from vtaplab.emulator.netns import Lab
@@ -39,24 +40,16 @@ def test_script_is_shellcheck_clean(script):
     assert "set -euo pipefail" in script.read_text()
 
 
-def sh(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          timeout=30, check=False)
-    if check:
-        assert proc.returncode == 0, f"{argv}: {proc.stderr}"
-    return proc
-
-
 def nft_table(ns: str, family: str) -> str:
     """The proxy's nft table of ``family`` or "", counters stripped."""
-    nft = sh(ns, "nft", "list", "table", family, "vtaplab_proxy", check=False)
+    nft = ns_run(ns, "nft", "list", "table", family, "vtaplab_proxy", check=False)
     return "" if nft.returncode else "\n".join(
         line.split(" counter")[0] for line in nft.stdout.splitlines())
 
 
 def ruleset(ns: str) -> tuple[str, str, str]:
     """(the proxy's nft ip table, its iptables nat rules, its nft netdev table); "" if none."""
-    ipt = sh(ns, "iptables", "-t", "nat", "-S").stdout
+    ipt = ns_run(ns, "iptables", "-t", "nat", "-S").stdout
     nat = "\n".join(line for line in ipt.splitlines() if "VTAPLAB" in line)
     return nft_table(ns, "ip"), nat, nft_table(ns, "netdev")
 
@@ -80,9 +73,9 @@ def proxy_with_nic(lab: Lab) -> str:
 def test_proxy_apply_twice_leaves_one_set_of_rules(lab, mode):
     ns = proxy_with_nic(lab)
     apply = [str(PROXY), "apply", "--mode", mode, "--target", "10.30.3.4"]
-    sh(ns, *apply)
+    ns_run(ns, *apply)
     once = ruleset(ns)
-    sh(ns, *apply)
+    ns_run(ns, *apply)
     assert ruleset(ns) == once
     table, nat, netdev = once
     if mode == "netdev":
@@ -101,35 +94,35 @@ def test_proxy_apply_twice_leaves_one_set_of_rules(lab, mode):
         assert table == "" and netdev == ""
         assert nat.count("-j VTAPLAB_PROXY") == 1
         assert nat.count("--to-destination 10.30.3.4") == 1
-    assert sh(ns, str(PROXY), "status").stdout.count(f"mode={mode}") == 1
+    assert ns_run(ns, str(PROXY), "status").stdout.count(f"mode={mode}") == 1
     for key in ("ip_forward",):
-        assert sh(ns, "cat", f"/proc/sys/net/ipv4/{key}").stdout.strip() == "1"
+        assert ns_run(ns, "cat", f"/proc/sys/net/ipv4/{key}").stdout.strip() == "1"
     for dev in ("all", "default", "lo"):
         for key, want in (("rp_filter", "0"), ("send_redirects", "0")):
             path = f"/proc/sys/net/ipv4/conf/{dev}/{key}"
-            assert sh(ns, "cat", path).stdout.strip() == want, path
+            assert ns_run(ns, "cat", path).stdout.strip() == want, path
 
 
 @needs_root
 def test_proxy_mode_switch_and_remove(lab):
     ns = proxy_with_nic(lab)
-    sh(ns, str(PROXY), "apply", "--mode", "conntrack", "--target", "10.30.3.4")
-    sh(ns, str(PROXY), "apply", "--mode", "stateless", "--target", "10.30.3.5")
+    ns_run(ns, str(PROXY), "apply", "--mode", "conntrack", "--target", "10.30.3.4")
+    ns_run(ns, str(PROXY), "apply", "--mode", "stateless", "--target", "10.30.3.5")
     table, nat, netdev = ruleset(ns)
     assert "10.30.3.5" in table and "10.30.3.4" not in table
     assert nat == "" and netdev == ""
-    sh(ns, str(PROXY), "apply", "--mode", "netdev", "--target", "10.30.3.6")
+    ns_run(ns, str(PROXY), "apply", "--mode", "netdev", "--target", "10.30.3.6")
     table, nat, netdev = ruleset(ns)
     assert table == "" and nat == "" and "10.30.3.6" in netdev and "10.30.3.5" not in netdev
-    assert sh(ns, str(PROXY), "status").stdout.count("mode=") == 1
-    sh(ns, str(PROXY), "apply", "--mode", "stateless", "--target", "10.30.3.5")
+    assert ns_run(ns, str(PROXY), "status").stdout.count("mode=") == 1
+    ns_run(ns, str(PROXY), "apply", "--mode", "stateless", "--target", "10.30.3.5")
     assert ruleset(ns)[2] == ""
-    sh(ns, str(PROXY), "apply", "--mode", "netdev", "--target", "10.30.3.6")
-    sh(ns, str(PROXY), "remove")
+    ns_run(ns, str(PROXY), "apply", "--mode", "netdev", "--target", "10.30.3.6")
+    ns_run(ns, str(PROXY), "remove")
     assert ruleset(ns) == NONE
-    status = sh(ns, str(PROXY), "status", check=False)
+    status = ns_run(ns, str(PROXY), "status", check=False)
     assert status.returncode == 1 and "no rewrite applied" in status.stdout
-    sh(ns, str(PROXY), "remove", "--port", "4789")     # removing twice is fine
+    ns_run(ns, str(PROXY), "remove", "--port", "4789")     # removing twice is fine
     assert ruleset(ns) == NONE
 
 
@@ -148,7 +141,7 @@ def test_proxy_mode_switch_and_remove(lab):
 ])
 def test_proxy_bad_input_is_one_line(lab, args, needle):
     ns = lab.add_ns("prx")
-    proc = sh(ns, str(PROXY), *args, check=False)
+    proc = ns_run(ns, str(PROXY), *args, check=False)
     assert proc.returncode == 2
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert ruleset(ns) == NONE
@@ -161,7 +154,7 @@ def test_proxy_bad_input_is_one_line(lab, args, needle):
 ])
 def test_proxy_netdev_needs_a_route_to_a_remote_target(lab, target, needle):
     ns = proxy_with_nic(lab)
-    proc = sh(ns, str(PROXY), "apply", "--mode", "netdev", "--target", target, check=False)
+    proc = ns_run(ns, str(PROXY), "apply", "--mode", "netdev", "--target", target, check=False)
     assert proc.returncode == 2
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert ruleset(ns) == NONE
@@ -213,7 +206,7 @@ def send_through(snd: str, rcv: str, sizes: list[int]) -> list[tuple[int, str, s
     try:
         assert receiver.stdout is not None
         assert receiver.stdout.readline().strip() == "ready"
-        sh(snd, sys.executable, "-c", SENDER, "10.99.0.1", *map(str, sizes))
+        ns_run(snd, sys.executable, "-c", SENDER, "10.99.0.1", *map(str, sizes))
         out, _ = receiver.communicate(timeout=10)
     finally:
         if receiver.poll() is None:
@@ -227,7 +220,7 @@ def send_through(snd: str, rcv: str, sizes: list[int]) -> list[tuple[int, str, s
 @pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_proxy_forwards_every_fragment_of_large_datagrams(lab, mode):
     snd, prx, rcv = proxy_path(lab)
-    sh(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2")
+    ns_run(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2")
     sizes = [200, 1600, 3000, 8000]   # the last three leave the sender as 2, 3 and 6 fragments
     got = send_through(snd, rcv, sizes)
     # Whole datagrams at the receiver: the kernel reassembled them, so no fragment was lost;
@@ -240,12 +233,12 @@ def test_proxy_forwards_every_fragment_of_large_datagrams(lab, mode):
 def test_stateless_mode_tracks_nothing_even_with_conntrack_loaded(lab, mode):
     """As on a VM where a stateful firewall loaded connection tracking (and defragmentation)."""
     snd, prx, rcv = proxy_path(lab)
-    sh(prx, "nft", "add table ip host_fw; add chain ip host_fw input { type filter hook input "
+    ns_run(prx, "nft", "add table ip host_fw; add chain ip host_fw input { type filter hook input "
                    "priority 0; ct state invalid drop; }")
-    sh(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2")
+    ns_run(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2")
     got = send_through(snd, rcv, [200, 3000, 8000])
     assert got == [(size, "000001", "10.99.0.2") for size in (200, 3000, 8000)]
-    entries = int(sh(prx, "conntrack", "-C").stdout.strip())
+    entries = int(ns_run(prx, "conntrack", "-C").stdout.strip())
     if mode in ("netdev", "stateless"):
         assert entries == 0
     else:
@@ -256,11 +249,11 @@ def test_stateless_mode_tracks_nothing_even_with_conntrack_loaded(lab, mode):
 def test_a_port_only_stateless_rule_loses_every_fragmented_datagram(lab):
     """The control: without the non-first-fragment rule, only unfragmented datagrams pass."""
     snd, prx, rcv = proxy_path(lab)
-    sh(prx, str(PROXY), "apply", "--mode", "stateless", "--target", "10.99.1.2")
-    listing = sh(prx, "nft", "-a", "list", "chain", "ip", "vtaplab_proxy", "prerouting").stdout
+    ns_run(prx, str(PROXY), "apply", "--mode", "stateless", "--target", "10.99.1.2")
+    listing = ns_run(prx, "nft", "-a", "list", "chain", "ip", "vtaplab_proxy", "prerouting").stdout
     handle = next(line.rsplit("# handle ", 1)[1] for line in listing.splitlines()
                   if "frag-off" in line)
-    sh(prx, "nft", "delete", "rule", "ip", "vtaplab_proxy", "prerouting", "handle", handle)
+    ns_run(prx, "nft", "delete", "rule", "ip", "vtaplab_proxy", "prerouting", "handle", handle)
     assert send_through(snd, rcv, [200, 3000, 300]) == [
         (200, "000001", "10.99.0.2"), (300, "000001", "10.99.0.2")]
 
@@ -269,7 +262,7 @@ def test_a_port_only_stateless_rule_loses_every_fragmented_datagram(lab):
 @pytest.mark.parametrize("mode", ["netdev", "stateless", "conntrack"])
 def test_proxy_stamps_the_vni(lab, mode):
     snd, prx, rcv = proxy_path(lab)
-    sh(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2", "--vni", "4242")
+    ns_run(prx, str(PROXY), "apply", "--mode", mode, "--target", "10.99.1.2", "--vni", "4242")
     got = send_through(snd, rcv, [300, 3000])
     assert got == [(300, "001092", "10.99.0.2"), (3000, "001092", "10.99.0.2")]
 
@@ -304,36 +297,36 @@ def test_capture_start_twice_runs_one_capture_and_stop_ends_it(lab, tmp_path):
     pcap, pidfile = tmp_path / "c.pcap", tmp_path / "c.pid"
     start = [str(CAPTURE), "start", "--out", str(pcap), "--iface", "lo", "--duration", "60",
              "--pidfile", str(pidfile)]
-    first = sh(ns, *start)
-    second = sh(ns, *start)
+    first = ns_run(ns, *start)
+    second = ns_run(ns, *start)
     assert "already running" in second.stdout
     pids = tcpdumps_writing(pcap)
     assert len(pids) == 1 and str(pids[0]) == pidfile.read_text().split()[0], first.stdout
     # Something to capture: UDP/4789 on the namespace's loopback, one datagram fragmented.
-    sh(ns, sys.executable, "-c",
+    ns_run(ns, sys.executable, "-c",
        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
        "[s.sendto(bytes(n), ('127.0.0.1', p)) for n, p in ((100, 4789), (100, 53))]")
-    sh(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
+    ns_run(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
     assert tcpdumps_writing(pcap) == []
     assert not pidfile.exists()
     read = subprocess.run(["tcpdump", "-nr", str(pcap)], capture_output=True, text=True,
                           check=True)
     assert read.stdout.count(".4789:") == 1 and ".53:" not in read.stdout
-    assert "not running" in sh(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile)).stdout
+    assert "not running" in ns_run(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile)).stdout
 
 
 @needs_root
 def test_capture_ends_by_itself_after_the_duration(lab, tmp_path):
     ns = lab.add_ns("col")
     pcap, pidfile = tmp_path / "d.pcap", tmp_path / "d.pid"
-    sh(ns, str(CAPTURE), "start", "--out", str(pcap), "--iface", "lo", "--duration", "1",
+    ns_run(ns, str(CAPTURE), "start", "--out", str(pcap), "--iface", "lo", "--duration", "1",
        "--pidfile", str(pidfile))
     deadline = time.monotonic() + 10
     while tcpdumps_writing(pcap) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tcpdumps_writing(pcap) == []
     assert pcap.stat().st_size >= 24          # a pcap header: the file was closed properly
-    sh(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
+    ns_run(ns, str(CAPTURE), "stop", "--pidfile", str(pidfile))
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -368,7 +361,7 @@ def test_traffic_log_format_and_rerun(lab, tmp_path):
         argv = [str(TRAFFIC), "--url", "http://127.0.0.1:8080/", "--url",
                 "http://127.0.0.1:8081/", "--count", "2", "--log", str(log)]
         for _ in range(2):                      # a rerun rewrites the log
-            proc = sh(ns, *argv, check=False)
+            proc = ns_run(ns, *argv, check=False)
             assert proc.returncode == 1         # the closed port failed
             lines = log.read_text().splitlines()
             assert lines[0] == "# vtap-traffic v1"

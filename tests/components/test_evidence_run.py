@@ -20,7 +20,7 @@ import pytest
 from components.evidence_run import parse_summary
 from vtaplab import PROJECT_ROOT
 from vtaplab.azure.ssh import host_key_for
-from vtaplab.preflight import graph
+from vtaplab.preflight import mocks
 
 ROOT = PROJECT_ROOT
 TRAFFIC_STACKS = [s for s in ("b2", "a", "b3") if (ROOT / f"Pulumi.{s}.yaml").is_file()]
@@ -125,7 +125,7 @@ def test_connections_pin_the_host_keys_derived_from_the_seed(traffic):
     for command in remote:
         vm_name = vm_of[command["inputs"]["connection"]["host"]]
         pinned = command["inputs"]["connection"]["hostKey"]
-        assert pinned == host_key_for(graph.TEST_HOST_KEY_SEED, vm_name).public_line
+        assert pinned == host_key_for(mocks.TEST_HOST_KEY_SEED, vm_name).public_line
         assert command["inputs"]["connection"]["user"] == "azureuser"
     fetch = g.by_name[f"{scenario}-run-fetch"]["inputs"]["create"]
     # the hosts it fetches from: collector, the proxies, client (traffic.log)
@@ -149,12 +149,12 @@ def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 @pytest.mark.parametrize("stack", [*TRAFFIC_STACKS, *MSP_STACKS, "r1", "b1"])
 def test_no_secret_reaches_an_input_in_clear(stack, graph_of):
     resources = graph_of(stack)
-    fake_key = (ROOT / graph.MOCK_PRIVATE_KEY_FILE).read_text()
-    host_keys = [host_key_for(graph.TEST_HOST_KEY_SEED, r["name"][:-len("-vm")]).private_pem
+    fake_key = (ROOT / mocks.MOCK_PRIVATE_KEY_FILE).read_text()
+    host_keys = [host_key_for(mocks.TEST_HOST_KEY_SEED, r["name"][:-len("-vm")]).private_pem
                  for r in resources if r["type"] == "azure-native:compute:VirtualMachine"]
     # compared without whitespace: cloud-init's YAML indents the PEM lines
     secrets = {what: "".join(text.split()) for what, text in (
-        ("operator private key", fake_key), ("host key seed", graph.TEST_HOST_KEY_SEED),
+        ("operator private key", fake_key), ("host key seed", mocks.TEST_HOST_KEY_SEED),
         *((f"host key {i}", k) for i, k in enumerate(host_keys)))}
     found_as_secret = set()
     for resource in resources:
@@ -169,7 +169,7 @@ def test_no_secret_reaches_an_input_in_clear(stack, graph_of):
                     found_as_secret.add(what)
             if resource["type"] in (LOCAL, REMOTE) and (
                     path.startswith("create") or path.startswith("environment")):
-                assert "PRIVATE KEY" not in text and graph.TEST_HOST_KEY_SEED not in text
+                assert "PRIVATE KEY" not in text and mocks.TEST_HOST_KEY_SEED not in text
     # every VM got its host key (in its secret user data); the seed itself goes nowhere
     assert {f"host key {i}" for i in range(len(host_keys))} <= found_as_secret
     assert "host key seed" not in found_as_secret
@@ -204,7 +204,7 @@ def test_fastpath_and_fetch_call_the_projects_modules(traffic):
     fastpath = g.by_name[f"{scenario}-run-fastpath-{scenario}-src"]["inputs"]["create"]
     assert " -m vtaplab fastpath /subscriptions/" in fastpath
     assert f"/virtualMachines/{scenario}-src " in fastpath
-    assert f"--ssh-key-file {graph.MOCK_PRIVATE_KEY_FILE}" in fastpath
+    assert f"--ssh-key-file {mocks.MOCK_PRIVATE_KEY_FILE}" in fastpath
     fetch = g.by_name[f"{scenario}-run-fetch"]["inputs"]["create"]
     assert f"-m vtaplab fetch --stack {scenario} --scenario {scenario}" in fetch
     names = ["collector.pcap", "proxy.pcap", "traffic.log"]
@@ -275,7 +275,7 @@ def test_parse_summary_keeps_outputs_small():
 
 
 def test_mock_operator_key_is_the_derived_test_key():
-    assert (ROOT / graph.MOCK_PRIVATE_KEY_FILE).read_text() == graph.test_ssh_private_key()
+    assert (ROOT / mocks.MOCK_PRIVATE_KEY_FILE).read_text() == mocks.test_ssh_private_key()
 
 
 def test_private_key_text_is_written_0600_for_the_local_commands(tmp_path, monkeypatch,
@@ -284,7 +284,7 @@ def test_private_key_text_is_written_0600_for_the_local_commands(tmp_path, monke
 
     from vtaplab.program import stack
 
-    pem = graph.test_ssh_private_key()
+    pem = mocks.test_ssh_private_key()
     cfg = dataclasses.replace(lab_config_of("b2"), ssh_private_key=pem, ssh_private_key_file="")
     monkeypatch.chdir(tmp_path)
     keys = stack._run_keys(cfg)
@@ -385,7 +385,7 @@ def test_msp_each_tenants_client_logs_its_own_traffic_and_the_fetch_judges_by_vn
         # from the tenant's own client, to its own vm-src (the same address in every tenant)
         assert hosts[cmd["connection"]["host"]] == f"msp-t{i}-client"
         assert cmd["connection"]["hostKey"] == host_key_for(
-            graph.TEST_HOST_KEY_SEED, f"msp-t{i}-client").public_line
+            mocks.TEST_HOST_KEY_SEED, f"msp-t{i}-client").public_line
         assert "--url http://10.30.1.4/ --url http://10.30.1.4/big.bin" in cmd["create"]
         assert f"--log /var/lib/vtaplab/msp/traffic-t{i}.log " in cmd["create"]
         assert cmd["triggers"] == ["1"]
@@ -545,7 +545,7 @@ def test_fetch_cli_bad_tenant_is_one_line(spec, capsys, tmp_path):
 def _planned_runs(run_of) -> Iterator[tuple[str, str, Any]]:
     from vtaplab.azure import collect
 
-    for stack in graph.stack_names(ROOT):
+    for stack in mocks.stack_names(ROOT):
         outputs = run_of(stack).outputs
         for scenario in collect.traffic_scenarios(outputs):
             yield stack, scenario, collect.scenario_plan(outputs, scenario)

@@ -10,7 +10,7 @@ import pytest
 
 from components import shutdown
 from vtaplab import PROJECT_ROOT, matrix
-from vtaplab.preflight import graph
+from vtaplab.preflight import mocks
 from vtaplab.program import config
 
 ROOT = PROJECT_ROOT
@@ -28,7 +28,7 @@ def test_every_vm_has_its_daily_shutdown(committed_stack, graph_of):
     for s in schedules:
         inputs = s["inputs"]
         vm_name = inputs["name"][len("shutdown-computevm-"):]
-        assert inputs["targetResourceId"] == graph.azure_id(VM, vms[vm_name]["name"],
+        assert inputs["targetResourceId"] == mocks.azure_id(VM, vms[vm_name]["name"],
                                                             vms[vm_name]["inputs"])
         assert inputs["taskType"] == "ComputeVmShutdownTask" and inputs["status"] == "Enabled"
         assert inputs["dailyRecurrence"] == {"time": "1900"} and inputs["timeZoneId"] == "UTC"
@@ -61,7 +61,7 @@ def test_config_sets_the_time_and_the_tag(tmp_path):
     when = matrix.expires_on(matrix.dt.datetime(2026, 11, 26, 6, 5, tzinfo=matrix.dt.UTC))
     root = _stack_root(tmp_path, f"  vtaplab:autoShutdownTime: \"0630\"\n"
                                  f"  vtaplab:expiresOn: \"{when}\"\n")
-    g = graph.build_graph("b2", root=root)
+    g = mocks.build_graph("b2", root=root)
     schedules = [e for e in g if e["type"] == SCHEDULE]
     assert schedules and all(s["inputs"]["dailyRecurrence"] == {"time": "0630"}
                              for s in schedules)
@@ -72,7 +72,7 @@ def test_config_sets_the_time_and_the_tag(tmp_path):
 def test_off_means_no_schedule(tmp_path):
     if not (ROOT / "Pulumi.b2.yaml").is_file():
         pytest.skip("no Pulumi.b2.yaml committed")
-    g = graph.build_graph("b2", root=_stack_root(tmp_path, "  vtaplab:autoShutdownTime: off\n"))
+    g = mocks.build_graph("b2", root=_stack_root(tmp_path, "  vtaplab:autoShutdownTime: off\n"))
     assert [e for e in g if e["type"] == SCHEDULE] == []
     assert [e for e in g if e["type"] == VM]
 
@@ -80,8 +80,8 @@ def test_off_means_no_schedule(tmp_path):
 def test_bad_time_is_one_line_naming_the_key(tmp_path):
     if not (ROOT / "Pulumi.b2.yaml").is_file():
         pytest.skip("no Pulumi.b2.yaml committed")
-    with pytest.raises(graph.GraphError) as caught:
-        graph.build_graph("b2", root=_stack_root(tmp_path, "  vtaplab:autoShutdownTime: 7pm\n"))
+    with pytest.raises(mocks.GraphError) as caught:
+        mocks.build_graph("b2", root=_stack_root(tmp_path, "  vtaplab:autoShutdownTime: 7pm\n"))
     assert "vtaplab:autoShutdownTime" in str(caught.value) and "accepted" in str(caught.value)
 
 

@@ -406,19 +406,19 @@ def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
 
 @needs_root
 def test_captures_are_killed_by_pid_when_their_stop_cannot_run(tmp_path):
-    from vtaplab.emulator import engine as emulator
+    from vtaplab.emulator import engine
     from vtaplab.emulator.netns import Lab, Runner, new_prefix
 
     lab = Lab(new_prefix(namespaces()), Runner())
     try:
         ns = lab.add_ns("col")
         pidfile = tmp_path / ".c.pid"
-        subprocess.run(["ip", "netns", "exec", ns, str(emulator.CAPTURE_SCRIPT), "start",
+        subprocess.run(["ip", "netns", "exec", ns, str(engine.CAPTURE_SCRIPT), "start",
                         "--out", str(tmp_path / "c.pcap"), "--iface", "lo", "--pidfile",
                         str(pidfile)], check=True, capture_output=True)
         tcpdump, watchdog = (int(w) for w in pidfile.read_text().split())
-        topo = emulator.from_graph(stack_graph("b2")[0], "b2")
-        emu = emulator.Emulation(topo, emulator.RunOptions(stack="b2", out=tmp_path), lab)
+        topo = engine.from_graph(stack_graph("b2")[0], "b2")
+        emu = engine.Emulation(topo, engine.RunOptions(stack="b2", out=tmp_path), lab)
         emu._kill_pidfile(pidfile)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(_running(p) for p in (tcpdump, watchdog)):
@@ -464,7 +464,7 @@ def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
     (["b2", "--tenants", "2"], "--tenants '2'"),
     (["b2", "--fault", "proxy-down"], "--fault 'proxy-down'"),
     (["b3", "--fault", "shared-vni"], "--fault 'shared-vni'"),
-    (["msp", "--tenants", "11"], "--tenants '11'"),   # plan.MSP_TENANTS_MAX is 10
+    (["msp", "--tenants", "11"], "--tenants '11'"),   # facts.MSP_TENANTS_RANGE: 1..10
     (["msp", "--proxy-vni", "5"], "unrecognized arguments: --proxy-vni"),
     (["nosuch"], "stack 'nosuch'"),
     (["--graph", "/nonexistent/graph.json"], "--graph '/nonexistent/graph.json'"),
@@ -489,10 +489,10 @@ def test_bad_input_is_one_clear_line(args, needle):
 def test_not_root_is_one_clear_line(monkeypatch, capsys):
     # In-process with the effective uid faked: dropping to a real unprivileged user would also
     # need the checkout to be readable by that user, which a CI clone need not be.
-    from vtaplab.emulator import engine as emulator
+    from vtaplab.emulator import engine
 
     monkeypatch.setattr(os, "geteuid", lambda: 65534)
-    assert emulator.main(["b2", "--out", "/nonexistent/x"]) == 2
+    assert engine.main(["b2", "--out", "/nonexistent/x"]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == (
         "emulate: must run as root (network namespaces, veths and firewall rules need it)")

@@ -18,7 +18,7 @@ from conftest import COMMITTED_STACKS, ROOT
 from helpers.program import NETWORK, NIC, TAP, TAP_CONFIG, VM, arm_id, nic_with_ip, of_type, one
 
 from vtaplab import facts, plan
-from vtaplab.preflight import graph
+from vtaplab.preflight import mocks
 from vtaplab.program import config, stack
 
 LB = NETWORK + "LoadBalancer"
@@ -34,7 +34,7 @@ def named(resources: Resources, prefix: str) -> Resources:
 
 def stacks_with(scenario: str) -> list[str]:
     return [s for s in COMMITTED_STACKS
-            if scenario in config.from_values(graph.mock_config(s, ROOT), stack=s).scenarios]
+            if scenario in config.from_values(mocks.mock_config(s, ROOT), stack=s).scenarios]
 
 
 def user_data(vm: Mapping[str, Any]) -> str:
@@ -197,16 +197,16 @@ def test_msp_has_one_pls_and_every_tenants_pe_connects_to_it(
 def test_msp_tenant_count_comes_from_config(tenants: int):
     cfg = config.from_values(
         {"vtaplab:scenarios": ["msp"], "vtaplab:mspTenants": tenants,
-         "vtaplab:sshPublicKey": graph.TEST_SSH_PUBLIC_KEY,
-         "vtaplab:operatorCidr": graph.TEST_OPERATOR_CIDR}, stack="t")
+         "vtaplab:sshPublicKey": mocks.TEST_SSH_PUBLIC_KEY,
+         "vtaplab:operatorCidr": mocks.TEST_OPERATOR_CIDR}, stack="t")
     assert cfg.msp_tenants == tenants
     stack.check_composable(cfg)
 
 
 def test_msp_default_is_three_tenants():
     cfg = config.from_values(
-        {"vtaplab:scenarios": ["msp"], "vtaplab:sshPublicKey": graph.TEST_SSH_PUBLIC_KEY,
-         "vtaplab:operatorCidr": graph.TEST_OPERATOR_CIDR}, stack="t")
+        {"vtaplab:scenarios": ["msp"], "vtaplab:sshPublicKey": mocks.TEST_SSH_PUBLIC_KEY,
+         "vtaplab:operatorCidr": mocks.TEST_OPERATOR_CIDR}, stack="t")
     assert cfg.msp_tenants == 3
 
 
@@ -215,8 +215,8 @@ def test_msp_with_more_tenants_than_vtaps_is_refused():
         config.from_values(
             {"vtaplab:scenarios": ["b2", "msp"],
              "vtaplab:mspTenants": facts.MAX_VTAPS_PER_SUBSCRIPTION,
-             "vtaplab:sshPublicKey": graph.TEST_SSH_PUBLIC_KEY,
-             "vtaplab:operatorCidr": graph.TEST_OPERATOR_CIDR}, stack="t")
+             "vtaplab:sshPublicKey": mocks.TEST_SSH_PUBLIC_KEY,
+             "vtaplab:operatorCidr": mocks.TEST_OPERATOR_CIDR}, stack="t")
 
 
 def test_tenant_vni_numbering():

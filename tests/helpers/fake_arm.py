@@ -7,13 +7,13 @@ import socket
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.azure.arm import ArmClient
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "arm"
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures" / "arm"
 
 
 # A queued "status" that answers with a connection reset instead of HTTP.

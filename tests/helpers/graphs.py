@@ -10,9 +10,9 @@ import copy
 from typing import Any
 
 from vtaplab import PROJECT_ROOT
-from vtaplab.preflight import rules
+from vtaplab.preflight import mocks, rules
 
-SUB = "/subscriptions/00000000-0000-0000-0000-000000000000"
+SUB = f"/subscriptions/{mocks.SUBSCRIPTION_ID}"
 
 
 RG = "rg-vtaplab-b2"
@@ -243,8 +243,7 @@ def direct_connect_graph(location: str = "centralus") -> list[dict[str, Any]]:
 
 
 
-STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")]
-                for p in PROJECT_ROOT.glob("Pulumi.*.yaml"))
+STACKS = mocks.stack_names(PROJECT_ROOT)
 
 
 def _mutations(graph: list[dict[str, Any]]) -> dict[str, tuple[str, list[dict[str, Any]]]]:
@@ -286,36 +285,3 @@ def _mutations(graph: list[dict[str, Any]]) -> dict[str, tuple[str, list[dict[st
 def _attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
     return [e for e in graph if "dynamic" in e["type"]
             and e["inputs"].get("scenario") == scenario]
-
-
-def _with_attempts(graph: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
-    """The stack's graph plus the RejectedAttempt(s) the program is to declare for
-    ``scenario``, with ids formed by the graph's own mocks (vtaplab.preflight.graph.azure_id)."""
-    from vtaplab.preflight.graph import azure_id
-
-    def the(typ: str, name_suffix: str) -> dict[str, Any]:
-        hits = [e for e in graph if e["type"] == typ and e["name"].startswith(scenario)
-                and e["name"].endswith(name_suffix)]
-        assert len(hits) == 1, (typ, name_suffix, [e["name"] for e in hits])
-        return hits[0]
-
-    pe = the(rules.T_PE, "-pe")
-    pe_id = azure_id(pe["type"], pe["name"], pe["inputs"])
-    group = pe["inputs"]["resourceGroupName"]
-    prefix = f"/subscriptions/{pe_id.split('/')[2]}/resourceGroups/{group}/providers/"
-    if scenario == "r1":
-        targets = {"vtap-pe-destination": prefix + "Microsoft.Network/virtualNetworkTaps/r1-vtap"}
-    else:
-        lb = the(rules.T_LB, "-ilb")
-        lb_id = azure_id(lb["type"], lb["name"], lb["inputs"])
-        targets = {"nic-pool": f"{lb_id}/backendAddressPools/be",
-                   "ip-pool": f"{lb_id}/backendAddressPools/pe-ip"}
-    typ = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
-    extra = [{"urn": urn(typ, f"{scenario}-{attempt}"), "type": typ,
-              "name": f"{scenario}-{attempt}", "parent": None,
-              "inputs": {"scenario": scenario, "attempt": attempt, "stack": scenario,
-                         "private_endpoint_id": pe_id, "target_id": target,
-                         "location": "uksouth", "port": 4789, "tags": {},
-                         "evidence_root": "evidence"}}
-             for attempt, target in targets.items()]
-    return [*graph, *extra]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vtaplab.preflight import graph
+from vtaplab.preflight import mocks
 
 NETWORK = "azure-native:network:"
 
@@ -32,7 +32,7 @@ def one(resources: list[Mapping[str, Any]], what: str) -> Mapping[str, Any]:
 
 
 def arm_id(resource: Mapping[str, Any]) -> str:
-    return graph.azure_id(resource["type"], resource["name"], resource["inputs"])
+    return mocks.azure_id(resource["type"], resource["name"], resource["inputs"])
 
 
 def nic_with_ip(resources: list[Mapping[str, Any]], address: object) -> Mapping[str, Any]:

@@ -15,7 +15,6 @@ from helpers.graphs import (
     UNKNOWN,
     _attempts,
     _mutations,
-    _with_attempts,
     b1_graph,
     b2_graph,
     node,
@@ -23,7 +22,7 @@ from helpers.graphs import (
 )
 
 from vtaplab import PROJECT_ROOT, facts
-from vtaplab.preflight import check, rules
+from vtaplab.preflight import check, mocks, rules
 
 ROOT = PROJECT_ROOT
 
@@ -179,23 +178,13 @@ def test_unknown_ids_in_a_graph_file_do_not_crash(tmp_path, capsys):
 
 
 class _Graphs:
-    """Each committed stack's graph, built once per test session, on first use."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, list[dict[str, Any]]] = {}
+    """Each committed stack's graph (``mocks.build_graph``: built once per stack and process)."""
 
     def __getitem__(self, stack: str) -> list[dict[str, Any]]:
         try:
-            from vtaplab.preflight import graph
-        except ImportError as error:
-            pytest.skip(f"vtaplab.preflight.graph is not there yet ({error}): "
-                        "stacks can't be checked")
-        if stack not in self._cache:
-            try:
-                self._cache[stack] = graph.build_graph(stack, root=ROOT)
-            except graph.GraphError as error:
-                pytest.fail(f"graph {stack}: {error}")
-        return self._cache[stack]
+            return mocks.build_graph(stack, root=ROOT)
+        except mocks.GraphError as error:
+            pytest.fail(f"graph {stack}: {error}")
 
 
 @pytest.fixture(scope="session")
@@ -253,11 +242,10 @@ def test_check_command_end_to_end(stack_graphs):
 
 @pytest.mark.parametrize("stack", [s for s in ("r1", "b1") if s in STACKS])
 def test_committed_stack_with_its_attempts_predicts_the_rejection(stack, stack_graphs):
-    """What ``check`` will say once the program declares the attempts: the stack's own PE
-    is recognised through the graph's ids, and the prediction is exactly the expected one."""
+    """What ``check`` says of the attempts the program declares: the stack's own PE is
+    recognised through the graph's ids, and the prediction is exactly the expected one."""
     graph = stack_graphs[stack]
-    if not _attempts(graph, stack):
-        graph = _with_attempts(graph, stack)
+    assert _attempts(graph, stack), f"the program declares no attempt for {stack}"
     report = check.evaluate(graph, stack=stack, scenarios=[stack])
     assert report.exit_code == 0, check.render(report)
     pred = check.prediction(report, stack)

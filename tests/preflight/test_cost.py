@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from vtaplab import PROJECT_ROOT
-from vtaplab.preflight import cost, graph
+from vtaplab.preflight import cost, mocks
 
 ROOT = PROJECT_ROOT
-STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+STACKS = mocks.stack_names(ROOT)
 
 
 def _count(g: list[dict], typ: str) -> int:
@@ -71,4 +71,4 @@ def test_cli_json_and_bad_stack():
     done = subprocess.run([sys.executable, "-m", "vtaplab", "cost", "nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "accepted:" in done.stderr
-    assert graph.stack_names(ROOT)
+    assert mocks.stack_names(ROOT)

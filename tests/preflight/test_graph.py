@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from vtaplab import PROJECT_ROOT
-from vtaplab.preflight import graph
+from vtaplab.preflight import diagrams, graph, mocks
 
 ROOT = PROJECT_ROOT
 
@@ -65,7 +65,7 @@ def test_mermaid_draws_vnets_vms_the_private_link_chain_and_the_tap():
 
 
 def test_mermaid_of_direct_connect_goes_from_pls_to_the_collector(graph_of):
-    text = graph.to_mermaid(graph_of("a"))
+    text = diagrams.to_mermaid(graph_of("a"))
     assert "pls_provider_pls -->|Direct Connect 10.40.3.4| vm_provider_col" in text
     assert "lb_provider" not in text
 
@@ -76,7 +76,7 @@ def test_unknown_stack_is_one_line_naming_the_accepted_ones():
     lines = child.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "'nosuchstack'" in lines[0]
-    for stack in graph.stack_names(ROOT):
+    for stack in mocks.stack_names(ROOT):
         assert stack in lines[0]
 
 
@@ -84,51 +84,51 @@ def test_bad_stack_config_is_one_line_from_the_program(tmp_path):
     for name in ("Pulumi.yaml", "__main__.py"):
         shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  vtaplab:scenarios: [zz]\n")
-    with pytest.raises(graph.GraphError) as err:
-        graph.build_graph("bad", root=tmp_path)
+    with pytest.raises(mocks.GraphError) as err:
+        mocks.build_graph("bad", root=tmp_path)
     message = str(err.value)
     assert "\n" not in message
     assert "vtaplab:scenarios" in message and "'zz'" in message and "accepted" in message
 
 
 def test_mock_config_supplies_test_key_and_cidr_only_when_absent():
-    values = graph.mock_config("b2", ROOT)
-    assert values["vtaplab:sshPublicKey"] == graph.TEST_SSH_PUBLIC_KEY
-    assert values["vtaplab:operatorCidr"] == graph.TEST_OPERATOR_CIDR
+    values = mocks.mock_config("b2", ROOT)
+    assert values["vtaplab:sshPublicKey"] == mocks.TEST_SSH_PUBLIC_KEY
+    assert values["vtaplab:operatorCidr"] == mocks.TEST_OPERATOR_CIDR
     assert json.loads(values["vtaplab:scenarios"]) == ["b2"]
 
 
 def test_mocks_refuse_invokes_and_types_they_do_not_know():
-    mocks = graph.AzureMocks()
-    with pytest.raises(graph.GraphError, match="getVirtualNetwork"):
-        mocks.call(SimpleNamespace(token="azure-native:network:getVirtualNetwork", args={}))
-    with pytest.raises(graph.GraphError, match="NatGateway"):
-        mocks.new_resource(SimpleNamespace(typ="azure-native:network:NatGateway", name="n",
+    azure = mocks.AzureMocks()
+    with pytest.raises(mocks.GraphError, match="getVirtualNetwork"):
+        azure.call(SimpleNamespace(token="azure-native:network:getVirtualNetwork", args={}))
+    with pytest.raises(mocks.GraphError, match="NatGateway"):
+        azure.new_resource(SimpleNamespace(typ="azure-native:network:NatGateway", name="n",
                                            inputs={}, custom=True))
     # not ARM's (a dynamic provider's resource): echoed, not refused
-    assert mocks.new_resource(SimpleNamespace(typ="pulumi-python:dynamic:Resource", name="d",
+    assert azure.new_resource(SimpleNamespace(typ="pulumi-python:dynamic:Resource", name="d",
                                               inputs={"k": "v"}, custom=True)) == (
         "d-id", {"k": "v"})
-    with pytest.raises(graph.GraphError, match="no NIC"):
-        mocks.call(SimpleNamespace(token="azure-native:network:getNetworkInterface",
+    with pytest.raises(mocks.GraphError, match="no NIC"):
+        azure.call(SimpleNamespace(token="azure-native:network:getNetworkInterface",
                                    args={"resourceGroupName": "rg",
                                          "networkInterfaceName": "missing"}))
 
 
 def test_mocks_answer_like_arm():
-    mocks = graph.AzureMocks()
-    nic_id, nic = mocks.new_resource(SimpleNamespace(
+    azure = mocks.AzureMocks()
+    nic_id, nic = azure.new_resource(SimpleNamespace(
         typ="azure-native:network:NetworkInterface", name="x-nic", custom=True,
         inputs={"resourceGroupName": "rg", "networkInterfaceName": "vm-nic",
                 "ipConfigurations": [{"name": "ipconfig1", "privateIPAddress": "10.0.0.4"}]}))
     assert nic_id == ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg"
                       "/providers/Microsoft.Network/networkInterfaces/vm-nic")
     assert nic["ipConfigurations"][0]["id"] == nic_id + "/ipConfigurations/ipconfig1"
-    looked_up = mocks.call(SimpleNamespace(
+    looked_up = azure.call(SimpleNamespace(
         token="azure-native:network:getNetworkInterface",
         args={"resourceGroupName": "rg", "networkInterfaceName": "vm-nic"}))
     assert looked_up["ipConfigurations"][0]["privateIPAddress"] == "10.0.0.4"
-    subnet_id, _ = mocks.new_resource(SimpleNamespace(
+    subnet_id, _ = azure.new_resource(SimpleNamespace(
         typ="azure-native:network:Subnet", name="s", custom=True,
         inputs={"resourceGroupName": "rg", "virtualNetworkName": "v", "subnetName": "snet-a"}))
     assert subnet_id.endswith("/virtualNetworks/v/subnets/snet-a")
@@ -142,29 +142,29 @@ def test_every_vm_has_its_own_tls_host_key_in_its_secret_user_data(committed_sta
 
     resources = graph_of(committed_stack)
     vms = [r for r in resources if r["type"] == "azure-native:compute:VirtualMachine"]
-    keys = {r["name"]: r for r in resources if r["type"] == graph.TLS_PRIVATE_KEY}
+    keys = {r["name"]: r for r in resources if r["type"] == mocks.TLS_PRIVATE_KEY}
     assert vms and len(keys) == len(vms)
     for vm in vms:
         name = vm["name"].removesuffix("-vm")
-        key = keys[f"{name}{graph.HOST_KEY_SUFFIX}"]
+        key = keys[f"{name}{mocks.HOST_KEY_SUFFIX}"]
         # a child of the VM's own LinuxVm, an Ed25519 key, nothing else asked of the provider
         assert key["parent"] == vm["parent"] and key["parent"].endswith(f"LinuxVm::{name}")
         assert key["inputs"] == {"algorithm": "ED25519"}
         assert any("osProfile.customData".startswith(p) for p in vm["secrets"])
         user_data = base64.b64decode(vm["inputs"]["osProfile"]["customData"]).decode()
-        pair = host_key_for(graph.TEST_HOST_KEY_SEED, name)  # what the mocks' tls answers
+        pair = host_key_for(mocks.TEST_HOST_KEY_SEED, name)  # what the mocks' tls answers
         assert f"  ed25519_public: {pair.public_line}\n" in user_data
         assert user_data.count("BEGIN OPENSSH PRIVATE KEY") == 1
 
 
 def test_mock_tls_keys_are_fixed_per_name_and_ed25519_only():
-    first = graph.mock_private_key("b2-src-hostkey", {"algorithm": "ED25519"})
-    assert first == graph.mock_private_key("b2-src-hostkey", {"algorithm": "ED25519"})
-    assert first != graph.mock_private_key("b2-proxy-hostkey", {"algorithm": "ED25519"})
+    first = mocks.mock_private_key("b2-src-hostkey", {"algorithm": "ED25519"})
+    assert first == mocks.mock_private_key("b2-src-hostkey", {"algorithm": "ED25519"})
+    assert first != mocks.mock_private_key("b2-proxy-hostkey", {"algorithm": "ED25519"})
     assert first["publicKeyOpenssh"].startswith("ssh-ed25519 AAAA")
     assert first["privateKeyOpenssh"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    with pytest.raises(graph.GraphError, match="ED25519"):
-        graph.mock_private_key("b2-src-hostkey", {"algorithm": "RSA"})
+    with pytest.raises(mocks.GraphError, match="ED25519"):
+        mocks.mock_private_key("b2-src-hostkey", {"algorithm": "RSA"})
 
 
 def test_host_key_outputs_are_the_keys_the_vms_boot_with(run_of):
@@ -173,19 +173,18 @@ def test_host_key_outputs_are_the_keys_the_vms_boot_with(run_of):
     out = run_of("b2").outputs["scenarios"]["b2"]["host_keys"]
     expected = {"collector": "provider-col", "vm_src": "b2-src", "vm_client": "b2-client",
                 "proxy": "b2-proxy"}
-    assert out == {role: host_key_for(graph.TEST_HOST_KEY_SEED, vm).public_line
+    assert out == {role: host_key_for(mocks.TEST_HOST_KEY_SEED, vm).public_line
                    for role, vm in expected.items()}
 
 
 def test_graph_without_a_stack_is_one_line(capsys):
-    from vtaplab.preflight import graph
 
     assert graph.main([]) == 2
     assert "name a STACK" in capsys.readouterr().err
 
 
 def test_update_snapshots_flag_rewrites_through_the_snapshot_module(monkeypatch):
-    from vtaplab.preflight import graph, snapshots
+    from vtaplab.preflight import snapshots
 
     calls = []
     monkeypatch.setattr(snapshots, "main", lambda argv: calls.append(argv) or 0)

@@ -6,7 +6,7 @@ import re
 
 
 def test_msp_each_proxy_rewrites_to_its_own_tenants_pe(graph_of):
-    from vtaplab.preflight.graph import to_mermaid
+    from vtaplab.preflight.diagrams import to_mermaid
 
     text = to_mermaid(graph_of("msp"))
     edges = re.findall(r"(vm_\w+) -->\|UDP/4789 rewritten to [\d.]+\| (pe_\w+)", text)

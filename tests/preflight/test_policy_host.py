@@ -22,7 +22,7 @@ from helpers import engine
 from helpers.graphs import PROXY_IPCFG, SUB, arm_id, b1_graph, b2_graph, node, r1_graph
 from pulumi.runtime.proto import analyzer_pb2
 
-from vtaplab import PROJECT_ROOT
+from vtaplab import PROJECT_ROOT, arm_ids
 from vtaplab.preflight import check, rules
 
 PACK = PROJECT_ROOT / "policy"
@@ -31,25 +31,18 @@ MANDATORY = analyzer_pb2.EnforcementLevel.Value("MANDATORY")
 
 # azure-native type -> (ARM provider/collection path, parent path-parameter, own path-parameter)
 _SHAPES: dict[str, tuple[str, str | None, str]] = {
-    typ: (("Microsoft.Compute/" if typ == rules.T_VM else
-           "Microsoft.Resources/" if typ == rules.T_RG else "Microsoft.Network/") + coll,
-          parent, own)
-    for coll, (typ, parent, own) in rules._ARM_COLLECTIONS.items()
+    kind.token: (f"{kind.provider or 'Microsoft.Resources'}/{kind.path}", kind.parent_input,
+                 kind.name_input)
+    for kind in arm_ids.TYPES
 }
 
 
 def _own_id(entry: dict[str, Any]) -> str | None:
-    shape = _SHAPES.get(entry["type"])
-    if shape is None:
+    """The id ARM would report for a hand-built graph entry (vtaplab.arm_ids' table)."""
+    if entry["type"] not in arm_ids.BY_TOKEN:
         return None
-    path, parent_key, own_key = shape
-    inputs = entry["inputs"]
-    if entry["type"] == rules.T_RG:
-        return f"{SUB}/resourceGroups/{inputs[own_key]}"
-    provider, *colls = path.split("/", 1)[0], *path.split("/", 1)[1].split("/")
-    names = ([inputs[parent_key]] if parent_key else []) + [inputs[own_key]]
-    steps = "/".join(f"{c}/{n}" for c, n in zip(colls, names, strict=True))
-    return f"{SUB}/resourceGroups/{inputs['resourceGroupName']}/providers/{provider}/{steps}"
+    subscription = SUB.rsplit("/", 1)[-1]
+    return arm_ids.id_from_inputs(subscription, entry["type"], entry["name"], entry["inputs"])
 
 
 def _strings(value: Any) -> list[str]:

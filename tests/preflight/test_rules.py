@@ -388,19 +388,6 @@ def test_password_authentication():
     assert ids(rules.run_rules(g)) == ["VTAP041"]
 
 
-def test_explicit_arm_request_in_an_attempt_is_read():
-    body = {"location": "uksouth", "properties": {
-        "destinationNetworkInterfaceIPConfiguration": {"id": PE_NIC_IPCFG},
-        "destinationPort": 4789}}
-    g = b2_graph()
-    g.append({"urn": urn("pulumi-python:dynamic:Resource", "x"),
-              "type": "pulumi-python:dynamic:Resource", "name": "x", "parent": None,
-              "inputs": {"scenario": "r1", "request": {
-                  "method": "PUT", "path": arm_id("virtualNetworkTaps", "x"), "body": body}}})
-    found = rules.run_rules(g)
-    assert ids(found) == ["VTAP001"] and found[0].scenario == "r1"
-
-
 # --- unknown and missing values never crash and never make a finding ------------------------
 
 

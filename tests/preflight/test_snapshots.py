@@ -9,20 +9,18 @@ import pytest
 from helpers.graphs import b2_graph, node
 
 from vtaplab import PROJECT_ROOT
-from vtaplab.preflight import snapshots
+from vtaplab.preflight import mocks, snapshots
 
 ROOT = PROJECT_ROOT
-STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+STACKS = mocks.stack_names(ROOT)
 _GRAPHS: dict[str, list[dict[str, Any]]] = {}
 
 
 def program_graph(stack: str) -> list[dict[str, Any]]:
-    from vtaplab.preflight import graph
-
     if stack not in _GRAPHS:
         try:
-            _GRAPHS[stack] = graph.build_graph(stack, root=ROOT)
-        except graph.GraphError as error:
+            _GRAPHS[stack] = mocks.build_graph(stack, root=ROOT)
+        except mocks.GraphError as error:
             pytest.fail(f"graph {stack}: {error}")
     return _GRAPHS[stack]
 
@@ -71,12 +69,10 @@ def test_normalise_drops_pickles_and_digests_long_strings():
 
 
 def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):
-    from vtaplab.preflight import graph as graph_module
-
     g = b2_graph()
-    monkeypatch.setattr(graph_module, "build_graph", lambda stack, root=None: g)
-    monkeypatch.setattr(graph_module, "stack_names", lambda root=None: ["b2"])
-    monkeypatch.setattr(graph_module, "to_mermaid", lambda graph: "flowchart LR\n  a --> b\n")
+    monkeypatch.setattr(snapshots, "build_graph", lambda stack, root=None: g)
+    monkeypatch.setattr(snapshots, "stack_names", lambda root=None: ["b2"])
+    monkeypatch.setattr(snapshots, "to_mermaid", lambda graph: "flowchart LR\n  a --> b\n")
     orphan = tmp_path / snapshots.SNAPSHOT_DIR / "gone.json"
     orphan.parent.mkdir(parents=True)
     orphan.write_text("[]")
@@ -94,12 +90,10 @@ def test_update_writes_checks_and_prunes(tmp_path, monkeypatch):
 
 
 def test_readme_embedded_diagram_is_kept_current(tmp_path, monkeypatch):
-    from vtaplab.preflight import graph as graph_module
-
     g = b2_graph()
-    monkeypatch.setattr(graph_module, "build_graph", lambda stack, root=None: g)
-    monkeypatch.setattr(graph_module, "stack_names", lambda root=None: ["b2"])
-    monkeypatch.setattr(graph_module, "to_mermaid", lambda graph: "flowchart LR\n  new\n")
+    monkeypatch.setattr(snapshots, "build_graph", lambda stack, root=None: g)
+    monkeypatch.setattr(snapshots, "stack_names", lambda root=None: ["b2"])
+    monkeypatch.setattr(snapshots, "to_mermaid", lambda graph: "flowchart LR\n  new\n")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n\n<!-- graph b2 -->\n```mermaid\nflowchart LR\n  old\n```\n\nend\n")
     assert "README.md embeds an outdated diagram of b2" in snapshots.stale("b2", g, tmp_path)

@@ -226,7 +226,7 @@ DRIVER = r"""
 import json, os, sys, traceback
 from pathlib import Path
 from pulumi.runtime import mocks
-from vtaplab.preflight import graph
+from vtaplab.preflight import mocks
 
 registered = [0]
 original = mocks.MockMonitor.RegisterResource
@@ -246,9 +246,9 @@ for stack, env in cases.items():
     registered[0] = 0
     result = {}
     try:
-        graph.run_here(stack, root)
+        mocks.run_here(stack, root)
         result["error"] = None
-    except graph.GraphError as error:
+    except mocks.GraphError as error:
         result["error"] = str(error)
     except BaseException:
         result["traceback"] = traceback.format_exc()

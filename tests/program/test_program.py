@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 from helpers.program import NETWORK, NIC, TAP, TAP_CONFIG, VM, arm_id, nic_with_ip, of_type, one
 
-from vtaplab import facts
-from vtaplab.preflight import graph
+from vtaplab import arm_ids, facts
+from vtaplab.preflight import mocks
 
-OPEN_SOURCES = {"*", "internet", "any", "0.0.0.0/0", "::/0"}
 # Anything that would join the consumer and provider networks other than Private Link.
 FORBIDDEN_TYPE_WORDS = ("Peering", "VpnGateway", "VirtualNetworkGateway", "LocalNetworkGateway",
                         "VpnSite", "VpnConnection", "ExpressRoute", "VirtualHub", "VirtualWan")
@@ -84,14 +83,14 @@ def test_no_peering_vpn_or_gateway_anywhere(committed_stack, graph_of):
     joined = sorted(t for t in types if any(word in t for word in FORBIDDEN_TYPE_WORDS))
     assert joined == []
     # Every Azure type is one the mocks know, so a renamed type can't slip past the list above.
-    assert {t for t in types if t.startswith("azure-native:")} <= set(graph.AZURE_TYPES)
+    assert {t for t in types if t.startswith("azure-native:")} <= set(arm_ids.BY_TOKEN)
 
 
 def test_no_two_resources_share_a_urn_or_an_azure_id(committed_stack, graph_of):
     resources = graph_of(committed_stack)
     urns = [r["urn"] for r in resources]
     assert len(urns) == len(set(urns))
-    ids = [arm_id(r) for r in resources if r["type"] in graph.AZURE_TYPES]
+    ids = [arm_id(r) for r in resources if r["type"] in arm_ids.BY_TOKEN]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     assert duplicates == []
 
@@ -110,7 +109,8 @@ def test_running_the_program_twice_gives_identical_inputs(committed_stack):
     # Two fresh runs side by side (not against the session's cached one, so the comparison
     # is about the program, not about files edited in between).
     with ThreadPoolExecutor(max_workers=2) as pool:
-        first, second = pool.map(graph.build_graph, [committed_stack] * 2)
+        first, second = pool.map(lambda stack: mocks.build_graph(stack, cached=False),
+                                 [committed_stack] * 2)
     differing = [a["urn"] for a, b in zip(first, second, strict=True) if a != b]
     assert differing == []
     assert len(first) == len(second) > 0
@@ -250,7 +250,7 @@ def test_no_nsg_rule_admits_the_internet(committed_stack, graph_of, lab_config_o
         sources = [s for s in sources if s is not None]
         assert sources, rule
         for source in sources:
-            assert source.strip().lower() not in OPEN_SOURCES, rule
+            assert source.strip().lower() not in facts.OPEN_SOURCES, rule
             if "/" in source:
                 assert ipaddress.ip_network(source).prefixlen > 0, rule
         if rule.get("destinationPortRange") == "22":
@@ -340,7 +340,7 @@ def test_stack_outputs_are_the_resources_own_values(committed_stack, run_of, lab
             user, _, address = host.partition("@")
             assert user == cfg.admin_username
             # the mocks' public IPs come from TEST-NET-2: an output can't be an invented one
-            assert ipaddress.ip_address(address) in graph.MOCK_PUBLIC_RANGE
+            assert ipaddress.ip_address(address) in mocks.MOCK_PUBLIC_RANGE
         if scenario == "r1":
             assert values["pe_nic_ip_configuration_id"].startswith(
                 values["pe_nic_id"] + "/ipConfigurations/")
@@ -351,8 +351,8 @@ def test_scenarios_not_built_yet_fail_with_one_line(scenario):
     from vtaplab.program import config, stack
 
     cfg = config.from_values(
-        {"vtaplab:scenarios": [scenario], "vtaplab:sshPublicKey": graph.TEST_SSH_PUBLIC_KEY,
-         "vtaplab:operatorCidr": graph.TEST_OPERATOR_CIDR}, stack="t")
+        {"vtaplab:scenarios": [scenario], "vtaplab:sshPublicKey": mocks.TEST_SSH_PUBLIC_KEY,
+         "vtaplab:operatorCidr": mocks.TEST_OPERATOR_CIDR}, stack="t")
     with pytest.raises(stack.StackError,
                        match=r"vtaplab:scenarios.*accepted: r1, b1, b2, a, b3, msp"):
         stack.check_composable(cfg)

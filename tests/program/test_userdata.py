@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
+from helpers.netns import ns_run
 
-from vtaplab.program import userdata as cloudinit
+from vtaplab.program import userdata
 from vtaplab.program.userdata import CloudInitError, render
 
 PARAMS: dict[str, dict[str, str]] = {
@@ -42,7 +43,7 @@ def files_of(doc: dict) -> dict[str, dict]:
 
 
 def require_scripts(role: str) -> None:
-    missing = [s for s in SCRIPTS[role] if not (cloudinit.TEMPLATE_DIR / s).is_file()]
+    missing = [s for s in SCRIPTS[role] if not (userdata.TEMPLATE_DIR / s).is_file()]
     if missing:
         pytest.skip(f"scripts not written yet (emulator engineer): {', '.join(missing)}")
 
@@ -51,7 +52,7 @@ def require_scripts(role: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian's cloud-init not installed")
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_rendered_user_data_passes_cloud_init_schema(role, tmp_path):
     require_scripts(role)
     path = tmp_path / f"{role}.yaml"
@@ -75,20 +76,20 @@ def test_schema_check_can_fail(tmp_path):
     assert result.returncode != 0
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_rendered_user_data_fits_azure_custom_data(role):
     require_scripts(role)
     text = render(role, **PARAMS[role])
-    assert len(text.encode()) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
-    assert base64.b64decode(cloudinit.custom_data(text)).decode() == text
+    assert len(text.encode()) <= userdata.AZURE_CUSTOM_DATA_LIMIT
+    assert base64.b64decode(userdata.custom_data(text)).decode() == text
 
 
 def test_custom_data_over_the_limit_is_refused():
     with pytest.raises(CloudInitError, match="70014 bytes; accepted: at most 65535"):
-        cloudinit.custom_data("#cloud-config\n" + "x" * 70000)
+        userdata.custom_data("#cloud-config\n" + "x" * 70000)
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_rendering_is_deterministic(role):
     require_scripts(role)
     assert render(role, **PARAMS[role]) == render(role, **PARAMS[role])
@@ -97,7 +98,7 @@ def test_rendering_is_deterministic(role):
 # ----------------------------------------------------------------------------- content
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_scripts_are_embedded_byte_for_byte(role):
     require_scripts(role)
     files = files_of(parsed(role, **PARAMS[role]))
@@ -107,7 +108,7 @@ def test_scripts_are_embedded_byte_for_byte(role):
         entry = files[f"/usr/local/sbin/{script}"]
         assert entry["permissions"] == "0755"
         assert entry["encoding"] == "b64"
-        assert base64.b64decode(entry["content"]) == (cloudinit.TEMPLATE_DIR / script).read_bytes()
+        assert base64.b64decode(entry["content"]) == (userdata.TEMPLATE_DIR / script).read_bytes()
 
 
 def test_src_runs_nginx_with_a_page_and_a_big_file():
@@ -155,14 +156,15 @@ def test_proxy_reapplies_on_every_boot():
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-def test_proxy_unit_passes_systemd_analyze(tmp_path):
-    require_scripts("proxy")
-    doc = parsed("proxy", **PARAMS["proxy"])
-    unit = files_of(doc)["/etc/systemd/system/vtap-proxy.service"]["content"]
+@pytest.mark.parametrize(("role", "script"), [("proxy", "vtap-proxy"), ("collector", "vtap-decap")])
+def test_units_pass_systemd_analyze(tmp_path, role, script):
+    require_scripts(role)
+    unit_path = f"/etc/systemd/system/{script}.service"
+    unit = files_of(parsed(role, **PARAMS[role]))[unit_path]["content"]
     # verify insists the ExecStart binary exists: point it at the script in this checkout.
-    script = str(cloudinit.TEMPLATE_DIR / "vtap-proxy.sh")
-    path = tmp_path / "vtap-proxy.service"
-    path.write_text(unit.replace("/usr/local/sbin/vtap-proxy.sh", script))
+    path = tmp_path / f"{script}.service"
+    path.write_text(unit.replace(f"/usr/local/sbin/{script}.sh",
+                                 str(userdata.TEMPLATE_DIR / f"{script}.sh")))
     result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
                             text=True, timeout=60)
     output = result.stdout + result.stderr
@@ -198,8 +200,8 @@ def test_collector_decaps_the_vnis_given_on_every_boot():
                                   ["systemctl", "enable", "--now", "vtap-decap.service"]]
     # the capture is still there, unchanged
     assert "/usr/local/sbin/vtap-capture.sh" in files_of(doc)
-    assert cloudinit.scripts_for("collector") == [cloudinit.TEMPLATE_DIR / "vtap-capture.sh",
-                                                  cloudinit.TEMPLATE_DIR / "vtap-decap.sh"]
+    assert userdata.scripts_for("collector") == [userdata.TEMPLATE_DIR / "vtap-capture.sh",
+                                                userdata.TEMPLATE_DIR / "vtap-decap.sh"]
 
 
 def test_collector_without_decap_vnis_has_no_decap():
@@ -220,20 +222,6 @@ def test_collector_without_decap_passes_cloud_init_schema(tmp_path):
     result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-def test_decap_unit_passes_systemd_analyze(tmp_path):
-    require_scripts("collector")
-    unit = files_of(parsed("collector", **PARAMS["collector"]))[DECAP_UNIT]["content"]
-    script = str(cloudinit.TEMPLATE_DIR / "vtap-decap.sh")
-    path = tmp_path / "vtap-decap.service"
-    path.write_text(unit.replace("/usr/local/sbin/vtap-decap.sh", script))
-    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
-                            text=True, timeout=60)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert "ignoring" not in output and "Unknown" not in output, output
 
 
 @pytest.mark.parametrize("vnis", ["", "0", "16777216", "1001,1001", "1001,", "a",
@@ -289,7 +277,7 @@ def test_non_string_parameter_says_to_use_apply():
 
 @pytest.fixture
 def template_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(cloudinit, "TEMPLATE_DIR", tmp_path)
+    monkeypatch.setattr(userdata, "TEMPLATE_DIR", tmp_path)
     return tmp_path
 
 
@@ -314,11 +302,11 @@ def test_stray_dollar_is_named(template_dir):
 
 
 def test_templates_use_only_known_placeholders():
-    for role in cloudinit.ROLES:
-        names = cloudinit.placeholders(cloudinit.template_path(role).read_text())
-        allowed = set(cloudinit.ROLE_PARAMS[role]) | set(cloudinit.DERIVED.get(role, ()))
+    for role in userdata.ROLES:
+        names = userdata.placeholders(userdata.template_path(role).read_text())
+        allowed = set(userdata.ROLE_PARAMS[role]) | set(userdata.DERIVED.get(role, ()))
         for name in names:
-            assert name.startswith(cloudinit.SCRIPT_PREFIX) or name in allowed, (role, name)
+            assert name.startswith(userdata.SCRIPT_PREFIX) or name in allowed, (role, name)
 
 
 # ----------------------------------------------------------------------------- the glue works
@@ -329,35 +317,31 @@ def _can_use_netns() -> bool:
             and shutil.which("nft") is not None)
 
 
+def _boot_command_applied(tmp_path: Path, ns: str, doc: dict, script_path: str,
+                          exec_start: str) -> None:
+    """Write the user data's copy of ``script_path`` and run the unit's ExecStart in ``ns``."""
+    script = tmp_path / Path(script_path).name
+    script.write_bytes(base64.b64decode(files_of(doc)[script_path]["content"]))
+    script.chmod(0o755)
+    argv = shlex.split(exec_start)
+    assert argv[0] == script_path
+    ns_run(ns, str(script), *argv[1:], timeout=30)
+
+
 @pytest.mark.skipif(not _can_use_netns(), reason="needs root, iproute2 and nftables")
-def test_proxy_boot_command_works_with_its_script(tmp_path):
+def test_proxy_boot_command_works_with_its_script(tmp_path, lab):
     """Run the rendered unit's ExecStart (script from user data) in a namespace of our own."""
     require_scripts("proxy")
     doc = parsed("proxy", pe_ip="10.30.3.4", mode="stateless", vni="42")
-    script = tmp_path / "vtap-proxy.sh"
-    script.write_bytes(base64.b64decode(files_of(doc)["/usr/local/sbin/vtap-proxy.sh"]["content"]))
-    script.chmod(0o755)
-    argv = shlex.split(proxy_exec_start(doc))
-    assert argv[0] == "/usr/local/sbin/vtap-proxy.sh"
-    netns = "vl" + secrets.token_hex(2) + "ci"
-    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
-    try:
-        run = ["ip", "netns", "exec", netns]
-        applied = subprocess.run([*run, str(script), *argv[1:]], capture_output=True, text=True,
-                                 timeout=30)
-        assert applied.returncode == 0, applied.stderr
-        # Read the ruleset directly rather than through `vtap-proxy.sh status`: this test is
-        # about the user data's command line, not about the script's own reporting.
-        status = subprocess.run([*run, "nft", "list", "table", "ip", "vtaplab_proxy"],
-                                capture_output=True, text=True, timeout=30)
-        assert status.returncode == 0, status.stderr
-        forward = subprocess.run([*run, "cat", "/proc/sys/net/ipv4/ip_forward"],
-                                 capture_output=True, text=True, timeout=10)
-        assert forward.stdout.strip() == "1"
-        assert "ip daddr set 10.30.3.4" in status.stdout
-        assert "set 0x2a" in status.stdout  # VNI 42 stamped
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
+    ns = lab.add_ns("proxy")
+    _boot_command_applied(tmp_path, ns, doc, "/usr/local/sbin/vtap-proxy.sh",
+                          proxy_exec_start(doc))
+    # Read the ruleset directly rather than through `vtap-proxy.sh status`: this test is
+    # about the user data's command line, not about the script's own reporting.
+    status = ns_run(ns, "nft", "list", "table", "ip", "vtaplab_proxy", timeout=30).stdout
+    assert ns_run(ns, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    assert "ip daddr set 10.30.3.4" in status
+    assert "set 0x2a" in status  # VNI 42 stamped
 
 
 # ----------------------------------------------------------------------------- host keys
@@ -367,12 +351,12 @@ def _with_key(role: str) -> tuple[str, object]:
     from vtaplab.azure import ssh
 
     pair = ssh.host_key_for("a test seed of thirty-two characters!", f"b2-{role}")
-    return cloudinit.with_host_key(render(role, **PARAMS[role]), private_pem=pair.private_pem,
-                                   public_line=pair.public_line), pair
+    return userdata.with_host_key(render(role, **PARAMS[role]), private_pem=pair.private_pem,
+                                  public_line=pair.public_line), pair
 
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian's cloud-init not installed")
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_user_data_with_host_key_passes_cloud_init_schema(role, tmp_path):
     require_scripts(role)
     text, _pair = _with_key(role)
@@ -385,7 +369,7 @@ def test_user_data_with_host_key_passes_cloud_init_schema(role, tmp_path):
     assert "deprecat" not in output.lower()
 
 
-@pytest.mark.parametrize("role", cloudinit.ROLES)
+@pytest.mark.parametrize("role", userdata.ROLES)
 def test_host_key_lands_where_cloud_init_reads_it(role):
     require_scripts(role)
     text, pair = _with_key(role)
@@ -394,9 +378,9 @@ def test_host_key_lands_where_cloud_init_reads_it(role):
     assert doc["ssh_keys"]["ed25519_private"].strip() == pair.private_pem.strip()
     assert doc["ssh_keys"]["ed25519_public"] == pair.public_line
     # the rest of the document is untouched
-    assert {k: v for k, v in doc.items() if k not in cloudinit.HOST_KEY_KEYS} == yaml.safe_load(
+    assert {k: v for k, v in doc.items() if k not in userdata.HOST_KEY_KEYS} == yaml.safe_load(
         render(role, **PARAMS[role]))
-    assert len(text.encode()) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
+    assert len(text.encode()) <= userdata.AZURE_CUSTOM_DATA_LIMIT
 
 
 def test_host_key_input_errors_are_one_line():
@@ -404,40 +388,28 @@ def test_host_key_input_errors_are_one_line():
 
     pair = ssh.generate_host_key()
     base = render("src")
-    with pytest.raises(cloudinit.CloudInitError, match="not an OpenSSH private key") as caught:
-        cloudinit.with_host_key(base, private_pem="secret-text", public_line=pair.public_line)
+    with pytest.raises(userdata.CloudInitError, match="not an OpenSSH private key") as caught:
+        userdata.with_host_key(base, private_pem="secret-text", public_line=pair.public_line)
     assert "secret-text" not in str(caught.value)
-    with pytest.raises(cloudinit.CloudInitError, match="not an Ed25519 public key"):
-        cloudinit.with_host_key(base, private_pem=pair.private_pem, public_line="ssh-rsa x")
-    once = cloudinit.with_host_key(base, private_pem=pair.private_pem,
-                                   public_line=pair.public_line)
-    with pytest.raises(cloudinit.CloudInitError, match="already sets ssh_deletekeys"):
-        cloudinit.with_host_key(once, private_pem=pair.private_pem,
-                                public_line=pair.public_line)
+    with pytest.raises(userdata.CloudInitError, match="not an Ed25519 public key"):
+        userdata.with_host_key(base, private_pem=pair.private_pem, public_line="ssh-rsa x")
+    once = userdata.with_host_key(base, private_pem=pair.private_pem,
+                                  public_line=pair.public_line)
+    with pytest.raises(userdata.CloudInitError, match="already sets ssh_deletekeys"):
+        userdata.with_host_key(once, private_pem=pair.private_pem,
+                               public_line=pair.public_line)
 
 
 @pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip")), reason="needs root, iproute2")
-def test_decap_boot_command_works_with_its_script(tmp_path):
+def test_decap_boot_command_works_with_its_script(tmp_path, lab):
     """Run the rendered decap unit's ExecStart (script from user data) in a namespace of ours:
     one VXLAN interface per VNI given."""
     require_scripts("collector")
     doc = parsed("collector", decap_vnis="1001,1002")
-    script = tmp_path / "vtap-decap.sh"
-    script.write_bytes(base64.b64decode(files_of(doc)["/usr/local/sbin/vtap-decap.sh"]["content"]))
-    script.chmod(0o755)
-    argv = shlex.split(decap_exec_start(doc))
-    assert argv[0] == "/usr/local/sbin/vtap-decap.sh"
-    netns = "vl" + secrets.token_hex(2) + "dc"
-    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
-    try:
-        run = ["ip", "netns", "exec", netns]
-        applied = subprocess.run([*run, str(script), *argv[1:]], capture_output=True, text=True,
-                                 timeout=30)
-        assert applied.returncode == 0, applied.stderr
-        links = subprocess.run([*run, "ip", "-d", "-o", "link", "show", "type", "vxlan"],
-                               capture_output=True, text=True, timeout=10).stdout
-        assert sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()) == [
-            "vtap1001", "vtap1002"]
-        assert "vxlan id 1001 " in links and "vxlan id 1002 " in links
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
+    ns = lab.add_ns("col")
+    _boot_command_applied(tmp_path, ns, doc, "/usr/local/sbin/vtap-decap.sh",
+                          decap_exec_start(doc))
+    links = ns_run(ns, "ip", "-d", "-o", "link", "show", "type", "vxlan", timeout=10).stdout
+    assert sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()) == [
+        "vtap1001", "vtap1002"]
+    assert "vxlan id 1001 " in links and "vxlan id 1002 " in links

@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from vtaplab import facts
 from vtaplab.azure import arm_bodies
 from vtaplab.azure.arm import NETWORK_API, ArmClient, ArmError, ArmResponse
+from vtaplab.judge.verdict import build_verdict, write_verdict
 
 log = logging.getLogger("vtaplab.azure.attempts")
 
@@ -51,7 +52,6 @@ SCENARIO_ATTEMPTS: dict[str, tuple[str, ...]] = {
     "r1": ("vtap-pe-destination",),
     "b1": ("nic-pool", "ip-pool"),
 }
-ATTEMPT_OUTCOMES = ("rejected", "accepted", "error")
 
 
 @dataclass
@@ -169,7 +169,6 @@ def scenario_verdict(scenario: str, outcomes: Sequence[AttemptOutcome], *,
     primary = outcomes[0]
     files = [Path(o.evidence_path) for o in outcomes]
     from vtaplab.judge.outcome import settle
-    from vtaplab.judge.verdict import build_verdict
 
     verdict = build_verdict(scenario=scenario, collector_pcap=None, files=files,
                             arm_error=primary.arm_error(), root=root)
@@ -204,8 +203,6 @@ def verdict_from_evidence(scenario: str, evidence_dir: Path, *,
 
 
 def write_scenario_verdict(evidence_dir: Path, verdict: dict[str, Any]) -> Path:
-    from vtaplab.judge.verdict import write_verdict
-
     return write_verdict(evidence_dir, verdict)
 
 
@@ -314,13 +311,3 @@ def _rel(path: Path, root: Path | None) -> str:
         return str(path.resolve().relative_to(base))
     except ValueError:
         return str(path)
-
-
-def outcome_to_json(outcome: AttemptOutcome) -> dict[str, Any]:
-    return asdict(outcome)
-
-
-def outcome_from_json(data: Mapping[str, Any]) -> AttemptOutcome:
-    fields = dict(data)
-    fields["expected_codes"] = tuple(fields.get("expected_codes") or ())
-    return AttemptOutcome(**fields)

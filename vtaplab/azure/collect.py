@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab.azure import run as runsteps
+from vtaplab.azure.fetch import RemoteFile, fetch_scenario, outputs_summary
+from vtaplab.azure.ssh import SshError, SshSession
 
 KEY_FALLBACKS = ("~/.ssh/id_ed25519", "~/.ssh/id_rsa")
 
@@ -98,7 +100,6 @@ def run_scenario(stack: str, plan: runsteps.RunPlan, *, key: str, port: int = 22
                  log: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
     """Capture, traffic, stop, fetch, verdict, as ``plan`` says, into
     ``evidence/<stack>/<scenario>/``. Returns the fetch's outputs summary."""
-    from vtaplab.azure.fetch import RemoteFile, fetch_scenario, outputs_summary
     from vtaplab.azure.ssh import SshSession
 
     everyone = plan.vms
@@ -170,7 +171,6 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--connect-seconds", type=float, default=120.0)
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON")
     args = parser.parse_args(list(argv))
-    from vtaplab.azure.ssh import SshError
 
     try:
         if not 10 <= args.capture_seconds <= 3600:

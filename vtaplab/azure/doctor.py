@@ -342,7 +342,7 @@ def diagnose(stack: str, *, client: ArmClient, subscription: str,
              root: Path = PROJECT_ROOT) -> list[Check]:
     """The checks for ``stack`` (its graph built under mocks unless given)."""
     if graph is None:
-        from vtaplab.preflight.graph import build_graph
+        from vtaplab.preflight.mocks import build_graph
 
         graph = build_graph(stack, root=root)
     return run_checks(client, subscription, needs_from_graph(graph))
@@ -376,7 +376,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str], *, client: ArmClient | None = None,
          root: Path = PROJECT_ROOT) -> int:
     args = _parser().parse_args(argv)
-    from vtaplab.preflight.graph import GraphError, stack_names
+    from vtaplab.preflight.mocks import GraphError, stack_names
 
     if args.graph is None and args.stack not in stack_names(root):
         print(f"doctor: stack {args.stack!r} is not committed; accepted: "

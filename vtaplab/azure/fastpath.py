@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from vtaplab.azure.arm import COMPUTE_API, ArmClient, ArmError
+from vtaplab.azure.ssh import SshSession
 
 # Wait for cloud-init; exit 2 ("done, with recoverable errors", e.g. a deprecation notice on
 # newer cloud-init) still means the VM finished booting; 1 (an error) does not.
@@ -100,8 +101,6 @@ def ssh_ready(session_factory: Callable[[], object], command: str = READY_COMMAN
     """A readiness probe: connect over SSH (the session's own bounded retries) and run
     ``command`` (default: wait for cloud-init), which must exit 0."""
     def probe() -> None:
-        from vtaplab.azure.ssh import SshSession
-
         session = session_factory()
         assert isinstance(session, SshSession)
         with session:
@@ -132,8 +131,6 @@ def main(argv: list[str]) -> int:
             return 2
 
         def session() -> object:
-            from vtaplab.azure.ssh import SshSession
-
             return SshSession(args.ssh_host, port=args.ssh_port, username=args.ssh_user,
                               private_key=key, known_hosts={args.ssh_host: args.host_key},
                               connect_total_seconds=min(300.0, args.ready_timeout))

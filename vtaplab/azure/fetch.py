@@ -34,8 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import facts
-from vtaplab.azure.run import COLLECTOR_PCAP, TRAFFIC_LOG, VNI_MAX, traffic_log_name
+from vtaplab.azure.run import COLLECTOR_PCAP, TRAFFIC_LOG, traffic_log_name
 from vtaplab.azure.ssh import RemoteFileMissing, SshError, SshSession
+from vtaplab.judge.verdict import (
+    TRAFFIC_LOG_HEADER,
+    TrafficLogError,
+    build_verdict,
+    parse_traffic_log,
+    write_verdict,
+)
 
 KEY_ENV = "VTAPLAB_SSH_KEY"
 
@@ -69,7 +76,7 @@ def fetch_scenario(*, stack: str, scenario: str, files: Sequence[RemoteFile],
     the verdict (with ``fetched`` and, where something was missing, ``reason``/``missing``).
     ``tenants`` (msp: name -> VNI): judge them apart from ``traffic-<name>.log`` each."""
     from vtaplab.judge.outcome import settle
-    from vtaplab.judge.verdict import build_verdict, hop_figures, merged_hop, write_verdict
+    from vtaplab.judge.verdict import hop_figures, merged_hop
 
     if scenario not in facts.SCENARIOS:
         raise ValueError(f"scenario {scenario!r}: accepted: {', '.join(facts.SCENARIOS)}")
@@ -161,8 +168,6 @@ def tenant_log_name(tenant: str) -> str:
 
 def _tenant_sent(logs: Mapping[str, Path]) -> dict[str, int]:
     """Requests each tenant's client sent (a log that can't be read: not known, left out)."""
-    from vtaplab.judge.verdict import TrafficLogError, parse_traffic_log
-
     sent: dict[str, int] = {}
     for tenant, path in logs.items():
         try:
@@ -175,8 +180,6 @@ def _tenant_sent(logs: Mapping[str, Path]) -> dict[str, int]:
 def merge_traffic_logs(parts: Sequence[Path], out: Path) -> Path:
     """One ``# vtap-traffic v1`` log from several, renumbered, part by part (a part without
     the header is left out: the verdict reports the tenant's log separately)."""
-    from vtaplab.judge.verdict import TRAFFIC_LOG_HEADER
-
     lines = [TRAFFIC_LOG_HEADER]
     for part in parts:
         rows = Path(part).read_text(encoding="utf-8", errors="replace").splitlines()
@@ -219,9 +222,9 @@ def _parse_tenants(specs: Sequence[str]) -> dict[str, int] | None:
     for spec in specs:
         name, sep, vni = spec.partition("=")
         if (not sep or not name or name in tenants or not vni.isdigit()
-                or not 1 <= int(vni) <= VNI_MAX):
+                or not 1 <= int(vni) <= facts.VNI_MAX):
             raise ValueError(f"--tenant {spec!r}: accepted: NAME=VNI, a new name and a VNI "
-                             f"1..{VNI_MAX}")
+                             f"1..{facts.VNI_MAX}")
         try:
             tenant_log_name(name)  # a name a file can carry
         except ValueError as exc:

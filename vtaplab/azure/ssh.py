@@ -166,10 +166,6 @@ def load_private_key(key: str | os.PathLike[str]) -> paramiko.PKey:
     raise SshError(f"{where}: not an unencrypted Ed25519, ECDSA or RSA private key")
 
 
-def public_key_line(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.get_base64()}"
-
-
 def parse_public_key(line: str) -> paramiko.PKey:
     """``"ssh-ed25519 AAAA… [comment]"`` -> a paramiko public key."""
     fields = line.split()

@@ -26,6 +26,7 @@ from pathlib import Path
 from vtaplab import facts
 from vtaplab.bench import pcapgen
 from vtaplab.cli import positive_int
+from vtaplab.judge.decode import decode_capture
 
 GOAL_RATIO = 0.5
 # Generated mixes: the default one is the collector's view of the emulator's traffic.
@@ -114,31 +115,25 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, capture: Path, tshark: str | None) -> int:
-    from vtaplab.judge.decode import decode_capture
-
     start = time.perf_counter()
     summary = decode_capture(capture)
     in_process = time.perf_counter() - start
 
     ours_cmd = [sys.executable, "-m", "vtaplab", "decode", str(capture), "--json"]
     port = facts.VXLAN_PORT
-    tshark_cmd = [tshark or "tshark", "-r", str(capture), "-d", f"udp.port=={port},vxlan"]
+    tshark_cmd = [tshark or "tshark", "-r", str(capture), "-d",
+                  f"udp.port=={facts.VXLAN_PORT},vxlan"]
     ours: list[Timing] = []
     theirs: list[Timing] = []
+    runs = [("our decoder", ours_cmd, ours)] + ([("tshark", tshark_cmd, theirs)] if tshark else [])
     for _ in range(args.repeat):
-        took, done = _timed(ours_cmd)
-        if done.returncode != 0:
-            print(f"bench decode: our decoder failed: {done.stderr.decode().strip()}",
-                  file=sys.stderr)
-            return 1
-        ours.append(took)
-        if tshark:
-            took, done = _timed(tshark_cmd)
+        for who, cmd, timings in runs:
+            took, done = _timed(cmd)
             if done.returncode != 0:
-                print(f"bench decode: tshark failed: {done.stderr.decode().strip()[-300:]}",
+                print(f"bench decode: {who} failed: {done.stderr.decode().strip()[-300:]}",
                       file=sys.stderr)
                 return 1
-            theirs.append(took)
+            timings.append(took)
 
     print(f"decoded: {summary.vxlan_packets} VXLAN packets, VNIs {sorted(summary.vnis)}, "
           f"{summary.fragments['reassembled']} datagrams reassembled from "

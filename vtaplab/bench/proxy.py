@@ -51,15 +51,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from vtaplab import PROJECT_ROOT
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.cli import positive_int
 from vtaplab.emulator import netns
 
 PROXY_SCRIPT = PROJECT_ROOT / "cloudinit" / "vtap-proxy.sh"
 GENERATOR_SOURCE = Path(__file__).resolve().parent / "csrc" / "udpgen.c"
 
-MODES = ("plain", "conntrack", "stateless", "netdev")
-PROXY_MODES = MODES[1:]
+MODES = ("plain", *facts.PROXY_MODES)
 GOAL_RATIO = 0.90
 PORT = 4789
 # Benchmarking addresses (RFC 2544's 198.18.0.0/15), only ever inside this bench's namespaces.
@@ -350,7 +349,7 @@ def summarise(results: dict[str, ModeResult]) -> dict[str, object]:
             "samples": [asdict(s) | {"cpu_pps": round(s.cpu_pps), "wall_pps": round(s.wall_pps)}
                         for s in res.samples],
         }
-    candidates = [m for m in PROXY_MODES if m in results and results[m].fragment_safe
+    candidates = [m for m in facts.PROXY_MODES if m in results and results[m].fragment_safe
                   and results[m].conntrack_entries == 0 and results[m].samples]
     best = max(candidates, key=lambda m: results[m].median_cpu_pps) if candidates else None
     best_ratio = results[best].median_cpu_pps / base if best and base else None

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from vtaplab import PROJECT_ROOT, behaviours, plan
+from vtaplab import PROJECT_ROOT, behaviours, facts, plan
 from vtaplab.cli import EXIT_INTERRUPTED
 from vtaplab.emulator import nft, runs
 from vtaplab.emulator.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
@@ -63,7 +63,7 @@ DECAP_SCRIPT = SCRIPTS / "vtap-decap.sh"
 
 # "all" runs every mode: the one the proxies' user data names first (its evidence is the
 # stack's), each other mode's in OUT/<mode>/.
-PROXY_MODES_ORDER = ("netdev", "stateless", "conntrack")
+PROXY_MODES_ORDER = facts.PROXY_MODES
 PROXY_MODES = (*PROXY_MODES_ORDER, "all")
 FAULTS: dict[str, str] = {
     "none": "no fault",
@@ -1031,7 +1031,7 @@ def _options(argv: list[str]) -> RunOptions | str:
         raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
                          "accepted: 3..1000 (one third per phase)")
     tenants = None if args.tenants is None else _int_option(
-        "--tenants", args.tenants, plan.MSP_TENANTS_MIN, plan.MSP_TENANTS_MAX)
+        "--tenants", args.tenants, *facts.MSP_TENANTS_RANGE)
     name = args.stack or args.graph.stem
     out = args.out if args.out is not None else Path("evidence/emulator") / name
     return RunOptions(stack=name, graph=args.graph, proxy_mode=args.proxy_mode,
@@ -1042,7 +1042,7 @@ def _options(argv: list[str]) -> RunOptions | str:
 def load_topology(opts: RunOptions) -> tuple[Topology, str]:
     """The twin's topology for ``opts`` (checked against the options), and where its graph
     came from; ValueError with one line when it can't be emulated as asked."""
-    from vtaplab.preflight.graph import GraphError
+    from vtaplab.preflight.mocks import GraphError
 
     try:
         if opts.graph is not None:

@@ -304,7 +304,7 @@ def stack_graph(stack: str, root: Path | None = None) -> tuple[list[dict[str, An
     Building it runs the program under mocks in a fresh interpreter (seconds); the result is
     kept under ~/.cache/vtaplab/graphs keyed by a digest of every file it depends on.
     """
-    from vtaplab.preflight.graph import GraphError, build_graph
+    from vtaplab.preflight.mocks import GraphError, build_graph
 
     root = (root or PROJECT_ROOT).resolve()
     if not (root / f"Pulumi.{stack}.yaml").is_file():
@@ -830,7 +830,7 @@ def _scenarios(by_kind: Mapping[str, list[Mapping[str, Any]]], vms: Sequence[Vm]
 
 def main(argv: list[str]) -> int:
     """``python -m vtaplab.emulator.topology STACK``: print the twin's topology (no root)."""
-    from vtaplab.preflight.graph import GraphError
+    from vtaplab.preflight.mocks import GraphError
 
     try:
         resources, _cached = stack_graph(argv[0]) if argv else ([], False)

@@ -229,7 +229,7 @@ def topology_diagram(graph: Sequence[Mapping[str, Any]], finding: Finding) -> st
     scenario's own links (and the provider's, when its traffic crosses them) green when the
     mirror arrived whole, orange when with losses, red dashed when it did not arrive; a refused
     request is an error node carrying ARM's code beside the scenario's source VM."""
-    from vtaplab.preflight.graph import to_mermaid
+    from vtaplab.preflight.diagrams import to_mermaid
 
     lines = to_mermaid(graph).rstrip("\n").splitlines()
     mine = f"_{_id(finding.scenario)}_"
@@ -475,7 +475,7 @@ def write(evidence: Path, *, graph_of: GraphSource | None, command: str,
 
 def cached_graphs() -> GraphSource:
     """The program's graph per stack under mocks, built once per stack."""
-    from vtaplab.preflight.graph import build_graph
+    from vtaplab.preflight.mocks import build_graph
 
     cache: dict[str, Sequence[Mapping[str, Any]]] = {}
 

@@ -2,7 +2,7 @@
 
 Nothing here is typed by hand: every row is one ``verdict.json`` (``vtaplab.judge.verdict``'s
 format),
-read back from disk. Besides DESIGN.md's keys a row uses the extra keys ``vtaplab matrix``
+read back from disk. Besides a verdict's own keys a row uses the extra keys ``vtaplab matrix``
 writes into the verdicts it produces, each optional:
 
   label    "measured on Azure" | "emulated" | "predicted" (default: from the path — a verdict
@@ -37,15 +37,16 @@ from typing import Any
 from vtaplab import PROJECT_ROOT, facts
 from vtaplab.judge.outcome import MEANINGS
 from vtaplab.judge.verdict import load_verdict
+from vtaplab.readme import BlockMissing, block_body, markers, replace_block, write_changed
 
-BEGIN = "<!-- results:begin -->"
-END = "<!-- results:end -->"
+README_BLOCK = "results"
+BEGIN, END = markers(README_BLOCK)
 LABELS = ("measured on Azure", "emulated", "predicted")
 EMULATED_DIRS = ("emulator", "offline")
 
 
-class ReadmeBlockMissing(ValueError):
-    """The README has no ``<!-- results:begin -->`` ... ``<!-- results:end -->`` block."""
+# The README has no ``<!-- results:begin -->`` ... ``<!-- results:end -->`` block.
+ReadmeBlockMissing = BlockMissing
 
 
 def _label(verdict: dict[str, Any], path: Path) -> str:
@@ -263,10 +264,7 @@ def write(rows: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
 
 def readme_block(text: str) -> str:
     """What is between the markers now (raises ReadmeBlockMissing)."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ReadmeBlockMissing(f"no {BEGIN} ... {END} block")
-    return text[start + len(BEGIN):end].strip("\n")
+    return block_body(text, README_BLOCK).strip("\n")
 
 
 def readme_text(rows: Sequence[dict[str, Any]], *, command: str) -> str:
@@ -279,16 +277,8 @@ def update_readme(readme: Path, rows: Sequence[dict[str, Any]], *,
                   command: str = "python -m vtaplab matrix --offline") -> bool:
     """Rewrite only the marked block of ``readme``; True when it changed."""
     text = Path(readme).read_text(encoding="utf-8")
-    readme_block(text)  # raises when the markers are missing
-    start = text.find(BEGIN) + len(BEGIN)
-    end = text.find(END)
-    new = text[:start] + "\n" + readme_text(rows, command=command) + text[end:]
-    if new == text:
-        return False
-    tmp = Path(readme).with_name(Path(readme).name + ".tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(readme)
-    return True
+    new = replace_block(text, README_BLOCK, "\n" + readme_text(rows, command=command))
+    return write_changed(Path(readme), new)
 
 
 # --------------------------------------------------------------------------- changes

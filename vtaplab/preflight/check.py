@@ -1,6 +1,6 @@
 """``python -m vtaplab check STACK``: the preflight — Azure's refusals, predicted from the graph.
 
-Builds the stack's resource graph under Pulumi mocks (``vtaplab.preflight.graph``; no cloud, no
+Builds the stack's resource graph under Pulumi mocks (``vtaplab.preflight.mocks``; no cloud, no
 CLI), runs every rule of ``vtaplab.preflight.rules`` and prints the findings as a table.
 A scenario that exists to be refused (r1, b1: ``facts.SCENARIOS[s].expected_arm_codes``) shows
 its predicted rejection beside the expected one, so ``check r1``
@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT, facts
+from vtaplab.preflight import mocks
 from vtaplab.preflight.rules import MANDATORY, Finding, props_of, run_rules
+from vtaplab.program import config
 
 # Rules whose finding on a rejected scenario's attempt *is* the experiment: what the lab
 # tries on purpose, to record what ARM says (an IP-based pool with the PE's IP has no known
@@ -121,8 +123,6 @@ def prediction(report: Report, scenario: str) -> dict[str, Any]:
 
 def stack_scenarios(stack: str, root: Path) -> tuple[str, ...]:
     """The stack file's ``vtaplab:scenarios``."""
-    from vtaplab.program import config
-
     values = config.read_stack_file(root / f"Pulumi.{stack}.yaml")
     raw = values.get(f"{config.NAMESPACE}:scenarios") or ()
     if isinstance(raw, str):
@@ -313,11 +313,9 @@ def _load(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, tuple[st
     if args.graph is not None:
         graph = _read_graph(args.graph)
         return graph, args.graph.stem, graph_scenarios(graph)
-    from vtaplab.preflight import graph as graph_module
-
     root = (args.root or PROJECT_ROOT).resolve()
     try:
-        graph = graph_module.build_graph(args.stack, root=root)
-    except graph_module.GraphError as error:
+        graph = mocks.build_graph(args.stack, root=root)
+    except mocks.GraphError as error:
         raise ValueError(str(error)) from None
     return graph, args.stack, stack_scenarios(args.stack, root) or graph_scenarios(graph)

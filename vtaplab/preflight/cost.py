@@ -1,6 +1,6 @@
 """``python -m vtaplab cost STACK [--json]``: what a stack costs per hour while it runs.
 
-Counted from the stack's resource graph (``vtaplab.preflight.graph``, the program under mocks — no
+Counted from the stack's resource graph (``vtaplab.preflight.mocks``, the program under mocks — no
 cloud) against :data:`PRICES`: a small, dated table of approximate pay-as-you-go list prices
 for one region. They are NOT fetched and NOT a quote: Azure's prices change and differ by
 region (typically within about 20 %); check the Azure pricing calculator before relying on
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT
+from vtaplab.preflight import mocks
 
 PRICE_REGION = "uksouth"
 PRICE_DATE = "2026-11-26"
@@ -204,17 +205,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="the estimate as JSON")
     p.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from vtaplab.preflight import graph as graph_module
-
     root = (args.root or PROJECT_ROOT).resolve()
-    known = graph_module.stack_names(root)
+    known = mocks.stack_names(root)
     if args.stack not in known:
         print(f"vtaplab cost: stack {args.stack!r} has no Pulumi.{args.stack}.yaml; accepted: "
               f"{', '.join(known)}", file=sys.stderr)
         return 2
     try:
-        graph = graph_module.build_graph(args.stack, root=root)
-    except graph_module.GraphError as exc:
+        graph = mocks.build_graph(args.stack, root=root)
+    except mocks.GraphError as exc:
         print(f"vtaplab cost: {exc}", file=sys.stderr)
         return 2
     est = estimate(graph, stack=args.stack)

@@ -40,12 +40,11 @@ Every fact (regions, limits, error codes) comes from ``vtaplab.facts``.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vtaplab import facts
+from vtaplab import arm_ids, facts
 
 MANDATORY = "mandatory"
 ADVISORY = "advisory"
@@ -65,7 +64,6 @@ T_RULE = NET + "SecurityRule"
 T_VNET = NET + "VirtualNetwork"
 T_SUBNET = NET + "Subnet"
 T_PEERING = NET + "VirtualNetworkPeering"
-T_FIREWALL = NET + "AzureFirewall"
 T_VM = "azure-native:compute:VirtualMachine"
 T_RG = "azure-native:resources:ResourceGroup"
 # Anything that would join the consumer and the provider networks, which the lab rules out.
@@ -88,33 +86,6 @@ BRIDGE_TYPES: frozenset[str] = frozenset(
     )
 )
 
-# ARM collection name -> (azure-native type, input naming the parent, input naming itself).
-# Child collections are keyed "parent/child".
-_ARM_COLLECTIONS: dict[str, tuple[str, str | None, str]] = {
-    "networkInterfaces": (T_NIC, None, "networkInterfaceName"),
-    "networkInterfaces/tapConfigurations": (
-        T_TAP_CONFIG, "networkInterfaceName", "tapConfigurationName"),
-    "virtualNetworkTaps": (T_TAP, None, "tapName"),
-    "privateEndpoints": (T_PE, None, "privateEndpointName"),
-    "privateLinkServices": (T_PLS, None, "serviceName"),
-    "loadBalancers": (T_LB, None, "loadBalancerName"),
-    "loadBalancers/backendAddressPools": (
-        T_LB_POOL, "loadBalancerName", "backendAddressPoolName"),
-    "networkSecurityGroups": (T_NSG, None, "networkSecurityGroupName"),
-    "networkSecurityGroups/securityRules": (
-        T_RULE, "networkSecurityGroupName", "securityRuleName"),
-    "virtualNetworks": (T_VNET, None, "virtualNetworkName"),
-    "virtualNetworks/subnets": (T_SUBNET, "virtualNetworkName", "subnetName"),
-    "virtualNetworks/virtualNetworkPeerings": (
-        T_PEERING, "virtualNetworkName", "virtualNetworkPeeringName"),
-    "azureFirewalls": (T_FIREWALL, None, "azureFirewallName"),
-    "virtualNetworkGateways": (NET + "VirtualNetworkGateway", None, "virtualNetworkGatewayName"),
-    "virtualMachines": (T_VM, None, "vmName"),
-    "resourceGroups": (T_RG, None, "resourceGroupName"),
-}
-# Input holding a resource's own Azure name, by type.
-_NAME_INPUT: dict[str, str] = {t: own for t, _parent, own in _ARM_COLLECTIONS.values()}
-
 # How Pulumi (and pulumi-policy) mark a value that is not known during preview.
 _UNKNOWN_SENTINELS: frozenset[str] = frozenset(
     {
@@ -127,7 +98,6 @@ _UNKNOWN_SENTINELS: frozenset[str] = frozenset(
         "dd056dcd-154b-4c76-9bd3-c8f88648b5ff",  # object
     }
 )
-_ANY_SOURCE = frozenset({"*", "internet", "0.0.0.0/0", "any"})
 _VNET_SOURCE = frozenset({"*", "virtualnetwork", "0.0.0.0/0", "any"})
 
 
@@ -145,28 +115,26 @@ def is_unknown(value: Any) -> bool:
     return type(value).__name__ == "Unknown"
 
 
-def get(obj: Any, *path: str | int) -> Any:
-    """Walk ``path`` through dicts and lists; None (unknown) wherever a step is missing.
+_MISSING = object()
 
-    A dict key is also looked up under an ARM body's ``properties`` (azure-native flattens it,
-    a raw ARM request does not), so both shapes read the same.
-    """
+
+def _step(cur: Any, step: str | int) -> Any:
+    """One step along a path through dicts and lists: the item there, or ``_MISSING``."""
+    if isinstance(step, int):
+        if not isinstance(cur, Sequence) or isinstance(cur, str) or step >= len(cur):
+            return _MISSING
+        return cur[step]
+    if isinstance(cur, Mapping) and step in cur:
+        return cur[step]
+    return _MISSING
+
+
+def get(obj: Any, *path: str | int) -> Any:
+    """Walk ``path`` through dicts and lists; None (unknown) wherever a step is missing."""
     cur = obj
     for step in path:
-        if isinstance(step, int):
-            if not isinstance(cur, Sequence) or isinstance(cur, str) or step >= len(cur):
-                return None
-            cur = cur[step]
-        elif isinstance(cur, Mapping):
-            if step in cur:
-                cur = cur[step]
-            elif isinstance(cur.get("properties"), Mapping) and step in cur["properties"]:
-                cur = cur["properties"][step]
-            else:
-                return None
-        else:
-            return None
-        if is_unknown(cur):
+        cur = _step(cur, step)
+        if cur is _MISSING or is_unknown(cur):
             return None
     return cur
 
@@ -180,18 +148,8 @@ def unknown_at(obj: Any, *path: str | int) -> bool:
     for step in path:
         if is_unknown(cur) and cur is not None:
             return True
-        if isinstance(step, int):
-            if not isinstance(cur, Sequence) or isinstance(cur, str) or step >= len(cur):
-                return False
-            cur = cur[step]
-        elif isinstance(cur, Mapping):
-            if step in cur:
-                cur = cur[step]
-            elif isinstance(cur.get("properties"), Mapping) and step in cur["properties"]:
-                cur = cur["properties"][step]
-            else:
-                return False
-        else:
+        cur = _step(cur, step)
+        if cur is _MISSING:
             return False
     return cur is not None and is_unknown(cur)
 
@@ -232,51 +190,18 @@ def number(obj: Any, *path: str | int) -> float | None:
 # ARM ids
 
 
-@dataclass(frozen=True)
-class ArmRef:
-    """A parsed ARM resource id: the type it names and the names along its path."""
-
-    provider: str  # "Microsoft.Network"
-    collections: tuple[str, ...]  # ("networkInterfaces", "ipConfigurations")
-    names: tuple[str, ...]  # ("nic-proxy", "ipconfig1")
-    resource_group: str | None = None
-
-    @property
-    def top(self) -> str:
-        return self.collections[0]
-
-    @property
-    def top_name(self) -> str:
-        return self.names[0]
-
-
-_ARM_ID = re.compile(r"/providers/(?P<provider>Microsoft\.[A-Za-z]+)/(?P<rest>[^?#]+)",
-                     re.IGNORECASE)
-_RG = re.compile(r"/resourceGroups/(?P<rg>[^/]+)", re.IGNORECASE)
+ArmRef = arm_ids.ArmRef
 
 
 def parse_arm_id(value: Any) -> ArmRef | None:
-    """Parse an ARM id: ``/subscriptions/…/providers/Microsoft.Network/networkInterfaces/n/…``.
-
-    Returns None for anything that is not a concrete ARM id (unknown, empty, free text).
-    """
+    """Parse an ARM id (``vtaplab.arm_ids.parse``); None for anything that is not a concrete
+    ARM id (unknown during preview, empty, free text)."""
     if not isinstance(value, str) or is_unknown(value):
         return None
-    m = _ARM_ID.search(value)
-    if not m:
-        rg = _RG.search(value)
-        if rg and value.rstrip("/").endswith(rg.group(0)):
-            return ArmRef("Microsoft.Resources", ("resourceGroups",), (rg.group("rg"),))
+    arm = arm_ids.parse(value)
+    if arm is None or any(is_unknown(n) or not n for n in arm.names):
         return None
-    parts = [p for p in m.group("rest").split("/") if p]
-    if len(parts) < 2:
-        return None
-    collections = tuple(parts[0::2])[: len(parts) // 2]
-    names = tuple(parts[1::2])[: len(parts) // 2]
-    if any(is_unknown(n) or not n for n in names):
-        return None
-    rg = _RG.search(value)
-    return ArmRef(m.group("provider"), collections, names, rg.group("rg") if rg else None)
+    return arm
 
 
 def ref_id(obj: Any) -> str | None:
@@ -307,25 +232,25 @@ class Node:
     def arm_ref(self) -> ArmRef | None:
         """The resource's own ARM id (outputs carry ``id``), if known and of its own type."""
         arm = parse_arm_id(text(self.inputs, "id"))
-        known = _ARM_COLLECTIONS.get("/".join(arm.collections)) if arm else None
-        return arm if known is not None and known[0] == self.type else None
+        known = arm_ids.type_of(arm) if arm else None
+        return arm if known is not None and known.token == self.type else None
 
     @property
     def azure_name(self) -> str | None:
         """The Azure name: the program's input (``networkInterfaceName`` ...), else the
         output ``id``'s last name, else the output ``name``."""
-        key = _NAME_INPUT.get(self.type)
-        if key is None:
+        kind = arm_ids.BY_TOKEN.get(self.type)
+        if kind is None:
             return None
         arm = self.arm_ref
-        return text(self.inputs, key) or (arm.names[-1] if arm else None) or \
+        return text(self.inputs, kind.name_input) or (arm.names[-1] if arm else None) or \
             text(self.inputs, "name")
 
     def parent_name(self) -> str | None:
         """A child resource's parent's Azure name (a tap configuration's NIC, a subnet's VNet):
         the path-parameter input, else the second-last name of its own ``id``."""
-        parent_key = next((p for t, p, _own in _ARM_COLLECTIONS.values() if t == self.type),
-                          None)
+        kind = arm_ids.BY_TOKEN.get(self.type)
+        parent_key = kind.parent_input if kind else None
         if parent_key is None:
             return None
         arm = self.arm_ref
@@ -337,47 +262,6 @@ class Node:
         if self.azure_name:
             out.add(self.azure_name)
         return out
-
-
-def _flatten_arm_body(body: Any) -> Any:
-    """ARM's ``{"properties": {...}}`` nesting, flattened the way azure-native sends it."""
-    if isinstance(body, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in body.items():
-            if k == "properties" and isinstance(v, Mapping):
-                for pk, pv in v.items():
-                    out.setdefault(pk, _flatten_arm_body(pv))
-            else:
-                out[k] = _flatten_arm_body(v)
-        return out
-    if isinstance(body, list):
-        return [_flatten_arm_body(e) for e in body]
-    return body
-
-
-_REQUEST_PATH_KEYS = ("path", "url", "uri", "resource_id", "resourceId", "id", "arm_path")
-_REQUEST_BODY_KEYS = ("body", "json", "payload", "request_body", "requestBody")
-
-
-def _find_requests(value: Any, depth: int = 0) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(ARM path, body) pairs anywhere in an attempt's inputs, bounded in depth."""
-    if depth > 6:
-        return
-    if isinstance(value, Mapping):
-        path = next((value[k] for k in _REQUEST_PATH_KEYS
-                     if isinstance(value.get(k), str) and parse_arm_id(value[k])), None)
-        body = next((value[k] for k in _REQUEST_BODY_KEYS if isinstance(value.get(k), Mapping)),
-                    None)
-        method = value.get("method")
-        writes = not isinstance(method, str) or method.upper() in {"PUT", "PATCH", "POST"}
-        if path is not None and body is not None and writes:
-            yield path, body
-            return
-        for v in value.values():
-            yield from _find_requests(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _find_requests(v, depth + 1)
 
 
 # The attempts vtaplab.azure.attempts makes (its ATTEMPTS keys): each reads the PE at run time and
@@ -436,9 +320,9 @@ def _ids_in(inputs: Mapping[str, Any], collections: tuple[str, ...]) -> list[Arm
 def attempt_nodes(entry: Mapping[str, Any]) -> list[Node]:
     """The resources an attempt (a dynamic resource making one ARM write) would write.
 
-    Two shapes are read: the lab's named attempts (``vtaplab.azure.attempts``: r1's vTAP at the PE's
-    NIC, b1's NIC edit and IP-based pool), whose PE NIC is known only at run time and so is
-    named here the way Azure names it; and any explicit request (an ARM path and a body).
+    The attempts are the lab's named ones (``vtaplab.azure.attempts``: r1's vTAP at the PE's NIC,
+    b1's NIC edit and IP-based pool), whose PE NIC is known only at run time and so is named
+    here the way Azure names it.
     """
     inputs = {k: v for k, v in props_of(entry).items() if k != "__provider"}
     attempt = _attempt_name(inputs)
@@ -448,9 +332,9 @@ def attempt_nodes(entry: Mapping[str, Any]) -> list[Node]:
     def node(typ: str, azure_name: str, node_inputs: dict[str, Any]) -> Node:
         # Named like the attempt resource (that is what a reader finds in the stack); the
         # Azure name it writes is in the inputs, where look-ups read it.
-        key = _NAME_INPUT.get(typ)
-        if key:
-            node_inputs.setdefault(key, azure_name)
+        kind = arm_ids.BY_TOKEN.get(typ)
+        if kind:
+            node_inputs.setdefault(kind.name_input, azure_name)
         return Node(urn=urn, type=typ, name=str(entry.get("name") or azure_name), parent=parent,
                     inputs=node_inputs, attempt_scenario=scenario or "?")
 
@@ -485,21 +369,7 @@ def attempt_nodes(entry: Mapping[str, Any]) -> list[Node]:
             pool_inputs["backendAddressPoolName"] = pools[0].names[1]
         return [node(T_LB_POOL, pools[0].names[1] if pools else "pool", pool_inputs)]
 
-    out: list[Node] = []
-    for path, body in _find_requests(inputs):
-        ref = parse_arm_id(path)
-        known = _ARM_COLLECTIONS.get("/".join(ref.collections)) if ref else None
-        if ref is None or known is None:
-            continue
-        typ, parent_input, own_input = known
-        flat = dict(_flatten_arm_body(body))
-        flat.setdefault(own_input, ref.names[-1])
-        if parent_input and len(ref.names) > 1:
-            flat.setdefault(parent_input, ref.names[-2])
-        if ref.resource_group:
-            flat.setdefault("resourceGroupName", ref.resource_group)
-        out.append(node(typ, ref.names[-1], flat))
-    return out
+    return []
 
 
 # Stand-in name of a PE an attempt reads but whose id isn't known (yet).
@@ -537,8 +407,8 @@ class Graph:
         """The one ``typ`` resource ``node``'s ``prop`` refers to: by ARM id (``{"id"}`` or a
         bare id, also a sub-resource's such as an ip-configuration's), else by dependency."""
         arm = parse_arm_id(ref_id(get(node.inputs, prop)))
-        known = _ARM_COLLECTIONS.get(arm.top) if arm else None
-        if arm is not None and known is not None and known[0] == typ:
+        known = arm_ids.type_of(arm, depth=1) if arm else None
+        if arm is not None and known is not None and known.token == typ:
             return self.find(typ, arm.top_name)
         hits = self.depended(node, prop, typ)
         return hits[0] if len(hits) == 1 else None
@@ -568,9 +438,8 @@ class Graph:
         arm = parse_arm_id(ref_id(ref))
         if arm is None:
             return None
-        key = "/".join(arm.collections[:1])
-        known = _ARM_COLLECTIONS.get(key)
-        if known is None or known[0] != typ:
+        known = arm_ids.type_of(arm, depth=1)
+        if known is None or known.token != typ:
             return None
         return self.find(typ, arm.top_name)
 
@@ -1359,7 +1228,7 @@ def _open_inbound(rule_: Mapping[str, Any]) -> bool:
         return False
     if (text(rule_, "access") or "").lower() != "allow":
         return False
-    return any(s in _ANY_SOURCE for s in _sources(rule_))
+    return any(s in facts.OPEN_SOURCES for s in _sources(rule_))
 
 
 @rule("VTAP040", "no-open-inbound", MANDATORY, None,

@@ -3,7 +3,7 @@
 A pull request that changes what the program registers must also change
 ``tests/snapshots/<stack>.json``; tests/test_snapshots.py fails otherwise, with a readable
 diff (added / removed resources, changed inputs path by path). ``docs/graphs/<stack>.md``
-holds each stack's diagram (``vtaplab.preflight.graph.to_mermaid``), checked the same way.
+holds each stack's diagram (``vtaplab.preflight.diagrams.to_mermaid``), checked the same way.
 
 Rewrite both after an intended change::
 
@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT
+from vtaplab.preflight.check import graph_diff
+from vtaplab.preflight.diagrams import to_mermaid
+from vtaplab.preflight.mocks import GraphError, build_graph, stack_names
+from vtaplab.readme import write_changed
 
 SNAPSHOT_DIR = Path("tests") / "snapshots"
 DIAGRAM_DIR = Path("docs") / "graphs"
@@ -81,8 +85,6 @@ def readme_diagrams(root: Path) -> dict[str, str]:
 
 
 def _mermaid_body(graph: Sequence[Mapping[str, Any]]) -> str:
-    from vtaplab.preflight.graph import to_mermaid
-
     return to_mermaid(graph).rstrip() + "\n"
 
 
@@ -90,7 +92,6 @@ def _update_readme(root: Path, graphs: Mapping[str, Sequence[Mapping[str, Any]]]
     readme = root / "README.md"
     if not readme.is_file():
         return False
-    text = readme.read_text(encoding="utf-8")
 
     def block(m: re.Match[str]) -> str:
         stack = m.group("stack")
@@ -99,10 +100,7 @@ def _update_readme(root: Path, graphs: Mapping[str, Sequence[Mapping[str, Any]]]
         return (f"<!-- graph {stack} -->\n```mermaid\n"
                 f"{_mermaid_body(graphs[stack])}```\n")
 
-    new = README_MARKER.sub(block, text)
-    if new != text:
-        readme.write_text(new, encoding="utf-8")
-    return new != text
+    return write_changed(readme, README_MARKER.sub(block, readme.read_text(encoding="utf-8")))
 
 
 def paths(stack: str, root: Path) -> tuple[Path, Path]:
@@ -111,8 +109,6 @@ def paths(stack: str, root: Path) -> tuple[Path, Path]:
 
 def stale(stack: str, graph: Sequence[Mapping[str, Any]], root: Path) -> list[str]:
     """Why the committed snapshot/diagram of ``stack`` is not the program's: [] when current."""
-    from vtaplab.preflight.check import graph_diff
-
     snap, diagram = paths(stack, root)
     problems: list[str] = []
     if not snap.is_file():
@@ -141,8 +137,6 @@ def stale(stack: str, graph: Sequence[Mapping[str, Any]], root: Path) -> list[st
 def update(root: Path | None = None, stacks: Sequence[str] | None = None) -> list[Path]:
     """Rewrite the snapshots and diagrams of ``stacks`` (default: every committed stack);
     remove those of stacks that no longer exist. Returns the files written."""
-    from vtaplab.preflight.graph import build_graph, stack_names
-
     root = (root or PROJECT_ROOT).resolve()
     names = list(stacks) if stacks else stack_names(root)
     written: list[Path] = []
@@ -176,8 +170,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("stacks", nargs="*", help="only these stacks (default: all)")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from vtaplab.preflight.graph import GraphError, build_graph, stack_names
-
     root = args.root.resolve()
     unknown = [s for s in args.stacks if s not in stack_names(root)]
     if unknown:

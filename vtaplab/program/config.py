@@ -51,7 +51,7 @@ RETIRED_KEYS: dict[str, str] = {
                    "in the stack state",
 }
 # Scenarios whose run logs in to the VMs (capture, traffic, fetch): they need a private key.
-TRAFFIC_SCENARIOS: tuple[str, ...] = ("b2", "a", "b3", "msp")
+TRAFFIC_SCENARIOS = facts.TRAFFIC_SCENARIOS
 _RUN_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 # Auto-shutdown (HHMM, UTC) and the expires-on tag's UTC time (vtaplab matrix writes it).
 _SHUTDOWN_TIME = re.compile(r"^([01][0-9]|2[0-3])[0-5][0-9]$")
@@ -67,11 +67,11 @@ OPERATOR_CIDR_HINT = (
 )
 # Shorter than this, an SSH rule stops being "the operator" and becomes "a continent".
 OPERATOR_MIN_PREFIX = 8
-PROXY_MODES: tuple[str, ...] = ("netdev", "stateless", "conntrack")
+PROXY_MODES = facts.PROXY_MODES
 # Inclusive bounds: generous enough for any real run, tight enough to catch a typo (60000 s).
 CAPTURE_SECONDS_RANGE = (10, 3600)
 TRAFFIC_REQUESTS_RANGE = (1, 10000)
-MSP_TENANTS_RANGE = (plan.MSP_TENANTS_MIN, plan.MSP_TENANTS_MAX)
+MSP_TENANTS_RANGE = facts.MSP_TENANTS_RANGE
 # Azure: the smallest subnet is a /29 (5 addresses reserved, 3 usable).
 SMALLEST_SUBNET_PREFIX = 29
 # Address ranges a VNet may use here: RFC 1918 and the shared (CGNAT) range.
@@ -230,7 +230,7 @@ KEYS: tuple[Key, ...] = (
     Key("trafficRequests", "integer", 20,
         f"HTTP requests vm-client makes to vm-src per run, {TRAFFIC_REQUESTS_RANGE[0]}-"
         f"{TRAFFIC_REQUESTS_RANGE[1]}."),
-    Key("mspTenants", "integer", plan.MSP_TENANTS_DEFAULT,
+    Key("mspTenants", "integer", facts.MSP_TENANTS_DEFAULT,
         f"Tenants (consumer VNets) in scenario msp, {MSP_TENANTS_RANGE[0]}-"
         f"{MSP_TENANTS_RANGE[1]} (vTAP preview allows about "
         f"{facts.MAX_VTAPS_PER_SUBSCRIPTION} per subscription)."),

@@ -7,23 +7,38 @@ them against the stack's single ``CollectorService`` — the MSP shape.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vtaplab import facts, plan
+import pulumi
+from pulumi import Output, ResourceOptions
+from pulumi_azure_native import authorization, resources
 
-if TYPE_CHECKING:
-    import pulumi
-
-    from components import CollectorService, ProxyNat, SourceVnet, VtapAttachment
-    from components.evidence_run import EvidenceRun
-    from vtaplab.program.config import LabConfig
+from components import (
+    CollectorService,
+    CollectorServiceArgs,
+    ProxyNat,
+    ProxyNatArgs,
+    SourceVnet,
+    SourceVnetArgs,
+    VtapAttachment,
+    VtapAttachmentArgs,
+)
+from components.evidence_run import EvidenceRun, EvidenceRunArgs, RunTenant, RunVm
+from components.rejected_attempt import RejectedAttempt
+from components.shutdown import UNSET
+from components.tags import base_tags, component_tags
+from vtaplab import arm_ids, facts, plan
+from vtaplab.azure.attempts import SCENARIO_ATTEMPTS
+from vtaplab.program import userdata
+from vtaplab.program.config import LabConfig
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
-# What this program builds today; the others come with later issues.
+# What this program builds (c1 is not expressible: facts.SCENARIOS says why).
 BUILT_SCENARIOS = ("r1", "b1", "b2", "a", "b3", "msp")
 
 
@@ -73,19 +88,11 @@ def check_composable(cfg: LabConfig) -> None:
 def _tags(cfg: LabConfig, scenario: str) -> dict[str, str]:
     """The stack's tags for ``scenario``: the four of every resource plus ``expires-on``
     (``vtaplab:expiresOn``, which ``matrix`` sets per run; "unset" otherwise)."""
-    from components.shutdown import UNSET
-    from components.tags import base_tags
-
     return base_tags(cfg.project, cfg.stack, scenario, expires_on=cfg.expires_on or UNSET)
 
 
 def build(cfg: LabConfig) -> dict[str, object]:
     """Declare the stack's resources; return the stack outputs (name -> value)."""
-    from pulumi_azure_native import authorization, resources
-
-    from components import CollectorService, CollectorServiceArgs
-    from components.tags import component_tags
-
     check_composable(cfg)
     stack_tags = _tags(cfg, "+".join(cfg.scenarios))
     group = resources.ResourceGroup(
@@ -137,9 +144,6 @@ def _source_vnet(
     shared: Shared, scenario: str, *, with_client: bool, name: str | None = None
 ) -> SourceVnet:
     """The consumer VNet ``name`` (default: the scenario's id) of ``scenario``."""
-    from components import SourceVnet, SourceVnetArgs
-    from vtaplab.program import userdata as cloudinit
-
     cfg = shared.cfg
     return SourceVnet(
         name or scenario,
@@ -153,8 +157,8 @@ def _source_vnet(
             admin_username=cfg.admin_username,
             ssh_public_key=cfg.ssh_public_key,
             operator_cidr=cfg.operator_cidr,
-            src_cloud_init=cloudinit.render("src"),
-            client_cloud_init=cloudinit.render("client") if with_client else None,
+            src_cloud_init=userdata.render("src"),
+            client_cloud_init=userdata.render("client") if with_client else None,
             # b1's attempt points a vTAP at an LB in the source VNet; b3's vTAP does, too,
             # and that LB spreads the mirror over the proxies.
             with_ilb=scenario in ("b1", "b3"),
@@ -196,19 +200,12 @@ def _rejected_attempts(shared: Shared, scenario: str, consumer: SourceVnet
     """r1/b1: the ARM request the scenario is about, as ``RejectedAttempt`` resources (the
     bodies built by ``vtaplab.azure.arm_bodies``, as the real resources'); ARM's answer becomes the
     evidence and these outputs. A ``warning`` (ARM accepted: the platform changed) is logged."""
-    import pulumi
-    from pulumi import Output, ResourceOptions
-
-    from components.rejected_attempt import RejectedAttempt
-    from vtaplab.azure.attempts import SCENARIO_ATTEMPTS
-
     cfg = shared.cfg
     targets: dict[str, Any] = {}
     if scenario == "r1":
-        targets["vtap-pe-destination"] = Output.concat(
-            "/subscriptions/", shared.subscription_id, "/resourceGroups/",
-            shared.resource_group_name, "/providers/Microsoft.Network/virtualNetworkTaps/",
-            f"{scenario}-vtap")
+        targets["vtap-pe-destination"] = Output.all(
+            shared.subscription_id, shared.resource_group_name).apply(
+            lambda parts: arm_ids.build(parts[0], parts[1], arm_ids.VTAP, f"{scenario}-vtap"))
     else:
         pool = consumer.ilb_backend_pool_id
         if pool is None:
@@ -268,16 +265,13 @@ def _proxy(
     backend_pool_ids: list[pulumi.Output[str]] | None = None,
 ) -> ProxyNat:
     """A proxy VM in ``consumer``'s snet-proxy rewriting UDP/4789 to its PE (stamping ``vni``)."""
-    from components import ProxyNat, ProxyNatArgs
-    from vtaplab.program import userdata as cloudinit
-
     cfg = shared.cfg
     mode = cfg.proxy_mode
     extra = {"vni": str(vni)} if vni is not None else {}
 
     def proxy_user_data(pe_ip: str) -> str:
         # ProxyNat's VM carries the component's name.
-        return cloudinit.render("proxy", pe_ip=pe_ip, mode=mode, **extra)
+        return userdata.render("proxy", pe_ip=pe_ip, mode=mode, **extra)
 
     return ProxyNat(
         name,
@@ -305,8 +299,6 @@ def _proxy_outputs(proxy: ProxyNat, mode: str) -> dict[str, object]:
 def _tap_into_proxy(shared: Shared, scenario: str, name: str, consumer: SourceVnet,
                     proxy: ProxyNat) -> VtapAttachment:
     """vm-src's NIC tapped into the proxy NIC's ip-configuration on UDP/4789 (b2, a, msp)."""
-    from components import VtapAttachment, VtapAttachmentArgs
-
     return VtapAttachment(
         name,
         VtapAttachmentArgs(
@@ -344,8 +336,6 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
 def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
     """b3: vTAP -> the consumer LB's frontend (HA ports, TCP/22 probe) -> two proxies in its
     backend pool, each rewriting to the PE: one proxy down and the LB sends it nothing."""
-    from components import VtapAttachment, VtapAttachmentArgs
-
     cfg = shared.cfg
     consumer = _source_vnet(shared, scenario, with_client=True)
     assert consumer.ilb_frontend_id is not None and consumer.ilb_backend_pool_id is not None
@@ -391,9 +381,7 @@ def collector_params(cfg: LabConfig) -> dict[str, str]:
 
 def collector_user_data(cfg: LabConfig) -> str:
     """The collector's cloud-init (``collector_params``: msp's decap interfaces)."""
-    from vtaplab.program import userdata as cloudinit
-
-    return cloudinit.render("collector", **collector_params(cfg))
+    return userdata.render("collector", **collector_params(cfg))
 
 
 def _msp(shared: Shared, scenario: str) -> dict[str, object]:
@@ -446,8 +434,6 @@ COLLECTOR_ROLE = "col"  # CollectorService names its VM "<name>-col"
 def host_key_of(component: pulumi.Resource, vm_name: str) -> pulumi.Output[str]:
     """The public SSH host key of ``vm_name`` (one of ``component``'s VMs): LinuxVm's
     ``tls.PrivateKey``, kept as a secret in the stack state."""
-    from components import CollectorService, ProxyNat, SourceVnet
-
     key: pulumi.Output[str] | None = None
     if isinstance(component, CollectorService):
         key = component.collector_host_key
@@ -480,13 +466,7 @@ KEY_DIR = Path(".vtaplab") / "keys"
 
 
 def _run_keys(cfg: LabConfig) -> RunKeys | None:
-    import os
-
-    from pulumi import Output
-
-    from vtaplab.program.config import TRAFFIC_SCENARIOS
-
-    if not any(s in TRAFFIC_SCENARIOS for s in cfg.scenarios):
+    if not any(s in facts.TRAFFIC_SCENARIOS for s in cfg.scenarios):
         return None
     text, path = cfg.ssh_private_key, cfg.ssh_private_key_file
     if not text:
@@ -526,11 +506,6 @@ def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVn
     ``tenants`` instead of ``consumer`` (every tenant's vm-src tapped, its client sending).
     Runs on the stack's one collector are chained, so no capture holds another scenario's
     traffic."""
-    import pulumi
-    from pulumi import Output
-
-    from components.evidence_run import EvidenceRun, EvidenceRunArgs, RunTenant, RunVm
-
     cfg = shared.cfg
     if shared.keys is None:
         raise StackError(f"{scenario}: a run needs the operator's private key")
@@ -544,10 +519,9 @@ def evidence_run(shared: Shared, scenario: str, *, consumer: tuple[str, SourceVn
 
     def vm(vm_name: str, ssh_host: pulumi.Output[str] | None,
            component: pulumi.Resource, tapped: bool = False) -> RunVm:
-        vm_id = Output.concat(
-            "/subscriptions/", shared.subscription_id, "/resourceGroups/",
-            shared.resource_group_name, "/providers/Microsoft.Compute/virtualMachines/",
-            vm_name) if tapped else None
+        vm_id = Output.all(shared.subscription_id, shared.resource_group_name).apply(
+            lambda parts: arm_ids.build(parts[0], parts[1], arm_ids.VM, vm_name)
+        ) if tapped else None
         return RunVm(name=vm_name, host=address(ssh_host, vm_name), user=cfg.admin_username,
                      host_key=host_key_of(component, vm_name), wait_for=[component],
                      vm_id=vm_id)

@@ -19,14 +19,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from vtaplab import PROJECT_ROOT
+from vtaplab.facts import PROXY_MODES, VNI_MAX
 
 TEMPLATE_DIR = PROJECT_ROOT / "cloudinit"
 ROLES: tuple[str, ...] = ("src", "client", "proxy", "collector")
 SCRIPT_PREFIX = "script_"
 # Azure's limit on customData: at most 65535 bytes once its base64 is decoded.
 AZURE_CUSTOM_DATA_LIMIT = 65535
-PROXY_MODES: tuple[str, ...] = ("netdev", "stateless", "conntrack")
-VNI_MAX = 2**24 - 1
 
 
 class CloudInitError(ValueError):
