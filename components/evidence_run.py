@@ -1,18 +1,28 @@
 """``EvidenceRun``: one scenario's run on Azure, in dependency order, with pulumi-command.
 
     readiness (per VM) ─┐
-    tap configuration(s)┴─> fastpath restart (per tapped VM, local: ARM deallocate + start,
-                            then SSH readiness) ─> capture start (collector, every proxy)
+    tap configuration(s)┴─> [fastpath restart (per tapped VM, local: ARM deallocate + start,
+                            then SSH readiness): only with ``restart_sources``]
+                            ─> settle (the documented "up to 60 s" blip after a source joins)
+                            ─> capture start (collector, every proxy)
                             ─> traffic (vm-client -> vm-src; msp: every tenant's client to
                             its own vm-src) ─> capture stop ─> fetch + verdict
+
+By default a tapped VM first boots after its vTAP and tap configuration (``LinuxVm``), so it
+needs no restart; ``restart_sources`` (``vtaplab:tapExistingSource``) is for VMs that ran
+before they were tapped, which Azure says must be deallocated and started once.
+
+Every step is bounded (``vtaplab.program.budget``, from ``capture_seconds`` and the traffic
+size): a create timeout, SSH dial retries that fit in it, and on the VM ``timeout`` around the
+command itself.
 
 msp: one run over all tenants (``EvidenceRunArgs.tenants``): one collector capture, every
 tenant's client runs its traffic between capture start and stop into ``traffic-<tenant>.log``,
 every tenant's vm-src is fastpath-restarted, and the fetch judges the tenants apart by the VNI
 each one's proxy stamps (``vtaplab.judge.tenants.separate_tenants``, as the emulator does).
 
-- Readiness: ``cloud-init status --wait`` on each VM with unlimited dial retries and a create
-  timeout; every other command on that VM depends on it.
+- Readiness: ``cloud-init status --wait`` on each VM, with as many dial retries as fit in its
+  budget and a create timeout; every other command on that VM depends on it.
 - The captures run ``vtap-capture.sh --unit`` (a transient systemd unit: it outlives the SSH
   session and ends by itself after ``capture_seconds``); the traffic is ``vtap-traffic.sh``.
   Both are the files in ``cloudinit/`` cloud-init installed — the ones the emulator runs.
@@ -41,13 +51,11 @@ from pulumi_command import local, remote
 from vtaplab import facts
 from vtaplab.azure import run as runsteps
 from vtaplab.azure.fastpath import READY_COMMAND
+from vtaplab.program import budget as budgets
 
 # The project's interpreter: Pulumi.yaml's virtualenv, unless the operator says otherwise.
 PYTHON = '"${VTAPLAB_PYTHON:-venv/bin/python}"'
-# Long enough for a fresh Ubuntu VM's apt work; a booting VM refuses SSH for a while.
-READY_TIMEOUT = "30m"
 VNI_MAX = 2**24 - 1
-FASTPATH_TIMEOUT = "40m"
 
 
 @dataclass
@@ -105,6 +113,10 @@ class EvidenceRunArgs:
     capture_seconds: int
     request_count: int
     run_id: str = "1"
+    restart_sources: bool = False
+    """True (``vtaplab:tapExistingSource``): the tapped VMs ran before their tap configuration
+    existed, so each is deallocated and started once (fastpath); False: they first booted
+    after it, and need nothing."""
     after: Sequence[pulumi.Resource] = field(default_factory=list)
     """Runs to finish first (e.g. another scenario's on the same collector): the captures
     start after them."""
@@ -128,22 +140,28 @@ class EvidenceRun(pulumi.ComponentResource):
         if not args.tapped or any(vm.vm_id is None for vm in args.tapped):
             raise ValueError(f"{name}: give the tapped VMs with their vm_id (fastpath restart)")
         self._name, self._args = name, args
+        self.budget = budgets.run_budget(
+            args.capture_seconds, args.request_count, traffic_timeout=runsteps.TRAFFIC_TIMEOUT,
+            drain_seconds=runsteps.DRAIN_SECONDS)
         self._remote_dir = runsteps.remote_dir(args.scenario)
         self._clients = _traffic_clients(name, args)
         vms = {vm.name: vm for vm in [args.collector, *(c.client for c in self._clients),
                                       *args.tapped, *args.proxies]}
 
         self.ready = {vm_name: self._ready(vm) for vm_name, vm in vms.items()}
-        fastpath = [self._fastpath(vm) for vm in args.tapped]
+        fastpath: list[pulumi.Resource] = (
+            [self._fastpath(vm) for vm in args.tapped] if args.restart_sources else [])
+        settle = self._settle([*args.tap_configurations, *fastpath,
+                               *[self.ready[vm.name] for vm in args.tapped]])
         proxy_files = list(args.proxy_files) or runsteps.captured_files(len(args.proxies))[1:]
         if len(proxy_files) != len(args.proxies):
             raise ValueError(f"{name}: {len(proxy_files)} proxy capture file names for "
                              f"{len(args.proxies)} proxies; accepted: one per proxy")
         captured = list(zip([args.collector, *args.proxies],
                             [runsteps.captured_files(0)[0], *proxy_files], strict=True))
-        starts = [self._capture_start(vm, file_name, [*fastpath, *args.after])
+        starts = [self._capture_start(vm, file_name, [settle, *args.after])
                   for vm, file_name in captured]
-        traffic = [self._traffic(client, starts, fastpath) for client in self._clients]
+        traffic = [self._traffic(client, starts, [settle]) for client in self._clients]
         stops = [self._capture_stop(vm, file_name, traffic) for vm, file_name in captured]
         fetch = self._fetch(captured, stops)
 
@@ -153,26 +171,35 @@ class EvidenceRun(pulumi.ComponentResource):
 
     # --- pieces ------------------------------------------------------------------------------
 
-    def _connection(self, vm: RunVm) -> remote.ConnectionArgs:
+    def _connection(self, vm: RunVm, seconds: int) -> remote.ConnectionArgs:
         return remote.ConnectionArgs(
             host=vm.host, user=vm.user, private_key=Output.secret(self._args.private_key),
             host_key=vm.host_key,
-            # A booting VM refuses connections for minutes: retry without a count limit;
-            # the create timeout bounds the wait.
-            dial_error_limit=-1, per_dial_timeout=15)
+            # A booting VM refuses connections for minutes: retry, but only as often as fits
+            # in the step's budget (never forever: an unreachable VM must fail the step).
+            dial_error_limit=budgets.dial_limit(seconds),
+            per_dial_timeout=budgets.PER_DIAL_SECONDS)
 
-    def _opts(self, depends_on: Sequence[pulumi.Resource], timeout: str | None = None
-              ) -> ResourceOptions:
+    def _opts(self, depends_on: Sequence[pulumi.Resource], seconds: int) -> ResourceOptions:
         return ResourceOptions(
             parent=self, depends_on=list(depends_on),
-            custom_timeouts=pulumi.CustomTimeouts(create=timeout) if timeout else None)
+            custom_timeouts=pulumi.CustomTimeouts(create=budgets.pulumi_timeout(seconds)))
 
     def _ready(self, vm: RunVm) -> remote.Command:
+        seconds = self.budget.ready
         return remote.Command(
             f"{self._name}-ready-{vm.name}",
-            connection=self._connection(vm),
-            create=READY_COMMAND,
-            opts=self._opts(vm.wait_for, READY_TIMEOUT))
+            connection=self._connection(vm, seconds),
+            create=bounded(READY_COMMAND, seconds),
+            opts=self._opts(vm.wait_for, seconds))
+
+    def _settle(self, after: Sequence[pulumi.Resource]) -> local.Command:
+        # Adding a source may cut the VM's network for up to 60 s (facts.
+        # VTAP_SOURCE_BLIP_SECONDS): wait it out once before anything is captured.
+        return local.Command(
+            f"{self._name}-settle",
+            create=f"sleep {facts.VTAP_SOURCE_BLIP_SECONDS}",
+            opts=self._opts(after, self.budget.settle))
 
     def _fastpath(self, vm: RunVm) -> local.Command:
         a = self._args
@@ -185,38 +212,44 @@ class EvidenceRun(pulumi.ComponentResource):
             f"{self._name}-fastpath-{vm.name}",
             create=create,
             # Once per VM: deallocating again on a re-run would cut the source for nothing.
-            opts=self._opts([*a.tap_configurations, self.ready[vm.name]], FASTPATH_TIMEOUT))
+            opts=self._opts([*a.tap_configurations, self.ready[vm.name]], self.budget.fastpath))
 
     def _capture_start(self, vm: RunVm, file_name: str,
                        after: Sequence[pulumi.Resource]) -> remote.Command:
         a = self._args
-        create = runsteps.capture_start(a.scenario, file_name, a.capture_seconds)
+        seconds = self.budget.capture_start
+        create = bounded(runsteps.capture_start(a.scenario, file_name, a.capture_seconds),
+                         seconds)
         return remote.Command(
             f"{self._name}-capture-start-{vm.name}",
-            connection=self._connection(vm), create=create, triggers=[a.run_id],
-            opts=self._opts([self.ready[vm.name], *after]))
+            connection=self._connection(vm, seconds), create=create, triggers=[a.run_id],
+            opts=self._opts([self.ready[vm.name], *after], seconds))
 
     def _traffic(self, client: _Client, starts: Sequence[pulumi.Resource],
                  after: Sequence[pulumi.Resource]) -> remote.Command:
         a = self._args
+        seconds = self.budget.traffic
         create = Output.from_input(client.target_ip).apply(
-            lambda ip: runsteps.traffic(a.scenario, ip, a.request_count,
-                                        log_name=client.log_name))
+            lambda ip: bounded(runsteps.traffic(a.scenario, ip, a.request_count,
+                                                log_name=client.log_name), seconds))
         suffix = "" if client.tenant is None else f"-{client.tenant}"
         return remote.Command(
             f"{self._name}-traffic{suffix}",
-            connection=self._connection(client.client), create=create, triggers=[a.run_id],
+            connection=self._connection(client.client, seconds), create=create,
+            triggers=[a.run_id],
             opts=self._opts([self.ready[client.client.name],
-                             *[self.ready[vm.name] for vm in a.tapped], *starts, *after]))
+                             *[self.ready[vm.name] for vm in a.tapped], *starts, *after],
+                            seconds))
 
     def _capture_stop(self, vm: RunVm, file_name: str, traffic: Sequence[pulumi.Resource]
                       ) -> remote.Command:
+        seconds = self.budget.capture_stop
         return remote.Command(
             f"{self._name}-capture-stop-{vm.name}",
-            connection=self._connection(vm),
-            create=runsteps.capture_stop(self._args.scenario),
+            connection=self._connection(vm, seconds),
+            create=bounded(runsteps.capture_stop(self._args.scenario), seconds),
             triggers=[self._args.run_id],
-            opts=self._opts([self.ready[vm.name], *traffic]))
+            opts=self._opts([self.ready[vm.name], *traffic], seconds))
 
     def _fetch(self, captured: Sequence[tuple[RunVm, str]],
                stops: Sequence[pulumi.Resource]) -> local.Command:
@@ -244,7 +277,13 @@ class EvidenceRun(pulumi.ComponentResource):
             f"{self._name}-fetch",
             create=Output.all(hosts, host_keys).apply(lambda v: command(v[0], v[1])),
             triggers=[a.run_id],
-            opts=self._opts(stops))
+            opts=self._opts(stops, self.budget.fetch))
+
+
+def bounded(command: str, seconds: int) -> str:
+    """``command`` run on the VM under coreutils ``timeout`` (killed 10 s after the TERM):
+    the step ends within its budget even when the VM stops answering mid-command."""
+    return f"timeout -k 10 {int(seconds)} sh -c {shlex.quote(command)}"
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ def test_every_pe_connects_to_the_stacks_pls(committed_stack, graph_of, lab_conf
         assert "snet-pe" in pe["inputs"]["subnet"]["id"]
 
 
-def test_the_pls_fronts_an_ilb_with_a_udp_4789_rule_to_the_collector(
+def test_the_pls_fronts_an_ilb_with_an_ha_ports_rule_to_the_collector(
         committed_stack, graph_of, lab_config_of):
     resources = graph_of(committed_stack)
     cfg = lab_config_of(committed_stack)
@@ -207,12 +207,21 @@ def test_the_pls_fronts_an_ilb_with_a_udp_4789_rule_to_the_collector(
     carrying = [
         rule for rule in lb["loadBalancingRules"]
         if rule["frontendIPConfiguration"]["id"] == frontend_ref["id"]
-        and ((rule["protocol"] == "Udp" and rule["frontendPort"] == rule["backendPort"] == 4789)
-             or (rule["protocol"] == "All" and rule["frontendPort"] == 0))
         and rule["backendAddressPool"]["id"] in pools & collector_pools
         and rule["probe"]["id"] in probes
     ]
     assert carrying, lb["loadBalancingRules"]
+
+
+def test_every_load_balancing_rule_is_an_ha_ports_rule(committed_stack, graph_of):
+    # Port rules don't forward IP fragments (facts.LB_FRAGMENTS_SOURCE); the mirrored
+    # full-size frames make fragmented VXLAN, so every LB on the mirror path has HA ports.
+    rules = [(lb["name"], rule) for lb in of_type(graph_of(committed_stack),
+                                                  NETWORK + "LoadBalancer")
+             for rule in lb["inputs"].get("loadBalancingRules") or []]
+    for name, rule in rules:
+        assert (rule["protocol"], rule["frontendPort"], rule["backendPort"]) == (
+            facts.LB_HA_PORTS_PROTOCOL, facts.LB_HA_PORTS_PORT, facts.LB_HA_PORTS_PORT), name
 
 
 def test_pls_subnet_has_private_link_service_policies_off(committed_stack, graph_of):
