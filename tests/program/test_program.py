@@ -147,13 +147,15 @@ def test_b2_and_a_tap_the_source_nic_into_the_proxy_nic_on_4789(
         assert not src_nic["inputs"].get("enableIPForwarding")
 
 
-def test_the_pe_ip_reaches_the_proxy_cloud_init(committed_stack, graph_of, lab_config_of):
-    resources = graph_of(committed_stack)
+def test_the_pe_ip_reaches_the_proxy_cloud_init(committed_stack, run_of, lab_config_of):
+    run = run_of(committed_stack)
+    resources = run.resources
     cfg = lab_config_of(committed_stack)
     for scenario in [s for s in cfg.scenarios if s in {"b2", "a"}]:
         mine = in_scenario(resources, scenario)
-        pe = one(of_type(mine, NETWORK + "PrivateEndpoint"), f"{scenario} PE")
-        pe_ip = pe["inputs"]["ipConfigurations"][0]["privateIPAddress"]
+        # The address ARM allocated, read back (dynamic by default): never a guess.
+        pe_ip = run.outputs["scenarios"][scenario]["pe_ip"]
+        assert ipaddress.IPv4Address(pe_ip) in cfg.consumer.snet_pe
         proxy_vm = one([v for v in of_type(mine, VM) if v["name"].startswith(f"{scenario}-proxy")],
                        f"{scenario} proxy VM")
         user_data = base64.b64decode(proxy_vm["inputs"]["osProfile"]["customData"]).decode()
@@ -240,7 +242,13 @@ def test_hosts_get_the_static_addresses_of_the_plan(committed_stack, graph_of, l
         mine = [r for r in resources if r["name"].startswith(f"{consumer}-")]
         nic_with_ip([n for n in mine if n["type"] == NIC], cfg.consumer.vm_src_ip)
         pe = one(of_type(mine, NETWORK + "PrivateEndpoint"), "PE")
-        assert pe["inputs"]["ipConfigurations"][0]["privateIPAddress"] == str(cfg.consumer.pe_ip)
+        if cfg.consumer.pe_ip is None:
+            # Dynamic: a static PE address toward a customer PLS is unsupported
+            # (facts.PE_STATIC_IP_SOURCE); vtaplab:peIp opts in.
+            assert not pe["inputs"].get("ipConfigurations"), pe["name"]
+        else:
+            assert pe["inputs"]["ipConfigurations"][0]["privateIPAddress"] == str(
+                cfg.consumer.pe_ip)
     nic_with_ip(resources, cfg.provider.col_ip)
 
 
@@ -335,7 +343,8 @@ def test_stack_outputs_are_the_resources_own_values(committed_stack, run_of, lab
     assert len(per_consumer) == len(consumer_names(cfg.scenarios, cfg.msp_tenants))
     for scenario, values in per_consumer:
         assert values["vm_src"]["ip"] == str(cfg.consumer.vm_src_ip)
-        assert values["pe_ip"] == str(cfg.consumer.pe_ip)
+        # What ARM allocated (the mocks: the first free address of snet-pe), read back.
+        assert values["pe_ip"] == str(cfg.consumer.pe_ip or cfg.consumer.snet_pe[4])
         assert values["pls_alias"] == pls_alias
         hosts = [values["vm_src"]["ssh"], values["collector"]["ssh"]]
         if scenario in {"b2", "a", "msp"}:
