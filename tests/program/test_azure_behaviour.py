@@ -177,3 +177,12 @@ def test_traffic_budget_grows_with_the_traffic_and_the_capture():
     # every request may take its whole curl timeout
     assert small.traffic >= 20 * 2 * 10 + 5
     assert small.settle >= facts.VTAP_SOURCE_BLIP_SECONDS
+
+
+def test_no_component_reads_config_itself():
+    # Settings come in through each component's args (LinuxVm's shutdown: LabConfig's
+    # auto_shutdown_time), so a component never disagrees with the validated config.
+    readers = [p.name for p in sorted((ROOT / "components").glob("*.py"))
+               if "pulumi.Config(" in p.read_text(encoding="utf-8")
+               or "from_config(" in p.read_text(encoding="utf-8")]
+    assert readers == []
