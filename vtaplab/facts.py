@@ -181,9 +181,11 @@ LB_HA_PORTS_PORT = 0
 # Compute REST spec (Microsoft.Compute virtualMachine.json, OSProfile): customData "cannot
 # be updated after the VM is created" (ARM: PropertyChangeNotAllowed), at most 65535 bytes
 # once decoded, "Do not pass any secrets or passwords in customData"; adminUsername and
-# computerName cannot be updated after creation either; the admin SSH keys of osProfile are
-# likewise create-only. azure-native has no replace rule for them (pulumi-azure-native
-# issue 577): the program asks for replacement itself.
+# computerName cannot be updated after creation either. Named assumption (not in the spec's
+# text): the admin SSH keys of osProfile.linuxConfiguration are create-only too (ARM answers
+# PropertyChangeNotAllowed; a key is changed with the VMAccess extension instead).
+# azure-native has no replace rule for any of them (pulumi-azure-native issue 577): the
+# program asks for replacement itself.
 VM_CREATE_ONLY_SOURCE = "Compute REST spec, OSProfile (customData, adminUsername, computerName)"
 ARM_PROPERTY_CHANGE_NOT_ALLOWED = "PropertyChangeNotAllowed"
 # The VM input paths (azure-native wire names) ARM refuses to change in place.
