@@ -3,8 +3,9 @@
 Its own VNet (never peered with a consumer), the collector VM capturing UDP/4789, and the
 Private Link Service consumers reach it through. Two flavours:
 
-- standard: PLS -> internal Standard LB (frontend at the ILB IP, UDP/4789 rule with a probe)
-  -> backend pool holding the collector's NIC;
+- standard: PLS -> internal Standard LB (frontend at the ILB IP, an HA-ports rule with a probe:
+  a port rule would drop the non-first fragments of full-size mirrored frames) -> backend
+  pool holding the collector's NIC;
 - Direct Connect (scenario ``a``): the PLS forwards straight to ``destinationIPAddress`` = the
   collector's IP, with no provider LB; it needs 2, 4, 6 or 8 NAT ip-configurations.
 """
@@ -21,6 +22,7 @@ from pulumi_azure_native import network
 
 from components.internal_lb import internal_lb
 from components.linux_vm import LinuxVm, LinuxVmArgs, NsgRule
+from components.shutdown import AutoShutdown
 from components.tags import component_tags
 from components.vnet import SubnetSpec, vnet_with_subnets
 from vtaplab import facts
@@ -44,6 +46,7 @@ class CollectorServiceArgs:
     operator_cidr: str
     cloud_init: Input[str]
     tags: Mapping[str, str]
+    auto_shutdown: AutoShutdown
 
 
 class CollectorService(pulumi.ComponentResource):
@@ -93,9 +96,9 @@ class CollectorService(pulumi.ComponentResource):
                 resource_group_name=args.resource_group_name,
                 location=args.location,
                 subscription_id=args.subscription_id,
-                subnet_id=subnets["snet-pls"].id,
+                subnet_id=subnets["snet-pls"],
                 frontend_ip=str(plan.ilb_ip),
-                udp_port=facts.VXLAN_PORT,
+                ha_ports=True,
                 tags=tags,
                 opts=child,
             )
@@ -105,7 +108,7 @@ class CollectorService(pulumi.ComponentResource):
             LinuxVmArgs(
                 resource_group_name=args.resource_group_name,
                 location=args.location,
-                subnet_id=subnets["snet-col"].id,
+                subnet_id=subnets["snet-col"],
                 private_ip=str(plan.col_ip),
                 vm_size=args.vm_size,
                 admin_username=args.admin_username,
@@ -113,6 +116,7 @@ class CollectorService(pulumi.ComponentResource):
                 operator_cidr=args.operator_cidr,
                 cloud_init=args.cloud_init,
                 tags=tags,
+                auto_shutdown=args.auto_shutdown,
                 # PLS NAT IPs are in this VNet: the mirrored VXLAN arrives from them.
                 inbound_rules=[
                     NsgRule("allow-vxlan-vnet", 200, "Udp", facts.VXLAN_PORT, "VirtualNetwork")
@@ -152,7 +156,7 @@ class CollectorService(pulumi.ComponentResource):
     def _pls(
         name: str,
         args: CollectorServiceArgs,
-        snet_pls: network.Subnet,
+        snet_pls_id: Output[str],
         frontend_id: Output[str] | None,
         opts: ResourceOptions,
     ) -> network.PrivateLinkService:
@@ -163,7 +167,7 @@ class CollectorService(pulumi.ComponentResource):
                 "private_ip_address": str(ip),
                 "private_ip_allocation_method": "Static",
                 "private_ip_address_version": "IPv4",
-                "subnet": {"id": snet_pls.id},
+                "subnet": {"id": snet_pls_id},
             }
             for index, ip in enumerate(args.plan.nat_ips)
         ]

@@ -1,7 +1,11 @@
 """A Standard internal load balancer: one static frontend, one backend pool, optionally one
-rule with its health probe. Used by the provider (UDP/4789 to the collector, fronting the PLS),
-by b1 (an empty pool: the attempt's vTAP destination) and by b3 (an HA-ports rule: the vTAP's
-destination in the source VNet, spreading the mirror over two proxies)."""
+HA-ports rule with its health probe. Used by the provider (to the collector, fronting the PLS),
+by b1 (an empty pool: the attempt's vTAP destination) and by b3 (the vTAP's destination in the
+source VNet, spreading the mirror over two proxies).
+
+Every rule is an HA-ports rule, never a port rule: load-balancing rules don't forward IP
+fragments, HA-ports rules do (``facts.LB_FRAGMENTS_SOURCE``), and full-size mirrored frames
+make fragmented VXLAN datagrams whose non-first fragments carry no UDP port to match."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from dataclasses import dataclass
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import network
 
-from vtaplab import arm_ids
+from vtaplab import arm_ids, facts
 
 FRONTEND = "fe"
 BACKEND_POOL = "be"
@@ -20,8 +24,7 @@ PROBE = "probe-tcp"
 # when the VM is, and the AzureLoadBalancer tag is admitted by every NSG's default rules.
 # What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy.
 PROBE_PORT = 22
-# An HA-ports rule: protocol All, frontend and backend port 0 (internal Standard LB only).
-ALL_PORTS = 0
+HA_PORTS_RULE = "ha-ports"
 
 
 @dataclass(frozen=True)
@@ -39,16 +42,13 @@ def internal_lb(
     subscription_id: Input[str],
     subnet_id: Input[str],
     frontend_ip: str,
-    udp_port: int | None,
+    ha_ports: bool,
     tags: Mapping[str, str],
     opts: ResourceOptions,
-    all_ports: bool = False,
 ) -> InternalLb:
-    """Declare the LB ``name`` (also its Azure name); with ``udp_port``, a UDP rule on that
-    port; with ``all_ports``, an HA-ports rule instead (every protocol and port, and so every
-    IP fragment: a non-first fragment carries no UDP header a port rule could match)."""
-    if all_ports and udp_port is not None:
-        raise ValueError(f"{name}: give udp_port or all_ports, not both")
+    """Declare the LB ``name`` (also its Azure name); with ``ha_ports``, an HA-ports rule
+    (protocol All, ports 0: every protocol, port and IP fragment) and its probe; without,
+    no rule at all (b1's attempt needs only the frontend and the pool)."""
     # A rule names its frontend, pool and probe by id, and those ids live inside the LB being
     # declared: they are written out from the LB's own (deterministic) Azure id.
     lb_id = Output.all(subscription_id, resource_group_name).apply(
@@ -58,7 +58,7 @@ def internal_lb(
     probe_ref = {"id": Output.concat(lb_id, "/probes/", PROBE)}
     probes: list[dict[str, object]] = []
     rules: list[dict[str, object]] = []
-    if udp_port is not None or all_ports:
+    if ha_ports:
         probes.append(
             {
                 "name": PROBE,
@@ -71,10 +71,10 @@ def internal_lb(
         )
         rules.append(
             {
-                "name": "ha-ports" if all_ports else f"udp-{udp_port}",
-                "protocol": "All" if all_ports else "Udp",
-                "frontend_port": ALL_PORTS if all_ports else udp_port,
-                "backend_port": ALL_PORTS if all_ports else udp_port,
+                "name": HA_PORTS_RULE,
+                "protocol": facts.LB_HA_PORTS_PROTOCOL,
+                "frontend_port": facts.LB_HA_PORTS_PORT,
+                "backend_port": facts.LB_HA_PORTS_PORT,
                 "frontend_ip_configuration": frontend_ref,
                 "backend_address_pool": pool_ref,
                 "probe": probe_ref,

@@ -13,7 +13,6 @@ connection is verified and nobody has to hold a seed.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -22,9 +21,9 @@ import pulumi_tls as tls
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import compute, network
 
-from components.shutdown import AutoShutdown, daily_shutdown, from_config, with_expiry
+from components.shutdown import EXPIRES_TAG, AutoShutdown, daily_shutdown
 from vtaplab import facts
-from vtaplab.program.userdata import with_host_key
+from vtaplab.program.userdata import custom_data, with_host_key
 
 # Canonical's Ubuntu 24.04 LTS (Gen2) image.
 UBUNTU_2404 = {
@@ -67,12 +66,18 @@ class LinuxVmArgs:
     (``vtaplab.program.userdata.with_host_key``) and the result base64-encoded into ``customData``
     (a secret: it holds the private half)."""
     tags: Mapping[str, str]
+    """The stack's tags, ``expires-on`` included."""
+    auto_shutdown: AutoShutdown
+    """The daily shutdown (the stack's ``autoShutdownTime``)."""
     inbound_rules: Sequence[NsgRule] = ()
     enable_ip_forwarding: bool = False
     public_ip: bool = True
     backend_pool_ids: Sequence[Input[str]] = field(default_factory=list)
-    auto_shutdown: AutoShutdown | None = None
-    """Daily shutdown time and expires-on tag; None: the stack's config."""
+    tap_id: Input[str] | None = None
+    """A vTAP this VM's NIC is a source of: the tap configuration is declared on the NIC
+    after the vTAP and before the VM, so the VM's first boot follows both and needs no
+    deallocate/start (``facts.VTAP_SOURCE_ORDER_SOURCE``)."""
+    tap_configuration_name: str = "tap"
 
 
 class LinuxVm(pulumi.ComponentResource):
@@ -87,15 +92,19 @@ class LinuxVm(pulumi.ComponentResource):
     vm_id: Output[str]
     host_key: Output[str]
     """The VM's public SSH host key, ``ssh-ed25519 AAAA...``: pin it, never trust on first use."""
+    tap_configurations: list[pulumi.Resource]
+    """The NIC's tap configuration (with ``tap_id``), declared before the VM."""
 
     def __init__(
         self, name: str, args: LinuxVmArgs, opts: ResourceOptions | None = None
     ) -> None:
         super().__init__("vtaplab:index:LinuxVm", name, None, opts)
         child = ResourceOptions(parent=self)
-        # Cost guardrails: everything of the VM carries expires-on; the VM stops daily.
-        shutdown = args.auto_shutdown or from_config()
-        args = replace(args, tags=with_expiry(args.tags, shutdown))
+        # Cost guardrail: everything of the VM carries the stack's expires-on tag (one path:
+        # the stack's tags), and the VM stops daily.
+        if EXPIRES_TAG not in args.tags:
+            raise ValueError(f"{name}: tags without {EXPIRES_TAG!r}; accepted: the stack's "
+                             "tags (vtaplab.program.stack), which always carry it")
 
         nsg = self._nsg(name, args, child)
         pip = None
@@ -140,9 +149,22 @@ class LinuxVm(pulumi.ComponentResource):
         key = tls.PrivateKey(f"{name}-hostkey", algorithm="ED25519", opts=child)
         self.host_key = key.public_key_openssh.apply(lambda text: text.strip())
         args = replace(args, cloud_init=_with_host_key(args.cloud_init, key))
-        vm = self._vm(name, args, nic, child)
+        first_boot_after: list[pulumi.Resource] = []
+        if args.tap_id is not None:
+            first_boot_after.append(network.NetworkInterfaceTapConfiguration(
+                f"{name}-tapcfg",
+                tap_configuration_name=args.tap_configuration_name,
+                network_interface_name=nic.name,
+                resource_group_name=args.resource_group_name,
+                virtual_network_tap={"id": args.tap_id},
+                opts=child,
+            ))
+        vm = self._vm(name, args, nic, ResourceOptions.merge(
+            child, ResourceOptions(depends_on=first_boot_after)))
         daily_shutdown(name, vm.id, resource_group_name=args.resource_group_name,
-                       location=args.location, tags=args.tags, settings=shutdown, opts=child)
+                       location=args.location, tags=args.tags, settings=args.auto_shutdown,
+                       opts=child)
+        self.tap_configurations = first_boot_after
 
         self.nic_id = nic.id
         self.nic_name = nic.name
@@ -211,10 +233,9 @@ class LinuxVm(pulumi.ComponentResource):
     def _vm(
         name: str, args: LinuxVmArgs, nic: network.NetworkInterface, opts: ResourceOptions
     ) -> compute.VirtualMachine:
-        # Always a secret: the user data carries the VM's private SSH host key.
-        custom_data = Output.secret(Output.from_input(args.cloud_init).apply(
-            lambda text: base64.b64encode(text.encode()).decode()
-        ))
+        # Always a secret: the user data carries the VM's private SSH host key. The size check
+        # runs on the FINAL user data (host key included), as Azure will see it.
+        encoded = Output.secret(Output.from_input(args.cloud_init).apply(custom_data))
         return compute.VirtualMachine(
             f"{name}-vm",
             vm_name=name,
@@ -224,7 +245,7 @@ class LinuxVm(pulumi.ComponentResource):
             os_profile={
                 "computer_name": name,
                 "admin_username": args.admin_username,
-                "custom_data": custom_data,
+                "custom_data": encoded,
                 "linux_configuration": {
                     "disable_password_authentication": True,
                     "ssh": {
@@ -252,8 +273,12 @@ class LinuxVm(pulumi.ComponentResource):
             # The NIC is Pulumi's, so it is not deleted with the VM (delete_option stays Detach).
             network_profile={"network_interfaces": [{"id": nic.id, "primary": True}]},
             tags=dict(args.tags),
-            # Fixed Azure names: a replacement must delete the old VM before creating the new.
-            opts=ResourceOptions.merge(opts, ResourceOptions(delete_before_replace=True)),
+            opts=ResourceOptions.merge(opts, ResourceOptions(
+                # ARM refuses to change these in place (PropertyChangeNotAllowed;
+                # facts.VM_CREATE_ONLY_SOURCE) and azure-native has no replace rule for them.
+                replace_on_changes=list(facts.VM_CREATE_ONLY_INPUTS),
+                # Fixed Azure names: a replacement deletes the old VM before creating the new.
+                delete_before_replace=True)),
         )
 
 

@@ -15,6 +15,7 @@ import pulumi
 from pulumi import Input, Output, ResourceOptions
 
 from components.linux_vm import LinuxVm, LinuxVmArgs, NsgRule
+from components.shutdown import AutoShutdown
 from components.tags import component_tags
 from vtaplab import facts
 
@@ -34,6 +35,7 @@ class ProxyNatArgs:
     ssh_public_key: str
     operator_cidr: str
     tags: Mapping[str, str]
+    auto_shutdown: AutoShutdown
     backend_pool_ids: Sequence[Input[str]] = field(default_factory=list)
     """LB backend pools the proxy's NIC joins (b3: the consumer LB the vTAP points at)."""
 
@@ -65,6 +67,7 @@ class ProxyNat(pulumi.ComponentResource):
                 # Rendered once the PE exists: the rewrite target is never a hard-coded IP.
                 cloud_init=target_ip.apply(args.cloud_init),
                 tags=component_tags(args.tags, "proxy-nat"),
+                auto_shutdown=args.auto_shutdown,
                 # The mirrored VXLAN arrives from the tapped VMs' VNet.
                 inbound_rules=[
                     NsgRule("allow-vxlan-vnet", 200, "Udp", facts.VXLAN_PORT, "VirtualNetwork")

@@ -3,10 +3,9 @@
 The shutdown is Azure's own VM auto-shutdown — a DevTest Labs global schedule named exactly
 ``shutdown-computevm-<vmName>`` (the portal's "Auto-shutdown" blade reads that name) with
 task type ``ComputeVmShutdownTask``, which deallocates the VM daily at a UTC time. The time
-and the tag come from ``vtaplab:autoShutdownTime`` and ``vtaplab:expiresOn``, validated by
-``vtaplab.program.config.shutdown_settings``. Neither is computed from the clock here: running the
-program twice gives identical inputs; ``python -m vtaplab matrix`` writes ``expiresOn`` for
-its run, and without it the tag says ``unset``.
+comes in as an argument (``AutoShutdown``, from ``LabConfig.auto_shutdown_time``); the
+``expires-on`` tag comes with the stack's tags (``vtaplab:expiresOn``; ``unset`` without it).
+Nothing here reads config or the clock: running the program twice gives identical inputs.
 """
 
 from __future__ import annotations
@@ -25,10 +24,9 @@ TASK_TYPE = "ComputeVmShutdownTask"
 
 @dataclass(frozen=True)
 class AutoShutdown:
-    """``time``: HHMM (UTC) or ``"off"``; ``expires_on``: the tag's value, "" when not set."""
+    """``time``: HHMM (UTC) or ``"off"`` (``LabConfig.auto_shutdown_time``)."""
 
     time: str = "1900"
-    expires_on: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -37,24 +35,9 @@ class AutoShutdown:
         return self.time != AUTO_SHUTDOWN_OFF
 
 
-def from_config() -> AutoShutdown:
-    """The stack's settings (``pulumi.Config("vtaplab")``; defaults outside a program)."""
-    from vtaplab.program import config
-
-    cfg = pulumi.Config(config.NAMESPACE)
-    values = {k: v for k in ("autoShutdownTime", "expiresOn")
-              if (v := cfg.get(k)) is not None}
-    time, expires_on = config.shutdown_settings(values)
-    return AutoShutdown(time, expires_on)
-
-
 def schedule_name(vm_name: str) -> str:
     """The one name Azure recognises as a VM's auto-shutdown schedule."""
     return f"shutdown-computevm-{vm_name}"
-
-
-def with_expiry(tags: Mapping[str, str], settings: AutoShutdown) -> dict[str, str]:
-    return {**tags, EXPIRES_TAG: settings.expires_on or UNSET}
 
 
 def daily_shutdown(vm_name: str, vm_id: Input[str], *, resource_group_name: Input[str],
@@ -76,6 +59,6 @@ def daily_shutdown(vm_name: str, vm_id: Input[str], *, resource_group_name: Inpu
         time_zone_id=TIME_ZONE,
         notification_settings={"status": "Disabled"},
         target_resource_id=vm_id,
-        tags=with_expiry(tags, settings),
+        tags=dict(tags),
         opts=opts,
     )

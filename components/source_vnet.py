@@ -9,6 +9,11 @@ ever peered.
 Seams for the scenarios that try something ARM may refuse (r1, b1): the PE's NIC id and its
 ip-configuration id (r1's vTAP destination), the consumer LB's frontend and empty backend pool
 (b1's vTAP destination and the pool the PE NIC would join).
+
+Two steps, because the tapped VM must first boot after its vTAP (``facts.VTAP_SOURCE_ORDER_
+SOURCE``) while the vTAP's destination (a proxy) needs this VNet: the constructor declares the
+network, the client, the PE and the LB; :meth:`SourceVnet.add_source` then declares vm-src —
+given a vTAP, its NIC's tap configuration comes before the VM, so no restart is needed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pulumi_azure_native import network
 
 from components.internal_lb import internal_lb
 from components.linux_vm import LinuxVm, LinuxVmArgs, NsgRule
+from components.shutdown import AutoShutdown
 from components.tags import component_tags
 from components.vnet import SubnetSpec, vnet_with_subnets
 
@@ -50,6 +56,7 @@ class SourceVnetArgs:
     with_ilb: bool
     """True: an internal LB in snet-ilb with an empty backend pool (b1, b3)."""
     tags: Mapping[str, str]
+    auto_shutdown: AutoShutdown
     ilb_all_ports: bool = False
     """With ``with_ilb``: give the LB an HA-ports rule and a probe (b3's proxy pool); without,
     the LB has no rule (b1's attempt only needs its frontend and pool)."""
@@ -72,6 +79,8 @@ class SourceVnet(pulumi.ComponentResource):
     pe_ip: Output[str]
     ilb_frontend_id: Output[str] | None
     ilb_backend_pool_id: Output[str] | None
+    src_vm: LinuxVm
+    """vm-src, once :meth:`add_source` declared it."""
 
     def __init__(
         self, name: str, args: SourceVnetArgs, opts: ResourceOptions | None = None
@@ -96,33 +105,9 @@ class SourceVnet(pulumi.ComponentResource):
             opts=child,
         )
 
-        def vm(role: str, ip: str, cloud_init: Input[str], rules: list[NsgRule]) -> LinuxVm:
-            return LinuxVm(
-                f"{name}-{role}",
-                LinuxVmArgs(
-                    resource_group_name=args.resource_group_name,
-                    location=args.location,
-                    subnet_id=subnets["snet-src"].id,
-                    private_ip=ip,
-                    vm_size=args.vm_size,
-                    admin_username=args.admin_username,
-                    ssh_public_key=args.ssh_public_key,
-                    operator_cidr=args.operator_cidr,
-                    cloud_init=cloud_init,
-                    tags=tags,
-                    inbound_rules=rules,
-                ),
-                opts=child,
-            )
-
-        src = vm(
-            "src",
-            str(plan.vm_src_ip),
-            args.src_cloud_init,
-            [NsgRule("allow-http-vnet", 200, "Tcp", HTTP_PORT, "VirtualNetwork")],
-        )
+        self._name, self._args, self._tags, self._subnets = name, args, tags, subnets
         client = (
-            vm("client", str(plan.vm_client_ip), args.client_cloud_init, [])
+            self._vm("client", str(plan.vm_client_ip), args.client_cloud_init, [])
             if args.client_cloud_init is not None
             else None
         )
@@ -132,10 +117,14 @@ class SourceVnet(pulumi.ComponentResource):
             private_endpoint_name=f"{name}-pe",
             resource_group_name=args.resource_group_name,
             location=args.location,
-            subnet={"id": subnets["snet-pe"].id},
+            subnet={"id": subnets["snet-pe"]},
             custom_network_interface_name=f"{name}-pe-nic",
-            # The proxy's cloud-init and the address plan agree on this address.
-            ip_configurations=[{"name": "pe-ip", "private_ip_address": str(plan.pe_ip)}],
+            # Dynamic unless vtaplab:peIp opts in: a static address needs groupId/memberName,
+            # which a customer PLS lacks (facts.PE_STATIC_IP_SOURCE). The address is read
+            # back from ARM below either way.
+            ip_configurations=(
+                [{"name": "pe-ip", "private_ip_address": str(plan.pe_ip)}]
+                if plan.pe_ip is not None else None),
             private_link_service_connections=[
                 {"name": f"{name}-to-pls", "private_link_service_id": args.pls_id}
             ],
@@ -156,21 +145,15 @@ class SourceVnet(pulumi.ComponentResource):
                 resource_group_name=args.resource_group_name,
                 location=args.location,
                 subscription_id=args.subscription_id,
-                subnet_id=subnets["snet-ilb"].id,
+                subnet_id=subnets["snet-ilb"],
                 frontend_ip=str(plan.ilb_ip),
-                udp_port=None,
-                all_ports=args.ilb_all_ports,
+                ha_ports=args.ilb_all_ports,
                 tags=tags,
                 opts=child,
             )
 
         self.vnet_id = vnet.id
-        self.subnet_ids = {key: subnet.id for key, subnet in subnets.items()}
-        self.src_nic_name = src.nic_name
-        self.src_nic_id = src.nic_id
-        self.src_ip = src.private_ip
-        self.src_ssh_host = src.ssh_host
-        self.src_host_key = src.host_key
+        self.subnet_ids = dict(subnets)
         self.client_ip = client.private_ip if client is not None else None
         self.client_ssh_host = client.ssh_host if client is not None else None
         self.client_host_key = client.host_key if client is not None else None
@@ -184,6 +167,28 @@ class SourceVnet(pulumi.ComponentResource):
         )
         self.ilb_frontend_id = ilb.frontend_id if ilb is not None else None
         self.ilb_backend_pool_id = ilb.backend_pool_id if ilb is not None else None
+
+    def add_source(self, tap_id: Input[str] | None = None, *,
+                   tap_configuration_name: str = "tap") -> LinuxVm:
+        """Declare vm-src (once): with ``tap_id``, its NIC's tap configuration into that vTAP
+        comes before the VM, so the VM's first boot follows both; without, a plain VM (r1,
+        b1, or a source tapped later with ``vtaplab:tapExistingSource``)."""
+        if hasattr(self, "src_nic_id"):
+            raise ValueError(f"{self._name}: add_source was already called")
+        src = self._vm(
+            "src",
+            str(self._args.plan.vm_src_ip),
+            self._args.src_cloud_init,
+            [NsgRule("allow-http-vnet", 200, "Tcp", HTTP_PORT, "VirtualNetwork")],
+            tap_id=tap_id,
+            tap_configuration_name=tap_configuration_name,
+        )
+        self.src_vm = src
+        self.src_nic_name = src.nic_name
+        self.src_nic_id = src.nic_id
+        self.src_ip = src.private_ip
+        self.src_ssh_host = src.ssh_host
+        self.src_host_key = src.host_key
         self.register_outputs(
             {
                 "vnet_id": self.vnet_id,
@@ -202,6 +207,34 @@ class SourceVnet(pulumi.ComponentResource):
                 "ilb_frontend_id": self.ilb_frontend_id,
                 "ilb_backend_pool_id": self.ilb_backend_pool_id,
             }
+        )
+        return src
+
+    def _vm(self, role: str, ip: str, cloud_init: Input[str] | None, rules: list[NsgRule],
+            *, tap_id: Input[str] | None = None, tap_configuration_name: str = "tap"
+            ) -> LinuxVm:
+        args = self._args
+        if cloud_init is None:
+            raise ValueError(f"{self._name}-{role}: no cloud-init user data")
+        return LinuxVm(
+            f"{self._name}-{role}",
+            LinuxVmArgs(
+                resource_group_name=args.resource_group_name,
+                location=args.location,
+                subnet_id=self._subnets["snet-src"],
+                private_ip=ip,
+                vm_size=args.vm_size,
+                admin_username=args.admin_username,
+                ssh_public_key=args.ssh_public_key,
+                operator_cidr=args.operator_cidr,
+                cloud_init=cloud_init,
+                tags=self._tags,
+                auto_shutdown=args.auto_shutdown,
+                inbound_rules=rules,
+                tap_id=tap_id,
+                tap_configuration_name=tap_configuration_name,
+            ),
+            opts=ResourceOptions(parent=self),
         )
 
 

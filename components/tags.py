@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from components.shutdown import EXPIRES_TAG
+
 # The four tags every taggable resource carries (a test checks them on the whole graph).
 TAG_KEYS: tuple[str, ...] = ("project", "stack", "scenario", "component")
 
@@ -16,7 +18,7 @@ def base_tags(project: str, stack: str, scenario: str, *,
     """
     tags = {"project": project, "stack": stack, "scenario": scenario}
     if expires_on is not None:
-        tags["expires-on"] = expires_on
+        tags[EXPIRES_TAG] = expires_on
     return tags
 
 

@@ -1,11 +1,16 @@
-"""A VNet and its subnets, declared as separate ``Subnet`` resources (never inline)."""
+"""A VNet and its subnets, declared as separate ``Subnet`` resources (never inline).
+
+The subnet ids it hands out resolve only once the VNet's LAST subnet is written: NRP
+serialises a VNet's writes, and a NIC, LB, PE or PLS that joins one subnet while a sibling is
+still being written gets ``AnotherOperationInProgress`` (``facts.SUBNET_WRITES_ASSUMPTION``).
+Carrying the wait in the id itself means no caller can forget it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pulumi import Input, ResourceOptions
+from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import network
 
 
@@ -26,8 +31,9 @@ def vnet_with_subnets(
     subnets: Mapping[str, SubnetSpec],
     tags: Mapping[str, str],
     opts: ResourceOptions,
-) -> tuple[network.VirtualNetwork, dict[str, network.Subnet]]:
-    """Declare VNet ``{name}-vnet`` and one ``{name}-{subnet}`` per entry of ``subnets``."""
+) -> tuple[network.VirtualNetwork, dict[str, Output[str]]]:
+    """Declare VNet ``{name}-vnet`` and one ``{name}-{subnet}`` per entry of ``subnets``;
+    return the VNet and each subnet's id, which depends on the last subnet as well."""
     vnet = network.VirtualNetwork(
         f"{name}-vnet",
         virtual_network_name=f"{name}-vnet",
@@ -59,4 +65,9 @@ def vnet_with_subnets(
         )
         declared[subnet_name] = subnet
         previous = subnet
-    return vnet, declared
+    if previous is None:
+        raise ValueError(f"{name}: a VNet needs at least one subnet")
+    last = previous
+    # Output.all carries both resources as dependencies of whatever consumes the id.
+    return vnet, {key: Output.all(subnet.id, last.id).apply(lambda ids: str(ids[0]))
+                  for key, subnet in declared.items()}

@@ -1,8 +1,12 @@
-"""``VtapAttachment``: a Virtual Network TAP and the tap configuration on each source NIC.
+"""``VtapAttachment``: a Virtual Network TAP and, for sources that already exist, the tap
+configuration on each source NIC.
 
 The destination is exactly one of a NIC ip-configuration or an internal LB frontend (the only
-two kinds Azure accepts), on UDP 4789. After the tap configuration exists each source VM must
-be deallocated and started once ("NIC is not on fastpath" otherwise): a later step does that.
+two kinds Azure accepts), on UDP 4789. The default path gives no ``source_nic_names``: each
+source's tap configuration is declared by its ``LinuxVm`` between the NIC and the VM, so the
+VM first boots after the vTAP and needs no restart (``facts.VTAP_SOURCE_ORDER_SOURCE``). With
+``source_nic_names`` (``vtaplab:tapExistingSource``), the VMs already ran: each must then be
+deallocated and started once ("NIC is not on fastpath" otherwise), which the run does.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from vtaplab.azure.arm_bodies import VtapParams, vtap_resource_kwargs
 class VtapAttachmentArgs:
     resource_group_name: Input[str]
     location: str
-    source_nic_names: Sequence[Input[str]]
-    """The NICs whose traffic is mirrored (VM NICs only; never v6 sizes)."""
     tags: Mapping[str, str]
+    source_nic_names: Sequence[Input[str]] = ()
+    """NICs of VMs that already ran, tapped here (VM NICs only; never v6 sizes); empty: the
+    sources' own LinuxVm declares their tap configurations (the default)."""
     destination_ip_configuration_id: Input[str] | None = None
     destination_lb_frontend_id: Input[str] | None = None
     destination_port: int = facts.VXLAN_PORT
@@ -36,6 +41,8 @@ class VtapAttachmentArgs:
 class VtapAttachment(pulumi.ComponentResource):
     tap_id: Output[str]
     tap_configuration_ids: list[Output[str]]
+    tap_configurations: list[pulumi.Resource]
+    """The tap configurations declared here (``source_nic_names``)."""
 
     def __init__(
         self, name: str, args: VtapAttachmentArgs, opts: ResourceOptions | None = None
@@ -76,6 +83,7 @@ class VtapAttachment(pulumi.ComponentResource):
             for index, nic_name in enumerate(args.source_nic_names)
         ]
         self.tap_id = tap.id
+        self.tap_configurations = list(configs)
         self.tap_configuration_ids = [config.id for config in configs]
         self.register_outputs(
             {"tap_id": self.tap_id, "tap_configuration_ids": self.tap_configuration_ids}

@@ -111,6 +111,8 @@ SCENARIOS: dict[str, Scenario] = {
             expected=f"ARM rejects the NIC edit with {ARM_MODIFY_PE_NIC}",
             regions=VTAP_REGIONS,
             carries_traffic=False,
+            # Per attempt: ATTEMPT_EXPECTED_ARM_CODES (the IP-based attempt's is unknown:
+            # b1-ilb fronts no PLS, so ARM_PLS_ON_IP_BASED_LB can never be its answer).
             expected_arm_codes=(ARM_MODIFY_PE_NIC, ARM_PLS_ON_IP_BASED_LB),
         ),
         Scenario(
@@ -183,3 +185,77 @@ OPEN_SOURCES: frozenset[str] = frozenset({"*", "any", "internet", "0.0.0.0/0", "
 # vtaplab/behaviours.py, vocabulary like this module, and are re-exported here.
 # ---------------------------------------------------------------------------------------------
 from vtaplab.behaviours import ASSUMPTIONS, BEHAVIOURS  # noqa: E402,F401
+
+# --- Documented Azure behaviour the Pulumi program relies on (the `program` block) ----------
+# Each entry: what Azure does, and where it says so. The program's shape follows from them;
+# tests/program/ checks the program against each.
+
+# vTAP overview (articles/virtual-network/virtual-network-tap-overview.md), "Public preview
+# limitations -> Adding a source": "Before adding a VM as a source, you must first deploy a
+# virtual network TAP resource and then STOP (deallocate) and START the source VM ... If not
+# done, you will get an error stating the NIC is not on fastpath." A VM whose first boot
+# comes after the vTAP and its tap configuration needs no restart (Microsoft's demo lab
+# creates vTAP -> NIC with tap configuration -> VM); a VM that already ran needs one.
+VTAP_SOURCE_ORDER_SOURCE = ("vTAP overview, Public preview limitations, Adding a source "
+                            "(MicrosoftDocs/azure-docs virtual-network-tap-overview.md)")
+# Same section: "When a VM is added or removed as a source, the VM might experience network
+# downtime (up to 60 seconds)." The run waits this long after the last source joined.
+VTAP_SOURCE_BLIP_SECONDS = 60
+
+# Load Balancer components (articles/load-balancer/components.md), "Limitations": "forwarding
+# IP fragments isn't supported on load-balancing rules ... High availability ports
+# load-balancing rules can be used to forward existing IP fragments." Full-size mirrored
+# frames make fragmented VXLAN datagrams: every LB on the mirror path has an HA-ports rule
+# (protocol All, frontend and backend port 0).
+LB_FRAGMENTS_SOURCE = "Load Balancer components, Limitations (IP fragments; HA ports)"
+LB_HA_PORTS_PROTOCOL = "All"
+LB_HA_PORTS_PORT = 0
+
+# Compute REST spec (Microsoft.Compute virtualMachine.json, OSProfile): customData "cannot
+# be updated after the VM is created" (ARM: PropertyChangeNotAllowed), at most 65535 bytes
+# once decoded, "Do not pass any secrets or passwords in customData"; adminUsername and
+# computerName cannot be updated after creation either. Named assumption (not in the spec's
+# text): the admin SSH keys of osProfile.linuxConfiguration are create-only too (ARM answers
+# PropertyChangeNotAllowed; a key is changed with the VMAccess extension instead).
+# azure-native has no replace rule for any of them (pulumi-azure-native issue 577): the
+# program asks for replacement itself.
+VM_CREATE_ONLY_SOURCE = "Compute REST spec, OSProfile (customData, adminUsername, computerName)"
+ARM_PROPERTY_CHANGE_NOT_ALLOWED = "PropertyChangeNotAllowed"
+# The VM input paths (azure-native wire names) ARM refuses to change in place.
+VM_CREATE_ONLY_INPUTS: tuple[str, ...] = (
+    "osProfile.customData",
+    "osProfile.adminUsername",
+    "osProfile.computerName",
+    "osProfile.linuxConfiguration.ssh.publicKeys",
+)
+
+# Private Endpoint static address: an ip-configuration with privateIPAddress needs the
+# remote resource's groupId and memberName (Network REST spec,
+# PrivateEndpointIPConfigurationProperties), which a customer Private Link Service does not
+# have; Microsoft answered in MicrosoftDocs/azure-docs issue 114103 that static addresses are
+# not supported toward a third-party PLS. Default: a dynamic address, read back from ARM.
+PE_STATIC_IP_SOURCE = ("Network REST spec PrivateEndpointIPConfigurationProperties "
+                       "(groupId, memberName); azure-docs issue 114103")
+
+# Load Balancer backend pool management (articles/load-balancer/backend-pool-management.md),
+# "Limitations": "Private endpoint resources can't be placed in an IP based backend pool" —
+# with no documented error code, so b1's IP-based attempt expects nothing in particular.
+LB_IP_POOL_PE_SOURCE = "Load Balancer backend pool management, Limitations"
+
+# NRP serialises writes within a VNet: a NIC, LB, PE or PLS joining a subnet while a sibling
+# subnet is still being written gets AnotherOperationInProgress (reported across ARM
+# templates, Bicep and Terraform, e.g. Azure/bicep issue 5132,
+# Azure/bicep-registry-modules issue 1831). Named assumption: waiting for the VNet's last
+# subnet write avoids it; Azure documents no ordering rule.
+ARM_ANOTHER_OPERATION_IN_PROGRESS = "AnotherOperationInProgress"
+SUBNET_WRITES_ASSUMPTION = ("NRP serialises a VNet's writes: join a VNet only after its last "
+                            "subnet write (AnotherOperationInProgress otherwise)")
+
+# What ARM is expected to answer per rejected attempt (vtaplab.azure.attempts names them).
+# None: unknown, as scenario a's outcome: the documented limitation (LB_IP_POOL_PE_SOURCE)
+# has no documented code, so the run records ARM's answer and nothing can "match".
+ATTEMPT_EXPECTED_ARM_CODES: dict[str, tuple[str, ...] | None] = {
+    "vtap-pe-destination": (ARM_PE_AS_VTAP_DESTINATION,),
+    "nic-pool": (ARM_MODIFY_PE_NIC,),
+    "ip-pool": None,
+}

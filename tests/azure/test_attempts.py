@@ -96,7 +96,8 @@ def test_b1_ip_pool_records_what_arm_says(arm, tmp_path):
     arm.add("PUT", IP_POOL, 400, fixture("error-pls-ip-based-lb.json"))
     out = attempts.attempt_b1_ip_pool(arm.client(), private_endpoint_id=PE, pool_id=IP_POOL,
                                       evidence_dir=tmp_path / "b1", root=tmp_path)
-    assert (out.outcome, out.matches_expected) == ("rejected", True)
+    # Azure documents the limitation but no code: a refusal is recorded, matching nothing.
+    assert (out.outcome, out.matches_expected) == ("rejected", None)
     put = next(r for r in arm.requests if r["method"] == "PUT")
     (addr,) = put["body"]["properties"]["loadBalancerBackendAddresses"]
     assert addr["properties"]["ipAddress"] == "10.30.3.4"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 import pytest
 
 from components.evidence_run import parse_summary
-from vtaplab import PROJECT_ROOT
+from vtaplab import PROJECT_ROOT, facts
 from vtaplab.azure.ssh import host_key_for
 from vtaplab.preflight import mocks
+from vtaplab.program import budget
 
 ROOT = PROJECT_ROOT
 TRAFFIC_STACKS = [s for s in ("b2", "a", "b3") if (ROOT / f"Pulumi.{s}.yaml").is_file()]
@@ -60,22 +62,31 @@ def traffic(request, graph_of) -> tuple[str, Graph]:
     return request.param, Graph(graph_of(request.param))
 
 
-def test_the_chain_readiness_tap_fastpath_capture_traffic_stop_fetch(traffic):
+def test_the_chain_vtap_tap_configuration_vm_readiness_settle_capture_traffic_stop_fetch(
+        traffic):
     scenario, g = traffic
     run = f"{scenario}-run"
     src, col, client = f"{scenario}-src", "provider-col", f"{scenario}-client"
-    fastpath = f"{run}-fastpath-{src}"
+    settle = f"{run}-settle"
     tap_configs = [r["name"] for r in g.resources
                    if r["type"] == "azure-native:network:NetworkInterfaceTapConfiguration"]
     assert tap_configs
-    # readiness -> (tap configuration) -> fastpath restart
-    assert f"{run}-ready-{src}" in g.deps(fastpath)
-    assert set(tap_configs) <= g.deps(fastpath)
-    assert g.by_name[fastpath]["type"] == LOCAL
-    # fastpath -> capture start on the collector and on every proxy
+    # The documented order, no restart: vTAP -> the source NIC's tap configuration -> the VM
+    # (its first boot follows both) -> readiness.
+    vtap = f"{scenario}-tap-vtap"
+    assert vtap in g.deps(tap_configs[0]) and f"{src}-nic" in g.deps(tap_configs[0])
+    assert set(tap_configs) <= g.deps(f"{src}-vm")
+    assert not g.reaches(vtap, f"{src}-vm")
+    assert [c["name"] for c in g.commands(run) if "-fastpath-" in c["name"]] == []
+    # readiness and the tap configuration -> the settle wait (the documented 60 s blip)
+    assert f"{run}-ready-{src}" in g.deps(settle)
+    assert set(tap_configs) <= g.deps(settle)
+    assert g.by_name[settle]["type"] == LOCAL
+    assert g.by_name[settle]["inputs"]["create"] == f"sleep {facts.VTAP_SOURCE_BLIP_SECONDS}"
+    # settle -> capture start on the collector and on every proxy
     starts = [f"{run}-capture-start-{vm}" for vm in (col, *PROXIES[scenario])]
     for start in starts:
-        assert fastpath in g.deps(start)
+        assert settle in g.deps(start)
     # capture start (both) -> traffic on the client
     traffic_cmd = f"{run}-traffic"
     assert set(starts) <= g.deps(traffic_cmd)
@@ -90,8 +101,37 @@ def test_the_chain_readiness_tap_fastpath_capture_traffic_stop_fetch(traffic):
     assert g.reaches(f"{run}-fetch", f"{run}-ready-{src}")
     assert g.reaches(f"{run}-fetch", tap_configs[0])
     # never backwards
-    assert not g.reaches(fastpath, traffic_cmd)
+    assert not g.reaches(settle, traffic_cmd)
     assert not g.reaches(starts[0], stops[0])
+
+
+def _with_config(tmp_path: Path, stack: str, extra: str) -> Path:
+    """A project root whose Pulumi.<stack>.yaml adds ``extra`` (the program is ROOT's)."""
+    for name in ("__main__.py", "Pulumi.yaml", "tests"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / f"Pulumi.{stack}.yaml").write_text(
+        (ROOT / f"Pulumi.{stack}.yaml").read_text() + extra)
+    return tmp_path
+
+
+@pytest.mark.skipif("b2" not in TRAFFIC_STACKS, reason="no Pulumi.b2.yaml committed")
+def test_a_source_that_already_ran_is_tapped_then_restarted(tmp_path):
+    # vtaplab:tapExistingSource: the documented deallocate/start for a VM that booted before
+    # its tap configuration existed ("NIC is not on fastpath" otherwise).
+    root = _with_config(tmp_path, "b2", "  vtaplab:tapExistingSource: true\n")
+    g = Graph(mocks.build_graph("b2", root=root))
+    run, src = "b2-run", "b2-src"
+    fastpath = f"{run}-fastpath-{src}"
+    [tap_config] = [r["name"] for r in g.resources
+                    if r["type"] == "azure-native:network:NetworkInterfaceTapConfiguration"]
+    assert g.reaches(tap_config, f"{src}-vm")  # the VM first, then its tap configuration
+    assert {f"{run}-ready-{src}", tap_config} <= g.deps(fastpath)
+    assert g.by_name[fastpath]["type"] == LOCAL
+    assert fastpath in g.deps(f"{run}-settle")
+    create = g.by_name[fastpath]["inputs"]["create"]
+    assert " -m vtaplab fastpath /subscriptions/" in create
+    assert f"/virtualMachines/{src} " in create
+    assert "--ssh-key-file .vtaplab/keys/b2" in create
 
 
 def test_every_remote_command_waits_for_its_vms_readiness(traffic):
@@ -111,8 +151,11 @@ def test_every_remote_command_waits_for_its_vms_readiness(traffic):
         # readiness waits for the VM itself, and checks what cloud-init said
         assert f"{vm_name}-vm" in g.deps(name)
         inputs = g.by_name[name]["inputs"]
-        assert inputs["create"].startswith("cloud-init status --wait")
-        assert inputs["connection"]["dialErrorLimit"] == -1
+        assert inputs["create"].startswith(
+            f"timeout -k 10 {budget.READY_SECONDS} sh -c 'cloud-init status --wait")
+        # bounded: an unreachable VM fails its step instead of hanging `pulumi up`
+        assert 0 < inputs["connection"]["dialErrorLimit"] == budget.dial_limit(
+            budget.READY_SECONDS)
         assert host.count(".") == 3  # an address, not user@address
 
 
@@ -193,7 +236,7 @@ def test_run_id_triggers_only_capture_traffic_and_fetch(traffic):
     scenario, g = traffic
     for command in g.commands(f"{scenario}-run"):
         step = command["name"][len(f"{scenario}-run-"):]
-        if step.startswith(("ready-", "fastpath-")):
+        if step.startswith(("ready-", "fastpath-", "settle")):
             assert not command["inputs"].get("triggers"), step  # the VMs are left alone
         else:
             assert command["inputs"]["triggers"] == ["1"], step
@@ -201,10 +244,6 @@ def test_run_id_triggers_only_capture_traffic_and_fetch(traffic):
 
 def test_fastpath_and_fetch_call_the_projects_modules(traffic):
     scenario, g = traffic
-    fastpath = g.by_name[f"{scenario}-run-fastpath-{scenario}-src"]["inputs"]["create"]
-    assert " -m vtaplab fastpath /subscriptions/" in fastpath
-    assert f"/virtualMachines/{scenario}-src " in fastpath
-    assert f"--ssh-key-file {mocks.MOCK_PRIVATE_KEY_FILE}" in fastpath
     fetch = g.by_name[f"{scenario}-run-fetch"]["inputs"]["create"]
     assert f"-m vtaplab fetch --stack {scenario} --scenario {scenario}" in fetch
     names = ["collector.pcap", "proxy.pcap", "traffic.log"]
@@ -327,7 +366,7 @@ def msp(request, graph_of, lab_config_of) -> tuple[int, Graph]:
     return lab_config_of(request.param).msp_tenants, Graph(graph_of(request.param))
 
 
-def test_msp_chain_readiness_taps_fastpaths_capture_every_tenants_traffic_stop_fetch(msp):
+def test_msp_chain_taps_vms_readiness_settle_capture_every_tenants_traffic_stop_fetch(msp):
     tenants, g = msp
     run = "msp-run"
     assert tenants >= 2  # else "every tenant" proves nothing
@@ -343,17 +382,18 @@ def test_msp_chain_readiness_taps_fastpaths_capture_every_tenants_traffic_stop_f
             if r["type"] == "azure-native:network:NetworkInterfaceTapConfiguration"}
     assert len(taps) == tenants
     fastpaths = []
+    settle = f"{run}-settle"
     for t in labels:
-        fastpath = f"{run}-fastpath-msp-{t}-src"
-        fastpaths.append(fastpath)
-        assert g.by_name[fastpath]["type"] == LOCAL
-        # readiness -> its tenant's tap configuration -> its fastpath restart
-        assert f"{run}-ready-msp-{t}-src" in g.deps(fastpath)
+        # its tenant's vTAP -> tap configuration -> vm-src (no restart) -> readiness -> settle
         own_tap = [name for name in taps if name.startswith(f"msp-{t}-")]
-        assert len(own_tap) == 1 and own_tap[0] in g.deps(fastpath)
-    # every fastpath -> every capture start
+        assert len(own_tap) == 1 and own_tap[0] in g.deps(f"msp-{t}-src-vm")
+        assert f"msp-{t}-tap-vtap" in g.deps(own_tap[0])
+        assert {f"{run}-ready-msp-{t}-src", own_tap[0]} <= g.deps(settle)
+        fastpaths += [c["name"] for c in g.commands(run) if "-fastpath-" in c["name"]]
+    assert fastpaths == []
+    # the settle wait -> every capture start
     for start in starts:
-        assert set(fastpaths) <= g.deps(start)
+        assert settle in g.deps(start)
     # capture start -> every tenant's traffic (from its own client) -> capture stop -> fetch
     traffic = [f"{run}-traffic-{t}" for t in labels]
     assert {r["name"] for r in g.commands(run, REMOTE) if "-traffic" in r["name"]} == set(
@@ -574,7 +614,11 @@ def test_both_drivers_run_the_one_plan_of_every_traffic_scenario(run_of, lab_con
                 name = f"{run}-traffic" + (f"-{step.tenant}" if step.tenant else "")
             else:
                 name = f"{run}-capture-stop-{vm_name}"
-            assert remote[name]["create"] == command, (stack, name)
+            # pulumi-command bounds each step on the VM (timeout ... sh -c COMMAND); the SSH
+            # driver bounds it with its session timeout: the command inside is the same.
+            words = shlex.split(remote[name]["create"])
+            assert words[:3] == ["timeout", "-k", "10"] and words[4:6] == ["sh", "-c"], name
+            assert words[6] == command, (stack, name)
             assert remote[name]["connection"]["host"] == ready[vm_name]["host"]
         # the same files, fetched from the same hosts and paths
         fetch = g.by_name[f"{run}-fetch"]["inputs"]["create"]

@@ -27,9 +27,11 @@ def test_json_lists_every_registered_resource_with_its_inputs(graph_of):
     assert child.returncode == 0, child.stderr
     resources = json.loads(child.stdout)
     assert resources == graph_of("b2")
-    # "dependencies": what each waits for; "secrets": input paths sent as secrets (if any)
+    # "dependencies": what each waits for; "secrets": input paths sent as secrets (if any);
+    # "options": the replace/ignore/timeout options a real engine acts on (if any)
     assert all({"urn", "type", "name", "parent", "inputs", "dependencies"} <= set(r)
-               <= {"urn", "type", "name", "parent", "inputs", "dependencies", "secrets"}
+               <= {"urn", "type", "name", "parent", "inputs", "dependencies", "secrets",
+                   "options"}
                for r in resources)
     urns = {r["urn"] for r in resources}
     assert all(set(r["dependencies"]) <= urns for r in resources)
@@ -55,7 +57,7 @@ def test_mermaid_draws_vnets_vms_the_private_link_chain_and_the_tap():
         "pls_provider_pls --> lb_provider_ilb",
         "lb_provider_ilb -->|backend pool| vm_provider_col",
         "vm_b2_src -. vTAP b2-tap-vtap UDP/4789 .-> vm_b2_proxy",
-        "vm_b2_proxy -->|UDP/4789 rewritten to 10.30.3.4| pe_b2_pe",
+        "vm_b2_proxy -->|UDP/4789 rewritten to the PE| pe_b2_pe",
     ):
         assert edge in text
     # every VM sits inside its VNet's subgraph

@@ -71,7 +71,9 @@ def test_defaults_come_from_the_address_plan():
     assert cfg.consumer.vm_src_ip == IPv4Address(plan.VM_SRC_IP)
     assert cfg.consumer.vm_client_ip == IPv4Address(plan.VM_CLIENT_IP)
     assert cfg.consumer.ilb_ip == IPv4Address(plan.CONSUMER_ILB_IP)
-    assert cfg.consumer.pe_ip == IPv4Address(plan.PE_IP)
+    # Dynamic by default: a static PE address toward a customer PLS is unsupported.
+    assert cfg.consumer.pe_ip is None
+    assert cfg.tap_existing_source is False
     assert cfg.consumer.proxy_ip == IPv4Address(plan.VM_PROXY_IP)
     assert cfg.consumer.proxy2_ip == IPv4Address(plan.VM_PROXY2_IP)
     assert cfg.provider.address_space == IPv4Network(plan.PROVIDER_VNET)
@@ -118,9 +120,24 @@ def test_consumer_and_provider_address_spaces_may_overlap():
     # Private Link NATs across: a provider VNet with the customer's own numbers is fine.
     cfg = load_with(providerAddressSpace="10.30.0.0/16", providerSubnetPls="10.30.2.0/24",
                     providerSubnetCol="10.30.3.0/24", providerIlbIp="10.30.2.4",
-                    plsNatIps=["10.30.2.5", "10.30.2.6"], collectorIp="10.30.3.4")
+                    plsNatIps=["10.30.2.5", "10.30.2.6"], collectorIp="10.30.3.4",
+                    peIp="10.30.3.4")
     assert cfg.consumer.address_space == cfg.provider.address_space
     assert cfg.consumer.pe_ip == cfg.provider.col_ip  # same numbers, different VNets
+
+
+def test_pe_ip_is_an_opt_in_and_tap_existing_source_a_boolean():
+    assert load_with(peIp="10.30.3.9").consumer.pe_ip == IPv4Address("10.30.3.9")
+    assert load_with(tapExistingSource="true").tap_existing_source is True
+    with pytest.raises(config.ConfigError, match=r"vtaplab:tapExistingSource.*true or false"):
+        load_with(tapExistingSource="yes please")
+
+
+def test_scenarios_error_says_how_to_set_a_list():
+    # `pulumi config set vtaplab:scenarios r1,b1` fails the CLI's type check: say what works.
+    with pytest.raises(config.ConfigError) as caught:
+        load_with(scenarios=[])
+    assert "pulumi config set --path 'vtaplab:scenarios[0]'" in str(caught.value)
 
 
 def test_scenario_a_runs_in_centralus_with_an_even_nat_count():
@@ -205,7 +222,8 @@ def test_project_file_declares_every_key_with_the_loaders_default():
         expected = list(key.default) if isinstance(key.default, tuple) else key.default
         assert entry.get("default") == expected
         # Pulumi rejects a project whose default doesn't match the declared type.
-        python_type = {"string": str, "integer": int, "array": list}[entry["type"]]
+        python_type = {"string": str, "integer": int, "boolean": bool,
+                       "array": list}[entry["type"]]
         if "default" in entry:
             assert type(entry["default"]) is python_type, key.name
 

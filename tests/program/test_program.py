@@ -147,13 +147,15 @@ def test_b2_and_a_tap_the_source_nic_into_the_proxy_nic_on_4789(
         assert not src_nic["inputs"].get("enableIPForwarding")
 
 
-def test_the_pe_ip_reaches_the_proxy_cloud_init(committed_stack, graph_of, lab_config_of):
-    resources = graph_of(committed_stack)
+def test_the_pe_ip_reaches_the_proxy_cloud_init(committed_stack, run_of, lab_config_of):
+    run = run_of(committed_stack)
+    resources = run.resources
     cfg = lab_config_of(committed_stack)
     for scenario in [s for s in cfg.scenarios if s in {"b2", "a"}]:
         mine = in_scenario(resources, scenario)
-        pe = one(of_type(mine, NETWORK + "PrivateEndpoint"), f"{scenario} PE")
-        pe_ip = pe["inputs"]["ipConfigurations"][0]["privateIPAddress"]
+        # The address ARM allocated, read back (dynamic by default): never a guess.
+        pe_ip = run.outputs["scenarios"][scenario]["pe_ip"]
+        assert ipaddress.IPv4Address(pe_ip) in cfg.consumer.snet_pe
         proxy_vm = one([v for v in of_type(mine, VM) if v["name"].startswith(f"{scenario}-proxy")],
                        f"{scenario} proxy VM")
         user_data = base64.b64decode(proxy_vm["inputs"]["osProfile"]["customData"]).decode()
@@ -174,7 +176,7 @@ def test_every_pe_connects_to_the_stacks_pls(committed_stack, graph_of, lab_conf
         assert "snet-pe" in pe["inputs"]["subnet"]["id"]
 
 
-def test_the_pls_fronts_an_ilb_with_a_udp_4789_rule_to_the_collector(
+def test_the_pls_fronts_an_ilb_with_an_ha_ports_rule_to_the_collector(
         committed_stack, graph_of, lab_config_of):
     resources = graph_of(committed_stack)
     cfg = lab_config_of(committed_stack)
@@ -207,12 +209,21 @@ def test_the_pls_fronts_an_ilb_with_a_udp_4789_rule_to_the_collector(
     carrying = [
         rule for rule in lb["loadBalancingRules"]
         if rule["frontendIPConfiguration"]["id"] == frontend_ref["id"]
-        and ((rule["protocol"] == "Udp" and rule["frontendPort"] == rule["backendPort"] == 4789)
-             or (rule["protocol"] == "All" and rule["frontendPort"] == 0))
         and rule["backendAddressPool"]["id"] in pools & collector_pools
         and rule["probe"]["id"] in probes
     ]
     assert carrying, lb["loadBalancingRules"]
+
+
+def test_every_load_balancing_rule_is_an_ha_ports_rule(committed_stack, graph_of):
+    # Port rules don't forward IP fragments (facts.LB_FRAGMENTS_SOURCE); the mirrored
+    # full-size frames make fragmented VXLAN, so every LB on the mirror path has HA ports.
+    rules = [(lb["name"], rule) for lb in of_type(graph_of(committed_stack),
+                                                  NETWORK + "LoadBalancer")
+             for rule in lb["inputs"].get("loadBalancingRules") or []]
+    for name, rule in rules:
+        assert (rule["protocol"], rule["frontendPort"], rule["backendPort"]) == (
+            facts.LB_HA_PORTS_PROTOCOL, facts.LB_HA_PORTS_PORT, facts.LB_HA_PORTS_PORT), name
 
 
 def test_pls_subnet_has_private_link_service_policies_off(committed_stack, graph_of):
@@ -231,7 +242,13 @@ def test_hosts_get_the_static_addresses_of_the_plan(committed_stack, graph_of, l
         mine = [r for r in resources if r["name"].startswith(f"{consumer}-")]
         nic_with_ip([n for n in mine if n["type"] == NIC], cfg.consumer.vm_src_ip)
         pe = one(of_type(mine, NETWORK + "PrivateEndpoint"), "PE")
-        assert pe["inputs"]["ipConfigurations"][0]["privateIPAddress"] == str(cfg.consumer.pe_ip)
+        if cfg.consumer.pe_ip is None:
+            # Dynamic: a static PE address toward a customer PLS is unsupported
+            # (facts.PE_STATIC_IP_SOURCE); vtaplab:peIp opts in.
+            assert not pe["inputs"].get("ipConfigurations"), pe["name"]
+        else:
+            assert pe["inputs"]["ipConfigurations"][0]["privateIPAddress"] == str(
+                cfg.consumer.pe_ip)
     nic_with_ip(resources, cfg.provider.col_ip)
 
 
@@ -326,7 +343,8 @@ def test_stack_outputs_are_the_resources_own_values(committed_stack, run_of, lab
     assert len(per_consumer) == len(consumer_names(cfg.scenarios, cfg.msp_tenants))
     for scenario, values in per_consumer:
         assert values["vm_src"]["ip"] == str(cfg.consumer.vm_src_ip)
-        assert values["pe_ip"] == str(cfg.consumer.pe_ip)
+        # What ARM allocated (the mocks: the first free address of snet-pe), read back.
+        assert values["pe_ip"] == str(cfg.consumer.pe_ip or cfg.consumer.snet_pe[4])
         assert values["pls_alias"] == pls_alias
         hosts = [values["vm_src"]["ssh"], values["collector"]["ssh"]]
         if scenario in {"b2", "a", "msp"}:

@@ -59,7 +59,7 @@ class AttemptOutcome:
     scenario: str
     attempt: str
     outcome: str                      # rejected | accepted | error
-    matches_expected: bool
+    matches_expected: bool | None
     arm_code: str | None
     arm_message: str | None
     status: int                       # HTTP status of the decisive answer; 0: none came
@@ -234,12 +234,13 @@ def _put(client: ArmClient, name: str, path: str, body: dict[str, Any], evidence
                    created_id=created_id, restore_body=restore_body)
 
 
-def _classify(scenario: str, error: ArmError | None) -> tuple[str, bool]:
+def _classify(scenario: str, error: ArmError | None, attempt: str | None = None
+              ) -> tuple[str, bool | None]:
     from vtaplab.judge.outcome import classify_attempt
 
     if error is None:
-        return classify_attempt(scenario, None, 0)
-    return classify_attempt(scenario, error.code, error.status or 0,
+        return classify_attempt(scenario, None, 0, attempt=attempt)
+    return classify_attempt(scenario, error.code, error.status or 0, attempt=attempt,
                             operation_failed=error.operation_failed)
 
 
@@ -248,7 +249,7 @@ def _record(name: str, evidence_dir: Path, root: Path | None, method: str, url: 
             response: ArmResponse | None = None, created_id: str | None = None,
             restore_body: dict[str, Any] | None = None) -> AttemptOutcome:
     scenario, file_name, meaning = ATTEMPTS[name]
-    outcome, matches = _classify(scenario, error)
+    outcome, matches = _classify(scenario, error, name)
     # What may now exist and must be removed on destroy.
     created = outcome == "accepted" or (error is not None and error.operation_failed)
     evidence_path = evidence_dir / file_name

@@ -155,15 +155,26 @@ def _matches(spec: facts.Scenario | None, outcome: str) -> bool | None:
     return outcome == spec.expected_outcome
 
 
-def classify_attempt(scenario: str, code: str | None, status: int, *,
-                     operation_failed: bool = False) -> tuple[str, bool]:
+def classify_attempt(scenario: str, code: str | None, status: int, *, attempt: str | None = None,
+                     operation_failed: bool = False) -> tuple[str, bool | None]:
     """One ARM attempt's answer: ``accepted`` (no error), ``rejected`` (an expected code, as a
-    4xx or a failed operation), else ``error``; and whether that is the expected rejection."""
+    4xx or a failed operation), else ``error``; and whether that is the expected answer. An
+    attempt whose expectation is unknown (``facts.ATTEMPT_EXPECTED_ARM_CODES``: None, b1's
+    IP-based pool) records any refusal as ``rejected`` and matches nothing (None)."""
     spec = _spec(scenario)
     assert spec is not None
+    expected: tuple[str, ...] | None = spec.expected_arm_codes
+    if attempt is not None and attempt in facts.ATTEMPT_EXPECTED_ARM_CODES:
+        expected = facts.ATTEMPT_EXPECTED_ARM_CODES[attempt]
+    refused = operation_failed or 400 <= (status or 0) < 500
     if code is None:
-        return "accepted", False
-    if code in spec.expected_arm_codes and (operation_failed or 400 <= (status or 0) < 500):
+        return "accepted", None if expected is None else False
+    if expected is None:
+        # Not an answer to the question: the caller could not ask it (auth, throttling).
+        if refused and (status or 0) not in (401, 403, 429):
+            return "rejected", None
+        return "error", False
+    if code in expected and refused:
         return "rejected", True
     return "error", False
 

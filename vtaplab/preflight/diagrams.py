@@ -79,7 +79,7 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
         vnet_of[_node("pe", name)] = segment((inputs(pe).get("subnet") or {}).get("id"),
                                               "virtualNetworks")
         place((inputs(pe).get("subnet") or {}).get("id"),
-              f'{_node("pe", name)}(["PE {name}<br/>{ip}"])')
+              f'{_node("pe", name)}(["PE {name}<br/>{ip or "dynamic"}"])')
         for connection in inputs(pe).get("privateLinkServiceConnections") or []:
             pls = segment(connection.get("privateLinkServiceId"), "privateLinkServices")
             if pls:
@@ -124,9 +124,13 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
     # The proxy's rewrite lives in its cloud-init: draw it only where the user data names a PE
     # of the proxy's own VNet (msp tenants share addresses: every tenant's PE has the same IP).
     for vm_node, user_data in vm_user_data.items():
+        rewrite = re.search(r"--target (\S+)", user_data)
         for pe_node, ip in pe_ips.items():
-            if ip and f"--target {ip}" in user_data and vnet_of.get(vm_node) == vnet_of[pe_node]:
-                edges.append(f"{vm_node} -->|UDP/{facts.VXLAN_PORT} rewritten to {ip}| {pe_node}")
+            # A dynamic PE: the proxy's target is the address read back from ARM.
+            if (rewrite and (not ip or rewrite.group(1) == ip)
+                    and vnet_of.get(vm_node) == vnet_of[pe_node]):
+                edges.append(f"{vm_node} -->|UDP/{facts.VXLAN_PORT} rewritten to the PE| "
+                             f"{pe_node}")
 
     lines = ["flowchart LR"]
     for vnet in by_type.get("VirtualNetwork", []):

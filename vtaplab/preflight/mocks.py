@@ -104,6 +104,8 @@ class AzureMocks:
         self._lock = threading.Lock()
         # (resource group, NIC name) -> the NIC as getNetworkInterface returns it
         self._nics: dict[tuple[str, str], dict[str, Any]] = {}
+        # subnet id -> its address prefix: where a dynamic address is allocated from
+        self._subnet_prefixes: dict[str, str] = {}
 
     # pulumi.runtime.Mocks protocol ------------------------------------------------------
     def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
@@ -167,6 +169,11 @@ class AzureMocks:
                 "ipConfigurations": outputs["ipConfigurations"],
             }
 
+    def _Subnet(self, resource_id: str, inputs: dict[str, Any],
+                outputs: dict[str, Any]) -> None:
+        with self._lock:
+            self._subnet_prefixes[resource_id] = str(inputs.get("addressPrefix"))
+
     def _PublicIPAddress(self, resource_id: str, inputs: dict[str, Any],
                          outputs: dict[str, Any]) -> None:
         host = 1 + _digest(resource_id)[0] % (MOCK_PUBLIC_RANGE.num_addresses - 2)
@@ -188,7 +195,9 @@ class AzureMocks:
             f"{outputs['name']}.nic.{_digest(resource_id)[:16].hex()}")
         nic_id = arm_ids.build(SUBSCRIPTION_ID, group, NIC, nic_name)
         static = [c.get("privateIPAddress") for c in inputs.get("ipConfigurations") or []]
-        address = static[0] if static and static[0] else _first_free(inputs)
+        with self._lock:
+            prefix = self._subnet_prefixes.get(str((inputs.get("subnet") or {}).get("id")))
+        address = static[0] if static and static[0] else _first_free(inputs, prefix)
         config_name = f"privateEndpointIpConfig.{_digest(resource_id, 'ip')[:16].hex()}"
         outputs["networkInterfaces"] = [{"id": nic_id}]
         outputs["customDnsConfigs"] = [{"ipAddresses": [address]}]
@@ -206,10 +215,13 @@ class AzureMocks:
             }
 
 
-def _first_free(inputs: Mapping[str, Any]) -> str:
-    # Without a static IP ARM picks one from the subnet; the mocks don't know its prefix,
-    # so say so loudly rather than invent one the plan might contradict.
-    raise GraphError(f"private endpoint {inputs.get('privateEndpointName')!r} has no static IP")
+def _first_free(inputs: Mapping[str, Any], prefix: str | None) -> str:
+    """A dynamic address as ARM allocates one in a subnet with nothing else in it: the first
+    host after the four Azure keeps (network, gateway, 2x DNS)."""
+    if not prefix:
+        raise GraphError(f"private endpoint {inputs.get('privateEndpointName')!r}: no static "
+                         "IP and its subnet is not one the program declared")
+    return str(ipaddress.ip_network(prefix, strict=False)[4])
 
 
 # --------------------------------------------------------------------------- running
@@ -301,6 +313,9 @@ def run_here(stack: str, root: Path | None = None) -> GraphRun:
                 }
                 if secret_paths:
                     record["secrets"] = secret_paths
+                options = _options(request)
+                if options:
+                    record["options"] = options
                 records.append(record)
             return response
 
@@ -331,6 +346,23 @@ def run_here(stack: str, root: Path | None = None) -> GraphRun:
         sys.path.remove(str(root))
     records.sort(key=lambda r: r["urn"])
     return GraphRun(resources=_plain(records), outputs=_plain(outputs))
+
+
+def _options(request: Any) -> dict[str, Any]:
+    """The resource options a real engine acts on at update time (replace rules, ignored
+    diffs, timeouts); only those set, so most records carry none."""
+    options: dict[str, Any] = {}
+    if list(request.replaceOnChanges):
+        options["replaceOnChanges"] = sorted(request.replaceOnChanges)
+    if request.deleteBeforeReplace:
+        options["deleteBeforeReplace"] = True
+    if list(request.ignoreChanges):
+        options["ignoreChanges"] = sorted(request.ignoreChanges)
+    timeouts = request.customTimeouts
+    if timeouts is not None and (timeouts.create or timeouts.update or timeouts.delete):
+        options["customTimeouts"] = {k: v for k in ("create", "update", "delete")
+                                     if (v := getattr(timeouts, k))}
+    return options
 
 
 def _reveal(inputs: Any) -> tuple[Any, list[str]]:
