@@ -1,7 +1,7 @@
 """A Standard internal load balancer: one static frontend, one backend pool, optionally one
 rule with its health probe. Used by the provider (UDP/4789 to the collector, fronting the PLS),
-by b1 (an empty pool: the attempt's vTAP destination) and by b3 (an HA-ports rule: the vTAP's
-destination in the source VNet, spreading the mirror over two proxies)."""
+by b1 (an empty pool: the attempt's vTAP destination) and by b3/b4 (an HA-ports rule: the vTAP's
+destination in the source VNet, spreading the mirror over the proxies, probed over HTTP)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import network
 
+from vtaplab import facts
+
 FRONTEND = "fe"
 BACKEND_POOL = "be"
 PROBE = "probe-tcp"
@@ -18,6 +20,17 @@ PROBE = "probe-tcp"
 # when the VM is, and the AzureLoadBalancer tag is admitted by every NSG's default rules.
 # What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy.
 PROBE_PORT = 22
+# The proxies' probe (b3, b4): HTTP to vtap-health.py, 200 only while the rewrite and the
+# route to the PE are in place, so a proxy whose rewrite failed is taken out of the pool.
+HTTP_PROBE = "probe-http"
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    """An HTTP health probe: healthy on 200 only (facts: lb-http-probe)."""
+
+    port: int = facts.HEALTH_PORT
+    path: str = facts.HEALTH_PATH
 # An HA-ports rule: protocol All, frontend and backend port 0 (internal Standard LB only).
 ALL_PORTS = 0
 
@@ -41,10 +54,12 @@ def internal_lb(
     tags: Mapping[str, str],
     opts: ResourceOptions,
     all_ports: bool = False,
+    http_probe: HttpProbe | None = None,
 ) -> InternalLb:
     """Declare the LB ``name`` (also its Azure name); with ``udp_port``, a UDP rule on that
     port; with ``all_ports``, an HA-ports rule instead (every protocol and port, and so every
-    IP fragment: a non-first fragment carries no UDP header a port rule could match)."""
+    IP fragment: a non-first fragment carries no UDP header a port rule could match); with
+    ``http_probe``, the rule's probe asks it over HTTP instead of TCP/22."""
     if all_ports and udp_port is not None:
         raise ValueError(f"{name}: give udp_port or all_ports, not both")
     # A rule names its frontend, pool and probe by id, and those ids live inside the LB being
@@ -55,10 +70,23 @@ def internal_lb(
     )
     frontend_ref = {"id": Output.concat(lb_id, "/frontendIPConfigurations/", FRONTEND)}
     pool_ref = {"id": Output.concat(lb_id, "/backendAddressPools/", BACKEND_POOL)}
-    probe_ref = {"id": Output.concat(lb_id, "/probes/", PROBE)}
+    probe_name = HTTP_PROBE if http_probe is not None else PROBE
+    probe_ref = {"id": Output.concat(lb_id, "/probes/", probe_name)}
     probes: list[dict[str, object]] = []
     rules: list[dict[str, object]] = []
-    if udp_port is not None or all_ports:
+    if (udp_port is not None or all_ports) and http_probe is not None:
+        probes.append(
+            {
+                "name": HTTP_PROBE,
+                "protocol": "Http",
+                "port": http_probe.port,
+                "request_path": http_probe.path,
+                "interval_in_seconds": facts.PROBE_INTERVAL_S,
+                "number_of_probes": 2,
+                "probe_threshold": facts.PROBE_THRESHOLD,
+            }
+        )
+    elif udp_port is not None or all_ports:
         probes.append(
             {
                 "name": PROBE,
@@ -69,6 +97,7 @@ def internal_lb(
                 "probe_threshold": 1,
             }
         )
+    if udp_port is not None or all_ports:
         rules.append(
             {
                 "name": "ha-ports" if all_ports else f"udp-{udp_port}",

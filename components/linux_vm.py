@@ -47,6 +47,7 @@ class NsgRule:
     protocol: str  # "Tcp" | "Udp"
     port: int
     source: str  # a CIDR or a service tag such as "VirtualNetwork"
+    access: str = "Allow"  # "Deny": keep a port from what Azure's default rules admit
 
 
 @dataclass
@@ -178,7 +179,7 @@ class LinuxVm(pulumi.ComponentResource):
             *args.inbound_rules,
         ]
         for rule in rules:
-            if rule.source.strip().lower() in OPEN_SOURCES:
+            if rule.access == "Allow" and rule.source.strip().lower() in OPEN_SOURCES:
                 raise ValueError(
                     f"{name}: NSG rule {rule.name!r} would admit {rule.source!r}; "
                     "accepted: a private CIDR or a service tag such as VirtualNetwork"
@@ -194,7 +195,7 @@ class LinuxVm(pulumi.ComponentResource):
                     "name": rule.name,
                     "priority": rule.priority,
                     "direction": "Inbound",
-                    "access": "Allow",
+                    "access": rule.access,
                     "protocol": rule.protocol,
                     "source_address_prefix": rule.source,
                     "source_port_range": "*",

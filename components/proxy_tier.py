@@ -31,14 +31,13 @@ from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import compute, network
 
 from components.linux_vm import OPEN_SOURCES, OS_DISK_GB, SSH_PRIORITY
+from components.proxy_nat import HEALTH_ALLOW_PRIORITY, HEALTH_DENY_PRIORITY
 from components.shutdown import from_config, with_expiry
 from components.tags import component_tags
 from vtaplab import facts
 
-# NSG priorities of the tier's own rules (SSH_PRIORITY comes first; Azure's defaults last).
+# NSG priorities as ProxyNat's (SSH_PRIORITY first, the health rules after; Azure's last).
 VXLAN_PRIORITY = 200
-HEALTH_ALLOW_PRIORITY = 210
-HEALTH_DENY_PRIORITY = 220
 # One instance of two at a time: the other keeps mirroring while a batch is upgraded.
 BATCH_PERCENT = 50
 PAUSE_BETWEEN_BATCHES = "PT1M"
