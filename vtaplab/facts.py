@@ -198,6 +198,9 @@ VMSS_FLEX_NETWORK_API_VERSION = "2020-11-01"
 VMSS_FLEX_ZONAL_FAULT_DOMAINS = 1
 # Rolling upgrade policy on Flexible orchestration is a preview behind this feature.
 VMSS_FLEX_ROLLING_UPGRADE_FEATURE = "Microsoft.Compute/VMSSFlexRollingUpgrade"
+# Listed beside it in the newest prerequisites (image-reference upgrades of Flexible-set VMs);
+# whether automatic OS image upgrades need it is not said: doctor should check both.
+VMSS_FLEX_IMAGE_UPGRADE_FEATURE = "Microsoft.Compute/ImageReferenceUpgradeForVmoVMs"
 # Application Health extension for Linux: publisher, type, handler version (1.0: binary
 # healthy/unhealthy from an HTTP 200).
 APP_HEALTH_EXTENSION = ("Microsoft.ManagedServices", "ApplicationHealthLinux", "1.0")
@@ -240,6 +243,12 @@ PROXY_TIER_FACTS: tuple[TierFact, ...] = (
              "docs: virtual-machine-scale-sets-configure-rolling-upgrades, note and "
              "'Prerequisites / Feature Registration' (Register-AzProviderFeature -FeatureName "
              "VMSSFlexRollingUpgrade -ProviderNamespace Microsoft.Compute)"),
+    TierFact("flex-image-upgrade-feature",
+             f"The newest prerequisites also register {VMSS_FLEX_IMAGE_UPGRADE_FEATURE}; "
+             "the lab assumes automatic OS image upgrades of Flexible-set VMs need it too.",
+             "assumption: learn.microsoft.com virtual-machine-scale-sets-configure-rolling-"
+             "upgrades, 'Feature Registration' lists it without saying what needs it",
+             assumption=True),
     TierFact("flex-health-signal-is-the-extension",
              "Rolling upgrades need a health signal; on Flexible orchestration it must be the "
              "Application Health extension, because LB health probes aren't supported there "
