@@ -12,7 +12,7 @@ automatic OS image upgrades that roll one batch at a time, gated by the same hea
 Azure behaviours it relies on are ``vtaplab.facts.PROXY_TIER_FACTS`` (each with its source):
 Flexible orchestration names ``networkApiVersion`` for the NICs of its profile; a zonal
 Flexible set takes one platform fault domain; rolling upgrades on Flexible orchestration are a
-preview behind the feature ``Microsoft.Compute/VMSSFlexRollingUpgrade`` (``doctor`` checks it)
+preview behind the feature ``Microsoft.Compute/VMSSFlexRollingUpgrade`` (for ``doctor`` to check)
 and accept only the Application Health extension as their health signal (LB probes are a
 Uniform-only signal); automatic OS image upgrades need an image on Azure's supported list with
 version ``latest`` (Ubuntu 22.04 LTS Gen2: 24.04's x64 SKU is not on it). Auto-shutdown
