@@ -184,3 +184,12 @@ def test_every_tier_fact_has_a_source():
     for fact in facts.PROXY_TIER_FACTS:
         assert fact.statement and fact.source, fact.id
         assert fact.source.startswith("assumption:") == fact.assumption, fact.id
+
+
+def test_offline_matrix_leaves_b4_to_the_twin_and_says_so_when_asked():
+    from vtaplab import PROJECT_ROOT, matrix
+
+    assert "b4" not in matrix._offline_scenarios(None, PROJECT_ROOT)
+    with pytest.raises(ValueError, match=r"'b4' needs b4, which the emulator doesn't build "
+                                         r"yet; accepted: r1, b1"):
+        matrix._offline_scenarios("b4", PROJECT_ROOT)
