@@ -1,7 +1,7 @@
 """A Standard internal load balancer: one static frontend, one backend pool, optionally one
 HA-ports rule with its health probe. Used by the provider (to the collector, fronting the PLS),
-by b1 (an empty pool: the attempt's vTAP destination) and by b3 (the vTAP's destination in the
-source VNet, spreading the mirror over two proxies).
+by b1 (an empty pool: the attempt's vTAP destination) and by b3/b4 (the vTAP's destination in
+the source VNet, spreading the mirror over the proxies, probed over HTTP).
 
 Every rule is an HA-ports rule, never a port rule: load-balancing rules don't forward IP
 fragments, HA-ports rules do (``facts.LB_FRAGMENTS_SOURCE``), and full-size mirrored frames
@@ -25,6 +25,17 @@ PROBE = "probe-tcp"
 # What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy.
 PROBE_PORT = 22
 HA_PORTS_RULE = "ha-ports"
+# The proxies' probe (b3, b4): HTTP to vtap-health.py, 200 only while the rewrite and the
+# route to the PE are in place, so a proxy whose rewrite failed is taken out of the pool.
+HTTP_PROBE = "probe-http"
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    """An HTTP health probe: healthy on 200 only (facts: lb-http-probe)."""
+
+    port: int = facts.HEALTH_PORT
+    path: str = facts.HEALTH_PATH
 
 
 @dataclass(frozen=True)
@@ -45,20 +56,35 @@ def internal_lb(
     ha_ports: bool,
     tags: Mapping[str, str],
     opts: ResourceOptions,
+    http_probe: HttpProbe | None = None,
 ) -> InternalLb:
     """Declare the LB ``name`` (also its Azure name); with ``ha_ports``, an HA-ports rule
-    (protocol All, ports 0: every protocol, port and IP fragment) and its probe; without,
-    no rule at all (b1's attempt needs only the frontend and the pool)."""
+    (protocol All, ports 0: every protocol, port and IP fragment) and its probe (TCP/22, or
+    ``http_probe``); without, no rule at all (b1's attempt needs only the frontend and the
+    pool)."""
     # A rule names its frontend, pool and probe by id, and those ids live inside the LB being
     # declared: they are written out from the LB's own (deterministic) Azure id.
     lb_id = Output.all(subscription_id, resource_group_name).apply(
         lambda parts: arm_ids.build(parts[0], parts[1], arm_ids.LOAD_BALANCER, name))
     frontend_ref = {"id": Output.concat(lb_id, "/frontendIPConfigurations/", FRONTEND)}
     pool_ref = {"id": Output.concat(lb_id, "/backendAddressPools/", BACKEND_POOL)}
-    probe_ref = {"id": Output.concat(lb_id, "/probes/", PROBE)}
+    probe_ref = {"id": Output.concat(lb_id, "/probes/",
+                                     HTTP_PROBE if http_probe is not None else PROBE)}
     probes: list[dict[str, object]] = []
     rules: list[dict[str, object]] = []
-    if ha_ports:
+    if ha_ports and http_probe is not None:
+        probes.append(
+            {
+                "name": HTTP_PROBE,
+                "protocol": "Http",
+                "port": http_probe.port,
+                "request_path": http_probe.path,
+                "interval_in_seconds": facts.PROBE_INTERVAL_S,
+                "number_of_probes": 2,
+                "probe_threshold": facts.PROBE_THRESHOLD,
+            }
+        )
+    elif ha_ports:
         probes.append(
             {
                 "name": PROBE,

@@ -46,6 +46,7 @@ class NsgRule:
     protocol: str  # "Tcp" | "Udp"
     port: int
     source: str  # a CIDR or a service tag such as "VirtualNetwork"
+    access: str = "Allow"  # "Deny": keep a port from what Azure's default rules admit
 
 
 @dataclass
@@ -200,7 +201,7 @@ class LinuxVm(pulumi.ComponentResource):
             *args.inbound_rules,
         ]
         for rule in rules:
-            if rule.source.strip().lower() in facts.OPEN_SOURCES:
+            if rule.access == "Allow" and rule.source.strip().lower() in facts.OPEN_SOURCES:
                 raise ValueError(
                     f"{name}: NSG rule {rule.name!r} would admit {rule.source!r}; "
                     "accepted: a private CIDR or a service tag such as VirtualNetwork"
@@ -216,7 +217,7 @@ class LinuxVm(pulumi.ComponentResource):
                     "name": rule.name,
                     "priority": rule.priority,
                     "direction": "Inbound",
-                    "access": "Allow",
+                    "access": rule.access,
                     "protocol": rule.protocol,
                     "source_address_prefix": rule.source,
                     "source_port_range": "*",

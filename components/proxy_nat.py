@@ -38,6 +38,24 @@ class ProxyNatArgs:
     auto_shutdown: AutoShutdown
     backend_pool_ids: Sequence[Input[str]] = field(default_factory=list)
     """LB backend pools the proxy's NIC joins (b3: the consumer LB the vTAP points at)."""
+    health_port: int | None = None
+    """Behind an LB: the port its HTTP probe asks (vtap-health.py, from ``cloud_init``); only
+    the probe source may reach it."""
+
+
+# After the VXLAN allow (200); Azure's defaults (AllowVnetInBound 65000) come last.
+HEALTH_ALLOW_PRIORITY = 210
+HEALTH_DENY_PRIORITY = 220
+
+
+def health_rules(port: int) -> list[NsgRule]:
+    """The health port admitted from the LB's probe source only: AllowVnetInBound would admit
+    the whole VNet, so a deny for VirtualNetwork follows the allow (facts:
+    nsg-default-allows-vnet)."""
+    return [NsgRule("allow-health-probe", HEALTH_ALLOW_PRIORITY, "Tcp", port,
+                    facts.HEALTH_PROBE_SOURCE),
+            NsgRule("deny-health-vnet", HEALTH_DENY_PRIORITY, "Tcp", port, "VirtualNetwork",
+                    access="Deny")]
 
 
 class ProxyNat(pulumi.ComponentResource):
@@ -70,7 +88,8 @@ class ProxyNat(pulumi.ComponentResource):
                 auto_shutdown=args.auto_shutdown,
                 # The mirrored VXLAN arrives from the tapped VMs' VNet.
                 inbound_rules=[
-                    NsgRule("allow-vxlan-vnet", 200, "Udp", facts.VXLAN_PORT, "VirtualNetwork")
+                    NsgRule("allow-vxlan-vnet", 200, "Udp", facts.VXLAN_PORT, "VirtualNetwork"),
+                    *(health_rules(args.health_port) if args.health_port else []),
                 ],
                 # Without it Azure drops what the proxy sends on with a source not its own.
                 enable_ip_forwarding=True,

@@ -26,7 +26,7 @@ import pulumi
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import network
 
-from components.internal_lb import internal_lb
+from components.internal_lb import HttpProbe, internal_lb
 from components.linux_vm import LinuxVm, LinuxVmArgs, NsgRule
 from components.shutdown import AutoShutdown
 from components.tags import component_tags
@@ -60,6 +60,9 @@ class SourceVnetArgs:
     ilb_all_ports: bool = False
     """With ``with_ilb``: give the LB an HA-ports rule and a probe (b3's proxy pool); without,
     the LB has no rule (b1's attempt only needs its frontend and pool)."""
+    ilb_http_probe: bool = False
+    """With ``ilb_all_ports``: probe the pool over HTTP (the proxies' vtap-health.py, b3/b4)
+    instead of TCP/22, which stays open when a proxy's rewrite is gone."""
 
 
 class SourceVnet(pulumi.ComponentResource):
@@ -148,6 +151,7 @@ class SourceVnet(pulumi.ComponentResource):
                 subnet_id=subnets["snet-ilb"],
                 frontend_ip=str(plan.ilb_ip),
                 ha_ports=args.ilb_all_ports,
+                http_probe=HttpProbe() if args.ilb_http_probe else None,
                 tags=tags,
                 opts=child,
             )

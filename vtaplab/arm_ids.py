@@ -89,6 +89,9 @@ TYPES: tuple[ArmType, ...] = (
             ("virtualNetworkGatewayName",)),
     ArmType(VM, "Microsoft.Compute", ("virtualMachines",),
             ("vmName",)),
+    # b4's proxy tier (components/proxy_tier.py).
+    ArmType("azure-native:compute:VirtualMachineScaleSet", "Microsoft.Compute",
+            ("virtualMachineScaleSets",), ("vmScaleSetName",)),
     # A VM's auto-shutdown (components/shutdown.py).
     ArmType("azure-native:devtestlab:GlobalSchedule", "Microsoft.DevTestLab", ("schedules",),
             ("name",)),

@@ -155,6 +155,15 @@ SCENARIOS: dict[str, Scenario] = {
             regions=VTAP_REGIONS,
             carries_traffic=True,
         ),
+        Scenario(
+            id="b4",
+            title="HA tier: vTAP -> source-side ILB frontend (HTTP probe) -> proxy scale set "
+                  "(Flexible, zones, rolling OS upgrades) -> PE",
+            expected_outcome="delivered",
+            expected="delivered, and still delivered with one instance's rewrite gone",
+            regions=VTAP_REGIONS,
+            carries_traffic=True,
+        ),
     )
 }
 
@@ -259,3 +268,165 @@ ATTEMPT_EXPECTED_ARM_CODES: dict[str, tuple[str, ...] | None] = {
     "nic-pool": (ARM_MODIFY_PE_NIC,),
     "ip-pool": None,
 }
+
+# ============================================================================================
+# b4: the proxy tier as a Flexible-orchestration scale set (issue 15). Every Azure behaviour
+# components/proxy_tier.py relies on, each with its source; what the sources leave open is a
+# named assumption. `doctor` reads the features to check from here.
+# ============================================================================================
+
+
+@dataclass(frozen=True)
+class TierFact:
+    """One Azure behaviour the scale-set proxy tier relies on, and where Azure says so."""
+
+    id: str
+    statement: str
+    source: str
+    assumption: bool = False
+    """True where Azure does not document it: the lab assumes it until a real run shows."""
+
+
+# The health endpoint every proxy behind a load balancer runs (cloudinit/vtap-health.py): the
+# consumer LB's HTTP probe and the scale set's Application Health extension both ask it.
+HEALTH_PORT = 8080
+HEALTH_PATH = "/health"
+# The LB's probes (and the Application Health extension's, from inside the VM) come from the
+# platform's address, which this service tag names; no other source may reach the port.
+HEALTH_PROBE_SOURCE = "AzureLoadBalancer"
+# Probe cadence of the consumer LB in front of the proxies (b3, b4): a proxy is out after
+# PROBE_INTERVAL_S * PROBE_THRESHOLD seconds of failed probes at most.
+PROBE_INTERVAL_S = 5
+PROBE_THRESHOLD = 1
+
+# Scale sets in Flexible orchestration that create NICs from the profile must name the
+# Microsoft.Network API version they are created with.
+VMSS_FLEX_NETWORK_API_VERSION = "2020-11-01"
+# A zonal or zone-spanning Flexible scale set takes platformFaultDomainCount 1 only (max
+# spreading across fault domains inside each zone).
+VMSS_FLEX_ZONAL_FAULT_DOMAINS = 1
+# Rolling upgrade policy on Flexible orchestration is a preview behind this feature.
+VMSS_FLEX_ROLLING_UPGRADE_FEATURE = "Microsoft.Compute/VMSSFlexRollingUpgrade"
+# Listed beside it in the newest prerequisites (image-reference upgrades of Flexible-set VMs);
+# whether automatic OS image upgrades need it is not said: doctor should check both.
+VMSS_FLEX_IMAGE_UPGRADE_FEATURE = "Microsoft.Compute/ImageReferenceUpgradeForVmoVMs"
+# Application Health extension for Linux: publisher, type, handler version (1.0: binary
+# healthy/unhealthy from an HTTP 200).
+APP_HEALTH_EXTENSION = ("Microsoft.ManagedServices", "ApplicationHealthLinux", "1.0")
+# A platform image automatic OS image upgrades support: Ubuntu 22.04 LTS Gen2 x64 is on the
+# list, Ubuntu 24.04 LTS x64 ("ubuntu-24_04-lts"/"server") is not (only its arm64 SKU is).
+AUTO_OS_UPGRADE_IMAGE: dict[str, str] = {
+    "publisher": "Canonical",
+    "offer": "0001-com-ubuntu-server-jammy",
+    "sku": "22_04-lts-gen2",
+    "version": "latest",
+}
+# Regions of VTAP_REGIONS that have availability zones (the tier spreads over 1, 2, 3 there;
+# elsewhere it is regional).
+ZONE_REGIONS: frozenset[str] = frozenset(
+    {"eastasia", "uksouth", "eastus", "centralindia", "germanywestcentral", "centralus"})
+AVAILABILITY_ZONES: tuple[str, ...] = ("1", "2", "3")
+# vtaplab:proxyCount bounds (instances of the b4 scale set): at least one proxy; at most ten,
+# a lab's cost bound (each instance bills like one proxy VM), not an Azure limit.
+PROXY_COUNT_RANGE = (1, 10)
+
+PROXY_TIER_FACTS: tuple[TierFact, ...] = (
+    TierFact("flex-network-api-version",
+             "A Flexible scale set that defines NICs in its profile must set "
+             "networkProfile.networkApiVersion (first supported: "
+             f"{VMSS_FLEX_NETWORK_API_VERSION}).",
+             "Azure REST spec Microsoft.Compute ComputeRP/virtualMachineScaleSet.json, "
+             "VirtualMachineScaleSetNetworkProfile.networkApiVersion ('specifies the "
+             "Microsoft.Network API version used when creating networking resources in the "
+             "Network Interface Configurations for Virtual Machine Scale Set with orchestration "
+             "mode Flexible'); learn.microsoft.com NetworkApiVersion: '2020-11-01: initial "
+             "version supported'"),
+    TierFact("flex-zonal-fault-domains",
+             "A zonal or zone-spanning Flexible scale set supports platformFaultDomainCount 1 "
+             "only (max spreading).",
+             "docs: virtual-machine-scale-sets-manage-fault-domains, 'Supported fault domain "
+             "configurations' table (Flexible, zonal or zone-spanning: 1)"),
+    TierFact("flex-rolling-upgrade-preview",
+             "Rolling upgrade policy on Flexible orchestration is in preview; the subscription "
+             f"must register the feature {VMSS_FLEX_ROLLING_UPGRADE_FEATURE} first.",
+             "docs: virtual-machine-scale-sets-configure-rolling-upgrades, note and "
+             "'Prerequisites / Feature Registration' (Register-AzProviderFeature -FeatureName "
+             "VMSSFlexRollingUpgrade -ProviderNamespace Microsoft.Compute)"),
+    TierFact("flex-image-upgrade-feature",
+             f"The newest prerequisites also register {VMSS_FLEX_IMAGE_UPGRADE_FEATURE}; "
+             "the lab assumes automatic OS image upgrades of Flexible-set VMs need it too.",
+             "assumption: learn.microsoft.com virtual-machine-scale-sets-configure-rolling-"
+             "upgrades, 'Feature Registration' lists it without saying what needs it",
+             assumption=True),
+    TierFact("flex-health-signal-is-the-extension",
+             "Rolling upgrades need a health signal; on Flexible orchestration it must be the "
+             "Application Health extension, because LB health probes aren't supported there "
+             "(networkProfile.healthProbe is a Uniform-only signal).",
+             "docs: virtual-machine-scale-sets-configure-rolling-upgrades, 'Requirements' "
+             "('If using Virtual Machine Scale Sets with Flexible Orchestration Mode, "
+             "Application Health Extension is required as Health probes aren't supported')"),
+    TierFact("rolling-upgrade-refused-without-health",
+             "ARM refuses a rolling or automatic-OS-upgrade scale set with no health probe or "
+             "extension: 'Rolling Upgrade mode is not supported for this Virtual Machine Scale "
+             "Set because a health probe or health extension was not provided' / 'Automatic OS "
+             "Upgrade is not supported ... because a health probe or health extension was not "
+             "specified'.",
+             "ARM errors quoted in github.com/gbowerman/azure-myriad issue 30 and "
+             "Azure-Samples/open-source-labs issue 46; docs: "
+             "virtual-machine-scale-sets-automatic-upgrade, 'Requirements'"),
+    TierFact("auto-os-upgrade-requirements",
+             "Automatic OS image upgrades need image version 'latest', a health probe or the "
+             "Application Health extension, Compute API 2018-10-01 or later, and a patch mode "
+             "other than AutomaticByPlatform; batches are at most 20% of the set (minimum one "
+             "VM), each waits up to 5 minutes for the instance to become healthy, and an "
+             "instance that doesn't is rolled back to its previous OS disk.",
+             "docs (MicrosoftDocs/azure-compute-docs): virtual-machine-scale-sets-automatic-"
+             "upgrade, 'Requirements for configuring automatic OS image upgrade' and "
+             "'Upgrading virtual machines in a scale set'"),
+    TierFact("auto-os-upgrade-images",
+             "Only listed platform images get automatic OS upgrades: Canonical "
+             "0001-com-ubuntu-server-jammy 22_04-LTS-Gen2 is listed, ubuntu-24_04-lts only as "
+             "server-arm64; so the tier runs Ubuntu 22.04 LTS Gen2.",
+             "docs (MicrosoftDocs/azure-compute-docs): virtual-machine-scale-sets-automatic-"
+             "upgrade, 'Supported OS images'"),
+    TierFact("auto-os-upgrade-reruns-custom-data",
+             "An OS image upgrade replaces the OS disk and runs the configured extensions and "
+             "custom data scripts again: the rewrite and the health endpoint come back from "
+             "the same user data.",
+             "docs: virtual-machine-scale-sets-automatic-upgrade, characteristics ('Configured "
+             "extensions and custom data scripts are run')"),
+    TierFact("app-health-extension-http",
+             "The Application Health extension (Microsoft.ManagedServices/ApplicationHealthLinux) "
+             "probes an HTTP endpoint on the instance itself (settings protocol, port, "
+             "requestPath); a 200 is healthy.",
+             "docs: virtual-machine-scale-sets-health-extension, 'Extension schema for "
+             "Application Health Extensions'"),
+    TierFact("lb-http-probe",
+             "A Standard LB HTTP probe counts a backend healthy on HTTP 200 only; any other "
+             "status, a timeout or a refused connection marks it down after the probe "
+             "threshold; probes come from 168.63.129.16, the AzureLoadBalancer service tag, "
+             "which the NSG default rule AllowAzureLoadBalancerInBound admits.",
+             "docs: load-balancer-custom-probe-overview, 'Probe protocol' (HTTP: 'Only a "
+             "status code of 200 is considered healthy') and 'Probe source IP address'"),
+    TierFact("nsg-default-allows-vnet",
+             "Every NSG ends in AllowVnetInBound (65000): without a deny rule, anything in the "
+             "VNet reaches the health port, so the tier denies VirtualNetwork on it after "
+             "admitting AzureLoadBalancer.",
+             "docs: network-security-groups-overview, 'Default security rules'"),
+    TierFact("flex-no-default-outbound",
+             "A Flexible scale set's instances get no default outbound access: each instance "
+             "needs explicit outbound (here a Standard public IP per instance, inbound closed "
+             "by the NSG) for apt and the lab's SSH.",
+             "docs: virtual-machine-scale-sets-networking, 'Explicit network outbound "
+             "connectivity for Flexible scale sets'"),
+    TierFact("no-auto-shutdown-for-scale-sets",
+             "DevTest Labs auto-shutdown schedules (shutdown-computevm-*) target single VMs; "
+             "the tier's instances bill until pulumi destroy (the expires-on tag marks them).",
+             "assumption: the schedule's targetResourceId names a virtualMachines id; no "
+             "documented scale-set form", assumption=True),
+    TierFact("vtap-lb-frontend-flex-pool",
+             "A vTAP whose destination is an internal LB frontend mirrors to the members of its "
+             "backend pool whatever created their NICs (here the scale set's).",
+             "assumption: the vTAP docs name an 'internal load balancer frontend IP "
+             "configuration' as destination and say nothing of scale sets", assumption=True),
+)

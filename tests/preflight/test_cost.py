@@ -32,6 +32,12 @@ def test_every_committed_stack_is_priced(stack, graph_of):
     want += sum(cost.PRICES["lb-standard"] for e in g
                 if e["type"] == "azure-native:network:LoadBalancer"
                 and e["inputs"].get("loadBalancingRules"))
+    # A scale set's instances (b4) cost like VMs of its size, each with disk and public IP.
+    for e in g:
+        if e["type"] == "azure-native:compute:VirtualMachineScaleSet":
+            sku = e["inputs"]["sku"]
+            want += sku["capacity"] * (cost.VM_SIZES[sku["name"]] + cost.PRICES[
+                "disk-standard-hdd-32"] + cost.PRICES["public-ip-standard"])
     want += sum(cost.PRICES["pls-direct-connect"] for e in g
                 if e["type"] == "azure-native:network:PrivateLinkService"
                 and e["inputs"].get("destinationIPAddress"))

@@ -145,7 +145,18 @@ def test_every_vm_has_its_own_tls_host_key_in_its_secret_user_data(committed_sta
     resources = graph_of(committed_stack)
     vms = [r for r in resources if r["type"] == "azure-native:compute:VirtualMachine"]
     keys = {r["name"]: r for r in resources if r["type"] == mocks.TLS_PRIVATE_KEY}
-    assert vms and len(keys) == len(vms)
+    # b4's scale set: one key for the tier (every instance boots from the same user data).
+    scale_sets = [r for r in resources
+                  if r["type"] == "azure-native:compute:VirtualMachineScaleSet"]
+    assert vms and len(keys) == len(vms) + len(scale_sets)
+    for scale_set in scale_sets:
+        tier = scale_set["parent"].rsplit("::", 1)[1]
+        key = keys[f"{tier}{mocks.HOST_KEY_SUFFIX}"]
+        assert key["parent"] == scale_set["parent"] and key["inputs"] == {"algorithm": "ED25519"}
+        user_data = base64.b64decode(scale_set["inputs"]["virtualMachineProfile"]["osProfile"]
+                                     ["customData"]).decode()
+        pair = host_key_for(mocks.TEST_HOST_KEY_SEED, tier)
+        assert f"  ed25519_public: {pair.public_line}\n" in user_data
     for vm in vms:
         name = vm["name"].removesuffix("-vm")
         key = keys[f"{name}{mocks.HOST_KEY_SUFFIX}"]

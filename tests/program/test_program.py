@@ -125,8 +125,8 @@ def test_b2_and_a_tap_the_source_nic_into_the_proxy_nic_on_4789(
     cfg = lab_config_of(committed_stack)
     proxied = [s for s in cfg.scenarios if s in {"b2", "a"}]
     taps = of_type(resources, TAP)
-    # r1/b1 attempts come later, through ARM; b3 has one tap, msp one per tenant.
-    assert len(taps) == len(proxied) + ("b3" in cfg.scenarios) + (
+    # r1/b1 attempts come later, through ARM; b3 and b4 have one tap, msp one per tenant.
+    assert len(taps) == len(proxied) + ("b3" in cfg.scenarios) + ("b4" in cfg.scenarios) + (
         cfg.msp_tenants if "msp" in cfg.scenarios else 0)
     for scenario in proxied:
         mine = in_scenario(resources, scenario)

@@ -413,3 +413,83 @@ def test_decap_boot_command_works_with_its_script(tmp_path, lab):
     assert sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()) == [
         "vtap1001", "vtap1002"]
     assert "vxlan id 1001 " in links and "vxlan id 1002 " in links
+
+
+# ----------------------------------------------------------------------------- proxy health
+
+HEALTH_UNIT = "/etc/systemd/system/vtap-health.service"
+HEALTH_PARAMS = {"pe_ip": "10.30.3.4", "mode": "netdev", "health_port": "8080"}
+
+
+def health_exec_start(doc: dict) -> str:
+    unit = files_of(doc)[HEALTH_UNIT]["content"]
+    lines = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == 1, unit
+    return lines[0][len("ExecStart="):]
+
+
+def test_proxy_behind_an_lb_runs_the_health_endpoint_bounded_on_every_boot():
+    require_scripts("proxy")
+    doc = parsed("proxy", **HEALTH_PARAMS)
+    assert health_exec_start(doc) == ("/usr/bin/python3 /usr/local/sbin/vtap-health.py "
+                                      "--target 10.30.3.4 --port 8080")
+    unit = files_of(doc)[HEALTH_UNIT]["content"]
+    assert "WantedBy=multi-user.target" in unit and "After=network-online.target " \
+        "vtap-proxy.service" in unit
+    for bound in ("MemoryMax=", "CPUQuota=", "TasksMax=", "Restart=always"):
+        assert bound in unit, bound
+    entry = files_of(doc)["/usr/local/sbin/vtap-health.py"]
+    assert entry["permissions"] == "0755"
+    assert base64.b64decode(entry["content"]) == (
+        userdata.TEMPLATE_DIR / "vtap-health.py").read_bytes()
+    assert doc["runcmd"][-1] == ["systemctl", "enable", "--now", "vtap-health.service"]
+    # the rewrite is unchanged by it
+    assert proxy_exec_start(doc) == proxy_exec_start(parsed("proxy", pe_ip="10.30.3.4",
+                                                            mode="netdev"))
+
+
+def test_proxy_without_health_port_has_no_health_endpoint():
+    require_scripts("proxy")
+    doc = parsed("proxy", **PARAMS["proxy"])
+    assert HEALTH_UNIT not in files_of(doc)
+    text = render("proxy", **PARAMS["proxy"])
+    assert "vtap-health.service" not in text and "/usr/local/sbin/vtap-health.py" not in text
+
+
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="Debian's cloud-init not installed")
+def test_proxy_with_health_passes_cloud_init_schema(tmp_path):
+    require_scripts("proxy")
+    _text, pair = _with_key("proxy")
+    path = tmp_path / "proxy.yaml"
+    path.write_text(userdata.with_host_key(render("proxy", **HEALTH_PARAMS),
+                                            private_pem=pair.private_pem,
+                                            public_line=pair.public_line))
+    result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Valid cloud-config" in output, output
+    assert "deprecat" not in output.lower()
+    assert len(path.read_bytes()) <= userdata.AZURE_CUSTOM_DATA_LIMIT
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_health_unit_passes_systemd_analyze(tmp_path):
+    require_scripts("proxy")
+    unit = files_of(parsed("proxy", **HEALTH_PARAMS))[HEALTH_UNIT]["content"]
+    script = str(userdata.TEMPLATE_DIR / "vtap-health.py")
+    path = tmp_path / "vtap-health.service"
+    path.write_text(unit.replace("/usr/local/sbin/vtap-health.py", script))
+    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    output = result.stdout + result.stderr
+    # verify also reads the units After= names (vtap-proxy.service, not installed here).
+    relevant = [line for line in output.splitlines() if "vtap-proxy.service" not in line]
+    assert result.returncode == 0 or not relevant, output
+    assert not any("ignoring" in line or "Unknown" in line for line in relevant), output
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "80a", "8080\nruncmd: [reboot]", ""])
+def test_bad_health_port_is_refused_in_one_line(port):
+    with pytest.raises(CloudInitError, match=r"health_port=.* is not a TCP port; accepted: "
+                                             r"1\.\.65535"):
+        render("proxy", pe_ip="10.30.3.4", mode="netdev", health_port=port)

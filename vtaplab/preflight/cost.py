@@ -121,6 +121,40 @@ def _disk(name: str, vm_inputs: Mapping[str, Any]) -> tuple[str, float] | None:
     return None
 
 
+def _scale_set(name: str, typ: str, inputs: Mapping[str, Any]
+               ) -> tuple[list[Item], list[dict[str, str]]]:
+    """A scale set's instances cost like VMs of its size: per instance (``sku.capacity`` of
+    them) compute, OS disk and, where the profile gives each one, a public IP."""
+    sku = inputs.get("sku") or {}
+    size, capacity = str(sku.get("name")), int(sku.get("capacity") or 0)
+    profile = inputs.get("virtualMachineProfile") or {}
+    nic_configs = (profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []
+    public_ips = [ip.get("publicIPAddressConfiguration") for nic in nic_configs
+                  for ip in nic.get("ipConfigurations") or []
+                  if ip.get("publicIPAddressConfiguration")]
+    items: list[Item] = []
+    unpriced: list[dict[str, str]] = []
+    for index in range(capacity):
+        instance = f"{name}[{index}]"
+        if size in VM_SIZES:
+            items.append(Item(instance, typ, f"VM {size}", VM_SIZES[size]))
+        else:
+            unpriced.append({"resource": instance, "type": typ, "why": f"VM size {size}"})
+        disk = _disk(instance, profile)
+        if disk:
+            items.append(Item(instance, typ, *disk))
+        else:
+            unpriced.append({"resource": instance, "type": typ, "why": "OS disk type/size"})
+        for config in public_ips:
+            ip_sku = str(((config or {}).get("sku") or {}).get("name") or "Basic")
+            key = f"public-ip-{ip_sku.lower()}"
+            if key in PRICES:
+                items.append(Item(instance, typ, f"public IP ({ip_sku})", PRICES[key]))
+            else:
+                unpriced.append({"resource": instance, "type": typ, "why": f"{ip_sku} public IP"})
+    return items, unpriced
+
+
 def estimate(graph: Sequence[Mapping[str, Any]], *, stack: str) -> Estimate:
     """Price every azure-native resource of ``graph`` (components and non-Azure resources,
     such as the dynamic attempts, cost nothing)."""
@@ -147,6 +181,10 @@ def estimate(graph: Sequence[Mapping[str, Any]], *, stack: str) -> Estimate:
                 items.append(Item(name, typ, *disk))
             else:
                 unpriced.append({"resource": name, "type": typ, "why": "OS disk type/size"})
+        elif typ == "azure-native:compute:VirtualMachineScaleSet":
+            found, missing = _scale_set(name, typ, inputs)
+            items.extend(found)
+            unpriced.extend(missing)
         elif typ == "azure-native:network:LoadBalancer":
             sku = str((inputs.get("sku") or {}).get("name") or "Basic")
             rules = len(inputs.get("loadBalancingRules") or [])
@@ -195,6 +233,9 @@ def render(est: Estimate) -> str:
     lines.append("VMs stop billing compute at their daily auto-shutdown; public IPs, the load "
                  "balancer and the Private Endpoint bill until 'pulumi destroy' (matrix "
                  "destroys by default).")
+    if any(i.type == "azure-native:compute:VirtualMachineScaleSet" for i in est.items):
+        lines.append("Scale set instances have no auto-shutdown: they bill until 'pulumi "
+                     "destroy'.")
     return "\n".join(lines) + "\n"
 
 

@@ -56,6 +56,12 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
             vm_user_data[_node("vm", name)] = base64.b64decode(custom).decode(errors="replace")
         except ValueError:
             vm_user_data[_node("vm", name)] = ""
+    for scale_set in by_type.get("VirtualMachineScaleSet", []):
+        node, subnet, lines, user_data = _scale_set_node(inputs(scale_set), scale_set["name"])
+        place(subnet, lines[0])
+        edges.extend(lines[1:])
+        vm_user_data[node] = user_data
+        vnet_of[node] = segment(subnet, "virtualNetworks")
     for lb in by_type.get("LoadBalancer", []):
         name = str(inputs(lb).get("loadBalancerName") or lb["name"])
         frontend = (inputs(lb).get("frontendIPConfigurations") or [{}])[0]
@@ -143,3 +149,30 @@ def to_mermaid(graph: Sequence[Mapping[str, Any]]) -> str:
         lines += [f"  {line}" for line in leftover]
     lines += [f"  {edge}" for edge in edges]
     return "\n".join(lines) + "\n"
+
+
+def _scale_set_node(scale_set: Mapping[str, Any], fallback: str
+                    ) -> tuple[str, object, list[str], str]:
+    """A scale set's node (name, size x capacity, zones, IP forwarding), the subnet it sits
+    in, its node line followed by its backend-pool edges, and its user data (the rewrite)."""
+    name = str(scale_set.get("vmScaleSetName") or fallback)
+    node = _node("vmss", name)
+    sku = scale_set.get("sku") or {}
+    profile = scale_set.get("virtualMachineProfile") or {}
+    configs = (profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or [{}]
+    ip_config = (configs[0].get("ipConfigurations") or [{}])[0]
+    subnet = (ip_config.get("subnet") or {}).get("id")
+    zones = ",".join(scale_set.get("zones") or []) or "regional"
+    forwarding = ", IP forwarding" if configs[0].get("enableIPForwarding") else ""
+    lines = [f'{node}[["VM scale set {name}<br/>{sku.get("capacity", "?")} x '
+             f'{sku.get("name", "")}, zones {zones}{forwarding}"]]']
+    for pool in ip_config.get("loadBalancerBackendAddressPools") or []:
+        lb_name = segment(pool.get("id"), "loadBalancers")
+        if lb_name:
+            lines.append(f'{_node("lb", lb_name)} -->|backend pool| {node}')
+    custom = (profile.get("osProfile") or {}).get("customData") or ""
+    try:
+        user_data = base64.b64decode(custom).decode(errors="replace")
+    except ValueError:
+        user_data = ""
+    return node, subnet, lines, user_data

@@ -65,6 +65,7 @@ T_VNET = NET + "VirtualNetwork"
 T_SUBNET = NET + "Subnet"
 T_PEERING = NET + "VirtualNetworkPeering"
 T_VM = "azure-native:compute:VirtualMachine"
+T_VMSS = "azure-native:compute:VirtualMachineScaleSet"
 T_RG = "azure-native:resources:ResourceGroup"
 # Anything that would join the consumer and the provider networks, which the lab rules out.
 BRIDGE_TYPES: frozenset[str] = frozenset(
@@ -393,6 +394,8 @@ class Graph:
             self.by_urn.setdefault(node.urn, node)
             if "dynamic" in node.type:
                 self.nodes.extend(attempt_nodes(e))
+            if node.type == T_VMSS:
+                self.nodes.extend(scale_set_nodes(node))
 
     def of_type(self, *types: str) -> list[Node]:
         return [n for n in self.nodes if n.type in types]
@@ -564,6 +567,36 @@ class Graph:
                 if nic is not None:
                     nics[nic.urn] = nic
         return list(nics.values())
+
+
+def scale_set_nodes(scale_set: Node) -> list[Node]:
+    """What a scale set creates for each instance, as the rules read it: one NIC per network
+    interface configuration of its profile (``<set>-<config>``) and one VM (its osProfile and
+    size). They carry the scale set's URN and parent, so a finding names the scale set and
+    ``ancestors`` finds its component (b4's ProxyTier)."""
+    set_name = text(scale_set.inputs, "vmScaleSetName") or text(scale_set.inputs, "name") \
+        or scale_set.name
+    profile = get(scale_set.inputs, "virtualMachineProfile")
+    common = {k: v for k in ("location", "resourceGroupName")
+              if (v := get(scale_set.inputs, k)) is not None}
+    out: list[Node] = []
+    for cfg in items(profile, "networkProfile", "networkInterfaceConfigurations"):
+        nic_name = f"{set_name}-{text(cfg, 'name') or 'nic'}"
+        nic_inputs: dict[str, Any] = {**common, "networkInterfaceName": nic_name,
+                                      "ipConfigurations": items(cfg, "ipConfigurations")}
+        for key in ("enableIPForwarding", "networkSecurityGroup"):
+            if get(cfg, key) is not None:
+                nic_inputs[key] = get(cfg, key)
+        out.append(Node(urn=scale_set.urn, type=T_NIC, name=nic_name, parent=scale_set.parent,
+                        inputs=nic_inputs))
+    vm_inputs: dict[str, Any] = {**common, "vmName": set_name}
+    if get(profile, "osProfile") is not None:
+        vm_inputs["osProfile"] = get(profile, "osProfile")
+    if text(scale_set.inputs, "sku", "name"):
+        vm_inputs["hardwareProfile"] = {"vmSize": text(scale_set.inputs, "sku", "name")}
+    out.append(Node(urn=scale_set.urn, type=T_VM, name=set_name, parent=scale_set.parent,
+                    inputs=vm_inputs))
+    return out
 
 
 def props_of(entry: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -979,14 +1012,14 @@ def _proxy_nics(g: Graph) -> list[Node]:
     """NICs that must rewrite and forward VXLAN: the ProxyNat component's, and any vTAP
     delivery NIC that shares its VNet with a Private Endpoint (it can only be there to
     forward to it)."""
-    out = {n.urn: n for n in g.of_type(T_NIC)
-           if any(a.type.endswith(":ProxyNat") for a in g.ancestors(n))}
+    out = {f"{n.urn}|{n.name}": n for n in g.of_type(T_NIC)
+           if any(a.type.endswith((":ProxyNat", ":ProxyTier")) for a in g.ancestors(n))}
     pe_vnets = {g.vnet_of_subnet_ref(get(pe.inputs, "subnet")) for pe in g.of_type(T_PE)}
     pe_vnets.discard(None)
     for nic in _vtap_delivery_nics(g):
         if g.private_endpoint_nic_owner(nic.azure_name or nic.name) is None and \
                 g.vnet_of_nic(nic) in pe_vnets:
-            out[nic.urn] = nic
+            out[f"{nic.urn}|{nic.name}"] = nic
     return list(out.values())
 
 
@@ -1205,6 +1238,56 @@ def _lb_probe(g: Graph) -> Iterator[Hit]:
             yield lb, (f"load balancer {lb.name!r} rule(s) {', '.join(no_probe)} have no health "
                        "probe; add one (e.g. TCP/22 on the backends) so a dead backend is taken "
                        "out of rotation.")
+
+
+@rule("VTAP024", "proxy-pool-probe-sees-the-rewrite", ADVISORY, None,
+      "The LB a vTAP points at should probe its proxies over HTTP (vtap-health.py), not TCP.")
+def _proxy_probe_protocol(g: Graph) -> Iterator[Hit]:
+    for tap in _taps(g):
+        lb = _dest_lb(g, tap)
+        if lb is None:
+            continue
+        tcp = [text(p, "name") or "?" for p in items(lb[0].inputs, "probes")
+               if (text(p, "protocol") or "").lower() == "tcp"]
+        if tcp:
+            yield lb[0], (f"load balancer {lb[0].name!r} (a vTAP destination) probes its "
+                          f"proxies over TCP ({', '.join(tcp)}): a proxy whose rewrite failed "
+                          "still answers and keeps its share of the mirror. Probe HTTP "
+                          f"{facts.HEALTH_PORT}{facts.HEALTH_PATH} (vtap-health.py), which "
+                          "answers 200 only while the rewrite and the route to the PE exist.")
+
+
+_HEALTH_EXTENSION_TYPES = frozenset({"applicationhealthlinux", "applicationhealthwindows"})
+
+
+@rule("VTAP025", "scale-set-upgrade-health-signal", MANDATORY, None,
+      "A Flexible scale set with rolling or automatic OS upgrades needs the Application Health "
+      "extension; automatic OS upgrades need image version latest.")
+def _scale_set_upgrades(g: Graph) -> Iterator[Hit]:
+    for vmss in g.of_type(T_VMSS):
+        policy = get(vmss.inputs, "upgradePolicy")
+        rolling = (text(policy, "mode") or "").lower() == "rolling"
+        auto_os = flag(policy, "automaticOSUpgradePolicy", "enableAutomaticOSUpgrade") is True
+        if not (rolling or auto_os):
+            continue
+        profile = get(vmss.inputs, "virtualMachineProfile")
+        extensions = items(profile, "extensionProfile", "extensions")
+        flexible = (text(vmss.inputs, "orchestrationMode") or "").lower() == "flexible"
+        has_extension = any((text(x, "type") or "").lower() in _HEALTH_EXTENSION_TYPES
+                            for x in extensions)
+        has_probe = get(profile, "networkProfile", "healthProbe") is not None
+        if not unknown_at(profile, "extensionProfile") and not has_extension and (
+                flexible or not has_probe):
+            yield vmss, ("scale set has a rolling/automatic OS upgrade policy but no "
+                         "Application Health extension" + (
+                             " (on Flexible orchestration LB probes are no health signal)"
+                             if flexible else " or health probe") +
+                         "; ARM refuses it ('a health probe or health extension was not "
+                         "provided'). Add the ApplicationHealthLinux extension.")
+        version = text(profile, "storageProfile", "imageReference", "version")
+        if auto_os and version is not None and version.lower() != "latest":
+            yield vmss, (f"automatic OS image upgrades need imageReference.version 'latest', "
+                         f"not {version!r}.")
 
 
 # -- the lab's premise and security -------------------------------------------------------------

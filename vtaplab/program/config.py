@@ -76,6 +76,7 @@ PROXY_MODES = facts.PROXY_MODES
 CAPTURE_SECONDS_RANGE = (10, 3600)
 TRAFFIC_REQUESTS_RANGE = (1, 10000)
 MSP_TENANTS_RANGE = facts.MSP_TENANTS_RANGE
+PROXY_COUNT_RANGE = facts.PROXY_COUNT_RANGE
 # Azure: the smallest subnet is a /29 (5 addresses reserved, 3 usable).
 SMALLEST_SUBNET_PREFIX = 29
 # Address ranges a VNet may use here: RFC 1918 and the shared (CGNAT) range.
@@ -166,6 +167,8 @@ class LabConfig:
     """Daily VM shutdown, HHMM UTC, or "off" (components/shutdown.py)."""
     expires_on: str = ""
     """The expires-on tag's value (YYYY-MM-DDTHH:MMZ); empty: not set (tag "unset")."""
+    proxy_count: int = 2
+    """b4: instances of the proxy scale set (``facts.PROXY_COUNT_RANGE``)."""
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,9 @@ KEYS: tuple[Key, ...] = (
         f"Tenants (consumer VNets) in scenario msp, {MSP_TENANTS_RANGE[0]}-"
         f"{MSP_TENANTS_RANGE[1]} (vTAP preview allows about "
         f"{facts.MAX_VTAPS_PER_SUBSCRIPTION} per subscription)."),
+    Key("proxyCount", "integer", 2,
+        f"Scenario b4: instances of the proxy scale set, {PROXY_COUNT_RANGE[0]}-"
+        f"{PROXY_COUNT_RANGE[1]} (each bills like one proxy VM of proxyVmSize)."),
     Key("sshPrivateKey", "string", "",
         "SECRET, optional: the private key (PEM/OpenSSH text) of sshPublicKey, for the run's "
         "SSH steps (pulumi config set --secret vtaplab:sshPrivateKey < ~/.ssh/id_ed25519). "
@@ -726,6 +732,7 @@ def from_values(
         tap_existing_source=_bool(values, "tapExistingSource"),
         auto_shutdown_time=shutdown_settings(values)[0],
         expires_on=shutdown_settings(values)[1],
+        proxy_count=_int(values, "proxyCount", PROXY_COUNT_RANGE),
     )
 
 

@@ -39,7 +39,10 @@ from vtaplab.program.config import LabConfig
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
 # What this program builds (c1 is not expressible: facts.SCENARIOS says why).
-BUILT_SCENARIOS = ("r1", "b1", "b2", "a", "b3", "msp")
+BUILT_SCENARIOS = ("r1", "b1", "b2", "a", "b3", "msp", "b4")
+# Scenarios whose vTAP points at the consumer LB's frontend (HA ports, HTTP probe of the
+# proxies' vtap-health.py) rather than at one proxy's NIC.
+LB_FRONTED_SCENARIOS = frozenset({"b3", "b4"})
 
 
 class StackError(ValueError):
@@ -134,6 +137,7 @@ def build(cfg: LabConfig) -> dict[str, object]:
         "a": _proxied,
         "b3": _ha_proxied,
         "msp": _msp,
+        "b4": _tier,
     }
     return {
         "resource_group": group.name,
@@ -167,10 +171,11 @@ def _source_vnet(
             operator_cidr=cfg.operator_cidr,
             src_cloud_init=userdata.render("src"),
             client_cloud_init=userdata.render("client") if with_client else None,
-            # b1's attempt points a vTAP at an LB in the source VNet; b3's vTAP does, too,
-            # and that LB spreads the mirror over the proxies.
-            with_ilb=scenario in ("b1", "b3"),
-            ilb_all_ports=scenario == "b3",
+            # b1's attempt points a vTAP at an LB in the source VNet; b3's and b4's vTAPs do,
+            # too, and that LB spreads the mirror over the proxies it probes over HTTP.
+            with_ilb=scenario == "b1" or scenario in LB_FRONTED_SCENARIOS,
+            ilb_all_ports=scenario in LB_FRONTED_SCENARIOS,
+            ilb_http_probe=scenario in LB_FRONTED_SCENARIOS,
             tags=_tags(cfg, scenario),
             auto_shutdown=_shutdown(cfg),
         ),
@@ -278,14 +283,11 @@ def _proxy(
     vni: int | None = None,
     backend_pool_ids: list[pulumi.Output[str]] | None = None,
 ) -> ProxyNat:
-    """A proxy VM in ``consumer``'s snet-proxy rewriting UDP/4789 to its PE (stamping ``vni``)."""
+    """A proxy VM in ``consumer``'s snet-proxy rewriting UDP/4789 to its PE (stamping ``vni``);
+    in an LB's pool it also answers the LB's HTTP probe (vtap-health.py)."""
     cfg = shared.cfg
-    mode = cfg.proxy_mode
-    extra = {"vni": str(vni)} if vni is not None else {}
-
-    def proxy_user_data(pe_ip: str) -> str:
-        # ProxyNat's VM carries the component's name.
-        return userdata.render("proxy", pe_ip=pe_ip, mode=mode, **extra)
+    health_port = facts.HEALTH_PORT if backend_pool_ids else None
+    proxy_user_data = proxy_user_data_for(cfg, vni=vni, health_port=health_port)
 
     return ProxyNat(
         name,
@@ -303,8 +305,25 @@ def _proxy(
             tags=_tags(cfg, scenario),
             auto_shutdown=_shutdown(cfg),
             backend_pool_ids=backend_pool_ids or [],
+            health_port=health_port,
         ),
     )
+
+
+def proxy_user_data_for(cfg: LabConfig, *, vni: int | None = None,
+                        health_port: int | None = None) -> Callable[[str], str]:
+    """Given the PE's IP, a proxy's cloud-init: the rewrite (stamping ``vni``) and, behind an
+    LB, the health endpoint on ``health_port``."""
+    from vtaplab.program import userdata as cloudinit
+
+    extra = {"vni": str(vni)} if vni is not None else {}
+    if health_port is not None:
+        extra["health_port"] = str(health_port)
+
+    def render(pe_ip: str) -> str:
+        return cloudinit.render("proxy", pe_ip=pe_ip, mode=cfg.proxy_mode, **extra)
+
+    return render
 
 
 def _proxy_outputs(proxy: ProxyNat, mode: str) -> dict[str, object]:
@@ -378,8 +397,9 @@ def _proxied(shared: Shared, scenario: str) -> dict[str, object]:
 
 
 def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
-    """b3: vTAP -> the consumer LB's frontend (HA ports, TCP/22 probe) -> two proxies in its
-    backend pool, each rewriting to the PE: one proxy down and the LB sends it nothing."""
+    """b3: vTAP -> the consumer LB's frontend (HA ports, HTTP probe of each proxy's
+    vtap-health.py) -> two proxies in its backend pool, each rewriting to the PE: one proxy
+    down, or its rewrite gone, and the LB sends it nothing."""
 
     cfg = shared.cfg
     consumer = _source_vnet(shared, scenario, with_client=True)
@@ -406,6 +426,62 @@ def _ha_proxied(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["host_keys"] = run_host_keys(shared, consumer, proxies)
     outputs["result"] = run.summary
     outputs["run_plan"] = run.plan_output
+    return outputs
+
+
+def _tier(shared: Shared, scenario: str) -> dict[str, object]:
+    """b4: vTAP -> the consumer LB's frontend (HA ports, HTTP probe) -> a Flexible scale set
+    of ``proxyCount`` proxies (``ProxyTier``) in its pool, spread over the region's zones,
+    patched by automatic OS image upgrades in rolling batches gated by the same health
+    endpoint. The run captures at the collector only: the instances' public IPs are the
+    scale set's, not stack outputs, so no proxy capture is fetched."""
+    from components import VtapAttachment, VtapAttachmentArgs
+    from components.proxy_tier import ProxyTier, ProxyTierArgs
+
+    cfg = shared.cfg
+    consumer = _source_vnet(shared, scenario, with_client=True)
+    assert consumer.ilb_frontend_id is not None and consumer.ilb_backend_pool_id is not None
+    tier = ProxyTier(
+        f"{scenario}-tier",
+        ProxyTierArgs(
+            resource_group_name=shared.resource_group_name,
+            location=cfg.location,
+            subnet_id=consumer.subnet_ids["snet-proxy"],
+            pe_ip=consumer.pe_ip,
+            cloud_init=proxy_user_data_for(cfg, health_port=facts.HEALTH_PORT),
+            vm_size=cfg.proxy_vm_size,
+            admin_username=cfg.admin_username,
+            ssh_public_key=cfg.ssh_public_key,
+            operator_cidr=cfg.operator_cidr,
+            tags=_tags(cfg, scenario),
+            backend_pool_ids=[consumer.ilb_backend_pool_id],
+            instance_count=cfg.proxy_count,
+            zones=list(facts.AVAILABILITY_ZONES) if cfg.location in facts.ZONE_REGIONS else [],
+        ),
+    )
+    tap = VtapAttachment(
+        f"{scenario}-tap",
+        VtapAttachmentArgs(
+            resource_group_name=shared.resource_group_name,
+            location=cfg.location,
+            source_nic_names=[consumer.src_nic_name],
+            destination_lb_frontend_id=consumer.ilb_frontend_id,
+            destination_port=facts.VXLAN_PORT,
+            tags=_tags(cfg, scenario),
+            depends_on=[consumer, tier],
+        ),
+    )
+    run = evidence_run(shared, scenario, consumer=(scenario, consumer), proxies=[], tap=tap)
+    outputs = _common_outputs(shared, consumer)
+    outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
+    outputs["ilb"] = {"ip": str(cfg.consumer.ilb_ip), "frontend_id": consumer.ilb_frontend_id}
+    outputs["proxy_tier"] = {"scale_set": tier.scale_set_name, "instances": cfg.proxy_count,
+                             "mode": cfg.proxy_mode, "health": {
+                                 "port": facts.HEALTH_PORT, "path": facts.HEALTH_PATH}}
+    outputs["tap_id"] = tap.tap_id
+    outputs["host_keys"] = {**run_host_keys(shared, consumer, []),
+                            "proxy_tier": tier.host_key}
+    outputs["result"] = run.summary
     return outputs
 
 

@@ -59,6 +59,14 @@ def _vni(name: str, value: str) -> str:
     return str(int(value))
 
 
+def _port(name: str, value: str) -> str:
+    if not (value.isdigit() and 1 <= int(value) <= 65535):
+        raise CloudInitError(
+            f"cloud-init parameter {name}={value!r} is not a TCP port; accepted: 1..65535"
+        )
+    return str(int(value))
+
+
 def _vni_list(name: str, value: str) -> str:
     """A comma list of distinct VNIs 1..2^24-1 (msp's tenants), e.g. ``1001,1002,1003``."""
     items = value.split(",")
@@ -76,7 +84,8 @@ _Validator = Callable[[str, str], str]
 ROLE_PARAMS: dict[str, dict[str, tuple[_Validator, bool]]] = {
     "src": {},
     "client": {},
-    "proxy": {"pe_ip": (_ipv4, True), "mode": (_mode, True), "vni": (_vni, False)},
+    "proxy": {"pe_ip": (_ipv4, True), "mode": (_mode, True), "vni": (_vni, False),
+              "health_port": (_port, False)},
     "collector": {"decap_vnis": (_vni_list, False)},
 }
 
@@ -113,11 +122,58 @@ _DECAP_RUNCMD = """
   - [systemctl, enable, --now, {unit}]"""
 
 
+# A proxy behind a load balancer (b3, b4) answers its HTTP probe with cloudinit/vtap-health.py:
+# only with ``health_port``, so a proxy the vTAP points at directly (b2, a, msp) boots exactly
+# as before. A long-running unit, bounded by systemd (memory, CPU, tasks) and restarted if it
+# dies; it starts after the rewrite's unit, whose state it reports.
+HEALTH_SCRIPT = "vtap-health.py"
+HEALTH_UNIT = "vtap-health.service"
+_HEALTH_FILES = """
+  - path: /usr/local/sbin/{script}
+    owner: root:root
+    permissions: "0755"
+    encoding: b64
+    content: {content}
+  - path: /etc/systemd/system/{unit}
+    permissions: "0644"
+    content: |
+      [Unit]
+      Description=vtaplab: health endpoint for the LB probe (200 only while the rewrite works)
+      Wants=network-online.target
+      After=network-online.target vtap-proxy.service
+
+      [Service]
+      Type=simple
+      ExecStart=/usr/bin/python3 /usr/local/sbin/{script} --target {pe_ip} --port {port}
+      Restart=always
+      RestartSec=2
+      # Bounded: a probe every few seconds needs little; a runaway can't take the proxy down.
+      MemoryMax=64M
+      CPUQuota=20%
+      TasksMax=16
+      NoNewPrivileges=yes
+      PrivateTmp=yes
+      ProtectHome=yes
+
+      [Install]
+      WantedBy=multi-user.target"""
+_HEALTH_RUNCMD = """
+  - [systemctl, enable, --now, {unit}]"""
+
+
 def _derived(role: str, params: Mapping[str, str]) -> dict[str, str]:
     """Placeholders computed from the caller's parameters (not settable directly)."""
     if role == "proxy":
         vni = params.get("vni", "")
-        return {"vni_args": f" --vni {vni}" if vni else ""}
+        port = params.get("health_port", "")
+        health = {"health_files": "", "health_runcmd": ""}
+        if port:
+            content = base64.b64encode((TEMPLATE_DIR / HEALTH_SCRIPT).read_bytes()).decode()
+            health = {"health_files": _HEALTH_FILES.format(
+                          script=HEALTH_SCRIPT, content=content, unit=HEALTH_UNIT,
+                          pe_ip=params["pe_ip"], port=port),
+                      "health_runcmd": _HEALTH_RUNCMD.format(unit=HEALTH_UNIT)}
+        return {"vni_args": f" --vni {vni}" if vni else "", **health}
     if role == "collector":
         vnis = params.get("decap_vnis", "")
         if not vnis:
@@ -129,7 +185,8 @@ def _derived(role: str, params: Mapping[str, str]) -> dict[str, str]:
 
 
 DERIVED: dict[str, tuple[str, ...]] = {
-    "proxy": ("vni_args",), "collector": ("decap_files", "decap_runcmd")}
+    "proxy": ("vni_args", "health_files", "health_runcmd"),
+    "collector": ("decap_files", "decap_runcmd")}
 """The placeholders ``_derived`` fills, per role."""
 
 
@@ -160,11 +217,13 @@ def placeholders(text: str) -> list[str]:
 
 def scripts_for(role: str) -> list[Path]:
     """The VM scripts a role's template embeds (the collector's vtap-decap.sh: only when
-    rendered with ``decap_vnis``)."""
+    rendered with ``decap_vnis``; the proxy's vtap-health.py: only with ``health_port``)."""
     text = _read_template(role)
     scripts = [script_path(n) for n in placeholders(text) if n.startswith(SCRIPT_PREFIX)]
     if role == "collector":
         scripts.append(script_path(DECAP_SCRIPT))
+    if role == "proxy":
+        scripts.append(TEMPLATE_DIR / HEALTH_SCRIPT)
     return scripts
 
 
@@ -192,7 +251,7 @@ def render(role: str, **params: str) -> str:
     Roles and their parameters: ``src``, ``client``: none; ``collector``: optional
     ``decap_vnis`` (comma list of VNIs: one decap interface each, every boot); ``proxy``:
     ``pe_ip`` (the Private Endpoint's IPv4), ``mode`` (netdev|stateless|conntrack), optional
-    ``vni``.
+    ``vni``, optional ``health_port`` (behind an LB: vtap-health.py answers its probe there).
     Raises ``CloudInitError`` on an unknown role, a missing, unknown or malformed parameter,
     or a template placeholder nothing provides.
     """
