@@ -243,6 +243,12 @@ VM_CREATE_ONLY_INPUTS: tuple[str, ...] = (
 # PrivateEndpointIPConfigurationProperties), which a customer Private Link Service does not
 # have; Microsoft answered in MicrosoftDocs/azure-docs issue 114103 that static addresses are
 # not supported toward a third-party PLS. Default: a dynamic address, read back from ARM.
+# A dynamic address is "the next available unassigned or unreserved IP address in the
+# subnet's address range" (Azure docs "Private IP addresses", Allocation method); Azure
+# reserves the first four addresses of every subnet (network, default gateway, two for DNS:
+# VNet FAQ "Are there any restrictions on using IP addresses within these subnets?"). In an
+# otherwise empty subnet the first dynamic address is therefore host 4 (x.x.x.4).
+DYNAMIC_FIRST_HOST = 4
 PE_STATIC_IP_SOURCE = ("Network REST spec PrivateEndpointIPConfigurationProperties "
                        "(groupId, memberName); azure-docs issue 114103")
 

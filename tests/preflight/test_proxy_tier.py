@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from vtaplab import facts
-from vtaplab.preflight import cost, graph, rules
+from vtaplab.preflight import cost, diagrams, mocks, rules
 from vtaplab.program import config
 
 T_VMSS = "azure-native:compute:VirtualMachineScaleSet"
@@ -151,7 +151,7 @@ def test_scale_set_instances_cost_like_vms_of_their_size(b4, graph_of):
 
 
 def test_the_diagram_shows_the_scale_set_its_pool_and_its_rewrite(b4):
-    text = graph.to_mermaid(b4)
+    text = diagrams.to_mermaid(b4)
     assert 'vmss_b4_tier_vmss[["VM scale set b4-tier-vmss<br/>2 x Standard_B2s, zones 1,2,3' \
         in text
     assert "lb_b4_ilb -->|backend pool| vmss_b4_tier_vmss" in text
@@ -162,7 +162,7 @@ def test_the_diagram_shows_the_scale_set_its_pool_and_its_rewrite(b4):
 @pytest.mark.parametrize("value", [0, 11, "two", True])
 def test_proxy_count_out_of_bounds_is_one_line(value):
     values = {"scenarios": ["b4"], "operatorCidr": "203.0.113.7/32",
-              "sshPublicKey": graph.TEST_SSH_PUBLIC_KEY, "proxyCount": value}
+              "sshPublicKey": mocks.TEST_SSH_PUBLIC_KEY, "proxyCount": value}
     with pytest.raises(config.ConfigError) as info:
         config.from_values(values, stack="b4")
     message = str(info.value)
@@ -172,7 +172,7 @@ def test_proxy_count_out_of_bounds_is_one_line(value):
 
 def test_proxy_count_is_read():
     values = {"scenarios": ["b4"], "operatorCidr": "203.0.113.7/32",
-              "sshPublicKey": graph.TEST_SSH_PUBLIC_KEY, "proxyCount": "3"}
+              "sshPublicKey": mocks.TEST_SSH_PUBLIC_KEY, "proxyCount": "3"}
     assert config.from_values(values, stack="b4").proxy_count == 3
     assert config.KEYS_BY_NAME["proxyCount"].default == 2
     assert (config.PROXY_COUNT_RANGE, facts.PROXY_COUNT_RANGE) == ((1, 10), (1, 10))

@@ -655,10 +655,13 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                                 "destinationIPAddress")
         index = vnet_index[vnet_name]
         node = names.take("e", index)
-        ip = str(((_inputs(pe).get("ipConfigurations") or [{}])[0]).get("privateIPAddress"))
-        prefixlen = _subnet_prefixlen(by_kind, vnet_name,
-                                      str(_seg((_inputs(pe).get("subnet") or {}).get("id"),
-                                               "subnets")))
+        subnet_name = str(_seg((_inputs(pe).get("subnet") or {}).get("id"), "subnets"))
+        prefixlen = _subnet_prefixlen(by_kind, vnet_name, subnet_name)
+        static = ((_inputs(pe).get("ipConfigurations") or [{}])[0]).get("privateIPAddress")
+        # No static address (the program's default): Azure assigns the next free one of the
+        # subnet after the ones it reserves (facts.DYNAMIC_FIRST_HOST), as the mocks do.
+        ip = str(static) if static else str(
+            _subnet_prefix(by_kind, vnet_name, subnet_name)[facts.DYNAMIC_FIRST_HOST])
         nodes.append(Node(node, "pe", name, True))
         ports.append(Port(node, f"f{vnet_digit(index)}", ip, prefixlen, name))
         pls_node = pls_nodes[pls_name]
@@ -734,13 +737,18 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                     assumptions=tuple(dict.fromkeys(assumptions)), notes=tuple(notes))
 
 
-def _subnet_prefixlen(by_kind: Mapping[str, list[Mapping[str, Any]]], vnet: str,
-                      subnet: str) -> int:
+def _subnet_prefix(by_kind: Mapping[str, list[Mapping[str, Any]]], vnet: str,
+                   subnet: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     for resource in by_kind.get("Subnet", []):
         inputs = _inputs(resource)
         if inputs.get("virtualNetworkName") == vnet and inputs.get("subnetName") == subnet:
-            return ipaddress.ip_network(str(inputs.get("addressPrefix"))).prefixlen
+            return ipaddress.ip_network(str(inputs.get("addressPrefix")))
     raise TopologyError(f"subnet {subnet!r} of VNet {vnet!r} is not in the graph")
+
+
+def _subnet_prefixlen(by_kind: Mapping[str, list[Mapping[str, Any]]], vnet: str,
+                      subnet: str) -> int:
+    return _subnet_prefix(by_kind, vnet, subnet).prefixlen
 
 
 def _fastpath(vm: Mapping[str, Any] | None, vtap_urn: str | None,

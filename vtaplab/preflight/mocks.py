@@ -34,7 +34,7 @@ from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from vtaplab import PROJECT_ROOT, arm_ids
+from vtaplab import PROJECT_ROOT, arm_ids, facts
 from vtaplab.azure.ssh import host_key_for, host_key_from_seed
 from vtaplab.program import config
 
@@ -221,7 +221,7 @@ def _first_free(inputs: Mapping[str, Any], prefix: str | None) -> str:
     if not prefix:
         raise GraphError(f"private endpoint {inputs.get('privateEndpointName')!r}: no static "
                          "IP and its subnet is not one the program declared")
-    return str(ipaddress.ip_network(prefix, strict=False)[4])
+    return str(ipaddress.ip_network(prefix, strict=False)[facts.DYNAMIC_FIRST_HOST])
 
 
 # --------------------------------------------------------------------------- running
