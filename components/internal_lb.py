@@ -95,6 +95,7 @@ def internal_lb(
                 "probe_threshold": 1,
             }
         )
+    if ha_ports:
         rules.append(
             {
                 "name": HA_PORTS_RULE,

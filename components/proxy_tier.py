@@ -30,9 +30,9 @@ import pulumi_tls as tls
 from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import compute, network
 
-from components.linux_vm import OPEN_SOURCES, OS_DISK_GB, SSH_PRIORITY
+from components.linux_vm import OS_DISK_GB, SSH_PRIORITY
 from components.proxy_nat import HEALTH_ALLOW_PRIORITY, HEALTH_DENY_PRIORITY
-from components.shutdown import from_config, with_expiry
+from components.shutdown import EXPIRES_TAG
 from components.tags import component_tags
 from vtaplab import facts
 
@@ -84,7 +84,9 @@ class ProxyTier(pulumi.ComponentResource):
         child = ResourceOptions(parent=self)
         # No auto-shutdown for scale set instances (facts: no-auto-shutdown-for-scale-sets),
         # but the expires-on tag marks everything of the tier as LinuxVm does.
-        tags = with_expiry(component_tags(args.tags, "proxy-tier"), from_config())
+        tags = component_tags(args.tags, "proxy-tier")
+        if EXPIRES_TAG not in tags:  # the stack's tags carry it, as every LinuxVm's
+            raise ValueError(f"{name}: tags without {EXPIRES_TAG!r}; accepted: the stack's tags")
         nsg = self._nsg(name, args, tags, child)
         # One host key for the tier: every instance boots from the same user data, so the
         # lab's SSH steps pin this one key for any instance they reach.
@@ -208,7 +210,7 @@ class ProxyTier(pulumi.ComponentResource):
         for rule_name, _, access, _, _, source in rules:
             if access == "Deny":
                 continue
-            if source.strip().lower() in OPEN_SOURCES:
+            if source.strip().lower() in facts.OPEN_SOURCES:
                 raise ValueError(f"{name}: NSG rule {rule_name!r} would admit {source!r}; "
                                  "accepted: a private CIDR or a service tag")
         return network.NetworkSecurityGroup(

@@ -28,6 +28,7 @@ from components import (
     VtapAttachmentArgs,
 )
 from components.evidence_run import EvidenceRun, EvidenceRunArgs, RunTenant, RunVm
+from components.proxy_tier import ProxyTier, ProxyTierArgs
 from components.rejected_attempt import RejectedAttempt
 from components.shutdown import UNSET, AutoShutdown
 from components.tags import base_tags, component_tags
@@ -435,9 +436,6 @@ def _tier(shared: Shared, scenario: str) -> dict[str, object]:
     patched by automatic OS image upgrades in rolling batches gated by the same health
     endpoint. The run captures at the collector only: the instances' public IPs are the
     scale set's, not stack outputs, so no proxy capture is fetched."""
-    from components import VtapAttachment, VtapAttachmentArgs
-    from components.proxy_tier import ProxyTier, ProxyTierArgs
-
     cfg = shared.cfg
     consumer = _source_vnet(shared, scenario, with_client=True)
     assert consumer.ilb_frontend_id is not None and consumer.ilb_backend_pool_id is not None
@@ -459,19 +457,13 @@ def _tier(shared: Shared, scenario: str) -> dict[str, object]:
             zones=list(facts.AVAILABILITY_ZONES) if cfg.location in facts.ZONE_REGIONS else [],
         ),
     )
-    tap = VtapAttachment(
-        f"{scenario}-tap",
-        VtapAttachmentArgs(
-            resource_group_name=shared.resource_group_name,
-            location=cfg.location,
-            source_nic_names=[consumer.src_nic_name],
-            destination_lb_frontend_id=consumer.ilb_frontend_id,
-            destination_port=facts.VXLAN_PORT,
-            tags=_tags(cfg, scenario),
-            depends_on=[consumer, tier],
-        ),
-    )
-    run = evidence_run(shared, scenario, consumer=(scenario, consumer), proxies=[], tap=tap)
+    frontend_id = consumer.ilb_frontend_id
+    tapped = _tap(shared, scenario, f"{scenario}-tap", consumer,
+                  destination=lambda: {"destination_lb_frontend_id": frontend_id},
+                  waits_for=[tier])
+    tap = tapped.tap
+    run = evidence_run(shared, scenario, consumer=(scenario, consumer), proxies=[],
+                       tap=tapped.tap_configurations)
     outputs = _common_outputs(shared, consumer)
     outputs["vm_client"] = {"ip": consumer.client_ip, "ssh": consumer.client_ssh_host}
     outputs["ilb"] = {"ip": str(cfg.consumer.ilb_ip), "frontend_id": consumer.ilb_frontend_id}
@@ -482,6 +474,7 @@ def _tier(shared: Shared, scenario: str) -> dict[str, object]:
     outputs["host_keys"] = {**run_host_keys(shared, consumer, []),
                             "proxy_tier": tier.host_key}
     outputs["result"] = run.summary
+    outputs["run_plan"] = run.plan_output
     return outputs
 
 
