@@ -628,7 +628,7 @@ def test_both_drivers_run_the_one_plan_of_every_traffic_scenario(run_of, lab_con
         tenants = re.findall(r"--tenant '?([^' ]+)", fetch)
         assert tenants == [f"{t}={vni}" for t, vni in plan.tenants]
         checked.add(scenario)
-    assert checked == {"b2", "a", "b3", "msp"}
+    assert checked == {"b2", "a", "b3", "msp", "b4"}
 
 
 def test_msp_names_each_tenants_proxy_capture_after_the_tenant(run_of):

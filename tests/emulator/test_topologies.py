@@ -91,8 +91,9 @@ def test_b3_lb_has_a_rule_carrying_vxlan_and_a_probe(stack_name, graph_of):
     assert rule["backendAddressPool"]["id"] == f"{lb_id}/backendAddressPools/{pool['name']}"
     assert rule["probe"]["id"] == f"{lb_id}/probes/{probe['name']}"
     assert rule["enableFloatingIP"] is False
-    # Azure can't probe UDP: a TCP probe of the proxies' sshd.
-    assert (probe["protocol"], probe["port"]) == ("Tcp", 22)
+    # Azure can't probe UDP: an HTTP probe of each proxy's vtap-health.py, which answers 200
+    # only while the rewrite is installed (a TCP/22 probe can't see a failed rewrite).
+    assert (probe["protocol"], probe["port"], probe["requestPath"]) == ("Http", 8080, "/health")
 
 
 @pytest.mark.parametrize("stack_name", stacks_with("b3"))

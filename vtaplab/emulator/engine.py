@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from http.client import HTTPConnection
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -58,6 +59,9 @@ from vtaplab.emulator.topology import (
 SCRIPTS = PROJECT_ROOT / "cloudinit"
 PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
 CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
+HEALTH_SCRIPT = SCRIPTS / "vtap-health.py"
+# A health endpoint outlives no run: it stops by itself after this long (and with the run).
+HEALTH_LIFETIME_S = 900
 TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
 DECAP_SCRIPT = SCRIPTS / "vtap-decap.sh"
 
@@ -368,9 +372,10 @@ class Emulation:
         AzureLoadBalancer tag): backend -> answered. A TCP probe is a connect, made by a
         thread that enters the LB's namespace (setns applies to that thread only): no process
         per probe, so a probe every fifth of a second costs next to nothing."""
-        if lb.probe is None or lb.probe.protocol.lower() != "tcp":
+        if lb.probe is None or lb.probe.protocol.lower() not in ("tcp", "http"):
             return {node: True for node, _ip in lb.backends}
         port = lb.probe.port
+        http = lb.probe.protocol.lower() == "http"
         health: dict[str, bool] = {}
         failure: list[str] = []
 
@@ -382,6 +387,16 @@ class Emulation:
                 return
             for node, ip in lb.backends:
                 try:
+                    if http:   # healthy on a 200 only (Azure's HTTP probe)
+                        conn = HTTPConnection(ip, port, timeout=PROBE_TIMEOUT_S,
+                                              source_address=(
+                                                  behaviours.AZURE_LB_PROBE_SOURCE, 0))
+                        try:
+                            conn.request("GET", lb.probe.path or "/")
+                            health[node] = conn.getresponse().status == 200
+                        finally:
+                            conn.close()
+                        continue
                     with socket.create_connection(
                             (ip, port), timeout=PROBE_TIMEOUT_S,
                             source_address=(behaviours.AZURE_LB_PROBE_SOURCE, 0)):
@@ -389,7 +404,8 @@ class Emulation:
                 except OSError:
                     health[node] = False
 
-        self.lab.runner._record(self.ns(lb.node), ["probe", "tcp", *(f"{ip}:{port}" for
+        self.lab.runner._record(self.ns(lb.node), ["probe", lb.probe.protocol.lower(),
+                                                  *(f"{ip}:{port}" for
                                                                     _n, ip in lb.backends)])
         worker = threading.Thread(target=probe, name="lb-probe", daemon=True)
         worker.start()
@@ -511,7 +527,27 @@ class Emulation:
             if lb.probe is not None and lb.probe.protocol.lower() == "tcp":
                 for node, ip in lb.backends:
                     self._launch_http(node, ip, lb.probe.port)   # what sshd answers
+            elif lb.probe is not None and lb.probe.protocol.lower() == "http":
+                for node, ip in lb.backends:
+                    self._launch_health(node, ip)
         self.facts["served"] = self.served
+
+    def _launch_health(self, node: str, ip: str) -> None:
+        """The health endpoint a backend's user data runs (``vtap-health.py`` with the same
+        arguments), bound to the backend's address; a backend whose user data has none answers
+        no HTTP probe (and the LB never sends it anything), as on Azure."""
+        args = self.topo.vm(node).health_args
+        if not args:
+            return
+        server = self.lab.popen(
+            self.ns(node),
+            [sys.executable, str(HEALTH_SCRIPT), *args, "--bind", ip,
+             "--proxy-script", str(PROXY_SCRIPT), "--cache-seconds", "0",
+             "--lifetime-seconds", str(HEALTH_LIFETIME_S)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT),
+            start_new_session=True)
+        self.servers.append(server)
+        self.unready.append((node, server))
 
     def _www(self) -> Path:
         if self.www is None:
@@ -532,7 +568,7 @@ class Emulation:
         for node, server in self.unready:
             assert server.stdout is not None
             line = server.stdout.readline()   # "ready ..." once it listens, "" if it died
-            if not line.startswith("ready"):
+            if not line.startswith(("ready", "vtap-health: listening")):
                 err = server.stderr.read() if server.stderr else ""
                 raise NetnsError(f"the HTTP server in {self.ns(node)} did not start: "
                                  f"{err.strip()}")

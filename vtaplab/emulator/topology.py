@@ -125,6 +125,7 @@ class Vm:
     vnet: str
     ip: str
     proxy_args: tuple[str, ...] = ()       # vtap-proxy.sh apply ... (from the user data)
+    health_args: tuple[str, ...] = ()      # vtap-health.py ... (the LB's HTTP probe answers)
     decap_args: tuple[str, ...] = ()       # vtap-decap.sh apply ...
     www: tuple[tuple[str, str], ...] = ()  # (file name, content) nginx serves
     www_commands: tuple[str, ...] = ()     # runcmd lines that write into the web root
@@ -147,6 +148,7 @@ class Probe:
     port: int
     interval_s: int
     threshold: int
+    path: str = ""                          # an HTTP probe's request path
 
 
 @dataclass(frozen=True)
@@ -372,16 +374,18 @@ def _user_data(vm: Mapping[str, Any]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _script_args(user_data: Mapping[str, Any], script: str) -> tuple[str, ...]:
-    """The arguments after ``<script> apply`` in the user data: a systemd unit's ExecStart
-    (written by write_files) or a runcmd entry."""
+def _script_args(user_data: Mapping[str, Any], script: str, action: str = "apply"
+                 ) -> tuple[str, ...]:
+    """The arguments after ``<script> <action>`` (``apply``; "" for none) in the user data: a
+    systemd unit's ExecStart (written by write_files) or a runcmd entry."""
     texts = [str(f.get("content", "")) for f in user_data.get("write_files") or []
              if f.get("encoding") not in ("b64", "base64")]
     texts += [shlex.join(map(str, c)) if isinstance(c, list) else str(c)
               for c in user_data.get("runcmd") or []]
     for text in texts:
         for line in text.splitlines():
-            match = re.search(rf"{re.escape(script)}\s+apply\s+(.*)$", line)
+            verb = rf"\s+{re.escape(action)}" if action else ""
+            match = re.search(rf"{re.escape(script)}{verb}\s+(.*)$", line)
             if match:
                 return tuple(shlex.split(match.group(1)))
     return ()
@@ -563,6 +567,7 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
         vms.append(Vm(node, str(vm.get("name")), role, vnet_scenario.get(vnet_name, ""),
                       vnet_name, str(ip),
                       proxy_args=_script_args(user_data, "vtap-proxy.sh"),
+                      health_args=_script_args(user_data, "vtap-health.py", action=""),
                       decap_args=_script_args(user_data, "vtap-decap.sh"),
                       www=www, www_commands=www_commands))
         vm_node_of_nic[str(nic_name)] = node
@@ -592,7 +597,7 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
         probe = Probe(str(probes[0].get("protocol")), int(probes[0].get("port", 0)),
                       int(probes[0].get("intervalInSeconds", 5)),
                       int(probes[0].get("probeThreshold") or probes[0].get("numberOfProbes")
-                          or 1)) if probes else None
+                          or 1), str(probes[0].get("requestPath") or "")) if probes else None
         index = vnet_index[vnet_name]
         node = names.take("b", index)
         ip = str(frontend.get("privateIPAddress"))
