@@ -616,6 +616,17 @@ class OfflineMatrix:
         files[2].write_text(render(report), encoding="utf-8")
         return [Path(self._rel(f)) for f in files]
 
+    def _write_prediction(self, scenario: str, stack: str, files: list[Path], tried: str,
+                          prediction: dict[str, Any],
+                          arm_error: dict[str, Any] | None = None) -> Path:
+        """Write a predicted row's verdict: c1 and a label, stack and save theirs alike."""
+        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
+
+        verdict = verdict_from_summary(scenario=scenario, summary=None, files=files,
+                                       prediction=prediction, arm_error=arm_error)
+        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried)
+        return write_verdict(self.base / scenario, verdict)
+
     def _error(self, scenario: str, why: str) -> Path:
         from vtaplab.judge.verdict import verdict_from_summary, write_verdict
 
@@ -655,7 +666,6 @@ class OfflineMatrix:
 
     def predict_c1(self) -> Path:
         """c1: b2's tap with an Azure Firewall's ip-configuration as destination."""
-        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
         from vtaplab.preflight import check, mocks, rules
 
         try:
@@ -680,17 +690,11 @@ class OfflineMatrix:
         hits = [f for f in report.findings if f.rule == "VTAP002" and f.urn == tap.get("urn")]
         tried = (f"python -m vtaplab check on stack {stack}'s graph with its vTAP's destination "
                  "set to an Azure Firewall ip-configuration")
-        prediction = {"refusals": [{"rule": f.rule, "arm_code": f.arm_code,
-                                    "resource": f.resource, "message": f.message}
-                                   for f in hits]}
-        verdict = verdict_from_summary(scenario="c1", summary=None, files=files,
-                                       prediction=prediction)
-        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried)
-        return write_verdict(out_dir, verdict)
+        return self._write_prediction("c1", stack, files, tried,
+                                      {"refusals": _refusal_rows(hits)})
 
     def predict_a(self) -> Path:
         """a: the rules on stack a's graph; the data path over Direct Connect stays unknown."""
-        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
         from vtaplab.preflight import check, rules
 
         try:
@@ -701,18 +705,19 @@ class OfflineMatrix:
         out_dir = self.base / "a"
         files = self._prediction_files(out_dir, graph, report)
         refusals = [f for f in report.findings if f.severity == rules.MANDATORY]
-        prediction = {"refusals": [{"rule": f.rule, "arm_code": f.arm_code,
-                                    "resource": f.resource, "message": f.message}
-                                   for f in refusals],
+        prediction = {"refusals": _refusal_rows(refusals),
                       "advisory": len(report.findings) - len(refusals)}
         first = refusals[0] if refusals else None
-        verdict = verdict_from_summary(
-            scenario="a", summary=None, files=files, prediction=prediction,
+        return self._write_prediction(
+            "a", stack, files, f"python -m vtaplab check {stack}", prediction,
             arm_error={"code": first.arm_code, "message": first.message, "rule": first.rule,
                        "predicted": True} if first is not None and first.arm_code else None)
-        verdict.update(label=LABEL_PREDICTED, stack=stack,
-                       tried=f"python -m vtaplab check {stack}")
-        return write_verdict(out_dir, verdict)
+
+
+def _refusal_rows(findings: Sequence[Any]) -> list[dict[str, Any]]:
+    """The refusals a prediction lists: the same four fields of a finding for every row."""
+    return [{"rule": f.rule, "arm_code": f.arm_code, "resource": f.resource,
+             "message": f.message} for f in findings]
 
 
 # --------------------------------------------------------------------------- command line
