@@ -42,8 +42,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -208,12 +208,12 @@ class StackResult:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """A second Ctrl-C (or a CI runner's SIGTERM) must not skip the destroy; the Pulumi CLI
-    gets its own signal from the terminal and cancels on its side."""
+def _signal_handlers(handlers: Mapping[int, Any]) -> Iterator[None]:
+    """Install ``handlers`` (signal -> handler) for the block and put the previous ones back
+    after it. Python only lets the main thread set handlers: elsewhere the block runs with
+    the handlers as they are, rather than failing."""
     try:
-        previous = {sig: signal.signal(sig, signal.SIG_IGN)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     except ValueError:  # not the main thread
         yield
         return
@@ -224,21 +224,18 @@ def _sigint_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _sigint_ignored() -> AbstractContextManager[None]:
+    """A second Ctrl-C (or a CI runner's SIGTERM) must not skip the destroy; the Pulumi CLI
+    gets its own signal from the terminal and cancels on its side."""
+    return _signal_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN})
+
+
+def _sigterm_interrupts() -> AbstractContextManager[None]:
     """SIGTERM (a cancelled CI job) stops the run like Ctrl-C: the destroy still runs."""
     def handler(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return _signal_handlers({signal.SIGTERM: handler})
 
 
 class AzureMatrix:
