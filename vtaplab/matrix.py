@@ -720,13 +720,10 @@ def _refusal_rows(findings: Sequence[Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        self.exit(2, f"matrix: {message} (see --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m vtaplab matrix",
+    from vtaplab.azure.doctor import OneLineParser
+
+    p = OneLineParser(prog="python -m vtaplab matrix",
                 description="Run the scenario matrix (Azure via the Pulumi Automation API, or "
                             "--offline: emulator + preflight predictions) and write "
                             "evidence/RESULTS.md and evidence/results.json.")
