@@ -21,11 +21,12 @@ from vtaplab import facts
 
 
 @dataclass
-class ProxyNatArgs:
+class ProxyHostArgs:
+    """What every proxy host needs, a lone VM (ProxyNat) or a scale set's instances
+    (components.proxy_tier): one definition, so the two kinds of proxy take the same inputs."""
     resource_group_name: Input[str]
     location: str
     subnet_id: Input[str]
-    proxy_ip: str
     pe_ip: Input[str]
     """The Private Endpoint's IP as ARM reports it: the proxy's rewrite target."""
     cloud_init: Callable[[str], str]
@@ -35,6 +36,11 @@ class ProxyNatArgs:
     ssh_public_key: str
     operator_cidr: str
     tags: Mapping[str, str]
+
+
+@dataclass
+class ProxyNatArgs(ProxyHostArgs):
+    proxy_ip: str
     auto_shutdown: AutoShutdown
     backend_pool_ids: Sequence[Input[str]] = field(default_factory=list)
     """LB backend pools the proxy's NIC joins (b3: the consumer LB the vTAP points at)."""

@@ -22,7 +22,7 @@ schedules apply to single VMs, not to scale set instances: the tier's cost is bo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -31,7 +31,7 @@ from pulumi import Input, Output, ResourceOptions
 from pulumi_azure_native import compute, network
 
 from components.linux_vm import OS_DISK_GB, SSH_PRIORITY
-from components.proxy_nat import HEALTH_ALLOW_PRIORITY, HEALTH_DENY_PRIORITY
+from components.proxy_nat import HEALTH_ALLOW_PRIORITY, HEALTH_DENY_PRIORITY, ProxyHostArgs
 from components.shutdown import EXPIRES_TAG
 from components.tags import component_tags
 from vtaplab import facts
@@ -44,19 +44,8 @@ PAUSE_BETWEEN_BATCHES = "PT1M"
 
 
 @dataclass
-class ProxyTierArgs:
-    resource_group_name: Input[str]
-    location: str
-    subnet_id: Input[str]
-    pe_ip: Input[str]
-    """The Private Endpoint's IP as ARM reports it: every instance's rewrite target."""
-    cloud_init: Callable[[str], str]
-    """Given the PE IP, an instance's cloud-init user data (rewrite + health endpoint)."""
-    vm_size: str
-    admin_username: str
-    ssh_public_key: str
-    operator_cidr: str
-    tags: Mapping[str, str]
+class ProxyTierArgs(ProxyHostArgs):
+    """A proxy host's inputs (``cloud_init`` also serves the health endpoint) plus the tier's."""
     backend_pool_ids: Sequence[Input[str]]
     """The consumer LB's pool(s): the vTAP's frontend spreads the mirror over the instances."""
     instance_count: int = 2

@@ -42,8 +42,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -208,12 +208,12 @@ class StackResult:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """A second Ctrl-C (or a CI runner's SIGTERM) must not skip the destroy; the Pulumi CLI
-    gets its own signal from the terminal and cancels on its side."""
+def _signal_handlers(handlers: Mapping[int, Any]) -> Iterator[None]:
+    """Install ``handlers`` (signal -> handler) for the block and put the previous ones back
+    after it. Python only lets the main thread set handlers: elsewhere the block runs with
+    the handlers as they are, rather than failing."""
     try:
-        previous = {sig: signal.signal(sig, signal.SIG_IGN)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     except ValueError:  # not the main thread
         yield
         return
@@ -224,21 +224,18 @@ def _sigint_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _sigint_ignored() -> AbstractContextManager[None]:
+    """A second Ctrl-C (or a CI runner's SIGTERM) must not skip the destroy; the Pulumi CLI
+    gets its own signal from the terminal and cancels on its side."""
+    return _signal_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN})
+
+
+def _sigterm_interrupts() -> AbstractContextManager[None]:
     """SIGTERM (a cancelled CI job) stops the run like Ctrl-C: the destroy still runs."""
     def handler(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return _signal_handlers({signal.SIGTERM: handler})
 
 
 class AzureMatrix:
@@ -616,6 +613,17 @@ class OfflineMatrix:
         files[2].write_text(render(report), encoding="utf-8")
         return [Path(self._rel(f)) for f in files]
 
+    def _write_prediction(self, scenario: str, stack: str, files: list[Path], tried: str,
+                          prediction: dict[str, Any],
+                          arm_error: dict[str, Any] | None = None) -> Path:
+        """Write a predicted row's verdict: c1 and a label, stack and save theirs alike."""
+        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
+
+        verdict = verdict_from_summary(scenario=scenario, summary=None, files=files,
+                                       prediction=prediction, arm_error=arm_error)
+        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried)
+        return write_verdict(self.base / scenario, verdict)
+
     def _error(self, scenario: str, why: str) -> Path:
         from vtaplab.judge.verdict import verdict_from_summary, write_verdict
 
@@ -655,7 +663,6 @@ class OfflineMatrix:
 
     def predict_c1(self) -> Path:
         """c1: b2's tap with an Azure Firewall's ip-configuration as destination."""
-        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
         from vtaplab.preflight import check, mocks, rules
 
         try:
@@ -680,17 +687,11 @@ class OfflineMatrix:
         hits = [f for f in report.findings if f.rule == "VTAP002" and f.urn == tap.get("urn")]
         tried = (f"python -m vtaplab check on stack {stack}'s graph with its vTAP's destination "
                  "set to an Azure Firewall ip-configuration")
-        prediction = {"refusals": [{"rule": f.rule, "arm_code": f.arm_code,
-                                    "resource": f.resource, "message": f.message}
-                                   for f in hits]}
-        verdict = verdict_from_summary(scenario="c1", summary=None, files=files,
-                                       prediction=prediction)
-        verdict.update(label=LABEL_PREDICTED, stack=stack, tried=tried)
-        return write_verdict(out_dir, verdict)
+        return self._write_prediction("c1", stack, files, tried,
+                                      {"refusals": _refusal_rows(hits)})
 
     def predict_a(self) -> Path:
         """a: the rules on stack a's graph; the data path over Direct Connect stays unknown."""
-        from vtaplab.judge.verdict import verdict_from_summary, write_verdict
         from vtaplab.preflight import check, rules
 
         try:
@@ -701,30 +702,28 @@ class OfflineMatrix:
         out_dir = self.base / "a"
         files = self._prediction_files(out_dir, graph, report)
         refusals = [f for f in report.findings if f.severity == rules.MANDATORY]
-        prediction = {"refusals": [{"rule": f.rule, "arm_code": f.arm_code,
-                                    "resource": f.resource, "message": f.message}
-                                   for f in refusals],
+        prediction = {"refusals": _refusal_rows(refusals),
                       "advisory": len(report.findings) - len(refusals)}
         first = refusals[0] if refusals else None
-        verdict = verdict_from_summary(
-            scenario="a", summary=None, files=files, prediction=prediction,
+        return self._write_prediction(
+            "a", stack, files, f"python -m vtaplab check {stack}", prediction,
             arm_error={"code": first.arm_code, "message": first.message, "rule": first.rule,
                        "predicted": True} if first is not None and first.arm_code else None)
-        verdict.update(label=LABEL_PREDICTED, stack=stack,
-                       tried=f"python -m vtaplab check {stack}")
-        return write_verdict(out_dir, verdict)
+
+
+def _refusal_rows(findings: Sequence[Any]) -> list[dict[str, Any]]:
+    """The refusals a prediction lists: the same four fields of a finding for every row."""
+    return [{"rule": f.rule, "arm_code": f.arm_code, "resource": f.resource,
+             "message": f.message} for f in findings]
 
 
 # --------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        self.exit(2, f"matrix: {message} (see --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m vtaplab matrix",
+    from vtaplab.azure.doctor import OneLineParser
+
+    p = OneLineParser(prog="python -m vtaplab matrix",
                 description="Run the scenario matrix (Azure via the Pulumi Automation API, or "
                             "--offline: emulator + preflight predictions) and write "
                             "evidence/RESULTS.md and evidence/results.json.")

@@ -295,10 +295,7 @@ class ArmClient:
         if async_url:
             while True:
                 self._sleep_before_poll(interval, deadline, method, url)
-                poll = self._send("GET", async_url)
-                history.append(_summary(poll))
-                if poll.status >= 400:
-                    raise self._error(poll)
+                poll = self._get_recorded(async_url, history)
                 status = str((poll.body or {}).get("status", "")).lower() \
                     if isinstance(poll.body, dict) else ""
                 if status == _TERMINAL_OK:
@@ -315,10 +312,7 @@ class ArmClient:
                 interval = _retry_after_seconds(poll.headers, self.poll_interval)
             final_url = location if method == "POST" and location else url
             if method in ("PUT", "PATCH") or (method == "POST" and location):
-                final = self._send("GET", final_url)
-                history.append(_summary(final))
-                if final.status >= 400:
-                    raise self._error(final)
+                final = self._get_recorded(final_url, history)
                 final.history = history
                 return final
             poll.history = history
@@ -326,14 +320,20 @@ class ArmClient:
         # Location polling: 202 while running; 200/201/204 when done; an error when failed.
         while True:
             self._sleep_before_poll(interval, deadline, method, url)
-            poll = self._send("GET", location)
-            history.append(_summary(poll))
-            if poll.status >= 400:
-                raise self._error(poll)
+            poll = self._get_recorded(location, history)
             if poll.status != 202:
                 poll.history = history
                 return poll
             interval = _retry_after_seconds(poll.headers, self.poll_interval)
+
+    def _get_recorded(self, url: str, history: list[dict[str, Any]]) -> ArmResponse:
+        """GET one step of a long-running operation into ``history``; an error status ends
+        the wait. Every poll and the final read do this alike, so one place does it."""
+        response = self._send("GET", url)
+        history.append(_summary(response))
+        if response.status >= 400:
+            raise self._error(response)
+        return response
 
     def _sleep_before_poll(self, interval: float, deadline: float, method: str,
                            url: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,52 +91,39 @@ def attempt_r1(client: ArmClient, *, private_endpoint_id: str, vtap_id: str, loc
                evidence_dir: Path, tags: Mapping[str, str] | None = None,
                port: int = facts.VXLAN_PORT, root: Path | None = None) -> AttemptOutcome:
     """PUT a vTAP at ``vtap_id`` whose destination is the PE NIC's ip-configuration."""
-    name = "vtap-pe-destination"
-    try:
-        nic = _pe_nic(client, private_endpoint_id)
-        ip_config_id = _first_ip_config(nic)["id"]
+    def plan(nic: dict[str, Any]) -> _PlannedPut:
         body = arm_bodies.vtap_body(arm_bodies.VtapParams(
-            location=location, destination_nic_ip_configuration_id=ip_config_id, port=port,
-            tags=dict(tags or {})))
-    except ArmError as exc:
-        return _record(name, evidence_dir, root, "GET", exc.url, None, error=exc)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        return _record_shape_error(name, evidence_dir, root, private_endpoint_id, exc)
-    return _put(client, name, vtap_id, body, evidence_dir, root, created_id=vtap_id)
+            location=location, destination_nic_ip_configuration_id=_first_ip_config(nic)["id"],
+            port=port, tags=dict(tags or {})))
+        return _PlannedPut(vtap_id, body, created_id=vtap_id)
+
+    return _put_from_pe_nic(client, "vtap-pe-destination", private_endpoint_id, plan,
+                            evidence_dir, root)
 
 
 def attempt_b1_nic(client: ArmClient, *, private_endpoint_id: str, backend_pool_id: str,
                    evidence_dir: Path, root: Path | None = None) -> AttemptOutcome:
     """PUT the PE's NIC back with ``backend_pool_id`` added to its ip-configuration."""
-    name = "nic-pool"
-    try:
-        nic = _pe_nic(client, private_endpoint_id)
+    def plan(nic: dict[str, Any]) -> _PlannedPut:
         body = arm_bodies.nic_with_backend_pool(nic, backend_pool_id)
-        nic_id = str(nic["id"])
-    except ArmError as exc:
-        return _record(name, evidence_dir, root, "GET", exc.url, None, error=exc)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        return _record_shape_error(name, evidence_dir, root, private_endpoint_id, exc)
-    return _put(client, name, nic_id, body, evidence_dir, root, restore_body=nic)
+        return _PlannedPut(str(nic["id"]), body, restore_body=nic)
+
+    return _put_from_pe_nic(client, "nic-pool", private_endpoint_id, plan, evidence_dir, root)
 
 
 def attempt_b1_ip_pool(client: ArmClient, *, private_endpoint_id: str, pool_id: str,
                        evidence_dir: Path, root: Path | None = None) -> AttemptOutcome:
     """PUT an IP-based backend pool at ``pool_id`` (``<ilb id>/backendAddressPools/<name>``,
     a pool of its own) holding the PE's IP, in the PE's VNet."""
-    name = "ip-pool"
-    try:
-        nic = _pe_nic(client, private_endpoint_id)
+    def plan(nic: dict[str, Any]) -> _PlannedPut:
         ip_config = _first_ip_config(nic)
         ip_address = ip_config["properties"]["privateIPAddress"]
         subnet_id = ip_config["properties"]["subnet"]["id"]
         vnet_id = subnet_id[: subnet_id.lower().rindex("/subnets/")]
         body = arm_bodies.ip_backend_pool_body(ip_address=ip_address, virtual_network_id=vnet_id)
-    except ArmError as exc:
-        return _record(name, evidence_dir, root, "GET", exc.url, None, error=exc)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        return _record_shape_error(name, evidence_dir, root, private_endpoint_id, exc)
-    return _put(client, name, pool_id, body, evidence_dir, root, created_id=pool_id)
+        return _PlannedPut(pool_id, body, created_id=pool_id)
+
+    return _put_from_pe_nic(client, "ip-pool", private_endpoint_id, plan, evidence_dir, root)
 
 
 def undo(client: ArmClient, outcome: AttemptOutcome) -> None:
@@ -219,6 +206,31 @@ def _pe_nic(client: ArmClient, private_endpoint_id: str) -> dict[str, Any]:
 
 def _first_ip_config(nic: Mapping[str, Any]) -> dict[str, Any]:
     return dict(nic["properties"]["ipConfigurations"][0])
+
+
+@dataclass
+class _PlannedPut:
+    """The PUT an attempt makes once it has read the PE's NIC."""
+    path: str
+    body: dict[str, Any]
+    created_id: str | None = None
+    restore_body: dict[str, Any] | None = None
+
+
+def _put_from_pe_nic(client: ArmClient, name: str, private_endpoint_id: str,
+                     plan: Callable[[dict[str, Any]], _PlannedPut], evidence_dir: Path,
+                     root: Path | None) -> AttemptOutcome:
+    """GET the PE's NIC, let ``plan`` derive the PUT from it, and make it. Every attempt
+    reads the NIC the same way, so a failed GET or a NIC of an unexpected shape is
+    recorded alike for all of them (as the attempt's evidence, not a traceback)."""
+    try:
+        put = plan(_pe_nic(client, private_endpoint_id))
+    except ArmError as exc:
+        return _record(name, evidence_dir, root, "GET", exc.url, None, error=exc)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return _record_shape_error(name, evidence_dir, root, private_endpoint_id, exc)
+    return _put(client, name, put.path, put.body, evidence_dir, root,
+                created_id=put.created_id, restore_body=put.restore_body)
 
 
 def _put(client: ArmClient, name: str, path: str, body: dict[str, Any], evidence_dir: Path,

@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from vtaplab import PROJECT_ROOT, facts
@@ -348,13 +348,16 @@ def diagnose(stack: str, *, client: ArmClient, subscription: str,
     return run_checks(client, subscription, needs_from_graph(graph))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        self.exit(2, f"doctor: {message} (see --help)\n")
+class OneLineParser(argparse.ArgumentParser):
+    """A bad argument is one line naming the command (the last word of ``prog``), not
+    argparse's usage block: the project's rule for bad input. doctor and matrix share it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog.split()[-1]}: {message} (see --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m vtaplab doctor",
+    p = OneLineParser(prog="python -m vtaplab doctor",
                 description="Is this Azure subscription ready for STACK? Reads (never "
                             "changes) the subscription over ARM: resource provider "
                             "Microsoft.DevTestLab, feature Microsoft.Network/"

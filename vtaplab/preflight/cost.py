@@ -121,6 +121,22 @@ def _disk(name: str, vm_inputs: Mapping[str, Any]) -> tuple[str, float] | None:
     return None
 
 
+def _vm(name: str, typ: str, size: str, profile: Mapping[str, Any], items: list[Item],
+        unpriced: list[dict[str, str]]) -> None:
+    """Price one machine's compute and OS disk into ``items`` (or say why not in
+    ``unpriced``): a VM and each scale-set instance are billed alike, so one place prices
+    both and they cannot drift apart."""
+    if size in VM_SIZES:
+        items.append(Item(name, typ, f"VM {size}", VM_SIZES[size]))
+    else:
+        unpriced.append({"resource": name, "type": typ, "why": f"VM size {size}"})
+    disk = _disk(name, profile)
+    if disk:
+        items.append(Item(name, typ, *disk))
+    else:
+        unpriced.append({"resource": name, "type": typ, "why": "OS disk type/size"})
+
+
 def _scale_set(name: str, typ: str, inputs: Mapping[str, Any]
                ) -> tuple[list[Item], list[dict[str, str]]]:
     """A scale set's instances cost like VMs of its size: per instance (``sku.capacity`` of
@@ -136,15 +152,7 @@ def _scale_set(name: str, typ: str, inputs: Mapping[str, Any]
     unpriced: list[dict[str, str]] = []
     for index in range(capacity):
         instance = f"{name}[{index}]"
-        if size in VM_SIZES:
-            items.append(Item(instance, typ, f"VM {size}", VM_SIZES[size]))
-        else:
-            unpriced.append({"resource": instance, "type": typ, "why": f"VM size {size}"})
-        disk = _disk(instance, profile)
-        if disk:
-            items.append(Item(instance, typ, *disk))
-        else:
-            unpriced.append({"resource": instance, "type": typ, "why": "OS disk type/size"})
+        _vm(instance, typ, size, profile, items, unpriced)
         for config in public_ips:
             ip_sku = str(((config or {}).get("sku") or {}).get("name") or "Basic")
             key = f"public-ip-{ip_sku.lower()}"
@@ -172,15 +180,7 @@ def estimate(graph: Sequence[Mapping[str, Any]], *, stack: str) -> Estimate:
             continue
         if typ == "azure-native:compute:VirtualMachine":
             size = str((inputs.get("hardwareProfile") or {}).get("vmSize"))
-            if size in VM_SIZES:
-                items.append(Item(name, typ, f"VM {size}", VM_SIZES[size]))
-            else:
-                unpriced.append({"resource": name, "type": typ, "why": f"VM size {size}"})
-            disk = _disk(name, inputs)
-            if disk:
-                items.append(Item(name, typ, *disk))
-            else:
-                unpriced.append({"resource": name, "type": typ, "why": "OS disk type/size"})
+            _vm(name, typ, size, inputs, items, unpriced)
         elif typ == "azure-native:compute:VirtualMachineScaleSet":
             found, missing = _scale_set(name, typ, inputs)
             items.extend(found)
