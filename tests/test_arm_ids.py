@@ -4,26 +4,14 @@ parse back to it and name resources the graph really has."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from helpers.graphs import strings
 
 from vtaplab import PROJECT_ROOT, arm_ids
 from vtaplab.preflight import mocks
 
 SNAPSHOTS = sorted((PROJECT_ROOT / "tests" / "snapshots").glob("*.json"))
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, str):
-        yield value
 
 
 def test_every_azure_type_the_program_registers_has_a_row(committed_stack, graph_of):
@@ -81,7 +69,7 @@ def test_every_id_in_a_snapshot_names_a_resource_of_that_graph(snapshot):
     checked = 0
     # Azure resources only: an attempt's target is what it would create, by design absent.
     for resource in (r for r in graph if r["type"] in arm_ids.BY_TOKEN):
-        for text in _strings(resource["inputs"]):
+        for text in strings(resource["inputs"]):
             ref = arm_ids.parse(text)
             if ref is None or ref.subscription != mocks.SUBSCRIPTION_ID:
                 continue

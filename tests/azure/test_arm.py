@@ -9,21 +9,18 @@ too.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
-from helpers.fake_arm import RESET, TOKEN, VM, FakeArm, _queue_vm_ops, fixture
+from helpers.fake_arm import RESET, TOKEN, VM, FakeArm, _queue_vm_ops, fixture, running
 
 from vtaplab.azure import fastpath
 from vtaplab.azure.arm import ArmClient, ArmError, parse_error, public_headers
 
 
 @pytest.fixture
-def arm():
-    fake = FakeArm()
-    try:
-        yield fake
-    finally:
-        fake.close()
+def arm() -> Iterator[FakeArm]:
+    yield from running()
 
 
 VTAP = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-vtaplab-r1"

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.fake_arm import TOKEN, FakeArm, fixture
+from helpers.fake_arm import NIC_ID, PE, PE_ROUTES, TOKEN, FakeArm, fixture, running
 
 from components.rejected_attempt import AttemptProvider
 from vtaplab import facts
 from vtaplab.azure import arm_bodies, attempts
 
-PE = fixture("private-endpoint.json")["id"]
 NIC = fixture("pe-nic.json")
-NIC_ID = NIC["id"]
 IPCONF_ID = NIC["properties"]["ipConfigurations"][0]["id"]
 RG = PE.split("/providers/")[0]
 VTAP = RG + "/providers/Microsoft.Network/virtualNetworkTaps/vtap-r1"
@@ -30,14 +29,8 @@ IP_POOL = ILB + "/backendAddressPools/pool-pe-ip"
 
 
 @pytest.fixture
-def arm():
-    fake = FakeArm()
-    fake.add("GET", PE, 200, fixture("private-endpoint.json"))
-    fake.add("GET", NIC_ID, 200, fixture("pe-nic.json"))
-    try:
-        yield fake
-    finally:
-        fake.close()
+def arm() -> Iterator[FakeArm]:
+    yield from running(*PE_ROUTES)
 
 
 def _evidence_has_no_token(root: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +25,37 @@ IDS = {"ARM_CLIENT_ID": "11111111-1111-1111-1111-111111111111",
        "ARM_TENANT_ID": "22222222-2222-2222-2222-222222222222"}
 
 
-class TokenServer:
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    """Answer ``body`` as JSON: both loopback endpoints below reply the same way."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+class LoopbackServer:
+    """A threaded server on 127.0.0.1 (any free port), optionally behind TLS; ``close`` stops it."""
+
+    def _start(self, handler: type[BaseHTTPRequestHandler],
+               tls: ssl.SSLContext | None = None) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "http" if tls is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+class TokenServer(LoopbackServer):
     """A loopback endpoint answering each GET with ``answer(n, path, query, headers)``."""
 
     def __init__(self, answer: Any) -> None:
@@ -41,23 +72,9 @@ class TokenServer:
                        "headers": dict(self.headers)}
                 server.requests.append(req)
                 status, body = answer(len(server.requests), req)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self._start(Handler)
 
 
 @pytest.fixture
@@ -264,14 +281,13 @@ def test_the_dynamic_provider_authenticates_with_azure_native_config(clean_env):
 
 # --- OIDC end to end: azure-identity's own token client against a loopback Entra ----------------
 
-class HttpsTokenEndpoint:
+class HttpsTokenEndpoint(LoopbackServer):
     """A loopback ``/{tenant}/oauth2/v2.0/token`` over TLS (azure-identity refuses a plain
     HTTP authority), with a throw-away self-signed certificate for 127.0.0.1."""
 
     def __init__(self, tmp_path: Any) -> None:
         import datetime as dt
         import ipaddress
-        import ssl
 
         # cryptography comes with azure-identity (msal): no openssl binary needed.
         from cryptography import x509
@@ -309,27 +325,12 @@ class HttpsTokenEndpoint:
                 endpoint.forms.append({"path": [self.path], **form})
                 # expires_in 0: the token is stale at once, so the next get_token asks again
                 # (what happens to every token after an hour in a long run).
-                data = json.dumps({"token_type": "Bearer", "expires_in": 0,
-                                   "access_token": f"arm-token-{len(endpoint.forms)}"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200, {"token_type": "Bearer", "expires_in": 0,
+                                      "access_token": f"arm-token-{len(endpoint.forms)}"})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(self.cert), str(key))
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self._start(Handler, context)
 
 
 def test_each_arm_token_is_bought_with_a_fresh_github_assertion(clean_env, tmp_path):

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.fake_arm import FakeArm
+from helpers.fake_arm import FakeArm, running
 
 from vtaplab import facts
 from vtaplab.azure import doctor
@@ -44,12 +45,8 @@ DIRECT_PLS = {"type": "azure-native:network:PrivateLinkService", "name": "pls",
 
 
 @pytest.fixture
-def arm():
-    fake = FakeArm()
-    try:
-        yield fake
-    finally:
-        fake.close()
+def arm() -> Iterator[FakeArm]:
+    yield from running()
 
 
 def serve(arm: FakeArm, *, provider_state: str = "NotRegistered",

@@ -220,9 +220,11 @@ def test_no_secret_reaches_an_input_in_clear(stack, graph_of):
         assert "operator private key" in found_as_secret  # as connection.privateKey only
 
 
-def test_secret_paths_are_the_connection_and_the_user_data(traffic):
-    _scenario, g = traffic
-    for resource in g.resources:
+def assert_secrets_only_in_connections_and_user_data(resources: list[dict[str, Any]]) -> None:
+    """The one place secrets may sit, for the traffic runs and the msp run alike: a remote
+    command's SSH connection, a VM's user data (osProfile), a dynamic provider's pickle; a local
+    command gets none (no secrets, no environment)."""
+    for resource in resources:
         for path in resource.get("secrets", []):
             assert path in {"connection", "osProfile", "__provider"}, (resource["name"], path)
         if resource["type"] == REMOTE:
@@ -230,6 +232,11 @@ def test_secret_paths_are_the_connection_and_the_user_data(traffic):
         if resource["type"] == LOCAL:
             assert "secrets" not in resource
             assert "environment" not in resource["inputs"]
+
+
+def test_secret_paths_are_the_connection_and_the_user_data(traffic):
+    _scenario, g = traffic
+    assert_secrets_only_in_connections_and_user_data(g.resources)
 
 
 def test_run_id_triggers_only_capture_traffic_and_fetch(traffic):
@@ -451,11 +458,7 @@ def test_msp_outputs_carry_the_run_result_and_every_tenants_host_keys(run_of):
 
 def test_msp_secrets_only_in_connections_and_user_data(msp):
     _tenants, g = msp
-    for resource in g.resources:
-        for path in resource.get("secrets", []):
-            assert path in {"connection", "osProfile", "__provider"}, (resource["name"], path)
-        if resource["type"] == LOCAL:
-            assert "secrets" not in resource and "environment" not in resource["inputs"]
+    assert_secrets_only_in_connections_and_user_data(g.resources)
 
 
 # ----------------------------------------------------------------------------- msp: the fetch

@@ -15,6 +15,7 @@ import base64
 import json
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import dill
 import pytest
 import yaml
 from helpers import engine
-from helpers.fake_arm import TOKEN, FakeArm, fixture
+from helpers.fake_arm import PE, PE_ROUTES, TOKEN, FakeArm, fixture, running
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime.proto import provider_pb2
 
@@ -35,8 +36,6 @@ from vtaplab.azure.arm import ENDPOINT_ENV
 PICKLED_PROVIDER = ("components.rejected_attempt", "AttemptProvider")
 RESOURCE_TYPE = "pulumi-python:dynamic/vtaplab:RejectedAttempt"
 
-PE = fixture("private-endpoint.json")["id"]
-NIC_ID = fixture("pe-nic.json")["id"]
 RG = PE.split("/providers/")[0]
 VTAP = RG + "/providers/Microsoft.Network/virtualNetworkTaps/vtap-r1"
 URN = f"urn:pulumi:r1::vtaplab::{RESOURCE_TYPE}::r1-attempt"
@@ -61,14 +60,8 @@ def _fake_az(bin_dir: Path) -> None:
 
 
 @pytest.fixture
-def arm():
-    fake = FakeArm()
-    fake.add("GET", PE, 200, fixture("private-endpoint.json"))
-    fake.add("GET", NIC_ID, 200, fixture("pe-nic.json"))
-    try:
-        yield fake
-    finally:
-        fake.close()
+def arm() -> Iterator[FakeArm]:
+    yield from running(*PE_ROUTES)
 
 
 @pytest.fixture

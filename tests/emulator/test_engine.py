@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from helpers.netns import wait_for_traffic
 
 from vtaplab import PROJECT_ROOT, plan
 from vtaplab.emulator.topology import stack_graph
@@ -379,14 +380,7 @@ def test_ctrl_c_mid_run_tears_everything_down(tmp_path):
          "--requests", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        log = tmp_path / "commands.log"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if log.exists() and "vtap-traffic.sh" in log.read_text():
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the traffic never started")
+        wait_for_traffic(tmp_path, timeout=30, poll=0.05)
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)

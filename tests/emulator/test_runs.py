@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.netns import wait_for_traffic
 
 from vtaplab import PROJECT_ROOT
 from vtaplab.emulator import engine, runs
@@ -214,14 +215,7 @@ def test_a_run_killed_with_sigkill_is_torn_down_by_prefix(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env=env)
     prefix = ""
     try:
-        log = out / "commands.log"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if log.exists() and "vtap-traffic.sh" in log.read_text():
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the traffic never started")
+        wait_for_traffic(out, timeout=120, poll=0.1)
         [record_file] = state.glob("vl????.json")
         prefix = record_file.stem
         proc.kill()                                   # SIGKILL: no teardown of its own

@@ -6,6 +6,7 @@ import json
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -119,3 +120,22 @@ def _queue_vm_ops(arm: FakeArm) -> None:
     arm.add("GET", "/ops/start", 200, fixture("async-inprogress.json"))
     arm.add("GET", "/ops/start", 200, fixture("async-succeeded.json"))
     arm.add("GET", "/ops/start-l", 200, None)
+
+
+def running(*routes: tuple[str, str, int, Any]) -> Iterator[FakeArm]:
+    """A fixture body: a FakeArm with ``routes`` queued, closed after the test even when it
+    fails (``yield from running(...)``), so every test module starts and stops it one way."""
+    fake = FakeArm()
+    for method, path, status, body in routes:
+        fake.add(method, path, status, body)
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+# The private endpoint and its NIC the rejected attempts read first, as recorded fixtures.
+PE = fixture("private-endpoint.json")["id"]
+NIC_ID = fixture("pe-nic.json")["id"]
+PE_ROUTES = (("GET", PE, 200, fixture("private-endpoint.json")),
+             ("GET", NIC_ID, 200, fixture("pe-nic.json")))

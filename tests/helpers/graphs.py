@@ -7,6 +7,7 @@ stack; tests break one thing in it. ``_mutations`` breaks a program-built b2 gra
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 from vtaplab import PROJECT_ROOT
@@ -22,6 +23,19 @@ UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's unknown-string sent
 
 
 OPERATOR = "203.0.113.7/32"
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string anywhere in a resource's inputs (dicts and lists walked): where ARM ids and
+    references hide, whatever property holds them."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
 
 
 def arm_id(collection: str, name: str, *children: str, provider: str = "Microsoft.Network") -> str:

@@ -279,18 +279,24 @@ def test_a_vtap_destination_in_the_pe_vnet_is_a_proxy_even_outside_proxynat():
     assert rules.run_rules(g) == []
 
 
-def test_nsg_deny_before_allow_blocks_vxlan():
+def b2_with(nsg: str, rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compliant b2 graph with ``rule`` added to NSG ``nsg``: the one thing a test breaks."""
     g = b2_graph()
-    node(g, "proxy-nsg")["inputs"]["securityRules"].append(
-        _nsg_rule("deny-all", 105, "*", "*", "*", access="Deny"))
-    found = rules.run_rules(g)
+    node(g, nsg)["inputs"]["securityRules"].append(rule)
+    return g
+
+
+def deny_all(name: str, priority: int) -> dict[str, Any]:
+    """A rule denying every protocol, port and source at ``priority``."""
+    return _nsg_rule(name, priority, "*", "*", "*", access="Deny")
+
+
+def test_nsg_deny_before_allow_blocks_vxlan():
+    found = rules.run_rules(b2_with("proxy-nsg", deny_all("deny-all", 105)))
     assert ids(found) == ["VTAP021"]
     assert "proxy-nic" in found[0].message
     # The same deny after the allow is harmless.
-    g = b2_graph()
-    node(g, "proxy-nsg")["inputs"]["securityRules"].append(
-        _nsg_rule("deny-all", 4000, "*", "*", "*", access="Deny"))
-    assert rules.run_rules(g) == []
+    assert rules.run_rules(b2_with("proxy-nsg", deny_all("deny-all", 4000))) == []
 
 
 def test_nsg_rules_apply_only_to_their_destination():
@@ -372,10 +378,7 @@ def test_any_port_open_via_prefix_list_or_rule_resource():
                                          "networkSecurityGroupName": "src-nsg"}})
     assert ids(rules.run_rules(g)) == ["VTAP040"]
     # A deny from anywhere is fine.
-    g = b2_graph()
-    node(g, "src-nsg")["inputs"]["securityRules"].append(
-        _nsg_rule("deny", 4000, "*", "*", "*", access="Deny"))
-    assert rules.run_rules(g) == []
+    assert rules.run_rules(b2_with("src-nsg", deny_all("deny", 4000))) == []
 
 
 def test_password_authentication():

@@ -9,11 +9,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.graphs import strings
 from helpers.program import VM, of_type
 
 from components.evidence_run import bounded
@@ -27,17 +27,6 @@ JOINERS = {NETWORK + t for t in ("NetworkInterface", "LoadBalancer", "PrivateEnd
                                  "PrivateLinkService")}
 LOCAL, REMOTE = "command:local:Command", "command:remote:Command"
 REJECTED_ATTEMPT = "pulumi-python:dynamic:Resource"
-
-
-def strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
 
 
 def get_path(inputs: dict[str, Any], dotted: str) -> Any:

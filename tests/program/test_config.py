@@ -263,75 +263,38 @@ def test_location_differs_from_the_provider_location():
         from_values(values, stack="b2")
 
 
-def test_malformed_location():
-    rejects("location", "uk-south!", "uksouth")
+# One bad value each: (test id, key, value, texts the one-line error must hold). The first text
+# is what is accepted; a second names the other input it clashes with or why it is refused.
+REJECTED_VALUES: list[tuple[str, str, object, tuple[str, ...]]] = [
+    ("malformed-location", "location", "uk-south!", ("uksouth",)),
+    *((f"malformed-cidr-{v}", "consumerAddressSpace", v, ("CIDR",))
+      for v in ["10.30.0.0", "10.30.0.0/33", "10.300.0.0/16", "banana/16"]),
+    ("cidr-with-host-bits", "consumerSubnetSrc", "10.30.1.7/24", ("10.30.1.0/24",)),
+    ("ipv6-cidr", "providerAddressSpace", "fd00::/48", ("IPv4",)),
+    ("public-address-space", "consumerAddressSpace", "8.8.0.0/16", ("10.0.0.0/8",)),
+    ("overlapping-subnets-in-one-vnet", "consumerSubnetPe", "10.30.1.128/25",
+     ("10.30.1.0/24", "vtaplab:consumerSubnetSrc")),
+    ("overlapping-provider-subnets", "providerSubnetCol", "10.40.2.0/23", ("10.40.2.0/24",)),
+    ("subnet-outside-its-vnet", "consumerSubnetProxy", "10.31.4.0/24",
+     ("10.30.0.0/16", "outside its VNet")),
+    ("provider-subnet-outside-its-vnet", "providerSubnetPls", "10.30.2.0/24", ("10.40.0.0/16",)),
+    ("subnet-smaller-than-azure-allows", "consumerSubnetSrc", "10.30.1.0/30", ("/29",)),
+    ("host-outside-its-subnet", "peIp", "10.30.1.9",
+     ("10.30.3.4 to 10.30.3.254", "outside its subnet")),
+    *((f"host-on-an-address-azure-reserves-{v}", "peIp", v, ("10.30.3.4 to 10.30.3.254",))
+      for v in ["10.30.3.0", "10.30.3.1", "10.30.3.2", "10.30.3.3", "10.30.3.255"]),
+    ("host-that-is-not-an-address", "collectorIp", "vm-col", ("10.40.3.4",)),
+    ("nat-ip-outside-the-pls-subnet", "plsNatIps", "10.40.3.9", ("10.40.2.4 to 10.40.2.254",)),
+    ("duplicated-host-ips", "proxy2Ip", plan.VM_PROXY_IP, ("no other host", "vtaplab:proxyIp")),
+    ("nat-ip-duplicating-the-ilb-frontend", "plsNatIps", [plan.PROVIDER_ILB_IP, "10.40.2.6"],
+     ("no other host",)),
+]
 
 
-@pytest.mark.parametrize("value", ["10.30.0.0", "10.30.0.0/33", "10.300.0.0/16", "banana/16"])
-def test_malformed_cidr(value):
-    rejects("consumerAddressSpace", value, "CIDR")
-
-
-def test_cidr_with_host_bits():
-    rejects("consumerSubnetSrc", "10.30.1.7/24", "10.30.1.0/24")
-
-
-def test_ipv6_cidr():
-    rejects("providerAddressSpace", "fd00::/48", "IPv4")
-
-
-def test_public_address_space():
-    rejects("consumerAddressSpace", "8.8.0.0/16", "10.0.0.0/8")
-
-
-def test_overlapping_subnets_in_one_vnet():
-    message = rejects("consumerSubnetPe", "10.30.1.128/25", "10.30.1.0/24")
-    assert "vtaplab:consumerSubnetSrc" in message
-
-
-def test_overlapping_provider_subnets():
-    rejects("providerSubnetCol", "10.40.2.0/23", "10.40.2.0/24")
-
-
-def test_subnet_outside_its_vnet():
-    message = rejects("consumerSubnetProxy", "10.31.4.0/24", "10.30.0.0/16")
-    assert "outside its VNet" in message
-
-
-def test_provider_subnet_outside_its_vnet():
-    rejects("providerSubnetPls", "10.30.2.0/24", "10.40.0.0/16")
-
-
-def test_subnet_smaller_than_azure_allows():
-    rejects("consumerSubnetSrc", "10.30.1.0/30", "/29")
-
-
-def test_host_outside_its_subnet():
-    message = rejects("peIp", "10.30.1.9", "10.30.3.4 to 10.30.3.254")
-    assert "outside its subnet" in message
-
-
-@pytest.mark.parametrize("value", ["10.30.3.0", "10.30.3.1", "10.30.3.2", "10.30.3.3",
-                                   "10.30.3.255"])
-def test_host_on_an_address_azure_reserves(value):
-    rejects("peIp", value, "10.30.3.4 to 10.30.3.254")
-
-
-def test_host_that_is_not_an_address():
-    rejects("collectorIp", "vm-col", "10.40.3.4")
-
-
-def test_nat_ip_outside_the_pls_subnet():
-    rejects("plsNatIps", "10.40.3.9", "10.40.2.4 to 10.40.2.254")
-
-
-def test_duplicated_host_ips():
-    message = rejects("proxy2Ip", plan.VM_PROXY_IP, "no other host")
-    assert "vtaplab:proxyIp" in message
-
-
-def test_nat_ip_duplicating_the_ilb_frontend():
-    rejects("plsNatIps", [plan.PROVIDER_ILB_IP, "10.40.2.6"], "no other host")
+@pytest.mark.parametrize(("key", "value", "texts"), [row[1:] for row in REJECTED_VALUES],
+                         ids=[row[0] for row in REJECTED_VALUES])
+def test_bad_value_rejected_in_one_line(key: str, value: object, texts: tuple[str, ...]) -> None:
+    rejects(key, value, *texts)
 
 
 def test_direct_connect_needs_an_even_nat_count():

@@ -131,10 +131,14 @@ def test_collector_gets_tcpdump():
     assert "tcpdump" in parsed("collector")["packages"]
 
 
-def proxy_exec_start(doc: dict) -> str:
-    unit = files_of(doc)["/etc/systemd/system/vtap-proxy.service"]["content"]
-    lines = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
-    assert len(lines) == 1
+PROXY_UNIT = "/etc/systemd/system/vtap-proxy.service"
+
+
+def exec_start(doc: dict, unit_path: str) -> str:
+    """The one ExecStart= command of the systemd unit the user data writes at ``unit_path``."""
+    unit = files_of(doc)[unit_path]["content"]
+    lines = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == 1, unit
     return lines[0][len("ExecStart="):]
 
 
@@ -142,7 +146,7 @@ def proxy_exec_start(doc: dict) -> str:
 def test_proxy_applies_the_rewrite_to_the_pe_ip_given(mode):
     require_scripts("proxy")
     doc = parsed("proxy", pe_ip="10.77.3.9", mode=mode)
-    command = proxy_exec_start(doc)
+    command = exec_start(doc, PROXY_UNIT)
     assert command == f"/usr/local/sbin/vtap-proxy.sh apply --mode {mode} --target 10.77.3.9"
     assert {"nftables", "iptables", "conntrack"} <= set(doc["packages"])
 
@@ -174,7 +178,7 @@ def test_units_pass_systemd_analyze(tmp_path, role, script):
 
 def test_proxy_vni_is_passed_on():
     require_scripts("proxy")
-    command = proxy_exec_start(parsed("proxy", pe_ip="10.30.3.4", mode="stateless", vni="7"))
+    command = exec_start(parsed("proxy", pe_ip="10.30.3.4", mode="stateless", vni="7"), PROXY_UNIT)
     assert command.endswith("--target 10.30.3.4 --vni 7")
 
 
@@ -183,17 +187,10 @@ def test_proxy_vni_is_passed_on():
 DECAP_UNIT = "/etc/systemd/system/vtap-decap.service"
 
 
-def decap_exec_start(doc: dict) -> str:
-    unit = files_of(doc)[DECAP_UNIT]["content"]
-    lines = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
-    assert len(lines) == 1, unit
-    return lines[0][len("ExecStart="):]
-
-
 def test_collector_decaps_the_vnis_given_on_every_boot():
     require_scripts("collector")
     doc = parsed("collector", decap_vnis="1001,1002,1003")
-    assert decap_exec_start(doc) == "/usr/local/sbin/vtap-decap.sh apply --vni 1001,1002,1003"
+    assert exec_start(doc, DECAP_UNIT) == "/usr/local/sbin/vtap-decap.sh apply --vni 1001,1002,1003"
     unit = files_of(doc)[DECAP_UNIT]["content"]
     assert "WantedBy=multi-user.target" in unit and "Type=oneshot" in unit
     assert doc["runcmd"][-2:] == [["systemctl", "daemon-reload"],
@@ -235,7 +232,8 @@ def test_bad_decap_vnis_are_refused_in_one_line(vnis):
 
 def test_decap_vnis_are_normalised():
     require_scripts("collector")
-    assert decap_exec_start(parsed("collector", decap_vnis="01001,7")).endswith("--vni 1001,7")
+    doc = parsed("collector", decap_vnis="01001,7")
+    assert exec_start(doc, DECAP_UNIT).endswith("--vni 1001,7")
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -318,12 +316,12 @@ def _can_use_netns() -> bool:
 
 
 def _boot_command_applied(tmp_path: Path, ns: str, doc: dict, script_path: str,
-                          exec_start: str) -> None:
+                          command: str) -> None:
     """Write the user data's copy of ``script_path`` and run the unit's ExecStart in ``ns``."""
     script = tmp_path / Path(script_path).name
     script.write_bytes(base64.b64decode(files_of(doc)[script_path]["content"]))
     script.chmod(0o755)
-    argv = shlex.split(exec_start)
+    argv = shlex.split(command)
     assert argv[0] == script_path
     ns_run(ns, str(script), *argv[1:], timeout=30)
 
@@ -335,7 +333,7 @@ def test_proxy_boot_command_works_with_its_script(tmp_path, lab):
     doc = parsed("proxy", pe_ip="10.30.3.4", mode="stateless", vni="42")
     ns = lab.add_ns("proxy")
     _boot_command_applied(tmp_path, ns, doc, "/usr/local/sbin/vtap-proxy.sh",
-                          proxy_exec_start(doc))
+                          exec_start(doc, PROXY_UNIT))
     # Read the ruleset directly rather than through `vtap-proxy.sh status`: this test is
     # about the user data's command line, not about the script's own reporting.
     status = ns_run(ns, "nft", "list", "table", "ip", "vtaplab_proxy", timeout=30).stdout
@@ -408,7 +406,7 @@ def test_decap_boot_command_works_with_its_script(tmp_path, lab):
     doc = parsed("collector", decap_vnis="1001,1002")
     ns = lab.add_ns("col")
     _boot_command_applied(tmp_path, ns, doc, "/usr/local/sbin/vtap-decap.sh",
-                          decap_exec_start(doc))
+                          exec_start(doc, DECAP_UNIT))
     links = ns_run(ns, "ip", "-d", "-o", "link", "show", "type", "vxlan", timeout=10).stdout
     assert sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()) == [
         "vtap1001", "vtap1002"]
@@ -421,17 +419,10 @@ HEALTH_UNIT = "/etc/systemd/system/vtap-health.service"
 HEALTH_PARAMS = {"pe_ip": "10.30.3.4", "mode": "netdev", "health_port": "8080"}
 
 
-def health_exec_start(doc: dict) -> str:
-    unit = files_of(doc)[HEALTH_UNIT]["content"]
-    lines = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
-    assert len(lines) == 1, unit
-    return lines[0][len("ExecStart="):]
-
-
 def test_proxy_behind_an_lb_runs_the_health_endpoint_bounded_on_every_boot():
     require_scripts("proxy")
     doc = parsed("proxy", **HEALTH_PARAMS)
-    assert health_exec_start(doc) == ("/usr/bin/python3 /usr/local/sbin/vtap-health.py "
+    assert exec_start(doc, HEALTH_UNIT) == ("/usr/bin/python3 /usr/local/sbin/vtap-health.py "
                                       "--target 10.30.3.4 --port 8080")
     unit = files_of(doc)[HEALTH_UNIT]["content"]
     assert "WantedBy=multi-user.target" in unit and "After=network-online.target " \
@@ -444,8 +435,8 @@ def test_proxy_behind_an_lb_runs_the_health_endpoint_bounded_on_every_boot():
         userdata.TEMPLATE_DIR / "vtap-health.py").read_bytes()
     assert doc["runcmd"][-1] == ["systemctl", "enable", "--now", "vtap-health.service"]
     # the rewrite is unchanged by it
-    assert proxy_exec_start(doc) == proxy_exec_start(parsed("proxy", pe_ip="10.30.3.4",
-                                                            mode="netdev"))
+    assert exec_start(doc, PROXY_UNIT) == exec_start(parsed("proxy", pe_ip="10.30.3.4",
+                                                            mode="netdev"), PROXY_UNIT)
 
 
 def test_proxy_without_health_port_has_no_health_endpoint():
