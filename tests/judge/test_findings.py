@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from helpers import browser
 
+from vtaplab import PROJECT_ROOT
 from vtaplab.judge import findings
+from vtaplab.readme import block_body
 
 B2_HOPS = [
     {"hop": "vm-src NIC (vTAP)", "node": "b2-src", "packets": 400, "fragments": 120,
@@ -144,3 +146,37 @@ def test_the_browser_check_catches_a_broken_diagram(tmp_path):
         pytest.fail(f"{exc}: run ./bootstrap.sh")
     assert [r.ok for r in rendered] == [False, True]
     assert "Parse error" in rendered[0].error
+
+
+SAMPLE = PROJECT_ROOT / "docs" / "FINDINGS-sample.md"
+SAMPLE_EVIDENCE = PROJECT_ROOT / "tests" / "fixtures" / "findings"
+
+
+def test_the_committed_sample_and_the_readme_section_are_current(graph_of):
+    """docs/FINDINGS-sample.md and the README's findings block are what the report makes of
+    the committed sample verdicts (an emulator run's); regenerate with
+    python -m vtaplab report tests/fixtures/findings --out docs/FINDINGS-sample.md
+    --readme README.md"""
+    report = findings.build(findings.read(SAMPLE_EVIDENCE), base=SAMPLE.parent,
+                            graph_of=lambda stack: graph_of(stack),
+                            command="python -m vtaplab report tests/fixtures/findings")
+    assert report.text == SAMPLE.read_text(encoding="utf-8"), "the sample is stale"
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert block_body(readme, findings.README_BLOCK) == findings.readme_section(
+        report, scenario="b2", sample="docs/FINDINGS-sample.md"), "the README's sample is stale"
+    assert report.text.count("```mermaid") >= 2 * 7   # a path and a topology per scenario
+
+
+def test_every_diagram_of_the_sample_renders_in_a_real_browser(tmp_path):
+    """The committed sample is a matrix --offline write-up: every one of its Mermaid blocks
+    renders (no syntax error, no empty drawing) in Chromium with Mermaid 11."""
+    blocks = findings.mermaid_blocks(SAMPLE.read_text(encoding="utf-8"))
+    assert len(blocks) >= 14
+    try:
+        rendered = browser.render(blocks, tmp_path)
+    except browser.BrowserError as exc:
+        pytest.fail(f"{exc}: run ./bootstrap.sh")
+    bad = [(r.index, r.error or "empty") for r in rendered if not r.ok or r.empty]
+    assert bad == [], [(i, e, blocks[i][:200]) for i, e in bad]
+    for i in (0, 1, len(blocks) - 1):
+        browser.screenshot(blocks[i], tmp_path / f"sample-{i}.png")

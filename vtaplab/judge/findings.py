@@ -402,10 +402,15 @@ def _fence(block: str) -> list[str]:
 
 
 def _stack_of(finding: Finding) -> str | None:
+    """The committed stack whose graph to draw: the verdict's own stack, else the stack named
+    after its scenario (an emulated or predicted verdict names its runner, not a stack)."""
+    from vtaplab.preflight.mocks import stack_names
+
+    known = set(stack_names())
     stack = finding.verdict.get("stack")
-    if isinstance(stack, str) and stack:
+    if isinstance(stack, str) and stack in known:
         return stack
-    return finding.scenario if finding.scenario in facts.SCENARIOS else None
+    return finding.scenario if finding.scenario in known else None
 
 
 def build(findings: Sequence[Finding], *, base: Path, graph_of: GraphSource | None,
