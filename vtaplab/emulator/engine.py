@@ -682,6 +682,7 @@ class Emulation:
         self.build()
         if opts.fault != "no-proxy-rule":
             self.apply_proxy()
+        self.reprobe_lbs()
         if opts.fault == "loss-2pct":
             for scenario in topo.scenarios:
                 self.inject_loss(scenario)
@@ -700,6 +701,22 @@ class Emulation:
         self.out = base
         self.timings["traffic_s"] = time.monotonic() - t1 - self.timings.get("decode_s", 0.0)
         return self.verdicts
+
+    def reprobe_lbs(self) -> None:
+        """Once the proxies' rewrites are installed, what the LBs' probes say of them: an HTTP
+        probe of ``vtap-health.py`` answers 200 only from then on. Probed (bounded: at most
+        ten probe intervals) until every backend answers, before any traffic."""
+        for lb in self.topo.lbs:
+            if lb.probe is None or not lb.backends:
+                continue
+            health = self.probe_backends(lb)
+            for _ in range(10):
+                if all(health.values()):
+                    break
+                time.sleep(_probe_interval(lb))
+                health = self.probe_backends(lb)
+            if health != self.health.get(lb.node):
+                self.program_lb(lb, health)
 
     def run_scenario(self) -> None:
         scenario, opts = self.scenario, self.opts
