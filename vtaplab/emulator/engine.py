@@ -60,6 +60,9 @@ SCRIPTS = PROJECT_ROOT / "cloudinit"
 PROXY_SCRIPT = SCRIPTS / "vtap-proxy.sh"
 CAPTURE_SCRIPT = SCRIPTS / "vtap-capture.sh"
 HEALTH_SCRIPT = SCRIPTS / "vtap-health.py"
+# The failover picture: packets per backend per interval, at most this many intervals.
+FAILOVER_BIN_S = 0.1
+FAILOVER_MAX_BINS = 60
 # A health endpoint outlives no run: it stops by itself after this long (and with the run).
 HEALTH_LIFETIME_S = 900
 TRAFFIC_SCRIPT = SCRIPTS / "vtap-traffic.sh"
@@ -887,7 +890,40 @@ class Emulation:
             to_healthy_after_window={n: end[n] - removed[n] for n in end if n != node},
         )
         result["confined"] = result["lost_after_window"] == 0
+        result.update(self.failover_intervals(lb, result))
         return result
+
+    def failover_intervals(self, lb: LoadBalancer, result: dict[str, Any]) -> dict[str, Any]:
+        """Packets the LB sent each backend per interval (from the captures on the fabric's
+        side of each proxy, which stay up when a proxy goes down), seconds from the first one,
+        with the fault and the removal on the same clock: the failover as a picture."""
+        from vtaplab.judge.capture import CaptureError, ReadState, read_records
+
+        stamps: dict[str, list[float]] = {}
+        for node, _ip in lb.backends:
+            pcap = self.out / f"{node}-out.pcap"
+            try:
+                stamps[node] = [ts for ts, _lt, _frame in read_records(pcap, ReadState())]
+            except (CaptureError, OSError):
+                return {}
+        first = min((ts[0] for ts in stamps.values() if ts), default=None)
+        last = max((ts[-1] for ts in stamps.values() if ts), default=None)
+        if first is None or last is None:
+            return {}
+        # Through the removal and a little after it, even when the traffic ended before.
+        if result.get("removed_at") is not None:
+            last = max(last, result["removed_at"] + 2 * FAILOVER_BIN_S)
+        width = max(FAILOVER_BIN_S, (last - first) / FAILOVER_MAX_BINS)
+        bins = int((last - first) / width) + 1
+        counts = {node: [0] * bins for node in stamps}
+        for node, times in stamps.items():
+            for ts in times:
+                counts[node][min(bins - 1, int((ts - first) / width))] += 1
+        marks = {f"{key}_s": round(result[key] - first, 3)
+                 for key in ("down_at", "removed_at") if result.get(key) is not None}
+        return {"intervals": [{"t": round(i * width, 3),
+                               "per_backend": {n: c[i] for n, c in counts.items()}}
+                              for i in range(bins)], "interval_s": round(width, 3), **marks}
 
     def teardown(self) -> list[str]:
         t3 = time.monotonic()

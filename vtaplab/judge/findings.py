@@ -323,10 +323,12 @@ def charts(finding: Finding) -> list[tuple[str, str]]:
         labels = [f"{float(i.get('t', 0)):.1f}" for i in intervals]
         series = [[int((i.get("per_backend") or {}).get(b, 0)) for i in intervals]
                   for b in backends]
-        caption = (f"Failover: datagrams per interval at each proxy (one line each, in the "
-                   f"order {', '.join(backends)}; x: seconds into the run); "
-                   f"{failover.get('backend')} stopped at {failover.get('down_at', '?')} s and "
-                   f"was out of the LB {failover.get('window_s', '?')} s later")
+        caption = (f"Failover: packets the LB sent each proxy per "
+                   f"{failover.get('interval_s', '?')} s (one line each, in the order "
+                   f"{', '.join(backends)}; x: seconds from the first); "
+                   f"{failover.get('backend')} went down at {failover.get('down_at_s', '?')} s "
+                   f"and was out of the LB at {failover.get('removed_at_s', '?')} s (window "
+                   f"{failover.get('window_s', '?')} s)")
         out.append((caption, xy_chart(f"{finding.scenario}: failover", labels, "datagrams",
                                       lines=series)))
     return out
@@ -438,7 +440,7 @@ def build(findings: Sequence[Finding], *, base: Path, graph_of: GraphSource | No
         block = path_diagram(f)
         diagrams.append(block)
         out += ["The mirror path as the evidence saw it:", "", *_fence(block), ""]
-        for caption, chart in charts(f):
+        for caption, chart in charts(f) + _variant_charts(f, base):
             diagrams.append(chart)
             out += [caption + ":", "", *_fence(chart), ""]
         stack = _stack_of(f)
@@ -468,6 +470,23 @@ def build(findings: Sequence[Finding], *, base: Path, graph_of: GraphSource | No
         out += [f"Verdict: {results._link(str(f.verdict_path), base)}", ""]
         sections[f.scenario] = out[start:]
     return Report("\n".join(out).rstrip() + "\n", diagrams, lines_of_summary, sections)
+
+
+def _variant_charts(finding: Finding, base: Path) -> list[tuple[str, str]]:
+    """The charts of a scenario's variant runs (b3's proxy-down), captioned with its name."""
+    out: list[tuple[str, str]] = []
+    for variant in finding.row.get("variants") or []:
+        # Where matrix writes a variant: beside its scenario's verdict, under the variant's name.
+        candidates = [Path(str(variant.get("verdict") or "")),
+                      finding.verdict_path.parent / str(variant.get("name")) / "verdict.json"]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            continue
+        verdict = results.load_verdict(path)
+        inner = Finding(finding.row, verdict, path)
+        out += [(f"{variant.get('name')}: {caption}", chart) for caption, chart in
+                charts(inner) if "ailover" in caption]
+    return out
 
 
 def _evidence_link(path: str, base: Path) -> str:
