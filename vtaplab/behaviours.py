@@ -111,6 +111,23 @@ BEHAVIOURS: dict[str, Behaviour] = {b.id: b for b in (
         "exists; otherwise ARM reports the NIC 'is not on fastpath' and nothing is mirrored.",
         "virtual-network/virtual-network-tap-overview.md, 'Adding a source' "
         "(../shared/DESIGN.md 'Facts')"),
+    Behaviour(
+        "vmss-flex-instances",
+        "A scale set in Flexible orchestration creates sku.capacity VMs from its profile, each "
+        "with its own NIC from the profile's network interface configuration (its subnet, NSG, "
+        "IP forwarding and load balancer backend pools), spread over the scale set's zones.",
+        "virtual-machine-scale-sets/virtual-machine-scale-sets-orchestration-modes.md, "
+        "'Scale sets with Flexible orchestration'; REST spec Microsoft.Compute "
+        "virtualMachineScaleSet.json, VirtualMachineScaleSetNetworkConfiguration"),
+    Behaviour(
+        "vmss-rolling-upgrade",
+        "A rolling upgrade brings the instances down in batches (at most "
+        "maxBatchInstancePercent at once); once a batch is upgraded and healthy it takes "
+        "traffic again, and after pauseTimeBetweenBatches the next batch begins.",
+        "virtual-machine-scale-sets/virtual-machine-scale-sets-configure-rolling-upgrades.md, "
+        "'Concepts'; .NET API UpgradeMode.Rolling ('The existing instances in a scale set are "
+        "brought down in batches to be upgraded. Once the upgraded batch is complete, the "
+        "instances will begin taking traffic again and the next batch will begin.')"),
 )}
 
 
@@ -156,6 +173,23 @@ ASSUMPTIONS: dict[str, Assumption] = {a.id: a for a in (
         "interval scaled from the declared seconds to a tenth of a second per second (5 s "
         "-> 0.2 s), declared threshold kept",
         "keeps a failover window short enough for a test; the logic is the declared one"),
+    Assumption(
+        "vmss-instance-addresses", "Which addresses a Flexible scale set's instances get.",
+        "the subnet's next free dynamic ones from x.x.x.4, in instance order",
+        "dynamic allocation takes 'the next available unassigned or unreserved IP address' "
+        "(documented) but which instance gets which is not; the twin's verdicts don't depend "
+        "on it"),
+    Assumption(
+        "upgrade-no-drain", "Whether a rolling upgrade takes an instance out of the load "
+        "balancer before bringing it down.",
+        "no: the instance stops, and the LB's probe takes it out as for a VM that went down; "
+        "the upgraded instance takes traffic again once its probe answers 200",
+        "not documented for Flexible orchestration (no LB-probe signal there); a real b4 "
+        "rolling upgrade during a capture tells"),
+    Assumption(
+        "upgrade-pause-scale", "The pause between rolling-upgrade batches in the twin.",
+        "pauseTimeBetweenBatches scaled as the probe interval",
+        "keeps a rolling upgrade within a test's time; the order of events is the declared one"),
 )}
 
 

@@ -124,8 +124,55 @@ def test_b3_vtap_goes_to_the_lb_frontend_with_ha_ports():
     assert "lb-frontend-vxlan" in topo.assumptions
 
 
+def _b4_with(count: int, **changes: object) -> list[dict]:
+    g = graph("b4")
+    vmss = next(r for r in g if r["type"].endswith(":VirtualMachineScaleSet"))
+    vmss["inputs"]["sku"]["capacity"] = count
+    vmss["inputs"].update(changes)
+    return g
+
+
+def test_b4_scale_set_becomes_proxy_count_instances_in_the_lb_pool():
+    topo = from_graph(graph("b4"), "b4")
+    proxies = [v for v in topo.vms if v.role == "proxy"]
+    # proxyCount's default: two instances, each with the tier's user data and its own NIC.
+    assert [(v.node, v.resource, v.ip, v.zone) for v in proxies] == [
+        ("p1", "b4-tier-vmss_0", "10.30.4.4", "1"), ("p12", "b4-tier-vmss_1", "10.30.4.5", "2")]
+    for vm in proxies:
+        assert vm.scale_set == "b4-tier-vmss"
+        assert "--mode" in vm.proxy_args and vm.health_args
+        port = topo.port(vm.node)
+        assert port.nic and port.forwarding and port.nsg and port.nsg.name == "b4-tier-nsg"
+    lb = topo.lb("b1")
+    assert lb.backends == (("p1", "10.30.4.4"), ("p12", "10.30.4.5"))
+    assert lb.probe is not None and lb.probe.protocol.lower() == "http"
+    [scenario] = topo.scenarios
+    assert scenario.proxies == ("p1", "p12") and scenario.lb == "b1"
+    assert {"vmss-flex-instances"} <= set(topo.behaviours)
+    assert "vmss-instance-addresses" in topo.assumptions
+
+
+def test_b4_instances_follow_capacity_zones_and_skip_static_addresses():
+    topo = from_graph(_b4_with(4, zones=["1", "2"]), "b4")
+    proxies = [v for v in topo.vms if v.scale_set]
+    assert [v.zone for v in proxies] == ["1", "2", "1", "2"]
+    assert len({v.node for v in proxies}) == 4 and len(topo.lb("b1").backends) == 4
+    regional = from_graph(_b4_with(1, zones=None), "b4")
+    assert [v.zone for v in regional.vms if v.scale_set] == [""]
+    # A static NIC address in the subnet is never handed to an instance.
+    g = _b4_with(2)
+    nic = next(r for r in g if r["name"] == "b4-client-nic")
+    nic["inputs"]["ipConfigurations"][0]["privateIPAddress"] = "10.30.4.4"
+    assert [v.ip for v in from_graph(g, "b4").vms if v.scale_set] == ["10.30.4.5", "10.30.4.6"]
+
+
+def test_a_uniform_scale_set_is_one_clear_line():
+    with pytest.raises(TopologyError, match="orchestrationMode 'Uniform' is not emulated"):
+        from_graph(_b4_with(2, orchestrationMode="Uniform"), "b4")
+
+
 def test_every_behaviour_and_assumption_used_is_an_entry_with_its_source():
-    for stack in ("b2", "b3", "msp", "a", "uksouth"):
+    for stack in ("b2", "b3", "b4", "msp", "a", "uksouth"):
         topo = from_graph(graph(stack), stack)
         for key in topo.behaviours:
             entry = behaviours.BEHAVIOURS[key]

@@ -4,7 +4,8 @@
 program run under Pulumi's mocks) and derives, from each resource's inputs alone, what the
 engine builds in network namespaces (``vtaplab.emulator.engine``): the VNets' fabrics, NICs
 with their addresses, IP-forwarding flag and NSG (declared rules + Azure's defaults), VMs with
-the scripts and arguments their rendered user data installs, internal load balancers with
+the scripts and arguments their rendered user data installs (a Flexible scale set's
+instances too, one VM each), internal load balancers with
 their rules and probes, the PLS's NAT, the PE, and each vTAP with its tap configurations and
 whether the graph puts the source VM's (re)start after the vTAP ("fastpath"). Which Azure
 behaviour each element follows is named from ``vtaplab.behaviours``.
@@ -30,7 +31,7 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,8 @@ class Vm:
     decap_args: tuple[str, ...] = ()       # vtap-decap.sh apply ...
     www: tuple[tuple[str, str], ...] = ()  # (file name, content) nginx serves
     www_commands: tuple[str, ...] = ()     # runcmd lines that write into the web root
+    scale_set: str = ""                    # a scale set's instance: the scale set's name
+    zone: str = ""                         # its availability zone ("" regional)
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,10 @@ class Topology:
                                                        for r in lb.rules],
                                              "backends": dict(lb.backends)}
                                for lb in self.lbs},
+            "scale_sets": {vm.scale_set: [f"{v.node} {v.resource} {v.ip}"
+                                          + (f" zone {v.zone}" if v.zone else "")
+                                          for v in self.vms if v.scale_set == vm.scale_set]
+                           for vm in self.vms if vm.scale_set},
             "taps": [{"nic": t.nic, "vtap": t.vtap, "remote": t.remote,
                       "on_fastpath": t.on_fastpath, "why_not": t.why_not} for t in self.taps],
             "notes": list(self.notes),
@@ -579,6 +586,21 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
             backends.setdefault(str(_seg(pool.get("id"), "loadBalancers")), []).append(
                 (node, str(ip)))
 
+    # Flexible scale sets: each instance a VM of its profile (behaviour vmss-flex-instances).
+    for vmss in sorted(by_kind.get("VirtualMachineScaleSet", []),
+                       key=lambda r: str(r.get("name"))):
+        for instance in _scale_set_instances(vmss, by_kind, vnet_index, names, nsgs):
+            ports.append(instance.port)
+            nodes.append(Node(instance.vm.node, "vm", instance.vm.resource))
+            vms.append(replace(instance.vm,
+                               scenario=vnet_scenario.get(instance.vm.vnet, "")))
+            vm_node_of_nic[instance.port.resource] = instance.vm.node
+            nic_ip[instance.port.resource] = instance.vm.ip
+            for lb_name in instance.pools:
+                backends.setdefault(lb_name, []).append((instance.vm.node, instance.vm.ip))
+            behaviours.append("vmss-flex-instances")
+            assumptions.append("vmss-instance-addresses")
+
     # Internal load balancers.
     lbs: list[LoadBalancer] = []
     frontend_of: dict[str, str] = {}          # LB name -> frontend IP
@@ -740,6 +762,91 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                     scenarios=scenarios, routes=tuple(routes),
                     behaviours=tuple(dict.fromkeys(behaviours)),
                     assumptions=tuple(dict.fromkeys(assumptions)), notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class _Instance:
+    vm: Vm
+    port: Port
+    pools: tuple[str, ...]          # the LBs whose backend pools the instance's NIC joins
+
+
+def _static_addresses(by_kind: Mapping[str, list[Mapping[str, Any]]]) -> set[str]:
+    """Every address the graph sets statically (NICs, LB frontends, PEs): a dynamic one is
+    never one of them."""
+    found: set[str] = set()
+    for kind, key in (("NetworkInterface", "ipConfigurations"),
+                      ("LoadBalancer", "frontendIPConfigurations"),
+                      ("PrivateEndpoint", "ipConfigurations")):
+        for resource in by_kind.get(kind, []):
+            for config in _inputs(resource).get(key) or []:
+                if config.get("privateIPAddress"):
+                    found.add(str(config["privateIPAddress"]))
+    return found
+
+
+def _scale_set_instances(vmss: Mapping[str, Any],
+                         by_kind: Mapping[str, list[Mapping[str, Any]]],
+                         vnet_index: Mapping[str, int], names: _Names,
+                         nsgs: Mapping[str, Nsg]) -> list[_Instance]:
+    """A Flexible scale set's ``sku.capacity`` instances, each a VM of its profile: the
+    profile's user data, one NIC from its (primary) network interface configuration in that
+    subnet and backend pools, IP forwarding and NSG as configured, spread over its zones in
+    turn. Addresses are dynamic: the subnet's next free ones from host
+    ``facts.DYNAMIC_FIRST_HOST`` on, skipping every static address (assumption
+    vmss-instance-addresses)."""
+    inputs = _inputs(vmss)
+    name = _azure_name(vmss, "vmScaleSetName")
+    if str(inputs.get("orchestrationMode", "")).lower() != "flexible":
+        raise TopologyError(f"scale set {name!r}: orchestrationMode "
+                            f"{inputs.get('orchestrationMode')!r} is not emulated; accepted: "
+                            "Flexible")
+    capacity = int((inputs.get("sku") or {}).get("capacity") or 0)
+    profile = inputs.get("virtualMachineProfile") or {}
+    configs = (profile.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []
+    nic = next((c for c in configs if c.get("primary")), configs[0] if configs else None)
+    if nic is None:
+        raise TopologyError(f"scale set {name!r}: no network interface configuration in its "
+                            "profile")
+    ipconfigs = nic.get("ipConfigurations") or []
+    ipconfig = next((c for c in ipconfigs if c.get("primary")),
+                    ipconfigs[0] if ipconfigs else {})
+    subnet_id = (ipconfig.get("subnet") or {}).get("id")
+    vnet_name = str(_seg(subnet_id, "virtualNetworks"))
+    if vnet_name not in vnet_index or capacity < 1:
+        return []
+    subnet = _subnet_prefix(by_kind, vnet_name, str(_seg(subnet_id, "subnets")))
+    taken = _static_addresses(by_kind)
+    free = (str(host) for i, host in enumerate(subnet.hosts(), start=1)
+            if i >= facts.DYNAMIC_FIRST_HOST and str(host) not in taken)
+    user_data = _user_data({"name": name, "inputs": profile})
+    role = _role(user_data)
+    index = vnet_index[vnet_name]
+    zones = [str(z) for z in inputs.get("zones") or []]
+    nsg = nsgs.get(str(_seg((nic.get("networkSecurityGroup") or {}).get("id"),
+                            "networkSecurityGroups")))
+    pools = tuple(str(_seg(p.get("id"), "loadBalancers"))
+                  for p in ipconfig.get("loadBalancerBackendAddressPools") or [])
+    instances = []
+    for ordinal in range(capacity):
+        ip = next(free, None)
+        if ip is None:
+            raise TopologyError(f"scale set {name!r}: subnet {subnet} has no address left for "
+                                f"instance {ordinal + 1} of {capacity}")
+        node = names.take(ROLE_LETTERS.get(role, "x"), index)
+        # Azure names Flexible instances <scale set>_<8 characters>; the twin numbers them.
+        resource = f"{name}_{ordinal}"
+        zone = zones[ordinal % len(zones)] if zones else ""
+        vm = Vm(node, resource, role, "", vnet_name, ip,
+                proxy_args=_script_args(user_data, "vtap-proxy.sh"),
+                health_args=_script_args(user_data, "vtap-health.py", action=""),
+                decap_args=_script_args(user_data, "vtap-decap.sh"),
+                scale_set=name, zone=zone)
+        port = Port(node, f"f{vnet_digit(index)}", ip, subnet.prefixlen,
+                    f"{nic.get('name')}-{ordinal}", nic=True,
+                    forwarding=bool(nic.get("enableIPForwarding")), nsg=nsg)
+        instances.append(_Instance(vm, port, pools))
+    return instances
 
 
 def _subnet_prefix(by_kind: Mapping[str, list[Mapping[str, Any]]], vnet: str,
