@@ -187,6 +187,14 @@ ASSUMPTIONS: dict[str, Assumption] = {a.id: a for a in (
         "not documented for Flexible orchestration (no LB-probe signal there); a real b4 "
         "rolling upgrade during a capture tells"),
     Assumption(
+        "upgrade-boot-order", "When an upgraded instance's rewrite is back, against its NIC "
+        "and sshd.",
+        "later: cloud-init's final stage (its runcmd enables vtap-proxy.service) runs after "
+        "the network and sshd are up; the twin installs the rewrite ten probe intervals (50 s "
+        "on Azure's clock, scaled) after the NIC is up",
+        "not documented; it is why a TCP/22 probe puts an upgraded proxy back too early and "
+        "an HTTP probe of vtap-health.py doesn't. A real b4 upgrade under capture tells"),
+    Assumption(
         "upgrade-pause-scale", "The pause between rolling-upgrade batches in the twin.",
         "pauseTimeBetweenBatches scaled as the probe interval",
         "keeps a rolling upgrade within a test's time; the order of events is the declared one"),

@@ -319,6 +319,93 @@ def test_b3_stopping_a_proxy_mid_run_loses_only_the_failover_window(tmp_path):
     assert "failover" in verdict["reason"] and "none after" in verdict["reason"]
 
 
+# --- b4: a scale set of proxies behind the LB, probed over HTTP (or, to compare, TCP/22) ------
+def b4_graph(where: Path, probe: str) -> Path:
+    """b4's graph (provider ILB on HA ports) with its consumer LB's probe as deployed (``http``)
+    or as the reference lab's TCP/22 (``tcp``)."""
+    path = ha_graph("b4", where)
+    g = json.loads(path.read_text())
+    lb = next(r for r in g if r["name"] == "b4-ilb")
+    if probe == "tcp":
+        lb["inputs"]["probes"] = [{"name": "probe-tcp", "protocol": "Tcp", "port": 22,
+                                   "intervalInSeconds": 5, "probeThreshold": 1}]
+    path = where / f"b4-{probe}.json"
+    path.write_text(json.dumps(g))
+    return path
+
+
+def emulate_b4(out: Path, probe: str, fault: str, requests: int = 4) -> tuple[int, dict, dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vtaplab", "emulate", "--graph", str(b4_graph(out, probe)),
+         "--out", str(out / "ev"), "--requests", str(requests), "--proxy-mode", "netdev",
+         "--fault", fault], capture_output=True, text=True, cwd=REPO, timeout=180,
+        check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
+    assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
+    return (proc.returncode, json.loads((out / "ev" / "verdict.json").read_text()),
+            json.loads((out / "ev" / "emulator.json").read_text()))
+
+
+@needs_root
+def test_b4_one_instance_losing_its_rewrite_is_taken_out_by_the_http_probe(tmp_path):
+    rc, verdict, facts_ = emulate_b4(tmp_path, "http", "no-proxy-rule", requests=6)
+    assert rc == 0 and verdict["outcome"] == "delivered" and verdict["matches_expected"]
+    failover = verdict["failover"]
+    assert failover["cause"] == "rewrite" and failover["backend"] == "p12"
+    assert failover["confined"] is True and failover["lost_after_window"] == 0
+    assert 0 < failover["window_s"] < 3
+    # The instance whose rewrite is gone answers 503: the LB takes it out and never back.
+    assert facts_["lb_backends"] == {"p1": True, "p12": False}
+    assert failover["to_healthy_after_window"]["p1"] > 0
+    assert "lost its rewrite" in verdict["reason"]
+
+
+@needs_root
+def test_b4_the_same_fault_under_a_tcp22_probe_is_degraded(tmp_path):
+    rc, verdict, facts_ = emulate_b4(tmp_path, "tcp", "no-proxy-rule", requests=6)
+    # TCP/22 still answers on the instance whose rewrite is gone: it stays in the LB, and
+    # what the LB sends it after the fault is lost.
+    assert verdict["outcome"] == "degraded" and rc == 1
+    failover = verdict["failover"]
+    assert failover["confined"] is False and failover["removed_at"] is None
+    assert failover["lost_in_window"] > 0
+    assert facts_["lb_backends"] == {"p1": True, "p12": True}
+    assert "TCP/22 still answered" in verdict["reason"]
+    assert verdict["loss_at"] and "p12" in verdict["loss_at"]
+
+
+@needs_root
+@pytest.mark.parametrize(("probe", "outcome"), [("http", "delivered"), ("tcp", "degraded")])
+def test_b4_rolling_upgrade_loses_nothing_outside_its_windows(tmp_path, probe, outcome):
+    rc, verdict, facts_ = emulate_b4(tmp_path, probe, "rolling-upgrade", requests=3)
+    upgrade = facts_["rolling_upgrade"]
+    # One instance at a time (maxBatchInstancePercent 50 of 2), both upgraded, under traffic.
+    assert upgrade["batches"] == [["p1"], ["p12"]] and upgrade["scale_set"] == "b4-tier-vmss"
+    assert all(rounds >= 1 for rounds in upgrade["rounds_per_batch"])
+    windows = verdict["failover"]["windows"]
+    assert [w["backend"] for w in windows] == ["p1", "p12"]
+    for window in windows:
+        # Out after it went down, back after it came up: in that order on one clock.
+        assert window["down_at"] < window["removed_at"] < window["up_at"] < window["back_at"]
+    # Both back in the pool at the end.
+    assert facts_["lb_backends"] == {"p1": True, "p12": True}
+    assert verdict["outcome"] == outcome
+    if probe == "http":
+        # Back only once its rewrite was installed: nothing lost after any window.
+        assert rc == 0 and verdict["failover"]["confined"] is True
+        for window in windows:
+            assert window["ready_at"] < window["back_at"] and window["lost_after_window"] == 0
+    else:
+        # TCP/22 answers as soon as the NIC is up, before the rewrite: that loss is outside.
+        assert verdict["failover"]["confined"] is False
+        assert any(w["back_at"] < w["ready_at"] and w["lost_after_window"] > 0
+                   for w in windows)
+    ids = {a["id"] for a in verdict["assumptions"]}
+    assert {"upgrade-no-drain", "upgrade-boot-order", "upgrade-pause-scale"} <= ids
+
+
 # --- msp: tenants with the same address space, told apart by VNI ------------------------------
 @needs_root
 def test_msp_tenants_are_told_apart_by_vni(tmp_path):
@@ -454,9 +541,10 @@ def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
 
 @needs_root
 @pytest.mark.parametrize(("args", "needle"), [
-    (["r1"], "accepted: b2, b3, msp, a, uksouth"),
+    (["r1"], "accepted: b2, b3, b4, msp, a, uksouth"),
     (["b2", "--tenants", "2"], "--tenants '2'"),
     (["b2", "--fault", "proxy-down"], "--fault 'proxy-down'"),
+    (["b2", "--fault", "rolling-upgrade"], "--fault 'rolling-upgrade'"),
     (["b3", "--fault", "shared-vni"], "--fault 'shared-vni'"),
     (["msp", "--tenants", "11"], "--tenants '11'"),   # facts.MSP_TENANTS_RANGE: 1..10
     (["msp", "--proxy-vni", "5"], "unrecognized arguments: --proxy-vni"),

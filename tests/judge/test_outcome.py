@@ -188,8 +188,29 @@ def test_failover_loss_inside_the_window_is_reported_not_held_against_b3():
     got = judge(ev)
     assert got.outcome == "delivered" and "1 of 4 answered requests not seen" in got.reason
     leaked = Evidence("b3", capture=capture_figures(), failover={"confined": False,
+                                                                 "backend": "p2",
                                                                  "why": "sent to p2 after"})
-    assert judge(leaked).outcome == "not-delivered"
+    got = judge(leaked)
+    # The rest of the mirror arrived: partial, and the loss named where it happened.
+    assert got.outcome == "degraded" and "sent to p2 after" in got.reason
+    assert got.loss_at is not None and "p2" in got.loss_at
+
+
+def test_a_rolling_upgrade_reports_every_window():
+    windows = [{"backend": "p1", "window_s": 0.6, "lost_in_window": 10, "confined": True},
+               {"backend": "p12", "window_s": 0.7, "lost_in_window": 12, "confined": True}]
+    ev = Evidence("b4", capture=capture_figures(), failover={
+        "confined": True, "cause": "upgrade", "backend": "p1, p12", "lost_in_window": 22,
+        "windows": windows})
+    got = judge(ev)
+    assert got.outcome == "delivered"
+    assert ("p1 out of the LB 0.6 s after it went down for its upgrade, p12 out of the LB "
+            "0.7 s after it went down for its upgrade; 22 datagrams lost in those windows, "
+            "none after") in got.reason
+    rewrite = Evidence("b4", capture=capture_figures(), failover={
+        "confined": False, "cause": "rewrite", "backend": "p12", "lost_after_window": None,
+        "why": "the LB never took p12 out after it lost its rewrite"})
+    assert judge(rewrite).outcome == "degraded"
 
 
 def test_b3_is_as_good_as_its_worst_run():

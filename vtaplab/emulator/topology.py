@@ -135,6 +135,21 @@ class Vm:
 
 
 @dataclass(frozen=True)
+class ScaleSet:
+    """A Flexible scale set's rolling upgrade, as its upgradePolicy declares it."""
+
+    name: str
+    instances: tuple[str, ...]      # its VMs' nodes, in instance order
+    batch_percent: int = 20         # maxBatchInstancePercent (Azure's default 20)
+    pause_s: float = 0.0            # pauseTimeBetweenBatches
+
+    def batches(self) -> list[tuple[str, ...]]:
+        """The instances in upgrade batches: at most batch_percent of them at once, >= 1."""
+        size = max(1, len(self.instances) * self.batch_percent // 100)
+        return [self.instances[i:i + size] for i in range(0, len(self.instances), size)]
+
+
+@dataclass(frozen=True)
 class LbRule:
     name: str
     protocol: str                   # Udp | Tcp | All
@@ -253,6 +268,7 @@ class Topology:
     behaviours: tuple[str, ...]
     assumptions: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    scale_sets: tuple[ScaleSet, ...] = ()
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -522,7 +538,7 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
         vnet_info[f"f{vnet_digit(index)}"] = (name, prefixes)
     if 0 not in vnet_index.values():
         raise TopologyError("the graph has no Private Link Service (no provider VNet); "
-                            "accepted: a stack whose scenarios carry traffic (b2, b3, msp, a, "
+                            "accepted: a stack whose scenarios carry traffic (b2, b3, b4, msp, a, "
                             "uksouth)")
     vnet_scenario = {str(_inputs(v).get("virtualNetworkName") or v["name"]):
                      str((_inputs(v).get("tags") or {}).get("scenario", ""))
@@ -587,9 +603,18 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                 (node, str(ip)))
 
     # Flexible scale sets: each instance a VM of its profile (behaviour vmss-flex-instances).
+    scale_sets: list[ScaleSet] = []
     for vmss in sorted(by_kind.get("VirtualMachineScaleSet", []),
                        key=lambda r: str(r.get("name"))):
-        for instance in _scale_set_instances(vmss, by_kind, vnet_index, names, nsgs):
+        instances = _scale_set_instances(vmss, by_kind, vnet_index, names, nsgs)
+        if instances:
+            policy = _inputs(vmss).get("upgradePolicy") or {}
+            rolling = policy.get("rollingUpgradePolicy") or {}
+            scale_sets.append(ScaleSet(
+                _azure_name(vmss, "vmScaleSetName"), tuple(i.vm.node for i in instances),
+                int(rolling.get("maxBatchInstancePercent") or 20),
+                _iso_seconds(str(rolling.get("pauseTimeBetweenBatches") or "PT0S"))))
+        for instance in instances:
             ports.append(instance.port)
             nodes.append(Node(instance.vm.node, "vm", instance.vm.resource))
             vms.append(replace(instance.vm,
@@ -755,13 +780,24 @@ def from_graph(resources: Sequence[Mapping[str, Any]], stack: str = "") -> Topol
                            vnet_scenario)
     if not scenarios:
         raise TopologyError("the graph has no traffic to emulate (no vtap-traffic.sh command "
-                            "on a client VM); accepted: b2, b3, msp, a, uksouth")
+                            "on a client VM); accepted: b2, b3, b4, msp, a, uksouth")
     return Topology(stack=stack, nodes=tuple(nodes), ports=tuple(ports), links=tuple(links),
                     vnets=vnet_info, vms=tuple(vms), lbs=tuple(lbs),
                     private_links=tuple(private_links), taps=tuple(taps),
                     scenarios=scenarios, routes=tuple(routes),
                     behaviours=tuple(dict.fromkeys(behaviours)),
-                    assumptions=tuple(dict.fromkeys(assumptions)), notes=tuple(notes))
+                    assumptions=tuple(dict.fromkeys(assumptions)), notes=tuple(notes),
+                    scale_sets=tuple(scale_sets))
+
+
+def _iso_seconds(text: str) -> float:
+    """An ISO 8601 duration as ARM writes pauseTimeBetweenBatches (PT1M, PT30S, PT1H2M3S)."""
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?", text.strip())
+    if match is None:
+        raise TopologyError(f"pauseTimeBetweenBatches {text!r} is not an ISO 8601 duration; "
+                            "accepted: PT[nH][nM][nS], e.g. PT1M")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 @dataclass(frozen=True)
@@ -966,4 +1002,4 @@ if __name__ == "__main__":   # pragma: no cover
     raise SystemExit(main(sys.argv[1:]))
 
 
-__all__ = ["Topology", "TopologyError", "from_graph", "load_graph_file", "stack_graph"]
+__all__ = ["ScaleSet", "Topology", "TopologyError", "from_graph", "load_graph_file", "stack_graph"]

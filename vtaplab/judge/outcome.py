@@ -21,14 +21,16 @@ Inputs (verdict keys) and what they decide, first match wins:
                    scenario: only Azure can measure it)
   capture figures  (``capture``, ``vxlan_packets``, ``inner_http``, ``fragments``, ``loss``,
                    ``traffic``, ``tenants``): ``not-delivered`` (no capture, no VXLAN, no HTTP,
-                   a tenant without a whole exchange, tenants not told apart, a failover that
-                   leaked), ``degraded`` (VXLAN and HTTP arrived but something the clients
+                   a tenant without a whole exchange, tenants not told apart), ``degraded``
+                   (a failover that leaked: mirror sent to a proxy at fault outside its
+                   window; or VXLAN and HTTP arrived but something the clients
                    exchanged is missing: requests/responses fewer than the traffic log, bodies
                    incomplete, TCP holes, outer fragments never reassembled; per tenant for
                    msp), else ``delivered``
   tenant_table     msp: the per-tenant rows (``tenants.tenant_table``) to judge separation
-  failover         b3 proxy-down: a failover whose loss leaked outside its window fails it;
-                   loss inside the window is reported, not held against the scenario
+  failover         b3/b4 with a proxy at fault (down, rewrite gone, rolling upgrade): a
+                   failover whose loss leaked outside its window(s) degrades it; loss inside
+                   the windows is reported, not held against the scenario
   variants         b3: the proxy-down run; the scenario is only as good as its worst run
   hops             per capture point (client log, proxies, collector): where the loss happened
 
@@ -320,16 +322,24 @@ def _judge_capture(spec: facts.Scenario | None, ev: Evidence) -> Judgement:
     excused = False
     if ev.failover is not None:
         fo = ev.failover
+        what = _FAULT_WORDS.get(str(fo.get("cause") or "down"), "went down")
         if fo.get("confined"):
             excused = True
-            failover_note = (f"; failover: {fo.get('backend')} out of the LB "
-                             f"{fo.get('window_s')} s after it went down; "
-                             f"{fo.get('lost_in_window')} datagrams lost in that window, none "
-                             "after")
+            windows = fo.get("windows") or [fo]
+            failover_note = "; failover: " + ", ".join(
+                f"{w.get('backend')} out of the LB {w.get('window_s')} s after it {what}"
+                for w in windows) + (
+                f"; {fo.get('lost_in_window')} datagrams lost in "
+                f"{'that window' if len(windows) == 1 else 'those windows'}, none after")
         else:
-            why = fo.get("why") or (f"{fo.get('lost_after_window')} datagrams sent to the "
-                                    f"stopped {fo.get('backend')} after the LB took it out")
-            return verdict("not-delivered", f"{vxlan} VXLAN packets; failover: {why}")
+            # Part of the mirror went to a proxy that couldn't carry it, outside any window:
+            # the rest arrived, so the mirror is partial (degraded), and the loss is located.
+            why = fo.get("why") or (f"{fo.get('lost_after_window')} datagrams sent to "
+                                    f"{fo.get('backend')} after it {what} and the LB took it "
+                                    "out")
+            where = f"proxy {fo.get('backend')} (LB backend at fault)"
+            return verdict("degraded", f"{vxlan} VXLAN packets; failover not confined: {why}",
+                           loss_at=where, missing=(f"failover: {why}",))
     reason = f"{vxlan} VXLAN packets; inner HTTP: {requests} requests, {responses} responses"
     if len(per_vni) > 1:
         done = sum(1 for t in per_vni.values() if t.get("delivered"))
@@ -343,6 +353,11 @@ def _judge_capture(spec: facts.Scenario | None, ev: Evidence) -> Judgement:
     if gaps:
         failover_note += f" (missing: {'; '.join(gaps)})"
     return verdict("delivered", reason + failover_note)
+
+
+# How a failover's fault reads in a reason (the twin's window causes).
+_FAULT_WORDS = {"down": "went down", "upgrade": "went down for its upgrade",
+                "rewrite": "lost its rewrite"}
 
 
 def _why_not(meta: Mapping[str, Any], vxlan: int, requests: int, responses: int) -> str:
