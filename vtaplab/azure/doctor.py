@@ -212,8 +212,8 @@ def check_scale_set_features(client: ArmClient, sub: str, needs: Needs) -> list[
     rolling = [s.name for s in needs.scale_sets if s.flexible and s.rolling]
     if not rolling:
         return []
-    what = (f"Flexible scale set {', '.join(rolling)} upgrades in rolling batches (rolling "
-            "upgrade policy or automatic OS image upgrades)")
+    what = (f"Flexible scale set {', '.join(rolling)} upgrades in rolling batches, by policy "
+            "or automatic OS image upgrades")
     return [check_feature(client, sub, feature, f"{what}; {_fact_basis(fact_id)}")
             for feature, fact_id in FLEX_UPGRADE_FEATURES]
 
@@ -404,7 +404,7 @@ def _fact_basis(fact_id: str) -> str:
     """Why a check is asked, from the fact it rests on: documented (its source, up to the
     first parenthesis) or assumed (said so, first)."""
     fact = next(f for f in facts.PROXY_TIER_FACTS if f.id == fact_id)
-    source = fact.source.split(" (")[0]
+    source = fact.source.split(" (")[0].removeprefix("assumption: ")
     if fact.assumption:
         return f"ASSUMED, not documented (fact {fact_id}): {source}"
     return f"documented as required (fact {fact_id}): {source}"
