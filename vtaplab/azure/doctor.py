@@ -3,7 +3,8 @@
 Reads the subscription over ARM REST (GETs only, nothing is changed) and says, per check,
 ``ok`` / ``missing`` / ``unknown`` with the exact fix. What the stack needs comes from its own
 resource graph, the program run under Pulumi's mocks (``vtaplab.preflight.graph``): its VMs'
-sizes and regions, whether it has auto-shutdown schedules, a Direct Connect PLS, vTAPs.
+sizes and regions, its scale sets' size, instance count (``sku.capacity``), zones and upgrade
+policy, whether it has auto-shutdown schedules, a Direct Connect PLS, vTAPs.
 
 Checks and the facts they rest on:
 
@@ -15,8 +16,17 @@ Checks and the facts they rest on:
   PLS (scenario a; Features - Get, Microsoft.Features 2021-07-01 ``properties.state``); after a
   feature registers, the provider must be registered again for it to take effect;
 - regional vCPU quota (usage ``cores``) and each VM family's quota (the SKU's ``family``,
-  e.g. ``standardBSFamily``) against the vCPUs the stack's VMs need (Usage - List,
-  Microsoft.Compute 2024-07-01; Resource Skus - List 2021-07-01 ``capabilities.vCPUs``);
+  e.g. ``standardBSFamily``) against the vCPUs the stack's VMs and scale set instances need
+  (each instance counts as one VM of the set's ``sku.name``; Usage - List, Microsoft.Compute
+  2024-07-01; Resource Skus - List 2021-07-01 ``capabilities.vCPUs``);
+- for a Flexible scale set that upgrades in rolling batches (``upgradePolicy.mode`` Rolling, or
+  automatic OS image upgrades on): feature ``facts.VMSS_FLEX_ROLLING_UPGRADE_FEATURE``
+  (documented as required: ``facts.PROXY_TIER_FACTS`` 'flex-rolling-upgrade-preview') and
+  ``facts.VMSS_FLEX_IMAGE_UPGRADE_FEATURE`` (a named assumption, 'flex-image-upgrade-feature':
+  its line says so), read as the Direct Connect feature is;
+- a scale set that lists zones in a region with zones (``facts.ZONE_REGIONS``): its size is
+  offered in each of them (Resource Skus - List 2021-07-01: ``locationInfo[].zones`` of the
+  region, minus the ``restrictionInfo.zones`` of a restriction of type ``Zone``);
 - the subscription's existing vTAPs plus the stack's against the preview's ~10 per
   subscription (Virtual Network Taps - List All, Microsoft.Network 2024-05-01).
 
@@ -61,6 +71,18 @@ _VM_TYPE = "azure-native:compute:VirtualMachine"
 _SCHEDULE_TYPES = ("azure-native:devtestlab:GlobalSchedule", "azure-native:devtestlab:Schedule")
 _PLS_TYPE = "azure-native:network:PrivateLinkService"
 _VTAP_TYPE = "azure-native:network:VirtualNetworkTap"
+_VMSS_TYPE = "azure-native:compute:VirtualMachineScaleSet"
+
+# Features a Flexible scale set that upgrades in rolling batches needs, each with the fact
+# (facts.PROXY_TIER_FACTS) that says why: the check's line cites it, and says when it is only
+# assumed.
+FLEX_UPGRADE_FEATURES: tuple[tuple[str, str], ...] = (
+    (facts.VMSS_FLEX_ROLLING_UPGRADE_FEATURE, "flex-rolling-upgrade-preview"),
+    (facts.VMSS_FLEX_IMAGE_UPGRADE_FEATURE, "flex-image-upgrade-feature"),
+)
+# The config keys a scale set's size and region come from: the lab's only scale set is the
+# proxy tier (components/proxy_tier.py).
+_SCALE_SET_FIX = "choose another proxyVmSize or region (vtaplab:proxyVmSize, vtaplab:location)"
 
 
 @dataclass(frozen=True)
@@ -74,27 +96,67 @@ class Check:
 
 
 @dataclass(frozen=True)
+class ScaleSet:
+    """A scale set of the stack: what doctor checks beyond its instances' vCPUs."""
+
+    name: str
+    region: str
+    size: str                     # sku.name
+    capacity: int | None          # sku.capacity; None when the graph has no whole number
+    zones: tuple[str, ...] = ()
+    flexible: bool = False        # orchestrationMode Flexible
+    rolling: bool = False         # upgradePolicy.mode Rolling, or automatic OS upgrades on
+
+
+@dataclass(frozen=True)
 class Needs:
     """What the stack asks of the subscription, read from its graph."""
 
-    vm_sizes: Mapping[tuple[str, str], int]   # (region, size) -> VM count
+    vm_sizes: Mapping[tuple[str, str], int]   # (region, size) -> VMs + scale set instances
     schedules: int = 0
     direct_connect: bool = False
     vtaps: int = 0
     regions: tuple[str, ...] = field(default_factory=tuple)
+    scale_sets: tuple[ScaleSet, ...] = ()
+
+
+def scale_set_from_inputs(name: str, inputs: Mapping[str, Any]) -> ScaleSet:
+    """A ``VirtualMachineScaleSet``'s graph inputs (azure-native wire names) as a ScaleSet."""
+    sku = inputs.get("sku") or {}
+    capacity = sku.get("capacity")
+    policy = inputs.get("upgradePolicy") or {}
+    auto_os = (policy.get("automaticOSUpgradePolicy") or {}).get("enableAutomaticOSUpgrade")
+    return ScaleSet(
+        name=name,
+        region=str(inputs.get("location") or "").lower(),
+        size=str(sku.get("name") or ""),
+        # bool is an int too: a capacity of True is no count.
+        capacity=capacity if isinstance(capacity, int) and not isinstance(capacity, bool)
+        and capacity >= 0 else None,
+        zones=tuple(str(z) for z in inputs.get("zones") or ()),
+        flexible=str(inputs.get("orchestrationMode") or "").lower() == "flexible",
+        rolling=str(policy.get("mode") or "").lower() == "rolling" or auto_os is True,
+    )
 
 
 def needs_from_graph(graph: Sequence[Mapping[str, Any]]) -> Needs:
-    """Count the stack's VMs per region and size, and what else it uses."""
+    """Count the stack's VMs and scale set instances per region and size, and what else it
+    uses."""
     sizes: Counter[tuple[str, str]] = Counter()
     schedules = vtaps = 0
     direct = False
+    scale_sets: list[ScaleSet] = []
     for res in graph:
         inputs = res.get("inputs") or {}
         typ = res.get("type")
         if typ == _VM_TYPE:
             size = str((inputs.get("hardwareProfile") or {}).get("vmSize") or "")
             sizes[(str(inputs.get("location") or "").lower(), size)] += 1
+        elif typ == _VMSS_TYPE:
+            scale_set = scale_set_from_inputs(str(res.get("name") or ""), inputs)
+            scale_sets.append(scale_set)
+            # Each instance is a VM of the set's size: it counts against the same quotas.
+            sizes[(scale_set.region, scale_set.size)] += scale_set.capacity or 0
         elif typ in _SCHEDULE_TYPES:
             schedules += 1
         elif typ == _PLS_TYPE and inputs.get("destinationIPAddress"):
@@ -102,7 +164,7 @@ def needs_from_graph(graph: Sequence[Mapping[str, Any]]) -> Needs:
         elif typ == _VTAP_TYPE:
             vtaps += 1
     regions = tuple(sorted({region for region, _ in sizes}))
-    return Needs(dict(sizes), schedules, direct, vtaps, regions)
+    return Needs(dict(sizes), schedules, direct, vtaps, regions, tuple(scale_sets))
 
 
 # --- the checks ---------------------------------------------------------------------------
@@ -145,8 +207,20 @@ def check_feature(client: ArmClient, sub: str, feature: str, why: str) -> Check:
     return Check(name, MISSING, f"{state or 'no state'} ({why})", fix)
 
 
+def check_scale_set_features(client: ArmClient, sub: str, needs: Needs) -> list[Check]:
+    """The features a Flexible scale set that upgrades in rolling batches needs, once each."""
+    rolling = [s.name for s in needs.scale_sets if s.flexible and s.rolling]
+    if not rolling:
+        return []
+    what = (f"Flexible scale set {', '.join(rolling)} upgrades in rolling batches, by policy "
+            "or automatic OS image upgrades")
+    return [check_feature(client, sub, feature, f"{what}; {_fact_basis(fact_id)}")
+            for feature, fact_id in FLEX_UPGRADE_FEATURES]
+
+
 def check_quota(client: ArmClient, sub: str, needs: Needs) -> list[Check]:
-    """Regional and per-family vCPUs, per region the stack's VMs are in."""
+    """Regional and per-family vCPUs, per region the stack's VMs and scale sets are in; and
+    the zones a scale set spreads over offer its size."""
     checks: list[Check] = []
     for region in needs.regions:
         wanted = {size: n for (r, size), n in needs.vm_sizes.items() if r == region}
@@ -165,6 +239,11 @@ def check_quota(client: ArmClient, sub: str, needs: Needs) -> list[Check]:
         total = 0
         per_family: Counter[str] = Counter()
         unknown_sizes = []
+        uncounted = [s for s in needs.scale_sets if s.region == region and s.capacity is None]
+        for scale_set in uncounted:
+            checks.append(Check(f"scale set {scale_set.name} in {region}", UNKNOWN,
+                                "no whole-number sku.capacity in the graph: its instances "
+                                "are not counted", "set vtaplab:proxyCount"))
         for size, count in sorted(wanted.items()):
             sku = skus.get(size)
             vcpus = _capability(sku, "vCPUs") if sku else None
@@ -182,11 +261,12 @@ def check_quota(client: ArmClient, sub: str, needs: Needs) -> list[Check]:
             checks.append(Check(f"size {size} in {region}", UNKNOWN,
                                 "not in the region's SKU list (unknown size, or not offered "
                                 "here)", f"az vm list-skus --location {region} --size {size}"))
+        partial = len(unknown_sizes) > 0 or len(uncounted) > 0
         checks.append(_quota_check(region, REGIONAL_VCPUS, "Total Regional vCPUs", total,
-                                   usages, len(unknown_sizes) > 0))
+                                   usages, partial))
         for family, need in sorted(per_family.items()):
-            checks.append(_quota_check(region, family, family, need, usages,
-                                       len(unknown_sizes) > 0))
+            checks.append(_quota_check(region, family, family, need, usages, partial))
+        checks += _zone_checks(region, skus, needs.scale_sets)
     return checks
 
 
@@ -216,6 +296,7 @@ def run_checks(client: ArmClient, sub: str, needs: Needs) -> list[Check]:
     if needs.direct_connect:
         checks.append(check_feature(client, sub, facts.PLS_DIRECT_CONNECT_FEATURE,
                                     "Private Link Service Direct Connect"))
+    checks += check_scale_set_features(client, sub, needs)
     checks += check_quota(client, sub, needs)
     if needs.vtaps:
         checks.append(check_vtaps(client, sub, needs))
@@ -259,6 +340,74 @@ def _quota_check(region: str, usage_name: str, label: str, need: int,
                  f"request a quota increase for '{_label(usage, usage_name)}' in {region} "
                  f"to at least {used + need} (portal: Quotas), or use smaller "
                  "sizes (vtaplab:sourceVmSize, proxyVmSize, collectorVmSize) or fewer scenarios")
+
+
+def _zone_checks(region: str, skus: Mapping[str, Mapping[str, Any]],
+                 scale_sets: Sequence[ScaleSet]) -> list[Check]:
+    """Per scale set in ``region`` that lists zones: is its size offered in each of them?
+    Only where the region has zones (elsewhere the set is regional); a size missing from the
+    SKU list is already reported by the quota check."""
+    checks: list[Check] = []
+    if region not in facts.ZONE_REGIONS:
+        return checks
+    for scale_set in scale_sets:
+        sku = skus.get(scale_set.size)
+        if scale_set.region != region or not scale_set.zones or sku is None:
+            continue
+        name = f"size {scale_set.size} in {region} zones {', '.join(scale_set.zones)}"
+        lacking = _zones_lacking(sku, region, scale_set.zones)
+        spread = f"scale set {scale_set.name} spreads over zones {', '.join(scale_set.zones)}"
+        if not lacking:
+            checks.append(Check(name, OK, f"offered in each ({spread})"))
+            continue
+        detail = "; ".join(f"zone {zone}: {why}" for zone, why in lacking.items())
+        checks.append(Check(name, MISSING, f"{detail} ({spread})",
+                            f"{_SCALE_SET_FIX}; see az vm list-skus --location {region} "
+                            f"--size {scale_set.size} --zone"))
+    return checks
+
+
+def _zones_lacking(sku: Mapping[str, Any], region: str,
+                   zones: Sequence[str]) -> dict[str, str]:
+    """zone -> why the size can't be placed there: not in the region's ``locationInfo[].zones``,
+    or named by a restriction of type ``Zone`` (``restrictionInfo.zones``; its
+    ``restrictionInfo.locations``, or ``values``, name the region) for this subscription."""
+    offered: set[str] = set()
+    for info in sku.get("locationInfo") or []:
+        if _region_name(info.get("location")) == region:
+            offered |= {str(z) for z in info.get("zones") or []}
+    restricted: dict[str, str] = {}
+    for r in sku.get("restrictions") or []:
+        if r.get("type") != "Zone":
+            continue
+        info = r.get("restrictionInfo") or {}
+        where = [_region_name(v) for v in info.get("locations") or r.get("values") or []]
+        if where and region not in where:
+            continue
+        for zone in info.get("zones") or []:
+            restricted[str(zone)] = f"restricted: {r.get('reasonCode') or 'not available'}"
+    lacking: dict[str, str] = {}
+    for zone in zones:
+        if zone in restricted:
+            lacking[zone] = restricted[zone]
+        elif zone not in offered:
+            lacking[zone] = "not offered (not in the SKU's locationInfo zones)"
+    return lacking
+
+
+def _region_name(value: Any) -> str:
+    """ARM writes a region "uksouth" or "UK South": compare them one way."""
+    return str(value or "").replace(" ", "").lower()
+
+
+def _fact_basis(fact_id: str) -> str:
+    """Why a check is asked, from the fact it rests on: documented (its source, up to the
+    first parenthesis) or assumed (said so, first)."""
+    fact = next(f for f in facts.PROXY_TIER_FACTS if f.id == fact_id)
+    source = fact.source.split(" (")[0].removeprefix("assumption: ")
+    if fact.assumption:
+        return f"ASSUMED, not documented (fact {fact_id}): {source}"
+    return f"documented as required (fact {fact_id}): {source}"
 
 
 def _label(usage: Mapping[str, Any], fallback: str) -> str:
@@ -361,8 +510,12 @@ def _parser() -> argparse.ArgumentParser:
                 description="Is this Azure subscription ready for STACK? Reads (never "
                             "changes) the subscription over ARM: resource provider "
                             "Microsoft.DevTestLab, feature Microsoft.Network/"
-                            "AllowPrivateLinkserviceUDR (Direct Connect), regional and "
-                            "VM-family vCPU quota for the stack's VMs, existing vTAPs against "
+                            "AllowPrivateLinkserviceUDR (Direct Connect), features "
+                            f"{facts.VMSS_FLEX_ROLLING_UPGRADE_FEATURE} and "
+                            f"{facts.VMSS_FLEX_IMAGE_UPGRADE_FEATURE} (assumed) for a Flexible "
+                            "scale set with rolling upgrades, regional and VM-family vCPU "
+                            "quota for the stack's VMs and scale set instances, the scale "
+                            "set's size in each of its zones, existing vTAPs against "
                             "the preview's ~10 per subscription. Each check: ok / missing / "
                             "unknown, with the fix. Exit 0 ok, 1 missing, 3 unknown, 2 bad "
                             "input. Credentials as azure-native's (ARM_* variables, az login).")
