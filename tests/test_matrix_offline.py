@@ -19,7 +19,7 @@ from vtaplab.judge import results
 
 ROOT = PROJECT_ROOT
 LABELS = {"r1": "predicted", "b1": "predicted", "a": "predicted", "c1": "predicted",
-          "b2": "emulated", "b3": "emulated", "msp": "emulated"}
+          "b2": "emulated", "b3": "emulated", "msp": "emulated", "b4": "emulated"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,11 @@ def test_offline_matrix_passes_and_labels_every_scenario(offline_run):
     assert got["b2"][1:] == ("delivered", True)
     assert got["b3"][1:] == ("delivered", True)
     assert got["msp"][1:] == ("delivered", True)
+    assert got["b4"][1:] == ("delivered", True)
+    b4 = json.loads((evidence / "offline" / "b4" / "verdict.json").read_text())
+    # Still delivered with one instance's rewrite gone, and through a rolling upgrade.
+    assert [(v["name"], v["outcome"]) for v in b4["variants"]] == [
+        ("no-proxy-rule", "delivered"), ("rolling-upgrade", "delivered")]
     assert got["r1"][1:] == ("rejected", True)
     assert got["b1"][1:] == ("rejected", True)
     assert got["c1"][1:] == ("not-applicable", True)
@@ -62,11 +67,12 @@ def test_results_md_links_resolve_to_evidence_files(offline_run):
     # the emulated rows link their collector capture; the predictions their check report
     assert "offline/b2/collector.pcap" in links and "offline/r1/check.json" in links
     assert "offline/b3/proxy-down/verdict.json" in links
+    assert "offline/b4/rolling-upgrade/verdict.json" in links
 
 
 def test_emulated_verdicts_come_from_the_emulator(offline_run):
     evidence, _ = offline_run
-    for s in ("b2", "b3", "msp"):
+    for s in ("b2", "b3", "msp", "b4"):
         v = json.loads((evidence / "offline" / s / "verdict.json").read_text())
         assert v["tried"].startswith(f"python -m vtaplab emulate {s} ")
         assert v["emulator_exit"] == 0 and v["vxlan_packets"] > 0

@@ -335,6 +335,10 @@ AVAILABILITY_ZONES: tuple[str, ...] = ("1", "2", "3")
 # vtaplab:proxyCount bounds (instances of the b4 scale set): at least one proxy; at most ten,
 # a lab's cost bound (each instance bills like one proxy VM), not an Azure limit.
 PROXY_COUNT_RANGE = (1, 10)
+# Why a proxy behind the LB was at fault in a twin run (a failover window's cause), as a
+# verdict's reason and the report's captions say it.
+FAILOVER_CAUSES: dict[str, str] = {"down": "went down", "upgrade": "went down for its upgrade",
+                                   "rewrite": "lost its rewrite"}
 
 PROXY_TIER_FACTS: tuple[TierFact, ...] = (
     TierFact("flex-network-api-version",

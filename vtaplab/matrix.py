@@ -54,11 +54,15 @@ DEFAULT_STACKS = ("uksouth",)
 EXPIRES_KEY = "vtaplab:expiresOn"
 # The fixed rule for the expires-on tag: the run's start plus this, rounded up to the hour.
 EXPIRY_HOURS = 8
-EMULATED = ("b2", "b3", "msp")
+EMULATED = ("b2", "b3", "msp", "b4")
+# Runs of the emulator a scenario must also survive, each a variant of its verdict (the worst
+# run decides): b3 one proxy stopped; b4 one instance's rewrite gone, then a rolling upgrade.
+VARIANTS: dict[str, tuple[str, ...]] = {"b3": ("proxy-down",),
+                                        "b4": ("no-proxy-rule", "rolling-upgrade")}
 PREDICTED = ("r1", "b1", "a", "c1")
-# Scenarios the program builds but the twin doesn't yet (b4: issue 15's "the twin runs it"):
-# --offline leaves them out rather than guess a verdict.
-OFFLINE_PENDING = ("b4",)
+# Scenarios the program builds but the twin doesn't yet: --offline leaves them out rather than
+# guess a verdict (none today; the place a new scenario waits until the twin runs it).
+OFFLINE_PENDING: tuple[str, ...] = ()
 LABEL_AZURE, LABEL_EMULATED, LABEL_PREDICTED = "measured on Azure", "emulated", "predicted"
 EMULATE_TIMEOUT_S = 300
 EVIDENCE_TIMEOUT_S = 3600
@@ -519,19 +523,20 @@ class OfflineMatrix:
         extra = ["--tenants", str(self._msp_tenants())] if scenario == "msp" else []
         rc, argv = self._emulate_once(scenario, out_dir, extra)
         verdict = self._emulated_verdict(scenario, out_dir, rc, argv)
-        if scenario == "b3":
-            # "delivered, and still delivered with one proxy down": both runs decide.
-            down_dir = out_dir / "proxy-down"
-            rc2, argv2 = self._emulate_once(scenario, down_dir, ["--fault", "proxy-down"])
-            down = self._emulated_verdict(scenario, down_dir, rc2, argv2)
-            write_verdict(down_dir, down)
-            verdict["variants"] = [{"name": "proxy-down", "outcome": down["outcome"],
-                                    "reason": down.get("reason"),
-                                    "verdict": self._rel(down_dir / "verdict.json")}]
+        for fault in VARIANTS.get(scenario, ()):
+            # "delivered, and still delivered with a proxy at fault": every run decides.
+            fault_dir = out_dir / fault
+            rc2, argv2 = self._emulate_once(scenario, fault_dir, ["--fault", fault])
+            run = self._emulated_verdict(scenario, fault_dir, rc2, argv2)
+            write_verdict(fault_dir, run)
+            verdict["variants"] = [*verdict.get("variants", []), {
+                "name": fault, "outcome": run["outcome"], "reason": run.get("reason"),
+                "verdict": self._rel(fault_dir / "verdict.json")}]
             verdict["tried"] = f"{verdict['tried']}; then {' '.join(argv2)}"
             verdict["files"] = [*verdict.get("files", []),
-                                self._rel(down_dir / "verdict.json")]
-            settle(verdict)  # the worst of the two runs decides
+                                self._rel(fault_dir / "verdict.json")]
+        if VARIANTS.get(scenario):
+            settle(verdict)  # the worst of the runs decides
         path = write_verdict(out_dir, verdict)
         load_verdict(path)
         return path

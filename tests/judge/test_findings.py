@@ -104,6 +104,29 @@ def test_loss_is_located_at_the_first_hop_that_saw_fewer():
     assert findings.loss_hop(findings.hops_of({"hops": B2_HOPS[:3]})) is None
 
 
+def test_parallel_proxies_split_the_mirror_rather_than_lose_it():
+    # b3/b4: the LB splits what the vTAP sent between the proxies (one stage, parallel).
+    hops = [{"hop": "vtap", "packets": 100, "stage": 0},
+            {"hop": "b4-ilb-out", "packets": 100, "stage": 1},
+            {"hop": "p1-out", "packets": 70, "stage": 2},
+            {"hop": "p12-out", "packets": 30, "stage": 2},
+            {"hop": "pls-out", "packets": 100, "stage": 3}]
+    parsed = findings.hops_of({"hops": hops})
+    assert findings.stages(parsed) == [[0], [1], [2, 3], [4]]
+    assert findings.loss_hop(parsed) is None
+    # Drawn: the LB to each proxy, each proxy to the PLS, never one proxy to the other.
+    verdict = _verdict("b4", "delivered", hops=hops)
+    drawn = findings.path_diagram(findings.Finding(
+        row={"scenario": "b4", "how": "emulated"}, verdict=verdict,
+        verdict_path=Path("b4/verdict.json")))
+    assert "h1_b4 ==>|70| h2_b4" in drawn and "h1_b4 ==>|30| h3_b4" in drawn
+    assert "h2_b4 ==>|70| h4_b4" in drawn and "h3_b4 ==>|30| h4_b4" in drawn
+    assert "h2_b4 ==>|30| h3_b4" not in drawn and " of " not in drawn
+    # A proxy stage that got less than the LB sent is the loss.
+    hops[3]["packets"] = 10
+    assert findings.loss_hop(findings.hops_of({"hops": hops})) == 2
+
+
 def test_refused_request_is_an_error_node_with_the_code(tmp_path):
     evidence = _evidence(tmp_path)
     report = findings.build(findings.read(evidence), base=evidence, graph_of=None,

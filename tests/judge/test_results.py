@@ -19,7 +19,7 @@ ROOT = PROJECT_ROOT
 FIXTURES = ROOT / "tests" / "fixtures" / "verdicts"
 
 
-# The offline fixtures hold every scenario the offline matrix runs (b4 waits for the twin).
+# The offline fixtures hold every scenario the offline matrix runs.
 OFFLINE_SCENARIOS = [s for s in facts.SCENARIOS if s not in matrix.OFFLINE_PENDING]
 
 
@@ -42,7 +42,8 @@ def test_offline_fixtures_give_every_scenario_in_catalogue_order():
     assert [r["scenario"] for r in rows] == OFFLINE_SCENARIOS
     labels = {r["scenario"]: r["label"] for r in rows}
     assert labels == {"r1": "predicted", "b1": "predicted", "b2": "emulated", "a": "predicted",
-                      "c1": "predicted", "b3": "emulated", "msp": "emulated"}
+                      "c1": "predicted", "b3": "emulated", "msp": "emulated",
+                      "b4": "emulated"}
 
 
 def test_results_md_has_outcome_expected_match_code_and_links(tmp_path):

@@ -1057,8 +1057,7 @@ class Emulation:
             "backend": node, "cause": cause, "probe_interval_s": _probe_interval(lb),
             "down_at": round(window["down_at"], 6), "steered_before_down": at_down,
         }
-        what = {"down": "went down", "upgrade": "went down for its upgrade",
-                "rewrite": "lost its rewrite"}[cause]
+        what = facts.FAILOVER_CAUSES[cause]
         if event is None:
             probe = f"{lb.probe.protocol.upper()}/{lb.probe.port}" if lb.probe else "none"
             result.update(removed_at=None, window_s=None, confined=False,

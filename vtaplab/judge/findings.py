@@ -17,6 +17,7 @@ renders itself, so the report stays text and diffable:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import sys
@@ -78,7 +79,8 @@ def read(evidence: Path, paths: Sequence[Path] | None = None) -> list[Finding]:
         paths = sorted(p for p in evidence.rglob("verdict.json") if not any(
             part.startswith(".") for part in p.relative_to(evidence).parts))
     paths = [p / "verdict.json" if p.is_dir() else p for p in paths]
-    # A variant (b3's proxy-down run) is drawn inside its scenario's section, not as a row.
+    # A variant (b3's proxy-down run, b4's rewrite-gone and rolling-upgrade runs) is drawn
+    # inside its scenario's section, not as a row.
     variant_paths = set()
     for path in paths:
         verdict = results.load_verdict(path)
@@ -120,6 +122,8 @@ class Hop:
     fragments: int | None = None
     reassembled: int | None = None
     node: str | None = None  # the graph resource it belongs to, when the evidence says so
+    stage: int | None = None  # its place on the path; hops of one stage are parallel (b3's
+    #                           proxies): the LB splits the mirror between them
 
 
 def hops_of(verdict: Mapping[str, Any]) -> list[Hop]:
@@ -134,7 +138,8 @@ def hops_of(verdict: Mapping[str, Any]) -> list[Hop]:
                        packets=_int(packets),
                        fragments=_int(item.get("fragments")),
                        reassembled=_int(item.get("reassembled")),
-                       node=str(item["node"]) if item.get("node") else None))
+                       node=str(item["node"]) if item.get("node") else None,
+                       stage=_int(item.get("stage"))))
     if not out and verdict.get("vxlan_packets") is not None:
         out.append(Hop("collector", _int(verdict.get("vxlan_packets"))))
     return out
@@ -144,12 +149,32 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def stages(hops: Sequence[Hop]) -> list[list[int]]:
+    """The hops' indices by stage, in path order: consecutive hops of one stage are one group
+    (parallel: what the stage before sent is split between them); a hop without a stage is
+    a group of its own."""
+    groups: list[list[int]] = []
+    for i, hop in enumerate(hops):
+        if groups and hop.stage is not None and hops[groups[-1][-1]].stage == hop.stage:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _stage_packets(hops: Sequence[Hop], group: Sequence[int]) -> int | None:
+    counts = [hops[i].packets for i in group]
+    return None if None in counts else sum(c for c in counts if c is not None)
+
+
 def loss_hop(hops: Sequence[Hop]) -> int | None:
-    """The index of the first hop that saw fewer packets than the one before (or none)."""
-    for i in range(1, len(hops)):
-        before, now = hops[i - 1].packets, hops[i].packets
-        if before is not None and now is not None and now < before:
-            return i
+    """The index of the first hop of the first stage that saw fewer packets than the stage
+    before (parallel hops summed), or none."""
+    groups = stages(hops)
+    for before, now in itertools.pairwise(groups):
+        sent, got = _stage_packets(hops, before), _stage_packets(hops, now)
+        if sent is not None and got is not None and got < sent:
+            return now[0]
     return None
 
 
@@ -201,15 +226,21 @@ def path_diagram(finding: Finding) -> str:
         colour = GREEN if seen else RED
         fill = "#e8f5e9" if seen else "#ffebee"
         styles.append(f"  style {names[i]} fill:{fill},stroke:{colour}")
-    for i in range(1, len(hops)):
-        now = hops[i].packets
-        broken = (now == 0) or (lost_at is not None and i >= lost_at and stopped)
-        lossy = lost_at == i and not broken
+    groups = stages(hops)
+    edges = [(src, dst, len(before) > 1 and len(now) == 1)
+             for before, now in itertools.pairwise(groups)
+             for src in before for dst in now]
+    for src, dst, fan_in in edges:
+        # A fan-out edge carries its target's packets, a fan-in edge its source's.
+        now = hops[src].packets if fan_in else hops[dst].packets
+        broken = (now == 0) or (lost_at is not None and dst >= lost_at and stopped)
+        lossy = lost_at == dst and not broken
         label = "" if now is None else f"{now}"
-        if lossy and hops[i - 1].packets is not None and now is not None:
-            label = f"{now} of {hops[i - 1].packets}"
+        before = hops[src].packets
+        if lossy and before is not None and now is not None and not fan_in:
+            label = f"{now} of {before}"
         arrow = "-.->" if broken else "==>"
-        lines.append(f"  {names[i - 1]} {arrow}" + (f"|{label}| " if label else " ") + names[i])
+        lines.append(f"  {names[src]} {arrow}" + (f"|{label}| " if label else " ") + names[dst])
         if broken:
             styles.append(f"  linkStyle {link} stroke:{RED},stroke-width:2px,"
                           "stroke-dasharray:5 5")
@@ -292,6 +323,8 @@ def xy_chart(title: str, labels: Sequence[str], y_label: str, *,
 # --------------------------------------------------------------------------- charts
 
 
+
+
 def charts(finding: Finding) -> list[tuple[str, str]]:
     """(caption, mermaid) for every chart the verdict has the figures for."""
     verdict = finding.verdict
@@ -323,12 +356,20 @@ def charts(finding: Finding) -> list[tuple[str, str]]:
         labels = [f"{float(i.get('t', 0)):.1f}" for i in intervals]
         series = [[int((i.get("per_backend") or {}).get(b, 0)) for i in intervals]
                   for b in backends]
+        what = facts.FAILOVER_CAUSES.get(str(failover.get("cause") or "down"), "went down")
+        marks = [m for m in failover.get("marks") or [] if isinstance(m, Mapping)]
+        if marks:   # several windows (a rolling upgrade): each proxy out, then back
+            events = "; ".join(
+                f"{m.get('backend')} {what} at {m.get('down_at_s', '?')} s, out of the LB at "
+                f"{m.get('removed_at_s', '?')} s, back at {m.get('back_at_s', '?')} s"
+                for m in marks)
+        else:
+            events = (f"{failover.get('backend')} {what} at {failover.get('down_at_s', '?')} s "
+                      f"and was out of the LB at {failover.get('removed_at_s', '?')} s (window "
+                      f"{failover.get('window_s', '?')} s)")
         caption = (f"Failover: packets the LB sent each proxy per "
                    f"{failover.get('interval_s', '?')} s (one line each, in the order "
-                   f"{', '.join(backends)}; x: seconds from the first); "
-                   f"{failover.get('backend')} went down at {failover.get('down_at_s', '?')} s "
-                   f"and was out of the LB at {failover.get('removed_at_s', '?')} s (window "
-                   f"{failover.get('window_s', '?')} s)")
+                   f"{', '.join(backends)}; x: seconds from the first); {events}")
         out.append((caption, xy_chart(f"{finding.scenario}: failover", labels, "datagrams",
                                       lines=series)))
     return out
@@ -473,7 +514,8 @@ def build(findings: Sequence[Finding], *, base: Path, graph_of: GraphSource | No
 
 
 def _variant_charts(finding: Finding, base: Path) -> list[tuple[str, str]]:
-    """The charts of a scenario's variant runs (b3's proxy-down), captioned with its name."""
+    """The charts of a scenario's variant runs (b3's proxy-down, b4's no-proxy-rule and
+    rolling-upgrade), captioned with its name."""
     out: list[tuple[str, str]] = []
     for variant in finding.row.get("variants") or []:
         # Where matrix writes a variant: beside its scenario's verdict, under the variant's name.

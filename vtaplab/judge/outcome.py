@@ -31,7 +31,8 @@ Inputs (verdict keys) and what they decide, first match wins:
   failover         b3/b4 with a proxy at fault (down, rewrite gone, rolling upgrade): a
                    failover whose loss leaked outside its window(s) degrades it; loss inside
                    the windows is reported, not held against the scenario
-  variants         b3: the proxy-down run; the scenario is only as good as its worst run
+  variants         b3, b4: the runs with a proxy at fault; the scenario is only as good as
+                   its worst run
   hops             per capture point (client log, proxies, collector): where the loss happened
 
 Every outcome it returns is in ``facts.OUTCOMES`` (``Judgement`` refuses any other).
@@ -322,7 +323,7 @@ def _judge_capture(spec: facts.Scenario | None, ev: Evidence) -> Judgement:
     excused = False
     if ev.failover is not None:
         fo = ev.failover
-        what = _FAULT_WORDS.get(str(fo.get("cause") or "down"), "went down")
+        what = facts.FAILOVER_CAUSES.get(str(fo.get("cause") or "down"), "went down")
         if fo.get("confined"):
             excused = True
             windows = fo.get("windows") or [fo]
@@ -355,9 +356,6 @@ def _judge_capture(spec: facts.Scenario | None, ev: Evidence) -> Judgement:
     return verdict("delivered", reason + failover_note)
 
 
-# How a failover's fault reads in a reason (the twin's window causes).
-_FAULT_WORDS = {"down": "went down", "upgrade": "went down for its upgrade",
-                "rewrite": "lost its rewrite"}
 
 
 def _why_not(meta: Mapping[str, Any], vxlan: int, requests: int, responses: int) -> str:
@@ -452,13 +450,19 @@ def _loss_at(hops: Sequence[Mapping[str, Any]]) -> str | None:
 
 def _with_variants(spec: facts.Scenario | None, base: Judgement,
                    variants: Sequence[Mapping[str, Any]]) -> Judgement:
-    """b3: "delivered, and still delivered with one proxy down": the worst run decides."""
+    """b3, b4: "delivered, and still delivered with a proxy at fault": the worst run
+    decides (the first of equally bad ones names it)."""
+    worst: tuple[str, Mapping[str, Any]] | None = None
     for variant in variants:
         other = str(variant.get("outcome"))
         if other not in _SEVERITY:  # the variant measured nothing: the claim is not shown
             other = "not-delivered"
-        if base.outcome in _SEVERITY and _SEVERITY.index(other) > _SEVERITY.index(base.outcome):
-            return Judgement(other, _matches(spec, other),
-                             f"{base.outcome} with both proxies, but with "
-                             f"{variant.get('name')}: {other} ({variant.get('reason')})")
-    return base
+        if worst is None or _SEVERITY.index(other) > _SEVERITY.index(worst[0]):
+            worst = (other, variant)
+    if worst is None or base.outcome not in _SEVERITY or \
+            _SEVERITY.index(worst[0]) <= _SEVERITY.index(base.outcome):
+        return base
+    other, variant = worst
+    return Judgement(other, _matches(spec, other),
+                     f"{base.outcome} without a fault, but with {variant.get('name')}: "
+                     f"{other} ({variant.get('reason')})")
