@@ -624,6 +624,12 @@ def _unknown_keys(values: Mapping[str, object]) -> None:
             )
 
 
+def check_keys(values: Mapping[str, object]) -> None:
+    """ConfigError (one line, with the nearest known key) when ``values`` names a key the lab
+    doesn't read; keys with or without ``vtaplab:``, other namespaces pass."""
+    _unknown_keys(_strip_namespace(values))
+
+
 def _strip_namespace(values: Mapping[str, object]) -> dict[str, object]:
     prefix = NAMESPACE + ":"
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in values.items()}
