@@ -23,7 +23,8 @@ BACKEND_POOL = "be"
 PROBE = "probe-tcp"
 # Azure can't probe UDP; the probe asks the backend's sshd (TCP/22), which is up exactly
 # when the VM is, and the AzureLoadBalancer tag is admitted by every NSG's default rules.
-# What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy.
+# What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy
+# (facts: lb-tcp-probe); b3/b4 use it only with vtaplab:proxyProbe tcp, to show exactly that.
 PROBE_PORT = 22
 HA_PORTS_RULE = "ha-ports"
 # The proxies' probe (b3, b4): HTTP to vtap-health.py, 200 only while the rewrite and the
