@@ -1,7 +1,8 @@
 """A Standard internal load balancer: one static frontend, one backend pool, optionally one
 HA-ports rule with its health probe. Used by the provider (to the collector, fronting the PLS),
 by b1 (an empty pool: the attempt's vTAP destination) and by b3/b4 (the vTAP's destination in
-the source VNet, spreading the mirror over the proxies, probed over HTTP).
+the source VNet, spreading the mirror over the proxies, probed over HTTP, or over TCP/22 when
+``vtaplab:proxyProbe`` is tcp).
 
 Every rule is an HA-ports rule, never a port rule: load-balancing rules don't forward IP
 fragments, HA-ports rules do (``facts.LB_FRAGMENTS_SOURCE``), and full-size mirrored frames
@@ -22,7 +23,8 @@ BACKEND_POOL = "be"
 PROBE = "probe-tcp"
 # Azure can't probe UDP; the probe asks the backend's sshd (TCP/22), which is up exactly
 # when the VM is, and the AzureLoadBalancer tag is admitted by every NSG's default rules.
-# What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy.
+# What it can't tell: a proxy VM that is up but whose rewrite failed still probes healthy
+# (facts: lb-tcp-probe); b3/b4 use it only with vtaplab:proxyProbe tcp, to show exactly that.
 PROBE_PORT = 22
 HA_PORTS_RULE = "ha-ports"
 # The proxies' probe (b3, b4): HTTP to vtap-health.py, 200 only while the rewrite and the
@@ -90,9 +92,11 @@ def internal_lb(
                 "name": PROBE,
                 "protocol": "Tcp",
                 "port": PROBE_PORT,
-                "interval_in_seconds": 5,
+                # The HTTP probe's cadence: with vtaplab:proxyProbe tcp on b3/b4, only what
+                # the probe asks differs, so the twin's windows compare like with like.
+                "interval_in_seconds": facts.PROBE_INTERVAL_S,
                 "number_of_probes": 2,
-                "probe_threshold": 1,
+                "probe_threshold": facts.PROBE_THRESHOLD,
             }
         )
     if ha_ports:

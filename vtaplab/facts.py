@@ -418,6 +418,13 @@ PROXY_TIER_FACTS: tuple[TierFact, ...] = (
              "which the NSG default rule AllowAzureLoadBalancerInBound admits.",
              "docs: load-balancer-custom-probe-overview, 'Probe protocol' (HTTP: 'Only a "
              "status code of 200 is considered healthy') and 'Probe source IP address'"),
+    TierFact("lb-tcp-probe",
+             "A TCP probe counts a backend healthy when its port completes the handshake: it "
+             "sees the VM and its sshd, never whether the proxy's rewrite is installed (what "
+             "vtaplab:proxyProbe tcp exists to show).",
+             "Azure REST spec Microsoft.Network stable/2024-05-01/loadBalancer.json, "
+             "ProbePropertiesFormat.protocol ('If 'Tcp' is specified, a received ACK is "
+             "required for the probe to be successful')"),
     TierFact("nsg-default-allows-vnet",
              "Every NSG ends in AllowVnetInBound (65000): without a deny rule, anything in the "
              "VNet reaches the health port, so the tier denies VirtualNetwork on it after "

@@ -139,6 +139,7 @@ CASES: list[Case] = [
     # --- proxy, run ---------------------------------------------------------------------------
     v("proxy-mode-unknown", "proxyMode", "fast"),
     v("proxy-mode-on", "proxyMode", "on"),
+    v("proxy-probe-udp", "proxyProbe", "udp"),
     v("capture-too-short", "captureSeconds", "5"),
     v("capture-too-long", "captureSeconds", "60000"),
     v("capture-words", "captureSeconds", "sixty"),

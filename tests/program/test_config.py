@@ -391,6 +391,24 @@ def test_bad_proxy_mode():
     rejects("proxyMode", "dnat", "netdev or stateless or conntrack")
 
 
+def test_proxy_probe_defaults_to_http_and_takes_tcp():
+    assert load_with().proxy_probe == config.PROXY_PROBE_HTTP == "http"
+    assert load_with(proxyProbe="tcp").proxy_probe == "tcp"
+    assert load_with(scenarios=["b3"], proxyProbe="http").proxy_probe == "http"
+    # empty is the default, as for every key with a non-empty default
+    assert load_with(proxyProbe="").proxy_probe == "http"
+
+
+@pytest.mark.parametrize("value", ["udp", "TCP", "tcp/22", "https", "22"])
+def test_bad_proxy_probe(value):
+    message = rejects("proxyProbe", value, "http or tcp")
+    assert "is not a proxy probe" in message
+
+
+def test_proxy_probe_that_is_no_string_names_the_key():
+    rejects("proxyProbe", ["tcp"], "a single string value")
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("captureSeconds", 0), ("captureSeconds", -5), ("captureSeconds", 86400),
     ("captureSeconds", "sixty"), ("captureSeconds", True), ("trafficRequests", 0),

@@ -308,8 +308,11 @@ class Topology:
 # ---------------------------------------------------------------------------------------------
 # The graph
 # ---------------------------------------------------------------------------------------------
-def _graph_digest(stack: str, root: Path) -> str:
+def _graph_digest(stack: str, root: Path, overrides: Mapping[str, str] | None = None) -> str:
     digest = hashlib.sha256(stack.encode())
+    if overrides:
+        # Another config is another graph; none leaves the default's digest as it was.
+        digest.update(b"\0overrides\0" + json.dumps(sorted(overrides.items())).encode())
     paths: list[Path] = [root / f"Pulumi.{stack}.yaml"]
     for name in GRAPH_INPUTS:
         path = root / name
@@ -323,26 +326,44 @@ def _graph_digest(stack: str, root: Path) -> str:
     return digest.hexdigest()[:20]
 
 
-def stack_graph(stack: str, root: Path | None = None) -> tuple[list[dict[str, Any]], bool]:
-    """The stack's resource graph (``graph STACK --json``) and whether it came from the cache.
+def _cache_stem(stack: str, overrides: Mapping[str, str]) -> str:
+    """The cache files' name before the digest: the stack, plus a short digest of its
+    overrides, so a variant's graph (``--set proxyProbe=tcp``) never evicts the default's."""
+    if not overrides:
+        return stack
+    tag = hashlib.sha256(json.dumps(sorted(overrides.items())).encode()).hexdigest()[:8]
+    return f"{stack}@{tag}"
+
+
+def stack_graph(stack: str, root: Path | None = None,
+                overrides: Mapping[str, str] | None = None
+                ) -> tuple[list[dict[str, Any]], bool]:
+    """The stack's resource graph (``graph STACK --json``, with ``overrides`` as ``graph
+    --set KEY=VALUE``: config key, with or without ``vtaplab:``, -> value) and whether it came
+    from the cache. A bad override raises ``GraphError`` (one line) before any cache is read.
 
     Building it runs the program under mocks in a fresh interpreter (seconds); the result is
-    kept under ~/.cache/vtaplab/graphs keyed by a digest of every file it depends on.
+    kept under ~/.cache/vtaplab/graphs keyed by a digest of every file it depends on and of the
+    overrides.
     """
-    from vtaplab.preflight.mocks import GraphError, build_graph
+    from vtaplab.preflight.mocks import GraphError, build_graph, mock_config, normalise_overrides
 
     root = (root or PROJECT_ROOT).resolve()
     if not (root / f"Pulumi.{stack}.yaml").is_file():
         raise GraphError(f"stack {stack!r}: no Pulumi.{stack}.yaml in {root}")
-    cache = CACHE_DIR / f"{stack}-{_graph_digest(stack, root)}.json"
+    extra = normalise_overrides(overrides)
+    if extra:
+        mock_config(stack, root, extra)   # refuses a bad value in one line
+    stem = _cache_stem(stack, extra)
+    cache = CACHE_DIR / f"{stem}-{_graph_digest(stack, root, extra)}.json"
     try:
         return json.loads(cache.read_text()), True
     except (OSError, ValueError):
         pass
-    resources = build_graph(stack, root=root)
+    resources = build_graph(stack, root=root, overrides=extra)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        for old in cache.parent.glob(f"{stack}-*.json"):
+        for old in cache.parent.glob(f"{stem}-*.json"):
             old.unlink(missing_ok=True)
         # Written aside and renamed: a reader never sees half a file.
         partial = cache.with_name(f".{cache.name}.{os.getpid()}")

@@ -1,7 +1,9 @@
-"""``python -m vtaplab graph STACK [--json|--mermaid]``: the program's resource graph, no cloud.
+"""``python -m vtaplab graph STACK [--set KEY=VALUE]... [--json|--mermaid]``: the program's
+resource graph, no cloud.
 
-The graph comes from the program under mocks (``mocks.run_here``, in this fresh interpreter);
-``--mermaid`` draws it (``diagrams.to_mermaid``).
+The graph comes from the program under mocks (``mocks.run_here``, in this fresh interpreter),
+with the stack file's config plus each ``--set`` (checked by the config loader: a bad one is
+one line, exit 2); ``--mermaid`` draws it (``diagrams.to_mermaid``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from vtaplab import PROJECT_ROOT
 from vtaplab.preflight import snapshots
 from vtaplab.preflight.diagrams import to_mermaid
-from vtaplab.preflight.mocks import GraphError, run_here
+from vtaplab.preflight.mocks import GraphError, parse_overrides, run_here
 
 
 def main(argv: list[str]) -> int:
@@ -27,6 +29,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--update-snapshots", action="store_true",
                         help="rewrite tests/snapshots, docs/graphs and the README's diagrams "
                              "for every committed stack")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="run the program with this config value on top of the stack "
+                             "file's (repeatable; KEY with or without vtaplab:), e.g. "
+                             "--set proxyProbe=tcp")
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="resources as JSON (default)")
     form.add_argument("--mermaid", action="store_true", help="a mermaid flowchart")
@@ -34,13 +40,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.update_snapshots:
+        if args.set:
+            print("vtaplab graph: --set is not accepted with --update-snapshots; accepted: "
+                  "--set with a STACK (snapshots are the committed stack files' graphs)",
+                  file=sys.stderr)
+            return 2
         return snapshots.main(["--update"])
     if not args.stack:
         print("vtaplab graph: name a STACK (a Pulumi.STACK.yaml), or --update-snapshots",
               file=sys.stderr)
         return 2
     try:
-        run = run_here(args.stack, args.root)
+        run = run_here(args.stack, args.root, parse_overrides(args.set))
     except GraphError as error:
         print(f"vtaplab graph: {error}", file=sys.stderr)
         return 2

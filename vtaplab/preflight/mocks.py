@@ -6,7 +6,9 @@ and refuse any resource type or invoke they don't know, so the graph can't silen
 what Azure would see.
 
 A run mutates process-global Pulumi state, so ``build_graph`` runs each stack in a fresh
-interpreter (about a second) through ``python -m vtaplab graph --run``.
+interpreter (about a second) through ``python -m vtaplab graph --run``. ``overrides`` (``graph
+--set KEY=VALUE``) put config values on top of the stack file's, checked by the config loader
+before the program runs, so a variant (``proxyProbe=tcp``) needs no stack file of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import runpy
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,10 +249,65 @@ def read_project(root: Path) -> dict[str, Any]:
     return project
 
 
-def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
+# What --set KEY=VALUE looks like in a one-line error's "accepted".
+SET_ACCEPTED = ("KEY=VALUE with KEY a vtaplab config key, with or without the vtaplab: prefix, "
+                "e.g. --set proxyProbe=tcp")
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` arguments as ``{KEY: VALUE}`` (KEY as written; ``normalise_overrides``
+    checks it). GraphError, one line, for an argument without ``=`` or a key given twice."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise GraphError(f"--set {pair!r}: not KEY=VALUE; accepted: {SET_ACCEPTED}")
+        name = key.strip().removeprefix(config.NAMESPACE + ":")
+        if any(k.removeprefix(config.NAMESPACE + ":") == name for k in out):
+            # The key only: the value may be one a command line should never have carried.
+            raise GraphError(f"--set {key.strip()}=...: {config.NAMESPACE}:{name} is set "
+                             "twice; accepted: each key once")
+        out[key.strip()] = value
+    return out
+
+
+def normalise_overrides(overrides: Mapping[str, str] | None) -> dict[str, str]:
+    """``overrides`` keyed without the ``vtaplab:`` prefix, sorted: the same values spelled
+    either way are one graph (and one cache entry). GraphError, one line, for a key that is no
+    vtaplab key, a secret (a command line is no place for one) or a value that is no string."""
+    out: dict[str, str] = {}
+    for key, value in (overrides or {}).items():
+        name = str(key).strip().removeprefix(config.NAMESPACE + ":")
+        if name in config.SECRET_KEYS:
+            raise GraphError(f"--set {key}=(value not shown): {config.NAMESPACE}:{name} is a "
+                             f"secret; accepted: pulumi config set --secret "
+                             f"{config.NAMESPACE}:{name} in the stack, not --set")
+        shown = f"--set {key}={value}"
+        if not isinstance(value, str):
+            raise GraphError(f"{shown}: the value {value!r} is not text; accepted: "
+                             f"{SET_ACCEPTED}")
+        if ":" in name:
+            raise GraphError(f"{shown}: {name.split(':', 1)[0]!r} is not the "
+                             f"{config.NAMESPACE} namespace; accepted: {SET_ACCEPTED}")
+        try:
+            config.check_keys({name: value})
+        except config.ConfigError as error:
+            raise GraphError(f"{shown}: {error}") from None
+        if name in out:
+            raise GraphError(f"{shown}: {config.NAMESPACE}:{name} is set twice; "
+                             "accepted: each key once")
+        out[name] = value
+    return dict(sorted(out.items()))
+
+
+def mock_config(stack: str, root: Path | None = None,
+                overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """The config the Pulumi CLI would hand the program for ``stack``: Pulumi.yaml defaults,
-    then the stack file; plus test values for the operator's key and CIDR when unset."""
+    then the stack file, then ``overrides`` (``graph --set``; checked by the config loader
+    first: a bad one is a one-line GraphError naming it); plus test values for the operator's
+    key and CIDR when unset."""
     root = root or PROJECT_ROOT
+    extra = normalise_overrides(overrides)
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise GraphError(
@@ -264,23 +321,49 @@ def mock_config(stack: str, root: Path | None = None) -> dict[str, str]:
         if isinstance(spec, dict) and "default" in spec:
             defaults[key if ":" in key else f"{namespace}:{key}"] = spec["default"]
     try:
-        values = {**defaults, **config.read_stack_file(path)}
+        stack_values = {**defaults, **config.read_stack_file(path)}
+        values = {**stack_values, **{f"{namespace}:{k}": v for k, v in extra.items()}}
         # What pulumi up would refuse before the stand-ins below hide it (one path: config's).
         config.check_stand_ins(values, environ=os.environ)
     except config.ConfigError as error:
         raise GraphError(str(error)) from None
+    values = _with_stand_ins(values, namespace)
+    if extra:
+        _check_overrides(stack, values, _with_stand_ins(stack_values, namespace), extra)
+    return config.as_pulumi_config(values)
+
+
+def _with_stand_ins(values: Mapping[str, object], namespace: str) -> dict[str, object]:
+    """``values`` with test values for what a stack file can't carry or hasn't set."""
     # Encrypted values can't be read here; the test values stand in for them.
-    values = {k: v for k, v in values.items() if not (isinstance(v, dict) and "secure" in v)}
+    out = {k: v for k, v in values.items() if not (isinstance(v, dict) and "secure" in v)}
     for key, test_value in ((f"{namespace}:sshPublicKey", TEST_SSH_PUBLIC_KEY),
                             (f"{namespace}:operatorCidr", TEST_OPERATOR_CIDR)):
-        if not values.get(key):
-            values[key] = test_value
-    if not values.get(f"{namespace}:sshPrivateKey") and not values.get(
+        if not out.get(key):
+            out[key] = test_value
+    if not out.get(f"{namespace}:sshPrivateKey") and not out.get(
             f"{namespace}:sshPrivateKeyFile"):
         # A committed key nobody uses (test_ssh_private_key(), tests check they agree):
         # a relative path, so the graph is the same on every machine.
-        values[f"{namespace}:sshPrivateKeyFile"] = MOCK_PRIVATE_KEY_FILE
-    return config.as_pulumi_config(values)
+        out[f"{namespace}:sshPrivateKeyFile"] = MOCK_PRIVATE_KEY_FILE
+    return out
+
+
+def _check_overrides(stack: str, values: Mapping[str, object],
+                     stack_values: Mapping[str, object], extra: Mapping[str, str]) -> None:
+    """Run the config loader on ``values`` (the stack's with ``extra`` in) before any program
+    run: a value it refuses is one line naming the ``--set`` that brought it. When the stack
+    file alone (``stack_values``) is refused too, that is left to the program's run, which
+    reports it as it would without --set."""
+    shown = " ".join(f"--set {k}={v}" for k, v in extra.items())
+    try:
+        config.from_values(config.as_pulumi_config(values), stack=stack)
+    except config.ConfigError as error:
+        try:
+            config.from_values(config.as_pulumi_config(stack_values), stack=stack)
+        except config.ConfigError:
+            return   # the stack file's own problem
+        raise GraphError(f"with {shown}: {error}") from None
 
 
 def secret_keys(settings: Mapping[str, str]) -> list[str]:
@@ -288,10 +371,12 @@ def secret_keys(settings: Mapping[str, str]) -> list[str]:
     return [k for k in settings if k.split(":", 1)[-1] in SECRET_CONFIG_KEYS]
 
 
-def run_here(stack: str, root: Path | None = None) -> GraphRun:
-    """Run the program for ``stack`` in this process under mocks. Once per process."""
+def run_here(stack: str, root: Path | None = None,
+             overrides: Mapping[str, str] | None = None) -> GraphRun:
+    """Run the program for ``stack`` (with ``overrides``: see ``mock_config``) in this process
+    under mocks. Once per process."""
     root = (root or PROJECT_ROOT).resolve()
-    settings = mock_config(stack, root)
+    settings = mock_config(stack, root, overrides)
     project = str(read_project(root)["name"])
     records: list[dict[str, Any]] = []
 
@@ -398,25 +483,34 @@ def _plain(value: Any) -> Any:
     return whole(json.loads(json.dumps(value, default=str, sort_keys=True)))
 
 
-# One graph per stack and process: (stack, root, the stack file's and Pulumi.yaml's text) ->
-# the fresh interpreter's JSON. A changed stack file is another key, so it is never stale.
-_RUNS: dict[tuple[str, str, str, str], str] = {}
+# One graph per stack and process: (stack, root, the stack file's and Pulumi.yaml's text, the
+# overrides) -> the fresh interpreter's JSON. A changed stack file is another key, so it is
+# never stale.
+_RUNS: dict[tuple[str, str, str, str, tuple[tuple[str, str], ...]], str] = {}
 
 
 def _text(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
-def build_run(stack: str, *, root: Path | None = None, cached: bool = True) -> GraphRun:
+def build_run(stack: str, *, root: Path | None = None, cached: bool = True,
+              overrides: Mapping[str, str] | None = None) -> GraphRun:
     """``run_here`` in a fresh interpreter: the graph and the stack outputs. Built once per
-    stack and process (``cached=False``: run again); each call gets its own copy."""
+    stack, overrides and process (``cached=False``: run again); each call gets its own copy.
+    ``overrides`` (config key -> value, with or without ``vtaplab:``) go on top of the stack
+    file, as ``graph --set``; a bad one raises GraphError (one line) before anything runs."""
     root = (root or PROJECT_ROOT).resolve()
-    key = (stack, str(root), _text(root / f"Pulumi.{stack}.yaml"), _text(root / "Pulumi.yaml"))
+    extra = normalise_overrides(overrides)
+    if extra:
+        mock_config(stack, root, extra)   # a bad value: one line here, no interpreter started
+    key = (stack, str(root), _text(root / f"Pulumi.{stack}.yaml"), _text(root / "Pulumi.yaml"),
+           tuple(extra.items()))
     if not cached or key not in _RUNS:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         child = subprocess.run(
-            [sys.executable, "-m", "vtaplab", "graph", stack, "--run", "--root", str(root)],
+            [sys.executable, "-m", "vtaplab", "graph", stack, "--run", "--root", str(root),
+             *(arg for k, v in extra.items() for arg in ("--set", f"{k}={v}"))],
             capture_output=True, text=True, env=env, timeout=300, check=False,
         )
         if child.returncode != 0:
@@ -427,6 +521,8 @@ def build_run(stack: str, *, root: Path | None = None, cached: bool = True) -> G
     return GraphRun(resources=data["resources"], outputs=data["outputs"])
 
 
-def build_graph(stack: str, *, root: Path | None = None, cached: bool = True) -> list[dict]:
-    """Every resource ``__main__.py`` registers for ``Pulumi.<stack>.yaml``, under mocks."""
-    return build_run(stack, root=root, cached=cached).resources
+def build_graph(stack: str, *, root: Path | None = None, cached: bool = True,
+                overrides: Mapping[str, str] | None = None) -> list[dict]:
+    """Every resource ``__main__.py`` registers for ``Pulumi.<stack>.yaml`` (plus
+    ``overrides``, as ``build_run``), under mocks."""
+    return build_run(stack, root=root, cached=cached, overrides=overrides).resources

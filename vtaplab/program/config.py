@@ -72,6 +72,12 @@ OPERATOR_CIDR_HINT = (
 # Shorter than this, an SSH rule stops being "the operator" and becomes "a continent".
 OPERATOR_MIN_PREFIX = 8
 PROXY_MODES = facts.PROXY_MODES
+# How the consumer LB in front of the proxies (b3, b4) probes them: "http" asks each proxy's
+# vtap-health.py (200 only while its rewrite and its route to the PE exist); "tcp" is the
+# reference lab's TCP/22 probe, kept to show what it misses. The default comes first.
+PROXY_PROBE_HTTP = "http"
+PROXY_PROBE_TCP = "tcp"
+PROXY_PROBES: tuple[str, ...] = (PROXY_PROBE_HTTP, PROXY_PROBE_TCP)
 # Inclusive bounds: generous enough for any real run, tight enough to catch a typo (60000 s).
 CAPTURE_SECONDS_RANGE = (10, 3600)
 TRAFFIC_REQUESTS_RANGE = (1, 10000)
@@ -169,6 +175,8 @@ class LabConfig:
     """The expires-on tag's value (YYYY-MM-DDTHH:MMZ); empty: not set (tag "unset")."""
     proxy_count: int = 2
     """b4: instances of the proxy scale set (``facts.PROXY_COUNT_RANGE``)."""
+    proxy_probe: str = PROXY_PROBE_HTTP
+    """b3, b4: how the consumer LB probes the proxies (``PROXY_PROBES``)."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +258,14 @@ KEYS: tuple[Key, ...] = (
     Key("proxyCount", "integer", 2,
         f"Scenario b4: instances of the proxy scale set, {PROXY_COUNT_RANGE[0]}-"
         f"{PROXY_COUNT_RANGE[1]} (each bills like one proxy VM of proxyVmSize)."),
+    Key("proxyProbe", "string", PROXY_PROBE_HTTP,
+        "Scenarios b3 and b4: how the load balancer the vTAP points at probes its proxies. "
+        f"{PROXY_PROBE_HTTP} (default): HTTP {facts.HEALTH_PORT}{facts.HEALTH_PATH} of each "
+        "proxy's vtap-health.py, 200 only while its rewrite and its route to the PE exist. "
+        f"{PROXY_PROBE_TCP}: the reference lab's TCP/22 probe, there only to show what it "
+        "misses: a proxy whose rewrite failed still answers TCP/22 and keeps its share of the "
+        "mirror (preflight's advisory VTAP024 says so). The health endpoint and its NSG rules "
+        "stay the same either way."),
     Key("sshPrivateKey", "string", "",
         "SECRET, optional: the private key (PEM/OpenSSH text) of sshPublicKey, for the run's "
         "SSH steps (pulumi config set --secret vtaplab:sshPrivateKey < ~/.ssh/id_ed25519). "
@@ -608,6 +624,12 @@ def _unknown_keys(values: Mapping[str, object]) -> None:
             )
 
 
+def check_keys(values: Mapping[str, object]) -> None:
+    """ConfigError (one line, with the nearest known key) when ``values`` names a key the lab
+    doesn't read; keys with or without ``vtaplab:``, other namespaces pass."""
+    _unknown_keys(_strip_namespace(values))
+
+
 def _strip_namespace(values: Mapping[str, object]) -> dict[str, object]:
     prefix = NAMESPACE + ":"
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in values.items()}
@@ -706,9 +728,7 @@ def from_values(
     provider = _provider(values, scenarios)
     msp_tenants = _int(values, "mspTenants", MSP_TENANTS_RANGE)
     _vtap_budget(scenarios, msp_tenants)
-    proxy_mode = _text(values, "proxyMode")
-    if proxy_mode not in PROXY_MODES:
-        raise _fail("proxyMode", proxy_mode, "is not a proxy mode", " or ".join(PROXY_MODES))
+    proxy_mode = _choice(values, "proxyMode", PROXY_MODES, "is not a proxy mode")
     return LabConfig(
         project=project,
         stack=stack,
@@ -733,7 +753,17 @@ def from_values(
         auto_shutdown_time=shutdown_settings(values)[0],
         expires_on=shutdown_settings(values)[1],
         proxy_count=_int(values, "proxyCount", PROXY_COUNT_RANGE),
+        proxy_probe=_choice(values, "proxyProbe", PROXY_PROBES, "is not a proxy probe"),
     )
+
+
+def _choice(values: Mapping[str, object], key: str, choices: tuple[str, ...],
+            problem: str) -> str:
+    """``key``'s text when it is one of ``choices`` (exactly as spelled)."""
+    value = _text(values, key)
+    if value not in choices:
+        raise _fail(key, value, problem, " or ".join(choices))
+    return value
 
 
 def shutdown_settings(values: Mapping[str, object]) -> tuple[str, str]:

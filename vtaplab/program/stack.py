@@ -35,14 +35,14 @@ from components.tags import base_tags, component_tags
 from vtaplab import arm_ids, facts, plan
 from vtaplab.azure.attempts import SCENARIO_ATTEMPTS
 from vtaplab.program import userdata
-from vtaplab.program.config import LabConfig
+from vtaplab.program.config import PROXY_PROBE_HTTP, LabConfig
 
 # Scenarios whose PLS is Direct Connect: the stack's one provider is built that way.
 DIRECT_CONNECT_SCENARIOS = frozenset({"a"})
 # What this program builds (c1 is not expressible: facts.SCENARIOS says why).
 BUILT_SCENARIOS = ("r1", "b1", "b2", "a", "b3", "msp", "b4")
-# Scenarios whose vTAP points at the consumer LB's frontend (HA ports, HTTP probe of the
-# proxies' vtap-health.py) rather than at one proxy's NIC.
+# Scenarios whose vTAP points at the consumer LB's frontend (HA ports, a probe of the proxies:
+# HTTP to vtap-health.py, or vtaplab:proxyProbe tcp) rather than at one proxy's NIC.
 LB_FRONTED_SCENARIOS = frozenset({"b3", "b4"})
 
 
@@ -173,10 +173,13 @@ def _source_vnet(
             src_cloud_init=userdata.render("src"),
             client_cloud_init=userdata.render("client") if with_client else None,
             # b1's attempt points a vTAP at an LB in the source VNet; b3's and b4's vTAPs do,
-            # too, and that LB spreads the mirror over the proxies it probes over HTTP.
+            # too, and that LB spreads the mirror over the proxies it probes: over HTTP, or
+            # (vtaplab:proxyProbe tcp) over TCP/22, which can't see a failed rewrite. The
+            # proxies' health endpoint stays either way: b4's upgrades are gated by it.
             with_ilb=scenario == "b1" or scenario in LB_FRONTED_SCENARIOS,
             ilb_all_ports=scenario in LB_FRONTED_SCENARIOS,
-            ilb_http_probe=scenario in LB_FRONTED_SCENARIOS,
+            ilb_http_probe=(scenario in LB_FRONTED_SCENARIOS
+                            and cfg.proxy_probe == PROXY_PROBE_HTTP),
             tags=_tags(cfg, scenario),
             auto_shutdown=_shutdown(cfg),
         ),
