@@ -320,28 +320,17 @@ def test_b3_stopping_a_proxy_mid_run_loses_only_the_failover_window(tmp_path):
 
 
 # --- b4: a scale set of proxies behind the LB, probed over HTTP (or, to compare, TCP/22) ------
-def b4_graph(where: Path, probe: str) -> Path:
-    """b4's graph (provider ILB on HA ports) with its consumer LB's probe as deployed (``http``)
-    or as the reference lab's TCP/22 (``tcp``)."""
-    path = ha_graph("b4", where)
-    g = json.loads(path.read_text())
-    lb = next(r for r in g if r["name"] == "b4-ilb")
-    if probe == "tcp":
-        lb["inputs"]["probes"] = [{"name": "probe-tcp", "protocol": "Tcp", "port": 22,
-                                   "intervalInSeconds": 5, "probeThreshold": 1}]
-    path = where / f"b4-{probe}.json"
-    path.write_text(json.dumps(g))
-    return path
-
-
 def emulate_b4(out: Path, probe: str, fault: str, requests: int = 4) -> tuple[int, dict, dict]:
+    """The committed b4 stack's twin, its consumer LB's probe as deployed (``http``) or, with
+    ``--set proxyProbe=tcp``, as the reference lab's TCP/22 (the program builds either)."""
     out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "vtaplab", "emulate", "--graph", str(b4_graph(out, probe)),
+        [sys.executable, "-m", "vtaplab", "emulate", "b4", "--set", f"proxyProbe={probe}",
          "--out", str(out / "ev"), "--requests", str(requests), "--proxy-mode", "netdev",
-         "--fault", fault], capture_output=True, text=True, cwd=REPO, timeout=180,
+         "--fault", fault], capture_output=True, text=True, cwd=REPO, timeout=300,
         check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"with proxyProbe={probe}" in proc.stdout
     prefix = re.search(r"run (vl[0-9a-f]{4})", proc.stdout).group(1)
     assert [ns for ns in namespaces() if ns.startswith(prefix + "-")] == []
     return (proc.returncode, json.loads((out / "ev" / "verdict.json").read_text()),
@@ -545,6 +534,9 @@ def test_a_failure_mid_build_still_tears_everything_down(tmp_path):
     (["b2", "--tenants", "2"], "--tenants '2'"),
     (["b2", "--fault", "proxy-down"], "--fault 'proxy-down'"),
     (["b2", "--fault", "rolling-upgrade"], "--fault 'rolling-upgrade'"),
+    (["b4", "--set", "proxyProbe=udp"], "vtaplab:proxyProbe: 'udp'"),
+    (["b4", "--set", "proxyProbe"], "--set 'proxyProbe': not KEY=VALUE"),
+    (["--graph", "/tmp/x.json", "--set", "proxyProbe=tcp"], "not accepted with --graph"),
     (["b3", "--fault", "shared-vni"], "--fault 'shared-vni'"),
     (["msp", "--tenants", "11"], "--tenants '11'"),   # facts.MSP_TENANTS_RANGE: 1..10
     (["msp", "--proxy-vni", "5"], "unrecognized arguments: --proxy-vni"),

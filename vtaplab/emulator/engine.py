@@ -137,6 +137,7 @@ class RunOptions:
     keep: bool = False
     tenants: int | None = None
     verbose: bool = False
+    overrides: tuple[str, ...] = ()         # --set KEY=VALUE: the stack's config, changed
 class LbProber(threading.Thread):
     """The LB stand-in's health probe, running while the traffic does: every
     its (scaled) probe interval it probes each backend and, when the healthy set changes, reprograms
@@ -1304,6 +1305,11 @@ def _parser() -> argparse.ArgumentParser:
     # argparse formats help with %: a literal % (as in "2% of the packets") must be %%.
     p.add_argument("--fault", default="none", help="; ".join(
         f"{k}: {v}" for k, v in FAULTS.items()).replace("%", "%%"))
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="run the program with this vtaplab config value instead of the stack "
+                        "file's (repeatable; as 'graph STACK --set'), e.g. proxyProbe=tcp to "
+                        "see what the reference lab's TCP/22 probe misses")
     p.add_argument("--tenants", default=None,
                    help="msp: the tenant count expected (the graph's, from mspTenants; a "
                         "different number is refused)")
@@ -1333,24 +1339,31 @@ def _options(argv: list[str]) -> RunOptions | str:
                          "accepted: 3..1000 (one third per phase)")
     tenants = None if args.tenants is None else _int_option(
         "--tenants", args.tenants, *facts.MSP_TENANTS_RANGE)
+    if args.overrides and args.graph is not None:
+        raise ValueError(f"--set {args.overrides[0].partition('=')[0]}=... is not accepted "
+                         "with --graph (a graph file is already built); accepted: STACK "
+                         "--set KEY=VALUE")
     name = args.stack or args.graph.stem
     out = args.out if args.out is not None else Path("evidence/emulator") / name
     return RunOptions(stack=name, graph=args.graph, proxy_mode=args.proxy_mode,
                       fault=args.fault, requests=requests, out=out, keep=args.keep,
-                      tenants=tenants, verbose=args.verbose)
+                      tenants=tenants, verbose=args.verbose,
+                      overrides=tuple(args.overrides))
 
 
 def load_topology(opts: RunOptions) -> tuple[Topology, str]:
     """The twin's topology for ``opts`` (checked against the options), and where its graph
     came from; ValueError with one line when it can't be emulated as asked."""
-    from vtaplab.preflight.mocks import GraphError
+    from vtaplab.preflight.mocks import GraphError, parse_overrides
 
     try:
         if opts.graph is not None:
             resources, origin = load_graph_file(opts.graph), f"graph file {opts.graph}"
         else:
-            resources, cached = stack_graph(opts.stack)
-            origin = f"stack {opts.stack}'s graph" + (" (cached)" if cached else "")
+            overrides = parse_overrides(opts.overrides)
+            resources, cached = stack_graph(opts.stack, overrides=overrides or None)
+            origin = f"stack {opts.stack}'s graph" + "".join(
+                f" with {pair}" for pair in opts.overrides) + (" (cached)" if cached else "")
         topo = from_graph(resources, opts.stack)
     except GraphError as exc:
         raise ValueError(str(exc)) from None
