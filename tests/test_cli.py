@@ -77,6 +77,23 @@ def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, capsys):
     assert err.strip() == "vtaplab interrupted: interrupted"
 
 
+def test_a_command_whose_package_is_missing_is_one_line(monkeypatch, capsys):
+    # e.g. `python3 -m vtaplab graph b4` outside the venv: pulumi isn't there.
+    monkeypatch.setitem(cli.COMMANDS, "needy", ("vtaplab_test_needy", "test"))
+    real = cli.importlib.import_module
+
+    def import_module(name: str):
+        if name == "vtaplab_test_needy":
+            raise ModuleNotFoundError("No module named 'pulumi'", name="pulumi")
+        return real(name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", import_module)
+    assert cli.main(["needy", "b4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no package 'pulumi'" in err
+    assert "venv/bin/python -m vtaplab needy" in err
+
+
 def test_an_interrupted_emulation_exits_130(monkeypatch, tmp_path, capsys):
     from vtaplab.emulator import engine
 

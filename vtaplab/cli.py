@@ -66,7 +66,16 @@ def main(argv: list[str]) -> int:
         print(f"vtaplab: unknown command {name!r}; accepted: {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "vtaplab":
+            raise   # our own code missing is a bug, not an environment to fix
+        # A package the command needs isn't in this interpreter: the project's venv has it.
+        print(f"vtaplab {name}: this Python ({sys.executable}) has no package "
+              f"{exc.name.split('.')[0]!r}; accepted: the project's venv (./bootstrap.sh, "
+              f"then venv/bin/python -m vtaplab {name} ...)", file=sys.stderr)
+        return 2
     try:
         return int(module.main(rest))
     except KeyboardInterrupt:

@@ -186,9 +186,15 @@ def test_every_tier_fact_has_a_source():
         assert fact.source.startswith("assumption:") == fact.assumption, fact.id
 
 
-def test_offline_matrix_leaves_b4_to_the_twin_and_says_so_when_asked():
+def test_offline_matrix_runs_b4_and_a_pending_scenario_is_said_so(monkeypatch):
     from vtaplab import PROJECT_ROOT, matrix
 
+    # The twin builds b4's scale set: the offline matrix runs it, with its two variants.
+    assert "b4" in matrix._offline_scenarios(None, PROJECT_ROOT)
+    assert matrix._offline_scenarios("b4", PROJECT_ROOT) == ["b4"]
+    assert matrix.VARIANTS["b4"] == ("no-proxy-rule", "rolling-upgrade")
+    # A scenario the twin doesn't build yet is left out, and asking for it is one line.
+    monkeypatch.setattr(matrix, "OFFLINE_PENDING", ("b4",))
     assert "b4" not in matrix._offline_scenarios(None, PROJECT_ROOT)
     with pytest.raises(ValueError, match=r"'b4' needs b4, which the emulator doesn't build "
                                          r"yet; accepted: r1, b1"):
