@@ -170,8 +170,9 @@ ASSUMPTIONS: dict[str, Assumption] = {a.id: a for a in (
         "not documented"),
     Assumption(
         "probe-interval-scale", "Health probe timing in the twin.",
-        "interval scaled from the declared seconds to a tenth of a second per second (5 s "
-        "-> 0.2 s), declared threshold kept",
+        "interval scaled from the declared seconds by 0.04 (5 s -> 0.2 s), declared "
+        "threshold kept (that many probes in a row take a backend out or put it back); each "
+        "probe waits at most 0.5 s for its answer (a backend that went down costs that)",
         "keeps a failover window short enough for a test; the logic is the declared one"),
     Assumption(
         "vmss-instance-addresses", "Which addresses a Flexible scale set's instances get.",

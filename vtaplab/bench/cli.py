@@ -7,6 +7,7 @@ import sys
 
 BENCHES: dict[str, str] = {
     "decode": "vtaplab.bench.decode",
+    "failover": "vtaplab.bench.failover",
     "proxy": "vtaplab.bench.proxy",
 }
 

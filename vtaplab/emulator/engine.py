@@ -155,13 +155,17 @@ class LbProber(threading.Thread):
         deadline = time.monotonic() + PROBER_MAX_S
         try:
             threshold = max(1, self.lb.probe.threshold if self.lb.probe else 1)
-            failures = {node: 0 for node, _ip in self.lb.backends}
+            # probeThreshold: out after that many failed probes in a row, back in after that
+            # many answered ones in a row (REST spec ProbePropertiesFormat.probeThreshold).
+            streak = {node: 0 for node, _ip in self.lb.backends}   # >0 answered, <0 failed
+            health = dict(self.health)
             while not self.halt.is_set() and time.monotonic() < deadline:
                 answered = self.emu.probe_backends(self.lb)
-                # Out after `threshold` failures in a row (probeThreshold), in after one answer.
                 for node, ok in answered.items():
-                    failures[node] = 0 if ok else failures[node] + 1
-                health = {node: failures[node] < threshold for node in failures}
+                    run = streak[node]
+                    streak[node] = (max(run, 0) + 1) if ok else (min(run, 0) - 1)
+                    if abs(streak[node]) >= threshold:
+                        health = {**health, node: streak[node] > 0}
                 if health != self.health and not self.halt.is_set():
                     self.emu.program_lb(self.lb, health)
                     event = {"at": time.time(), "health": health,
