@@ -95,6 +95,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_option(name: str, text: str, low: int, high: int) -> int:
+    """A command-line integer within ``low..high``, or ValueError with one line naming the
+    option, the value and the accepted range."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValueError(f"{name} {text!r} is not accepted; accepted: {low}..{high}")
+    return value
+
+
 class InputTooLarge(ValueError):
     """A file a user named is larger than the bound its reader accepts."""
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vtaplab import PROJECT_ROOT
+from vtaplab.cli import int_option
 
 PROBES = ("http", "tcp")
 FAULTS = ("no-proxy-rule", "proxy-down", "rolling-upgrade")
@@ -109,16 +110,6 @@ def _run(stack: str, probe: str, fault: str, requests: int, out: Path) -> dict[s
                          f"{proc.returncode}): {tail[0] or exc}") from None
 
 
-def _bounded(name: str, text: str, bounds: tuple[int, int]) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = bounds[0] - 1
-    if not bounds[0] <= value <= bounds[1]:
-        raise BenchError(f"{name} {text!r} is not accepted; accepted: {bounds[0]}..{bounds[1]}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vtaplab bench failover",
                                      description=__doc__.splitlines()[0])
@@ -134,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.fault not in FAULTS:
             raise BenchError(f"--fault {args.fault!r} is not accepted; accepted: "
                              f"{', '.join(FAULTS)}")
-        rounds = _bounded("--rounds", args.rounds, ROUNDS_RANGE)
-        requests = _bounded("--requests", args.requests, REQUESTS_RANGE)
+        rounds = int_option("--rounds", args.rounds, *ROUNDS_RANGE)
+        requests = int_option("--requests", args.requests, *REQUESTS_RANGE)
         if os.geteuid() != 0:
             raise BenchError("must run as root (the twin's namespaces need it)")
         runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PROBES}
@@ -144,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 for probe in PROBES:
                     runs[probe].append(_run(args.stack, probe, args.fault, requests,
                                             Path(tmp) / f"{probe}-{index}"))
-    except BenchError as exc:
+    except ValueError as exc:   # BenchError and int_option's
         print(f"bench failover: {exc}", file=sys.stderr)
         return 2
     table = {probe: summarise(rows) for probe, rows in runs.items()}

@@ -40,7 +40,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from vtaplab import PROJECT_ROOT, behaviours, facts, plan
-from vtaplab.cli import EXIT_INTERRUPTED
+from vtaplab.cli import EXIT_INTERRUPTED, int_option
 from vtaplab.emulator import nft, runs
 from vtaplab.emulator.netns import Lab, NetnsError, Runner, list_namespaces, new_prefix, preflight
 from vtaplab.emulator.topology import (
@@ -113,8 +113,6 @@ FAILOVER_WAIT_MIN_S = 3.0
 UPGRADE_DOWN_INTERVALS = 3
 UPGRADE_BOOT_INTERVALS = 10
 UPGRADE_MAX_ROUNDS = 200
-# pauseTimeBetweenBatches as ProxyTier declares it, scaled (assumption upgrade-pause-scale).
-UPGRADE_PAUSE_S = 60 * PROBE_SCALE
 PR_SET_CHILD_SUBREAPER = 36   # prctl(2)
 CAPTURE_SNAPLEN = 2048        # > 1514 + a VLAN tag; every link here has MTU 1500
 # nginx's big file, as src.yaml's runcmd writes it: yes 'TEXT' | head -c N > /var/www/html/F
@@ -197,6 +195,12 @@ class LbProber(threading.Thread):
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
 
+
+
+def lb_before_proxies(topo: Topology, scenario: Scenario) -> bool:
+    """Is an LB before two or more proxies in ``scenario`` (b3, b4): one of them can be at
+    fault while the others carry the mirror?"""
+    return scenario.lb is not None and len(topo.lb(scenario.lb).backends) > 1
 
 
 def _probe_interval(lb: LoadBalancer) -> float:
@@ -650,8 +654,7 @@ class Emulation:
 
     def one_proxy_at_fault(self, scenario: Scenario) -> bool:
         """Does the fault hit one proxy of ``scenario`` (an LB before two or more)?"""
-        return (self.opts.fault in FAULTS_ONE_PROXY and scenario.lb is not None
-                and len(self.topo.lb(scenario.lb).backends) > 1)
+        return self.opts.fault in FAULTS_ONE_PROXY and lb_before_proxies(self.topo, scenario)
 
     def scenario_lb(self) -> LoadBalancer | None:
         return self.topo.lb(self.scenario.lb) if self.scenario.lb else None
@@ -664,7 +667,7 @@ class Emulation:
 
         fault, n, scenario = self.opts.fault, self.opts.requests, self.scenario
         lb = self.scenario_lb()
-        one_proxy = self.one_proxy_at_fault(scenario)
+        one_proxy = self.one_proxy_at_fault(scenario) and lb is not None
         parts: list[tuple[Flow, Path]] = []
         if fault == "rolling-upgrade" and one_proxy:
             self.rolling_upgrade(parts)
@@ -684,8 +687,8 @@ class Emulation:
                 if i == 1:
                     if fault == "flap-proxy-rule":
                         self.remove_proxy(scenario.proxies)
-                    else:
-                        self.take_out(lb.backends[-1][0] if lb else "",  # type: ignore[union-attr]
+                    elif lb is not None:
+                        self.take_out(lb.backends[-1][0],
                                       "rewrite" if fault == "no-proxy-rule" else "down")
                 self.traffic_round(i, count, parts)
                 if i == 1:
@@ -727,15 +730,16 @@ class Emulation:
         """rolling-upgrade: batch after batch (the scale set's maxBatchInstancePercent; one
         proxy at a time where the proxies are VMs), each instance goes down, comes back after
         its reimage, installs its rewrite and is probed back into the LB, while the clients
-        keep sending one request per URL at a time; the pause between batches as declared
-        (scaled). Traffic before the first batch and after the last: --requests each."""
+        keep sending one request per URL at a time; the pause between batches as the scale
+        set declares it (scaled; none between hand-placed VMs). Traffic before the first batch
+        and after the last: --requests each."""
         lb = self.scenario_lb()
         assert lb is not None
         members = [node for node, _ip in lb.backends]
         scale_set = next((ss for ss in self.topo.scale_sets
                           if set(ss.instances) == set(members)), None)
         batches = scale_set.batches() if scale_set else [(node,) for node in members]
-        pause = UPGRADE_PAUSE_S if scale_set is None else scale_set.pause_s * PROBE_SCALE
+        pause = scale_set.pause_s * PROBE_SCALE if scale_set else 0.0
         index = 0
         self.traffic_round(index, self.opts.requests, parts)
         rounds: list[int] = []
@@ -943,7 +947,8 @@ class Emulation:
         if "rolling_upgrade" not in self.facts:
             return self.topo
         extra_b = ["vmss-rolling-upgrade"] if self.facts["rolling_upgrade"]["scale_set"] else []
-        extra_a = ["upgrade-no-drain", "upgrade-boot-order", "upgrade-pause-scale"]
+        extra_a = ["upgrade-no-drain", "upgrade-boot-order",
+                   *(["upgrade-pause-scale"] if extra_b else [])]
         return replace(self.topo,
                        behaviours=tuple(dict.fromkeys([*self.topo.behaviours, *extra_b])),
                        assumptions=tuple(dict.fromkeys([*self.topo.assumptions, *extra_a])))
@@ -1004,19 +1009,18 @@ class Emulation:
 
     def await_out(self, window: dict[str, Any]) -> None:
         """Wait (bounded) until the LB's probe has taken the window's backend out."""
-        prober = self.probers.get(self.scenario.lb or "")
-        lb = self.scenario_lb()
-        if prober is not None and lb is not None:
-            window["event"] = prober.wait_for(window["backend"], False, self._wait_bound(lb),
-                                              after=window["down_at"])
+        window["event"] = self._await(window["backend"], False, window["down_at"])
 
     def await_in(self, window: dict[str, Any]) -> None:
         """Wait (bounded) until the LB's probe has put the window's backend back."""
+        window["back_event"] = self._await(window["backend"], True, window["up_at"])
+
+    def _await(self, node: str, healthy: bool, since: float) -> dict[str, Any] | None:
         prober = self.probers.get(self.scenario.lb or "")
         lb = self.scenario_lb()
-        if prober is not None and lb is not None:
-            window["back_event"] = prober.wait_for(window["backend"], True, self._wait_bound(lb),
-                                                   after=window["up_at"])
+        if prober is None or lb is None:
+            return None
+        return prober.wait_for(node, healthy, self._wait_bound(lb), after=since)
 
     def failover_facts(self) -> dict[str, Any]:
         """What a run with a proxy at fault shows: per window, when the LB took the proxy
@@ -1063,8 +1067,8 @@ class Emulation:
             "down_at": round(window["down_at"], 6), "steered_before_down": at_down,
         }
         what = facts.FAILOVER_CAUSES[cause]
+        probe = f"{lb.probe.protocol.upper()}/{lb.probe.port}" if lb.probe else "none"
         if event is None:
-            probe = f"{lb.probe.protocol.upper()}/{lb.probe.port}" if lb.probe else "none"
             result.update(removed_at=None, window_s=None, confined=False,
                           lost_in_window=end[node] - at_down[node], lost_after_window=None,
                           why=f"the LB never took {node} out after it {what} (its probe "
@@ -1090,7 +1094,6 @@ class Emulation:
                 result["why"] = (f"{node} never came back into the LB after its upgrade "
                                  f"within {self._wait_bound(lb):.1f} s")
             elif result["lost_after_window"]:
-                probe = f"{lb.probe.protocol.upper()}/{lb.probe.port}" if lb.probe else "none"
                 result["why"] = (f"the LB put {node} back before its rewrite was installed "
                                  f"(its probe {probe} answered); {result['lost_after_window']} "
                                  "datagrams sent to it meanwhile were lost")
@@ -1337,11 +1340,11 @@ def _options(argv: list[str]) -> RunOptions | str:
                          f"{', '.join(PROXY_MODES)}")
     if args.fault not in FAULTS:
         raise ValueError(f"--fault {args.fault!r} is not accepted; accepted: {', '.join(FAULTS)}")
-    requests = _int_option("--requests", args.requests, 1, 1000)
+    requests = int_option("--requests", args.requests, 1, 1000)
     if args.fault == "flap-proxy-rule" and requests < 3:
         raise ValueError(f"--requests {args.requests!r} is not accepted with flap-proxy-rule; "
                          "accepted: 3..1000 (one third per phase)")
-    tenants = None if args.tenants is None else _int_option(
+    tenants = None if args.tenants is None else int_option(
         "--tenants", args.tenants, *facts.MSP_TENANTS_RANGE)
     if args.overrides and args.graph is not None:
         raise ValueError(f"--set {args.overrides[0].partition('=')[0]}=... is not accepted "
@@ -1373,9 +1376,8 @@ def load_topology(opts: RunOptions) -> tuple[Topology, str]:
         raise ValueError(str(exc)) from None
     except TopologyError as exc:
         raise ValueError(str(exc)) from None
-    lbs_before_proxies = [s for s in topo.scenarios
-                          if s.lb and len(topo.lb(s.lb).backends) > 1]
-    if opts.fault in FAULTS_NEED_LB and not lbs_before_proxies:
+    if opts.fault in FAULTS_NEED_LB and not any(lb_before_proxies(topo, s)
+                                                for s in topo.scenarios):
         raise ValueError(f"--fault {opts.fault!r} is not accepted with {opts.stack}; accepted: "
                          "a stack with an LB before two or more proxies (b3, b4, uksouth)")
     tenants = max((len(s.flows) for s in topo.scenarios if s.decap_vnis), default=0)
@@ -1410,16 +1412,6 @@ def _tcpdump_drops(pcap: Path) -> int | None:
         return None
     match = re.search(r"(\d+) packets? dropped by kernel", text)
     return int(match.group(1)) if match else None
-
-
-def _int_option(name: str, text: str, low: int, high: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ValueError(f"{name} {text!r} is not accepted; accepted: {low}..{high}")
-    return value
 
 
 def _print_hops(facts_: dict[str, Any]) -> None:
@@ -1621,7 +1613,7 @@ def _run_one(opts: RunOptions, topo: Topology) -> tuple[int, str]:
     if left:
         return 3, outcome
     survives = {s.id for s in topo.scenarios if opts.fault in FAULTS_STILL_DELIVERED or (
-        opts.fault in FAULTS_ONE_PROXY and s.lb and len(topo.lb(s.lb).backends) > 1)}
+        opts.fault in FAULTS_ONE_PROXY and lb_before_proxies(topo, s))}
     if any(v.get("matches_expected") is False for k, v in verdicts.items() if k in survives):
         return 1, outcome
     return 0, outcome
