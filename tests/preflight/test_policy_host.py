@@ -240,3 +240,36 @@ def test_rejected_scenarios_are_advisory_not_blocking(analyzer, make, preview):
     assert found and {p for p, _u, _l in found} == {"expected-rejections"}
     assert {level for _p, _u, level in found} == {
         analyzer_pb2.EnforcementLevel.Value("ADVISORY")}
+
+
+@pytest.mark.parametrize("probe", ["http", "tcp"])
+def test_b4_program_graph_through_the_engine_started_pack(analyzer, probe):
+    """b4 as the program builds it (under mocks, with ``--set proxyProbe``), in the engine's
+    outputs shape: the scale set's rules read it; the reference lab's TCP/22 probe on the
+    vTAP's LB is flagged, advisory only, and the deployed HTTP probe is clean; the same
+    findings as ``check`` on the inputs."""
+    from vtaplab.preflight.mocks import build_graph
+
+    g = copy.deepcopy(build_graph("b4", overrides={"proxyProbe": probe}))
+    found = _violations(analyzer, g, preview=False)
+    names = {p for p, _u, _l in found}
+    if probe == "http":
+        assert found == set()
+    else:
+        assert names == {rules.RULES_BY_ID["VTAP024"].name}
+        assert {level for _p, _u, level in found} == {
+            analyzer_pb2.EnforcementLevel.Value("ADVISORY")}
+    report = check.evaluate(g, stack="b4", scenarios=("b4",))
+    assert {rules.RULES_BY_ID[f.rule].name for f in report.findings} == names
+
+
+def test_b4_scale_set_without_its_health_extension_is_blocked_by_the_pack(analyzer):
+    """The scale set itself, in the outputs shape: rolling upgrades without the Application
+    Health extension are refused (VTAP025, mandatory), as check refuses them on inputs."""
+    from vtaplab.preflight.mocks import build_graph
+
+    g = copy.deepcopy(build_graph("b4"))
+    vmss = next(r for r in g if r["type"] == "azure-native:compute:VirtualMachineScaleSet")
+    vmss["inputs"]["virtualMachineProfile"].pop("extensionProfile")
+    found = _violations(analyzer, g, preview=False)
+    assert (rules.RULES_BY_ID["VTAP025"].name, vmss["urn"], MANDATORY) in found
