@@ -84,8 +84,10 @@ BEHAVIOURS: dict[str, Behaviour] = {b.id: b for b in (
     Behaviour(
         "lb-probes",
         "A backend takes flows only while its health probe succeeds (probe protocol, port, "
-        "interval, probeThreshold consecutive failures take it out).",
-        "load-balancer/load-balancer-custom-probe-overview.md, 'Probe configuration'"),
+        "interval; probeThreshold consecutive failures take it out, as many consecutive "
+        "successes put it back).",
+        "load-balancer/load-balancer-custom-probe-overview.md, 'Probe configuration'; REST "
+        "spec Microsoft.Network loadBalancer.json, ProbePropertiesFormat.probeThreshold"),
     Behaviour(
         "pls-nat",
         "A Private Link Service source-NATs consumer traffic to its NAT IP configurations and "
